@@ -1,0 +1,194 @@
+//! The closed vocabularies of the domain (DESIGN §1, §2). Each is stored and
+//! sent as its snake_case name.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the stored name; `None` for anything else.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        #[cfg(feature = "sqlx")]
+        crate::text_column!($name);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+vocabulary!(
+    /// How an application is deployed.
+    DeploymentModel { Cloud => "cloud", OnPremise => "on_premise", Hybrid => "hybrid" }
+);
+vocabulary!(
+    /// The commercial shape of a license.
+    LicenseType { Perpetual => "perpetual", Subscription => "subscription", Trial => "trial" }
+);
+vocabulary!(
+    /// The status an admin sets. Expiry is derived from `expires_on`, never stored here.
+    LicenseStatus { Active => "active", Suspended => "suspended", Revoked => "revoked" }
+);
+vocabulary!(
+    /// Whether seats are node-locked (dedicated) or floating (concurrent).
+    SeatModel { Dedicated => "dedicated", Concurrent => "concurrent" }
+);
+vocabulary!(
+    /// The three kinds of row in the seat ledger.
+    SeatKind { Assignment => "assignment", Activation => "activation", Lease => "lease" }
+);
+vocabulary!(
+    /// Why a seat ended.
+    ReleaseReason {
+        Checkin => "checkin",
+        Expired => "expired",
+        Reclaimed => "reclaimed",
+        Transferred => "transferred",
+        AdminRelease => "admin_release",
+        LicenseRevoked => "license_revoked",
+        LicenseDeleted => "license_deleted",
+    }
+);
+vocabulary!(
+    /// Whether a contact still works here.
+    ContactStatus { Active => "active", Terminated => "terminated" }
+);
+vocabulary!(
+    /// What a reminder is about.
+    ReminderKind { Expiry => "expiry", MaintenanceExpiry => "maintenance_expiry" }
+);
+vocabulary!(
+    /// Where a reminder is in its life.
+    ReminderState { Pending => "pending", Sent => "sent", Dismissed => "dismissed" }
+);
+vocabulary!(
+    /// Whether an admin may release a seat an application holds.
+    AdminRelease { Allowed => "allowed", Denied => "denied" }
+);
+
+/// The lease policy of a license (DESIGN §1), with its defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeasePolicy {
+    pub lease_ttl_s: i64,
+    pub heartbeat_interval_s: i64,
+    pub license_file_ttl_s: i64,
+    pub self_service_releases_per_month: i64,
+    pub admin_release: AdminRelease,
+    pub release_cooldown_s: i64,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        LeasePolicy {
+            lease_ttl_s: 900,
+            heartbeat_interval_s: 300,
+            license_file_ttl_s: 7 * 24 * 3600,
+            self_service_releases_per_month: 3,
+            admin_release: AdminRelease::Allowed,
+            release_cooldown_s: 900,
+        }
+    }
+}
+
+impl LeasePolicy {
+    /// Checks the policy's numbers; the error names the offending field.
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.lease_ttl_s < 1 {
+            return Err(("policy.lease_ttl_s", "must be at least 1 second"));
+        }
+        if self.heartbeat_interval_s < 1 {
+            return Err(("policy.heartbeat_interval_s", "must be at least 1 second"));
+        }
+        if self.license_file_ttl_s < 1 {
+            return Err(("policy.license_file_ttl_s", "must be at least 1 second"));
+        }
+        if self.self_service_releases_per_month < 0 {
+            return Err(("policy.self_service_releases_per_month", "must not be negative"));
+        }
+        if self.release_cooldown_s < 0 {
+            return Err(("policy.release_cooldown_s", "must not be negative"));
+        }
+        Ok(())
+    }
+}
+
+/// Money in integer minor units (cents for USD) with its ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Money {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// True for a three-letter upper-case code, the shape of ISO 4217.
+pub fn is_currency_code(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// What a license's state means to a client or a badge, today (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EffectiveStatus {
+    Active,
+    Suspended,
+    Revoked,
+    Expired,
+}
+
+pub fn effective_status(
+    status: LicenseStatus,
+    expires_on: Option<chrono::NaiveDate>,
+    today: chrono::NaiveDate,
+) -> EffectiveStatus {
+    match status {
+        LicenseStatus::Revoked => EffectiveStatus::Revoked,
+        LicenseStatus::Suspended => EffectiveStatus::Suspended,
+        LicenseStatus::Active => match expires_on {
+            Some(day) if day < today => EffectiveStatus::Expired,
+            _ => EffectiveStatus::Active,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_round_trips_through_its_names() {
+        for kind in ReleaseReason::ALL {
+            assert_eq!(ReleaseReason::parse(kind.as_str()), Some(*kind));
+        }
+        assert_eq!(LicenseType::parse("lifetime"), None);
+    }
+
+    #[test]
+    fn a_license_past_its_expiry_is_expired_but_revocation_wins() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let yesterday = today.pred_opt();
+        assert_eq!(effective_status(LicenseStatus::Active, yesterday, today), EffectiveStatus::Expired);
+        assert_eq!(effective_status(LicenseStatus::Active, Some(today), today), EffectiveStatus::Active);
+        assert_eq!(effective_status(LicenseStatus::Revoked, yesterday, today), EffectiveStatus::Revoked);
+    }
+}

@@ -1,0 +1,377 @@
+//! The JSON shapes of Leasehold's API (DESIGN §3, §4), shared by the server and the SDK.
+//! Requests refuse unknown fields; optional fields that can be cleared on `PATCH` are
+//! `Option<Option<T>>`: absent leaves the value, `null` clears it.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use leasehold_core::{
+    AdminRelease, ContactStatus, DeploymentModel, EffectiveStatus, LeasePolicy, LicenseStatus, LicenseType, Money,
+    ReleaseReason, ReminderKind, ReminderState, Role, SeatKind, SeatModel,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Deserializes a present field (even `null`) as `Some`, so `PATCH` can tell
+/// "clear it" (`null`) from "leave it" (absent, via `#[serde(default)]`).
+pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The one error shape of every endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    /// A stable code: `INVALID_REQUEST`, `UNAUTHORIZED`, `FORBIDDEN`, `NOT_FOUND`, `CONFLICT`,
+    /// `SEAT_OVER_ALLOCATED`, `NO_SEATS`, `RATE_LIMITED`, `INTERNAL`, …
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub details: Option<serde_json::Value>,
+}
+
+/// One page of a list; pass `next_cursor` as `?cursor=` for the next.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    pub status: String,
+}
+
+// ---- tokens ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A new token: `token` is shown this once and never again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TokenCreated {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+}
+
+// ---- applications ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateApplication {
+    pub name: String,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    pub deployment_model: DeploymentModel,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApplication {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub vendor: Option<Option<String>>,
+    #[serde(default)]
+    pub deployment_model: Option<DeploymentModel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Application {
+    pub id: String,
+    pub name: String,
+    pub vendor: Option<String>,
+    pub deployment_model: DeploymentModel,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+// ---- licenses ----
+
+/// A lease policy given in part: what is absent keeps its default (or, on `PATCH`, its value).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInput {
+    pub lease_ttl_s: Option<i64>,
+    pub heartbeat_interval_s: Option<i64>,
+    pub license_file_ttl_s: Option<i64>,
+    pub self_service_releases_per_month: Option<i64>,
+    pub admin_release: Option<AdminRelease>,
+    pub release_cooldown_s: Option<i64>,
+}
+
+impl PolicyInput {
+    pub fn apply_to(&self, mut policy: LeasePolicy) -> LeasePolicy {
+        policy.lease_ttl_s = self.lease_ttl_s.unwrap_or(policy.lease_ttl_s);
+        policy.heartbeat_interval_s = self.heartbeat_interval_s.unwrap_or(policy.heartbeat_interval_s);
+        policy.license_file_ttl_s = self.license_file_ttl_s.unwrap_or(policy.license_file_ttl_s);
+        policy.self_service_releases_per_month = self
+            .self_service_releases_per_month
+            .unwrap_or(policy.self_service_releases_per_month);
+        policy.admin_release = self.admin_release.unwrap_or(policy.admin_release);
+        policy.release_cooldown_s = self.release_cooldown_s.unwrap_or(policy.release_cooldown_s);
+        policy
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateLicense {
+    pub application_id: String,
+    /// The key as the vendor issued it; generated (`XXXXX-XXXXX-XXXXX-XXXXX-XXXXX`) when absent.
+    #[serde(default)]
+    pub key: Option<String>,
+    pub licensed_to: String,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(rename = "type")]
+    pub license_type: LicenseType,
+    #[serde(default)]
+    pub status: Option<LicenseStatus>,
+    /// `dedicated` when absent.
+    #[serde(default)]
+    pub seat_model: Option<SeatModel>,
+    pub seats_total: i64,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub cost: Option<Money>,
+    #[serde(default)]
+    pub purchased_on: Option<NaiveDate>,
+    #[serde(default)]
+    pub expires_on: Option<NaiveDate>,
+    #[serde(default)]
+    pub maintenance_expires_on: Option<NaiveDate>,
+    #[serde(default)]
+    pub po_number: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    #[serde(default)]
+    pub policy: Option<PolicyInput>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLicense {
+    #[serde(default)]
+    pub licensed_to: Option<String>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub vendor: Option<Option<String>>,
+    #[serde(default, rename = "type")]
+    pub license_type: Option<LicenseType>,
+    #[serde(default)]
+    pub status: Option<LicenseStatus>,
+    #[serde(default)]
+    pub seat_model: Option<SeatModel>,
+    #[serde(default)]
+    pub seats_total: Option<i64>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub version: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Money>))]
+    pub cost: Option<Option<Money>>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<NaiveDate>))]
+    pub purchased_on: Option<Option<NaiveDate>>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<NaiveDate>))]
+    pub expires_on: Option<Option<NaiveDate>>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<NaiveDate>))]
+    pub maintenance_expires_on: Option<Option<NaiveDate>>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub po_number: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub notes: Option<Option<String>>,
+    #[serde(default)]
+    pub policy: Option<PolicyInput>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct License {
+    pub id: String,
+    pub application_id: String,
+    /// The full key: present only in the answer that created the license.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub key_masked: String,
+    pub licensed_to: String,
+    pub vendor: Option<String>,
+    #[serde(rename = "type")]
+    pub license_type: LicenseType,
+    pub status: LicenseStatus,
+    /// The status a client sees today: `expired` once `expires_on` has passed.
+    pub effective_status: EffectiveStatus,
+    pub seat_model: SeatModel,
+    pub seats_total: i64,
+    pub seats_used: i64,
+    pub version: Option<String>,
+    pub cost: Option<Money>,
+    pub purchased_on: Option<NaiveDate>,
+    pub expires_on: Option<NaiveDate>,
+    pub maintenance_expires_on: Option<NaiveDate>,
+    pub po_number: Option<String>,
+    pub notes: Option<String>,
+    pub policy: LeasePolicy,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct RevealedKey {
+    pub key: String,
+}
+
+// ---- seats ----
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AssignSeat {
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    #[serde(default)]
+    pub assignee_name: Option<String>,
+    #[serde(default)]
+    pub device_name: Option<String>,
+    #[serde(default)]
+    pub seat_serial_key: Option<String>,
+    #[serde(default)]
+    pub activated_on: Option<NaiveDate>,
+}
+
+/// One row of the seat ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Seat {
+    pub id: String,
+    pub license_id: String,
+    pub kind: SeatKind,
+    /// True while the seat is held (not released).
+    pub active: bool,
+    pub contact_id: Option<String>,
+    pub contact_name: Option<String>,
+    /// The holder contact was offboarded: reclaim this seat.
+    pub contact_terminated: bool,
+    pub assignee_name: Option<String>,
+    pub device_name: Option<String>,
+    pub seat_serial_key_masked: Option<String>,
+    pub activated_on: Option<NaiveDate>,
+    pub fingerprint: Option<String>,
+    pub os_user: Option<String>,
+    pub identifier: Option<String>,
+    pub instances: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub released_at: Option<DateTime<Utc>>,
+    pub release_reason: Option<ReleaseReason>,
+    pub reclaimed_on: Option<NaiveDate>,
+}
+
+// ---- contacts ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateContact {
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Contact {
+    pub id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub status: ContactStatus,
+    pub created_at: DateTime<Utc>,
+    pub terminated_at: Option<DateTime<Utc>>,
+    /// The seats the contact holds now (on single reads and after terminate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_seats: Option<Vec<Seat>>,
+}
+
+// ---- reminders and events ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Reminder {
+    pub id: String,
+    pub license_id: String,
+    pub kind: ReminderKind,
+    pub due_on: NaiveDate,
+    pub state: ReminderState,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub dismissed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct EventActor {
+    /// `member`, `token`, `license_key` or `system`.
+    pub kind: String,
+    pub id: Option<String>,
+    pub label: String,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Event {
+    pub id: String,
+    pub actor: EventActor,
+    pub action: String,
+    pub subject_type: String,
+    pub subject_id: String,
+    pub license_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub before: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub after: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}

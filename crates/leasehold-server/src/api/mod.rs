@@ -1,0 +1,94 @@
+//! The admin API: its route table, generated into `/openapi.json` from the same
+//! handler annotations, so the document cannot drift from the code.
+
+mod applications;
+mod contacts;
+mod events;
+mod health;
+mod licenses;
+mod seats;
+mod tokens;
+mod workspace;
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::Router;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Leasehold",
+        description = "Self-hosted software license server and license tracker: the admin API."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "tokens", description = "API tokens"),
+        (name = "workspace", description = "The caller's workspace"),
+        (name = "applications", description = "Software the licenses are for"),
+        (name = "licenses", description = "Licenses, their keys and seats"),
+        (name = "contacts", description = "People seats are assigned to"),
+        (name = "audit", description = "Reminders and the audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The API routes and the OpenAPI document describing exactly them.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(workspace::get_workspace))
+        .routes(routes!(applications::create_application, applications::list_applications))
+        .routes(routes!(
+            applications::get_application,
+            applications::update_application,
+            applications::delete_application
+        ))
+        .routes(routes!(licenses::create_license, licenses::list_licenses))
+        .routes(routes!(licenses::get_license, licenses::update_license, licenses::delete_license))
+        .routes(routes!(licenses::reveal_key))
+        .routes(routes!(seats::assign_seat, seats::list_seats))
+        .routes(routes!(seats::reclaim_seat))
+        .routes(routes!(contacts::create_contact, contacts::list_contacts))
+        .routes(routes!(contacts::get_contact))
+        .routes(routes!(contacts::terminate_contact))
+        .routes(routes!(events::list_reminders))
+        .routes(routes!(events::list_events))
+        .split_for_parts()
+}
+
+/// A required text field: trimmed, not empty, at most `max` characters.
+pub(crate) fn required_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("must be at most {max} characters")));
+    }
+    Ok(value.to_string())
+}
+
+/// An optional text field: trimmed; empty means absent.
+pub(crate) fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ApiError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => required_text(field, v, max).map(Some),
+    }
+}

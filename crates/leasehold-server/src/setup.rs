@@ -1,0 +1,232 @@
+//! Start-up: the master key (from the environment or a key file made on first start),
+//! its check against the store, and creating workspaces.
+
+use crate::extract::token_hash;
+use crate::AppState;
+use anyhow::{bail, Context};
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::Argon2;
+use leasehold_core::reminders::DEFAULT_LEAD_DAYS;
+use leasehold_core::secrets::MasterKey;
+use leasehold_core::{is_currency_code, Role};
+use leasehold_store::{NewMember, NewToken, NewWorkspace, StoreError};
+use std::path::{Path, PathBuf};
+
+const MASTER_KEY_FILE: &str = "master.key";
+const MASTER_CHECK: &str = "master_key_check";
+
+/// Where the data and secrets are.
+#[derive(Clone)]
+pub struct Settings {
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://DATA_DIR/leasehold.db`.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// The master key itself (base64 or hex); otherwise `DATA_DIR/master.key`.
+    pub master_key: Option<String>,
+    /// Start even though the master key does not match the store's.
+    pub force: bool,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("data_dir", &self.data_dir)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("force", &self.force)
+            .finish()
+    }
+}
+
+/// A database URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Settings {
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("leasehold.db").display()))
+    }
+}
+
+/// Opens the store and the master key, refusing a master key other than the one the
+/// store was written with (unless `force`).
+pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
+    let url = settings.database_url();
+    if url.starts_with("sqlite:") || settings.master_key.is_none() {
+        create_private_dir(&settings.data_dir)?;
+    }
+    let master = load_master_key(settings)?;
+    let store = leasehold_store::open(&url)
+        .await
+        .with_context(|| format!("opening the store at {}", redact_url(&url)))?;
+    let stored = store.meta_get_or_put(MASTER_CHECK, &master.check_value()).await?;
+    if stored != master.check_value() {
+        if settings.force {
+            tracing::warn!("the master key differs from the one this store was written with; starting anyway (--force)");
+        } else {
+            bail!(
+                "the master key differs from the one this store was written with: stored keys and \
+                 secrets would not decrypt. Set LEASEHOLD_MASTER_KEY (or restore {MASTER_KEY_FILE}); \
+                 --force starts anyway"
+            );
+        }
+    }
+    Ok(AppState { store, master })
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn load_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
+    if let Some(text) = &settings.master_key {
+        return MasterKey::parse(text).context("LEASEHOLD_MASTER_KEY");
+    }
+    let path = settings.data_dir.join(MASTER_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::parse(&text).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate();
+            write_private_file(&path, key.to_base64().as_bytes())?;
+            tracing::info!(path = %path.display(), "made a new master key; back it up with the data");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes a file only its owner can read, failing if it exists (two processes starting
+/// at once must not overwrite each other's key).
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// A workspace's slug: its name in lower case, runs of other characters as one dash.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.trim().chars() {
+        if c.is_alphanumeric() {
+            slug.extend(c.to_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').to_string()
+}
+
+/// Hashes a password with argon2id off the async runtime.
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
+    })
+    .await?
+}
+
+/// Creates a workspace, its owner and an owner API token; answers the token.
+pub async fn create_workspace(
+    state: &AppState,
+    name: &str,
+    email: &str,
+    password: &str,
+    currency: &str,
+) -> anyhow::Result<String> {
+    let name = name.trim();
+    let slug = slugify(name);
+    if slug.is_empty() {
+        bail!("the workspace name needs a letter or digit");
+    }
+    let email = email.trim().to_lowercase();
+    if !email.contains('@') || email.len() > 254 {
+        bail!("{email:?} is not an email address");
+    }
+    if password.chars().count() < 8 {
+        bail!("the password must be at least 8 characters");
+    }
+    if !is_currency_code(currency) {
+        bail!("the currency must be an ISO 4217 code such as USD");
+    }
+    let password_hash = hash_password(password.to_string()).await?;
+    let token = crate::new_api_token();
+    let created = state
+        .store
+        .create_workspace(
+            NewWorkspace {
+                name: name.to_string(),
+                slug,
+                currency: currency.to_string(),
+                reminder_lead_days: DEFAULT_LEAD_DAYS.to_vec(),
+            },
+            NewMember {
+                email,
+                password_hash,
+                role: Role::Owner,
+            },
+            NewToken {
+                name: "owner (leasehold init)".into(),
+                role: Role::Owner,
+                token_hash: token_hash(&token),
+            },
+        )
+        .await;
+    match created {
+        Ok(_) => Ok(token),
+        Err(StoreError::Conflict(message)) => bail!(message),
+        Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_keep_letters_and_digits() {
+        assert_eq!(slugify("  Acme Corp. (EU) "), "acme-corp-eu");
+        assert_eq!(slugify("!!!"), "");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords_in_logs() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/leasehold"),
+            "postgres://app:***@db:5432/leasehold"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

@@ -1,0 +1,966 @@
+//! The one body of SQL both backends run. `impl_store!` expands it for a concrete
+//! sqlx database, so each query is checked against that driver's types; what differs
+//! between the backends (how a write transaction begins, row locks) comes in as
+//! arguments. Keep the SQL portable: `$n` placeholders, `ON CONFLICT`, `RETURNING`.
+
+/// The seat columns with the holder contact's name and whether they were offboarded.
+macro_rules! seat_select {
+    () => {
+        "SELECT s.id, s.workspace_id, s.license_id, s.kind, s.contact_id, c.name AS contact_name, \
+         COALESCE(c.status = 'terminated', FALSE) AS contact_terminated, s.assignee_name, \
+         s.device_name, s.serial_key_enc, s.serial_key_masked, s.activated_on, s.fingerprint, \
+         s.os_user, s.identifier, s.instances, s.created_at, s.last_seen_at, s.expires_at, \
+         s.released_at, s.release_reason, s.reclaimed_on \
+         FROM seats s LEFT JOIN contacts c ON c.id = s.contact_id "
+    };
+}
+
+macro_rules! license_select {
+    () => {
+        "SELECT * FROM licenses WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL"
+    };
+}
+
+/// The highest id cursor: every UUID sorts below it.
+pub(crate) const TOP_CURSOR: &str = "~";
+
+/// The earliest and latest days both databases store.
+pub(crate) fn first_day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default()
+}
+
+pub(crate) fn last_day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or_default()
+}
+
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value).ok()
+}
+
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, backend = $backend:expr, lock = $lock:literal) => {
+        use $crate::backend::{is_unique_violation, json, TOP_CURSOR};
+        use $crate::records::*;
+        use $crate::{Backend, Result, Store, StoreError};
+        use async_trait::async_trait;
+        use leasehold_core::*;
+
+        type Tx = sqlx::Transaction<'static, $db>;
+
+        /// Helpers that run inside a caller's transaction.
+        impl $store {
+            async fn insert_event(
+                tx: &mut Tx,
+                workspace_id: &str,
+                actor: &Actor,
+                action: &str,
+                subject: (&str, &str),
+                license_id: Option<&str>,
+                before: Option<String>,
+                after: Option<String>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
+                     subject_type, subject_id, license_id, before_json, after_json, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(new_id())
+                .bind(workspace_id)
+                .bind(actor.kind)
+                .bind(actor.id.as_deref())
+                .bind(&actor.label)
+                .bind(action)
+                .bind(subject.0)
+                .bind(subject.1)
+                .bind(license_id)
+                .bind(before)
+                .bind(after)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn locked_license(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {
+                sqlx::query_as::<_, License>(concat!(license_select!(), $lock))
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            async fn license_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {
+                sqlx::query_as::<_, License>(license_select!())
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            async fn seat_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<Seat> {
+                sqlx::query_as::<_, Seat>(concat!(seat_select!(), "WHERE s.id = $1 AND s.workspace_id = $2"))
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            async fn workspace_in(tx: &mut Tx, id: &str) -> Result<Workspace> {
+                sqlx::query_as::<_, Workspace>("SELECT * FROM workspaces WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            /// Brings the license's pending reminders in line with its dates and status:
+            /// drops pending ones no longer due, adds missing ones, keeps sent and dismissed.
+            async fn sync_reminders(tx: &mut Tx, license: &License) -> Result<()> {
+                let lead_days = Self::workspace_in(tx, &license.workspace_id).await?.lead_days()?;
+                let wanted = reminders::due_reminders(
+                    license.status,
+                    license.expires_on,
+                    license.maintenance_expires_on,
+                    &lead_days,
+                    today(),
+                );
+                let pending: Vec<(String, ReminderKind, chrono::NaiveDate)> = sqlx::query_as(
+                    "SELECT id, kind, due_on FROM reminders WHERE license_id = $1 AND state = 'pending'",
+                )
+                .bind(&license.id)
+                .fetch_all(&mut **tx)
+                .await?;
+                for (id, kind, due_on) in pending {
+                    if !wanted.contains(&(kind, due_on)) {
+                        sqlx::query("DELETE FROM reminders WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                for (kind, due_on) in wanted {
+                    sqlx::query(
+                        "INSERT INTO reminders (id, workspace_id, license_id, kind, due_on, state, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'pending', $6) \
+                         ON CONFLICT (license_id, kind, due_on) DO NOTHING",
+                    )
+                    .bind(new_id())
+                    .bind(&license.workspace_id)
+                    .bind(&license.id)
+                    .bind(kind)
+                    .bind(due_on)
+                    .bind(now_ms())
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            /// Ends the license's active seats matching `kinds` with `reason`, frees them in
+            /// the counter, and audits each.
+            async fn release_seats(
+                tx: &mut Tx,
+                actor: &Actor,
+                license: &License,
+                kinds: &[SeatKind],
+                reason: ReleaseReason,
+            ) -> Result<i64> {
+                let active: Vec<Seat> = sqlx::query_as::<_, Seat>(concat!(
+                    seat_select!(),
+                    "WHERE s.license_id = $1 AND s.released_at IS NULL"
+                ))
+                .bind(&license.id)
+                .fetch_all(&mut **tx)
+                .await?;
+                let now = now_ms();
+                let mut released = 0;
+                for seat in active.into_iter().filter(|s| kinds.contains(&s.kind)) {
+                    let ended = sqlx::query(
+                        "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(reason)
+                    .bind(&seat.id)
+                    .execute(&mut **tx)
+                    .await?;
+                    if ended.rows_affected() == 0 {
+                        continue;
+                    }
+                    let after = Seat {
+                        released_at: Some(now),
+                        release_reason: Some(reason),
+                        ..seat.clone()
+                    };
+                    Self::insert_event(
+                        tx,
+                        &license.workspace_id,
+                        actor,
+                        "seat.released",
+                        ("seat", &seat.id),
+                        Some(&license.id),
+                        json(&seat),
+                        json(&after),
+                    )
+                    .await?;
+                    released += 1;
+                }
+                if released > 0 {
+                    sqlx::query("UPDATE licenses SET seats_used = seats_used - $1 WHERE id = $2")
+                        .bind(released)
+                        .bind(&license.id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(released)
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+                let (stored,): (String,) = sqlx::query_as("SELECT value FROM meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn create_workspace(
+                &self,
+                workspace: NewWorkspace,
+                owner: NewMember,
+                token: NewToken,
+            ) -> Result<Workspace> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let lead_days = serde_json::to_string(&workspace.reminder_lead_days)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let created = sqlx::query_as::<_, Workspace>(
+                    "INSERT INTO workspaces (id, name, slug, currency, reminder_lead_days, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                )
+                .bind(new_id())
+                .bind(&workspace.name)
+                .bind(&workspace.slug)
+                .bind(&workspace.currency)
+                .bind(lead_days)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Conflict(format!("a workspace named {:?} exists already", workspace.slug))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                let member_id = new_id();
+                sqlx::query(
+                    "INSERT INTO members (id, workspace_id, email, password_hash, role, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&member_id)
+                .bind(&created.id)
+                .bind(&owner.email)
+                .bind(&owner.password_hash)
+                .bind(owner.role)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let token_id = new_id();
+                sqlx::query(
+                    "INSERT INTO api_tokens (id, workspace_id, name, role, token_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&token_id)
+                .bind(&created.id)
+                .bind(&token.name)
+                .bind(token.role)
+                .bind(&token.token_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let actor = Actor {
+                    kind: "member",
+                    id: Some(member_id),
+                    label: owner.email.clone(),
+                };
+                Self::insert_event(&mut tx, &created.id, &actor, "workspace.created", ("workspace", &created.id), None, None, json(&created)).await?;
+                Self::insert_event(&mut tx, &created.id, &actor, "token.created", ("token", &token_id), None, None, None).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn workspace(&self, id: &str) -> Result<Workspace> {
+                sqlx::query_as::<_, Workspace>("SELECT * FROM workspaces WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            async fn workspace_count(&self) -> Result<i64> {
+                let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM workspaces")
+                    .fetch_one(self.reader())
+                    .await?;
+                Ok(count)
+            }
+
+            async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
+                Ok(sqlx::query_as::<_, TokenRecord>(
+                    "SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(token_hash)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn create_token(&self, actor: &Actor, workspace_id: &str, token: NewToken) -> Result<TokenRecord> {
+                let mut tx = self.begin_write().await?;
+                let created = sqlx::query_as::<_, TokenRecord>(
+                    "INSERT INTO api_tokens (id, workspace_id, name, role, token_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                )
+                .bind(new_id())
+                .bind(workspace_id)
+                .bind(&token.name)
+                .bind(token.role)
+                .bind(&token.token_hash)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "token.created", ("token", &created.id), None, None, json(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn list_tokens(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<TokenRecord>> {
+                let rows = sqlx::query_as::<_, TokenRecord>(
+                    "SELECT * FROM api_tokens WHERE workspace_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(workspace_id)
+                .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
+                .bind(page.fetch_limit())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(Page::from_fetched(rows, page, |t| t.id.clone()))
+            }
+
+            async fn revoke_token(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<TokenRecord> {
+                let mut tx = self.begin_write().await?;
+                let revoked = sqlx::query_as::<_, TokenRecord>(
+                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) \
+                     WHERE id = $2 AND workspace_id = $3 RETURNING *",
+                )
+                .bind(now_ms())
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                Self::insert_event(&mut tx, workspace_id, actor, "token.revoked", ("token", id), None, None, json(&revoked)).await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn create_application(
+                &self,
+                actor: &Actor,
+                workspace_id: &str,
+                application: NewApplication,
+            ) -> Result<Application> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let created = sqlx::query_as::<_, Application>(
+                    "INSERT INTO applications (id, workspace_id, name, vendor, deployment_model, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                     RETURNING id, workspace_id, name, vendor, deployment_model, created_at, updated_at",
+                )
+                .bind(new_id())
+                .bind(workspace_id)
+                .bind(&application.name)
+                .bind(&application.vendor)
+                .bind(application.deployment_model)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "application.created", ("application", &created.id), None, None, json(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn application(&self, workspace_id: &str, id: &str) -> Result<Application> {
+                sqlx::query_as::<_, Application>(
+                    "SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
+                     FROM applications WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+                )
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(self.reader())
+                .await?
+                .ok_or(StoreError::NotFound)
+            }
+
+            async fn list_applications(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Application>> {
+                let rows = sqlx::query_as::<_, Application>(
+                    "SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
+                     FROM applications WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 \
+                     ORDER BY id DESC LIMIT $3",
+                )
+                .bind(workspace_id)
+                .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
+                .bind(page.fetch_limit())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(Page::from_fetched(rows, page, |a| a.id.clone()))
+            }
+
+            async fn update_application(
+                &self,
+                actor: &Actor,
+                workspace_id: &str,
+                id: &str,
+                change: ApplicationChange,
+            ) -> Result<Application> {
+                let mut tx = self.begin_write().await?;
+                let before = sqlx::query_as::<_, Application>(concat!(
+                    "SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
+                     FROM applications WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+                    $lock
+                ))
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                let after = Application {
+                    name: change.name.unwrap_or_else(|| before.name.clone()),
+                    vendor: change.vendor.unwrap_or_else(|| before.vendor.clone()),
+                    deployment_model: change.deployment_model.unwrap_or(before.deployment_model),
+                    updated_at: now_ms(),
+                    ..before.clone()
+                };
+                sqlx::query(
+                    "UPDATE applications SET name = $1, vendor = $2, deployment_model = $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(&after.name)
+                .bind(&after.vendor)
+                .bind(after.deployment_model)
+                .bind(after.updated_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "application.updated", ("application", id), None, json(&before), json(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn delete_application(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                let before = sqlx::query_as::<_, Application>(concat!(
+                    "SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
+                     FROM applications WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+                    $lock
+                ))
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                let (licenses,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM licenses WHERE application_id = $1 AND deleted_at IS NULL",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if licenses > 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "the application has {licenses} license(s); delete them first"
+                    )));
+                }
+                sqlx::query("UPDATE applications SET deleted_at = $1 WHERE id = $2")
+                    .bind(now_ms())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "application.deleted", ("application", id), None, json(&before), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_license(&self, actor: &Actor, workspace_id: &str, license: NewLicense) -> Result<License> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let application: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM applications WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+                )
+                .bind(&license.application_id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if application.is_none() {
+                    return Err(StoreError::invalid("application_id", "no such application"));
+                }
+                let f = &license.fields;
+                let cost = f.cost.clone();
+                let created = sqlx::query_as::<_, License>(
+                    "INSERT INTO licenses (id, workspace_id, application_id, key_enc, key_hash, key_masked, \
+                     licensed_to, vendor, license_type, status, seat_model, seats_total, seats_used, version, \
+                     cost_amount_minor, cost_currency, purchased_on, expires_on, maintenance_expires_on, \
+                     po_number, notes, lease_ttl_s, heartbeat_interval_s, license_file_ttl_s, \
+                     self_service_releases_per_month, admin_release, release_cooldown_s, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $17, \
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27) RETURNING *",
+                )
+                .bind(new_id())
+                .bind(workspace_id)
+                .bind(&license.application_id)
+                .bind(&license.key_enc)
+                .bind(&license.key_hash)
+                .bind(&license.key_masked)
+                .bind(&f.licensed_to)
+                .bind(&f.vendor)
+                .bind(f.license_type)
+                .bind(f.status)
+                .bind(f.seat_model)
+                .bind(f.seats_total)
+                .bind(&f.version)
+                .bind(cost.as_ref().map(|c| c.amount_minor))
+                .bind(cost.map(|c| c.currency))
+                .bind(f.purchased_on)
+                .bind(f.expires_on)
+                .bind(f.maintenance_expires_on)
+                .bind(&f.po_number)
+                .bind(&f.notes)
+                .bind(f.policy.lease_ttl_s)
+                .bind(f.policy.heartbeat_interval_s)
+                .bind(f.policy.license_file_ttl_s)
+                .bind(f.policy.self_service_releases_per_month)
+                .bind(f.policy.admin_release)
+                .bind(f.policy.release_cooldown_s)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Conflict("a license with this key exists already".into())
+                    } else {
+                        e.into()
+                    }
+                })?;
+                Self::sync_reminders(&mut tx, &created).await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "license.created", ("license", &created.id), Some(&created.id), None, json(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn license(&self, workspace_id: &str, id: &str) -> Result<License> {
+                sqlx::query_as::<_, License>(license_select!())
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            async fn list_licenses(
+                &self,
+                workspace_id: &str,
+                filter: &LicenseFilter,
+                page: &PageRequest,
+            ) -> Result<Page<License>> {
+                let rows = sqlx::query_as::<_, License>(
+                    "SELECT * FROM licenses WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 \
+                     AND ($3 = '' OR application_id = $3) AND ($4 = '' OR status = $4) \
+                     ORDER BY id DESC LIMIT $5",
+                )
+                .bind(workspace_id)
+                .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
+                .bind(filter.application_id.as_deref().unwrap_or(""))
+                .bind(filter.status.map(|s| s.as_str()).unwrap_or(""))
+                .bind(page.fetch_limit())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(Page::from_fetched(rows, page, |l| l.id.clone()))
+            }
+
+            async fn update_license(
+                &self,
+                actor: &Actor,
+                workspace_id: &str,
+                id: &str,
+                change: &(dyn for<'l> Fn(&'l License) -> Result<LicenseChange> + Send + Sync),
+            ) -> Result<License> {
+                let mut tx = self.begin_write().await?;
+                let before = Self::locked_license(&mut tx, workspace_id, id).await?;
+                let c = change(&before)?;
+                if c.seat_model != before.seat_model && before.seats_used > 0 {
+                    return Err(StoreError::Conflict(
+                        "the seat model cannot change while seats are in use".into(),
+                    ));
+                }
+                if c.status == LicenseStatus::Revoked && before.status != LicenseStatus::Revoked {
+                    Self::release_seats(
+                        &mut tx,
+                        actor,
+                        &before,
+                        &[SeatKind::Activation, SeatKind::Lease],
+                        ReleaseReason::LicenseRevoked,
+                    )
+                    .await?;
+                }
+                let cost = c.cost.clone();
+                let updated = sqlx::query(
+                    "UPDATE licenses SET licensed_to = $1, vendor = $2, license_type = $3, status = $4, \
+                     seat_model = $5, seats_total = $6, version = $7, cost_amount_minor = $8, cost_currency = $9, \
+                     purchased_on = $10, expires_on = $11, maintenance_expires_on = $12, po_number = $13, \
+                     notes = $14, lease_ttl_s = $15, heartbeat_interval_s = $16, license_file_ttl_s = $17, \
+                     self_service_releases_per_month = $18, admin_release = $19, release_cooldown_s = $20, \
+                     updated_at = $21 WHERE id = $22 AND seats_used <= $6",
+                )
+                .bind(&c.licensed_to)
+                .bind(&c.vendor)
+                .bind(c.license_type)
+                .bind(c.status)
+                .bind(c.seat_model)
+                .bind(c.seats_total)
+                .bind(&c.version)
+                .bind(cost.as_ref().map(|m| m.amount_minor))
+                .bind(cost.map(|m| m.currency))
+                .bind(c.purchased_on)
+                .bind(c.expires_on)
+                .bind(c.maintenance_expires_on)
+                .bind(&c.po_number)
+                .bind(&c.notes)
+                .bind(c.policy.lease_ttl_s)
+                .bind(c.policy.heartbeat_interval_s)
+                .bind(c.policy.license_file_ttl_s)
+                .bind(c.policy.self_service_releases_per_month)
+                .bind(c.policy.admin_release)
+                .bind(c.policy.release_cooldown_s)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let after = Self::license_in(&mut tx, workspace_id, id).await?;
+                if updated.rows_affected() == 0 {
+                    return Err(StoreError::SeatsInUse {
+                        requested: c.seats_total,
+                        seats_used: after.seats_used,
+                    });
+                }
+                Self::sync_reminders(&mut tx, &after).await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "license.updated", ("license", id), Some(id), json(&before), json(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn delete_license(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                let before = Self::locked_license(&mut tx, workspace_id, id).await?;
+                Self::release_seats(
+                    &mut tx,
+                    actor,
+                    &before,
+                    SeatKind::ALL,
+                    ReleaseReason::LicenseDeleted,
+                )
+                .await?;
+                sqlx::query("DELETE FROM reminders WHERE license_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE licenses SET deleted_at = $1 WHERE id = $2")
+                    .bind(now_ms())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "license.deleted", ("license", id), Some(id), json(&before), None).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn reveal_license_key(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Vec<u8>> {
+                let mut tx = self.begin_write().await?;
+                let license = Self::license_in(&mut tx, workspace_id, id).await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "license.key_revealed", ("license", id), Some(id), None, None).await?;
+                tx.commit().await?;
+                Ok(license.key_enc)
+            }
+
+            async fn assign_seat(
+                &self,
+                actor: &Actor,
+                workspace_id: &str,
+                license_id: &str,
+                assignment: NewAssignment,
+            ) -> Result<Seat> {
+                let mut tx = self.begin_write().await?;
+                let license = Self::license_in(&mut tx, workspace_id, license_id).await?;
+                if license.seat_model == SeatModel::Concurrent {
+                    return Err(StoreError::Conflict(
+                        "seats of a concurrent license are taken by leases, not assigned".into(),
+                    ));
+                }
+                if let Some(contact_id) = &assignment.contact_id {
+                    let contact: Option<(String,)> =
+                        sqlx::query_as("SELECT id FROM contacts WHERE id = $1 AND workspace_id = $2")
+                            .bind(contact_id)
+                            .bind(workspace_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if contact.is_none() {
+                        return Err(StoreError::invalid("contact_id", "no such contact"));
+                    }
+                }
+                // The invariant, decided in one statement: a seat is counted only if one is free.
+                let taken = sqlx::query(
+                    "UPDATE licenses SET seats_used = seats_used + 1 \
+                     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL",
+                )
+                .bind(license_id)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() == 0 {
+                    // Full, or deleted meanwhile (then this answers not found).
+                    let now = Self::license_in(&mut tx, workspace_id, license_id).await?;
+                    return Err(StoreError::SeatOverAllocated {
+                        seats_total: now.seats_total,
+                        seats_used: now.seats_used,
+                    });
+                }
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO seats (id, workspace_id, license_id, kind, contact_id, assignee_name, device_name, \
+                     serial_key_enc, serial_key_masked, activated_on, created_at) \
+                     VALUES ($1, $2, $3, 'assignment', $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&id)
+                .bind(workspace_id)
+                .bind(license_id)
+                .bind(&assignment.contact_id)
+                .bind(&assignment.assignee_name)
+                .bind(&assignment.device_name)
+                .bind(&assignment.serial_key_enc)
+                .bind(&assignment.serial_key_masked)
+                .bind(assignment.activated_on)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                let seat = Self::seat_in(&mut tx, workspace_id, &id).await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "seat.assigned", ("seat", &id), Some(license_id), None, json(&seat)).await?;
+                tx.commit().await?;
+                Ok(seat)
+            }
+
+            async fn list_seats(
+                &self,
+                workspace_id: &str,
+                license_id: &str,
+                active_only: bool,
+                page: &PageRequest,
+            ) -> Result<Page<Seat>> {
+                self.license(workspace_id, license_id).await?;
+                let rows = sqlx::query_as::<_, Seat>(concat!(
+                    seat_select!(),
+                    "WHERE s.license_id = $1 AND s.workspace_id = $2 AND s.id < $3 \
+                     AND ($4 = FALSE OR s.released_at IS NULL) ORDER BY s.id DESC LIMIT $5"
+                ))
+                .bind(license_id)
+                .bind(workspace_id)
+                .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
+                .bind(active_only)
+                .bind(page.fetch_limit())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(Page::from_fetched(rows, page, |s| s.id.clone()))
+            }
+
+            async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat> {
+                let mut tx = self.begin_write().await?;
+                let before = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
+                let license = Self::license_in(&mut tx, workspace_id, &before.license_id).await?;
+                let reason = if before.kind == SeatKind::Assignment {
+                    ReleaseReason::Reclaimed
+                } else if license.admin_release == AdminRelease::Allowed {
+                    ReleaseReason::AdminRelease
+                } else {
+                    return Err(StoreError::Conflict(
+                        "this license's policy does not let admins release seats that applications hold".into(),
+                    ));
+                };
+                let reclaimed_on = (reason == ReleaseReason::Reclaimed).then(today);
+                let ended = sqlx::query(
+                    "UPDATE seats SET released_at = $1, release_reason = $2, reclaimed_on = $3 \
+                     WHERE id = $4 AND released_at IS NULL",
+                )
+                .bind(now_ms())
+                .bind(reason)
+                .bind(reclaimed_on)
+                .bind(seat_id)
+                .execute(&mut *tx)
+                .await?;
+                if ended.rows_affected() == 0 {
+                    return Err(StoreError::Conflict("the seat is released already".into()));
+                }
+                sqlx::query("UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1")
+                    .bind(&license.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let after = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "seat.reclaimed", ("seat", seat_id), Some(&license.id), json(&before), json(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn create_contact(&self, actor: &Actor, workspace_id: &str, contact: NewContact) -> Result<Contact> {
+                let mut tx = self.begin_write().await?;
+                let created = sqlx::query_as::<_, Contact>(
+                    "INSERT INTO contacts (id, workspace_id, name, email, status, created_at) \
+                     VALUES ($1, $2, $3, $4, 'active', $5) RETURNING *",
+                )
+                .bind(new_id())
+                .bind(workspace_id)
+                .bind(&contact.name)
+                .bind(&contact.email)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "contact.created", ("contact", &created.id), None, None, json(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn contact(&self, workspace_id: &str, id: &str) -> Result<Contact> {
+                sqlx::query_as::<_, Contact>("SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2")
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            async fn list_contacts(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Contact>> {
+                let rows = sqlx::query_as::<_, Contact>(
+                    "SELECT * FROM contacts WHERE workspace_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(workspace_id)
+                .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
+                .bind(page.fetch_limit())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(Page::from_fetched(rows, page, |c| c.id.clone()))
+            }
+
+            async fn terminate_contact(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Contact> {
+                let mut tx = self.begin_write().await?;
+                let before = sqlx::query_as::<_, Contact>("SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2")
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let after = sqlx::query_as::<_, Contact>(
+                    "UPDATE contacts SET status = 'terminated', terminated_at = COALESCE(terminated_at, $1) \
+                     WHERE id = $2 RETURNING *",
+                )
+                .bind(now_ms())
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "contact.terminated", ("contact", id), None, json(&before), json(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn contact_seats(&self, workspace_id: &str, contact_id: &str) -> Result<Vec<Seat>> {
+                self.contact(workspace_id, contact_id).await?;
+                Ok(sqlx::query_as::<_, Seat>(concat!(
+                    seat_select!(),
+                    "WHERE s.contact_id = $1 AND s.workspace_id = $2 AND s.released_at IS NULL ORDER BY s.id DESC"
+                ))
+                .bind(contact_id)
+                .bind(workspace_id)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn list_reminders(
+                &self,
+                workspace_id: &str,
+                filter: &ReminderFilter,
+                page: &PageRequest,
+            ) -> Result<Page<Reminder>> {
+                let (after_day, after_id) = match page.cursor.as_deref().and_then(|c| c.split_once('|')) {
+                    Some((day, id)) => (
+                        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                            .map_err(|_| StoreError::invalid("cursor", "not a cursor of this list"))?,
+                        id.to_string(),
+                    ),
+                    None if page.cursor.is_some() => {
+                        return Err(StoreError::invalid("cursor", "not a cursor of this list"))
+                    }
+                    None => ($crate::backend::first_day(), String::new()),
+                };
+                let rows = sqlx::query_as::<_, Reminder>(
+                    "SELECT r.* FROM reminders r JOIN licenses l ON l.id = r.license_id \
+                     WHERE r.workspace_id = $1 AND l.deleted_at IS NULL \
+                     AND (r.due_on > $2 OR (r.due_on = $2 AND r.id > $3)) \
+                     AND ($4 = '' OR r.license_id = $4) AND r.due_on <= $5 AND ($6 = '' OR r.state = $6) \
+                     ORDER BY r.due_on, r.id LIMIT $7",
+                )
+                .bind(workspace_id)
+                .bind(after_day)
+                .bind(after_id)
+                .bind(filter.license_id.as_deref().unwrap_or(""))
+                .bind(filter.due_before.unwrap_or($crate::backend::last_day()))
+                .bind(filter.state.map(|s| s.as_str()).unwrap_or(""))
+                .bind(page.fetch_limit())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(Page::from_fetched(rows, page, |r| format!("{}|{}", r.due_on, r.id)))
+            }
+
+            async fn list_events(&self, workspace_id: &str, filter: &EventFilter, page: &PageRequest) -> Result<Page<Event>> {
+                let rows = sqlx::query_as::<_, Event>(
+                    "SELECT * FROM events WHERE workspace_id = $1 AND id < $2 \
+                     AND ($3 = '' OR license_id = $3) AND ($4 = '' OR action = $4) \
+                     ORDER BY id DESC LIMIT $5",
+                )
+                .bind(workspace_id)
+                .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
+                .bind(filter.license_id.as_deref().unwrap_or(""))
+                .bind(filter.action.as_deref().unwrap_or(""))
+                .bind(page.fetch_limit())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(Page::from_fetched(rows, page, |e| e.id.clone()))
+            }
+        }
+    };
+}
+
+

@@ -1,0 +1,172 @@
+//! Leasehold's storage. One [`Store`] trait in the domain's words; a SQLite and a
+//! PostgreSQL implementation generated from one body of SQL (see `backend.rs`), each
+//! with its own embedded migrations.
+
+#[macro_use]
+mod backend;
+mod postgres;
+mod records;
+mod sqlite;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub use postgres::PostgresStore;
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+/// Everything that can go wrong in the store, in terms the HTTP layer can map.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("all {seats_total} seats are in use")]
+    SeatOverAllocated { seats_total: i64, seats_used: i64 },
+    #[error("seats_total {requested} is below the {seats_used} seats in use")]
+    SeatsInUse { requested: i64, seats_used: i64 },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which backend a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Opens the store a URL names (`sqlite://PATH` or `postgres://…`) and applies its
+/// migrations. Any other scheme is refused.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::invalid(
+            "database_url",
+            "unsupported scheme: use sqlite://PATH or postgres://…",
+        ))
+    }
+}
+
+/// What the domain needs from storage. Every call that changes data writes its
+/// audit event in the same transaction; every call is scoped to one workspace and
+/// answers [`StoreError::NotFound`] for another workspace's objects.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// Answers when the database answers (readiness).
+    async fn ping(&self) -> Result<()>;
+    /// Stores `value` under `key` unless a value is there; answers the value that is.
+    async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String>;
+
+    // Workspaces, members and tokens.
+    async fn create_workspace(
+        &self,
+        workspace: NewWorkspace,
+        owner: NewMember,
+        token: NewToken,
+    ) -> Result<Workspace>;
+    async fn workspace(&self, id: &str) -> Result<Workspace>;
+    async fn workspace_count(&self) -> Result<i64>;
+    /// The live (unrevoked) token with this hash.
+    async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>>;
+    async fn create_token(&self, actor: &Actor, workspace_id: &str, token: NewToken) -> Result<TokenRecord>;
+    async fn list_tokens(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<TokenRecord>>;
+    async fn revoke_token(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<TokenRecord>;
+
+    // Applications.
+    async fn create_application(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        application: NewApplication,
+    ) -> Result<Application>;
+    async fn application(&self, workspace_id: &str, id: &str) -> Result<Application>;
+    async fn list_applications(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Application>>;
+    async fn update_application(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        change: ApplicationChange,
+    ) -> Result<Application>;
+    /// Refused with a conflict while the application has licenses.
+    async fn delete_application(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()>;
+
+    // Licenses.
+    async fn create_license(&self, actor: &Actor, workspace_id: &str, license: NewLicense) -> Result<License>;
+    async fn license(&self, workspace_id: &str, id: &str) -> Result<License>;
+    async fn list_licenses(
+        &self,
+        workspace_id: &str,
+        filter: &LicenseFilter,
+        page: &PageRequest,
+    ) -> Result<Page<License>>;
+    /// Applies `change` to the current row inside the transaction, so the new values are
+    /// computed from what is stored, not from an earlier read.
+    async fn update_license(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        change: &(dyn for<'l> Fn(&'l License) -> Result<LicenseChange> + Send + Sync),
+    ) -> Result<License>;
+    /// Releases the license's seats, removes its reminders, keeps its ledger.
+    async fn delete_license(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()>;
+    /// The encrypted key, audited as revealed.
+    async fn reveal_license_key(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Vec<u8>>;
+
+    // The seat ledger.
+    async fn assign_seat(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        license_id: &str,
+        assignment: NewAssignment,
+    ) -> Result<Seat>;
+    async fn list_seats(
+        &self,
+        workspace_id: &str,
+        license_id: &str,
+        active_only: bool,
+        page: &PageRequest,
+    ) -> Result<Page<Seat>>;
+    async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat>;
+
+    // Contacts.
+    async fn create_contact(&self, actor: &Actor, workspace_id: &str, contact: NewContact) -> Result<Contact>;
+    async fn contact(&self, workspace_id: &str, id: &str) -> Result<Contact>;
+    async fn list_contacts(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Contact>>;
+    async fn terminate_contact(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Contact>;
+    async fn contact_seats(&self, workspace_id: &str, contact_id: &str) -> Result<Vec<Seat>>;
+
+    // Reminders and the audit log.
+    async fn list_reminders(
+        &self,
+        workspace_id: &str,
+        filter: &ReminderFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Reminder>>;
+    async fn list_events(&self, workspace_id: &str, filter: &EventFilter, page: &PageRequest) -> Result<Page<Event>>;
+}

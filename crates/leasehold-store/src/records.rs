@@ -1,0 +1,375 @@
+//! What the store reads and writes. Rows decode straight into these; encrypted
+//! columns are never serialized (the audit log stores rows through `Serialize`).
+
+use chrono::NaiveDate;
+use leasehold_core::*;
+use serde::Serialize;
+
+/// A new time-sortable id (UUIDv7).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Now, in milliseconds since the Unix epoch (UTC).
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Today's date in UTC.
+pub fn today() -> NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+/// Who made a change, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `member`, `token`, `license_key` or `system`.
+    pub kind: &'static str,
+    pub id: Option<String>,
+    pub label: String,
+}
+
+impl Actor {
+    pub fn system() -> Actor {
+        Actor {
+            kind: "system",
+            id: None,
+            label: "system".into(),
+        }
+    }
+}
+
+/// `?cursor=&limit=` of a list.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub cursor: Option<String>,
+    pub limit: u32,
+}
+
+impl PageRequest {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 200;
+
+    pub fn first(limit: u32) -> PageRequest {
+        PageRequest { cursor: None, limit }
+    }
+
+    /// The limit to query: one past the page, to learn whether another page follows.
+    pub(crate) fn fetch_limit(&self) -> i64 {
+        i64::from(self.limit.clamp(1, Self::MAX_LIMIT)) + 1
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Cuts a fetched list (`fetch_limit` long at most) into a page and its cursor.
+    pub(crate) fn from_fetched(mut rows: Vec<T>, page: &PageRequest, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+        let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
+        Page { items: rows, next_cursor }
+    }
+
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub currency: String,
+    /// JSON array of lead days.
+    pub reminder_lead_days: String,
+    pub created_at: i64,
+}
+
+impl Workspace {
+    pub fn lead_days(&self) -> Result<Vec<u32>, crate::StoreError> {
+        serde_json::from_str(&self.reminder_lead_days)
+            .map_err(|e| crate::StoreError::Corrupt(format!("workspace lead days: {e}")))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub name: String,
+    pub slug: String,
+    pub currency: String,
+    pub reminder_lead_days: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub email: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    pub token_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub role: Role,
+    #[serde(skip)]
+    pub token_hash: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Application {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub vendor: Option<String>,
+    pub deployment_model: DeploymentModel,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApplication {
+    pub name: String,
+    pub vendor: Option<String>,
+    pub deployment_model: DeploymentModel,
+}
+
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ApplicationChange {
+    pub name: Option<String>,
+    pub vendor: Option<Option<String>>,
+    pub deployment_model: Option<DeploymentModel>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct License {
+    pub id: String,
+    pub workspace_id: String,
+    pub application_id: String,
+    #[serde(skip)]
+    pub key_enc: Vec<u8>,
+    #[serde(skip)]
+    pub key_hash: String,
+    pub key_masked: String,
+    pub licensed_to: String,
+    pub vendor: Option<String>,
+    pub license_type: LicenseType,
+    pub status: LicenseStatus,
+    pub seat_model: SeatModel,
+    pub seats_total: i64,
+    pub seats_used: i64,
+    pub version: Option<String>,
+    pub cost_amount_minor: Option<i64>,
+    pub cost_currency: Option<String>,
+    pub purchased_on: Option<NaiveDate>,
+    pub expires_on: Option<NaiveDate>,
+    pub maintenance_expires_on: Option<NaiveDate>,
+    pub po_number: Option<String>,
+    pub notes: Option<String>,
+    pub lease_ttl_s: i64,
+    pub heartbeat_interval_s: i64,
+    pub license_file_ttl_s: i64,
+    pub self_service_releases_per_month: i64,
+    pub admin_release: AdminRelease,
+    pub release_cooldown_s: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl License {
+    pub fn policy(&self) -> LeasePolicy {
+        LeasePolicy {
+            lease_ttl_s: self.lease_ttl_s,
+            heartbeat_interval_s: self.heartbeat_interval_s,
+            license_file_ttl_s: self.license_file_ttl_s,
+            self_service_releases_per_month: self.self_service_releases_per_month,
+            admin_release: self.admin_release,
+            release_cooldown_s: self.release_cooldown_s,
+        }
+    }
+
+    pub fn cost(&self) -> Option<Money> {
+        match (self.cost_amount_minor, &self.cost_currency) {
+            (Some(amount_minor), Some(currency)) => Some(Money {
+                amount_minor,
+                currency: currency.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The license's editable fields, as a starting point for a change.
+    pub fn to_change(&self) -> LicenseChange {
+        LicenseChange {
+            licensed_to: self.licensed_to.clone(),
+            vendor: self.vendor.clone(),
+            license_type: self.license_type,
+            status: self.status,
+            seat_model: self.seat_model,
+            seats_total: self.seats_total,
+            version: self.version.clone(),
+            cost: self.cost(),
+            purchased_on: self.purchased_on,
+            expires_on: self.expires_on,
+            maintenance_expires_on: self.maintenance_expires_on,
+            po_number: self.po_number.clone(),
+            notes: self.notes.clone(),
+            policy: self.policy(),
+        }
+    }
+}
+
+/// A license's editable fields.
+#[derive(Debug, Clone)]
+pub struct LicenseChange {
+    pub licensed_to: String,
+    pub vendor: Option<String>,
+    pub license_type: LicenseType,
+    pub status: LicenseStatus,
+    pub seat_model: SeatModel,
+    pub seats_total: i64,
+    pub version: Option<String>,
+    pub cost: Option<Money>,
+    pub purchased_on: Option<NaiveDate>,
+    pub expires_on: Option<NaiveDate>,
+    pub maintenance_expires_on: Option<NaiveDate>,
+    pub po_number: Option<String>,
+    pub notes: Option<String>,
+    pub policy: LeasePolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewLicense {
+    pub application_id: String,
+    pub key_enc: Vec<u8>,
+    pub key_hash: String,
+    pub key_masked: String,
+    pub fields: LicenseChange,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LicenseFilter {
+    pub application_id: Option<String>,
+    pub status: Option<LicenseStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Seat {
+    pub id: String,
+    pub workspace_id: String,
+    pub license_id: String,
+    pub kind: SeatKind,
+    pub contact_id: Option<String>,
+    pub contact_name: Option<String>,
+    pub contact_terminated: bool,
+    pub assignee_name: Option<String>,
+    pub device_name: Option<String>,
+    #[serde(skip)]
+    pub serial_key_enc: Option<Vec<u8>>,
+    pub serial_key_masked: Option<String>,
+    pub activated_on: Option<NaiveDate>,
+    pub fingerprint: Option<String>,
+    pub os_user: Option<String>,
+    pub identifier: Option<String>,
+    /// JSON array of instance ids, for leases.
+    pub instances: Option<String>,
+    pub created_at: i64,
+    pub last_seen_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub released_at: Option<i64>,
+    pub release_reason: Option<ReleaseReason>,
+    pub reclaimed_on: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewAssignment {
+    pub contact_id: Option<String>,
+    pub assignee_name: Option<String>,
+    pub device_name: Option<String>,
+    pub serial_key_enc: Option<Vec<u8>>,
+    pub serial_key_masked: Option<String>,
+    pub activated_on: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Contact {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub status: ContactStatus,
+    pub created_at: i64,
+    pub terminated_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewContact {
+    pub name: String,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Reminder {
+    pub id: String,
+    pub workspace_id: String,
+    pub license_id: String,
+    pub kind: ReminderKind,
+    pub due_on: NaiveDate,
+    pub state: ReminderState,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+    pub dismissed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReminderFilter {
+    pub license_id: Option<String>,
+    pub due_before: Option<NaiveDate>,
+    pub state: Option<ReminderState>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Event {
+    pub id: String,
+    pub workspace_id: String,
+    pub actor_kind: String,
+    pub actor_id: Option<String>,
+    pub actor_label: String,
+    pub action: String,
+    pub subject_type: String,
+    pub subject_id: String,
+    pub license_id: Option<String>,
+    pub before_json: Option<String>,
+    pub after_json: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub license_id: Option<String>,
+    pub action: Option<String>,
+}
