@@ -122,7 +122,10 @@ impl LeasePolicy {
             return Err(("policy.license_file_ttl_s", "must be at least 1 second"));
         }
         if self.self_service_releases_per_month < 0 {
-            return Err(("policy.self_service_releases_per_month", "must not be negative"));
+            return Err((
+                "policy.self_service_releases_per_month",
+                "must not be negative",
+            ));
         }
         if self.release_cooldown_s < 0 {
             return Err(("policy.release_cooldown_s", "must not be negative"));
@@ -187,8 +190,17 @@ mod tests {
     fn a_license_past_its_expiry_is_expired_but_revocation_wins() {
         let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
         let yesterday = today.pred_opt();
-        assert_eq!(effective_status(LicenseStatus::Active, yesterday, today), EffectiveStatus::Expired);
-        assert_eq!(effective_status(LicenseStatus::Active, Some(today), today), EffectiveStatus::Active);
-        assert_eq!(effective_status(LicenseStatus::Revoked, yesterday, today), EffectiveStatus::Revoked);
+        assert_eq!(
+            effective_status(LicenseStatus::Active, yesterday, today),
+            EffectiveStatus::Expired
+        );
+        assert_eq!(
+            effective_status(LicenseStatus::Active, Some(today), today),
+            EffectiveStatus::Active
+        );
+        assert_eq!(
+            effective_status(LicenseStatus::Revoked, yesterday, today),
+            EffectiveStatus::Revoked
+        );
     }
 }

@@ -73,9 +73,24 @@ mod tests {
     #[test]
     fn past_days_perpetual_and_revoked_licenses_get_none() {
         let today = day(2026, 6, 25);
-        let due = due_reminders(LicenseStatus::Active, Some(day(2026, 6, 30)), None, &DEFAULT_LEAD_DAYS, today);
+        let due = due_reminders(
+            LicenseStatus::Active,
+            Some(day(2026, 6, 30)),
+            None,
+            &DEFAULT_LEAD_DAYS,
+            today,
+        );
         assert_eq!(due, vec![(ReminderKind::Expiry, day(2026, 6, 29))]);
-        assert!(due_reminders(LicenseStatus::Active, None, None, &DEFAULT_LEAD_DAYS, today).is_empty());
-        assert!(due_reminders(LicenseStatus::Revoked, Some(day(2027, 1, 1)), None, &DEFAULT_LEAD_DAYS, today).is_empty());
+        assert!(
+            due_reminders(LicenseStatus::Active, None, None, &DEFAULT_LEAD_DAYS, today).is_empty()
+        );
+        assert!(due_reminders(
+            LicenseStatus::Revoked,
+            Some(day(2027, 1, 1)),
+            None,
+            &DEFAULT_LEAD_DAYS,
+            today
+        )
+        .is_empty());
     }
 }

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use leasehold_core::{
-    AdminRelease, ContactStatus, DeploymentModel, EffectiveStatus, LeasePolicy, LicenseStatus, LicenseType, Money,
-    ReleaseReason, ReminderKind, ReminderState, Role, SeatKind, SeatModel,
+    AdminRelease, ContactStatus, DeploymentModel, EffectiveStatus, LeasePolicy, LicenseStatus,
+    LicenseType, Money, ReleaseReason, ReminderKind, ReminderState, Role, SeatKind, SeatModel,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -14,7 +14,9 @@ use utoipa::ToSchema;
 
 /// Deserializes a present field (even `null`) as `Some`, so `PATCH` can tell
 /// "clear it" (`null`) from "leave it" (absent, via `#[serde(default)]`).
-pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -100,7 +102,11 @@ pub struct CreateApplication {
 pub struct UpdateApplication {
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub vendor: Option<Option<String>>,
     #[serde(default)]
@@ -136,7 +142,9 @@ pub struct PolicyInput {
 impl PolicyInput {
     pub fn apply_to(&self, mut policy: LeasePolicy) -> LeasePolicy {
         policy.lease_ttl_s = self.lease_ttl_s.unwrap_or(policy.lease_ttl_s);
-        policy.heartbeat_interval_s = self.heartbeat_interval_s.unwrap_or(policy.heartbeat_interval_s);
+        policy.heartbeat_interval_s = self
+            .heartbeat_interval_s
+            .unwrap_or(policy.heartbeat_interval_s);
         policy.license_file_ttl_s = self.license_file_ttl_s.unwrap_or(policy.license_file_ttl_s);
         policy.self_service_releases_per_month = self
             .self_service_releases_per_month
@@ -190,7 +198,11 @@ pub struct CreateLicense {
 pub struct UpdateLicense {
     #[serde(default)]
     pub licensed_to: Option<String>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub vendor: Option<Option<String>>,
     #[serde(default, rename = "type")]
@@ -201,25 +213,53 @@ pub struct UpdateLicense {
     pub seat_model: Option<SeatModel>,
     #[serde(default)]
     pub seats_total: Option<i64>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub version: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Money>))]
     pub cost: Option<Option<Money>>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<NaiveDate>))]
     pub purchased_on: Option<Option<NaiveDate>>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<NaiveDate>))]
     pub expires_on: Option<Option<NaiveDate>>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<NaiveDate>))]
     pub maintenance_expires_on: Option<Option<NaiveDate>>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub po_number: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub notes: Option<Option<String>>,
     #[serde(default)]

@@ -36,8 +36,12 @@ impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         let field = field.into();
         let message = message.into();
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", format!("{field}: {message}"))
-            .with_details(json!({ "field": field }))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            format!("{field}: {message}"),
+        )
+        .with_details(json!({ "field": field }))
     }
 
     pub fn unauthorized() -> ApiError {
@@ -49,8 +53,12 @@ impl ApiError {
     }
 
     pub fn forbidden(permission: &str) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("this needs the {permission} permission"))
-            .with_details(json!({ "permission": permission }))
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("this needs the {permission} permission"),
+        )
+        .with_details(json!({ "permission": permission }))
     }
 
     pub fn not_found() -> ApiError {
@@ -58,7 +66,11 @@ impl ApiError {
     }
 
     pub fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "internal error",
+        )
     }
 }
 

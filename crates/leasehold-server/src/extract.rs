@@ -45,7 +45,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json");
         if !content_type.starts_with("application/json") {
-            return Err(ApiError::invalid("body", "send JSON with Content-Type: application/json"));
+            return Err(ApiError::invalid(
+                "body",
+                "send JSON with Content-Type: application/json",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -58,16 +61,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Parses a request body, which is always a JSON object.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = field_of(e.path(), &e.inner().to_string());
         let message = e.inner().to_string();
         // serde_json appends " at line 1 column 9": keep the message readable.
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
         ApiError::invalid(field, message)
     })?;
-    de.end().map_err(|_| ApiError::invalid("body", "trailing characters after the JSON value"))?;
+    de.end()
+        .map_err(|_| ApiError::invalid("body", "trailing characters after the JSON value"))?;
     Ok(value)
 }
 
@@ -80,10 +92,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
-            let field = field_of(e.path(), &e.inner().to_string());
-            ApiError::invalid(field, e.inner().to_string())
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = field_of(e.path(), &e.inner().to_string());
+                ApiError::invalid(field, e.inner().to_string())
+            })
     }
 }
 

@@ -35,7 +35,10 @@ pub struct AppState {
 pub fn new_api_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("lh_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "lh_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// The OpenAPI document of the admin API.
@@ -57,18 +60,28 @@ pub fn router(state: AppState) -> Router {
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-    .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
+    .layer(CatchPanicLayer::custom(|_| {
+        ApiError::internal().into_response()
+    }))
     .layer(TraceLayer::new_for_http())
     .with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no route {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no route {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed() -> Response {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "this route does not take that method")
-        .into_response()
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this route does not take that method",
+    )
+    .into_response()
 }
 
 /// Serves on an already-bound listener until `shutdown` resolves, then finishes the
@@ -78,5 +91,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -30,9 +30,15 @@ pub struct Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
             .field("data_dir", &self.data_dir)
-            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("force", &self.force)
             .finish()
     }
@@ -71,7 +77,9 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
     let store = leasehold_store::open(&url)
         .await
         .with_context(|| format!("opening the store at {}", redact_url(&url)))?;
-    let stored = store.meta_get_or_put(MASTER_CHECK, &master.check_value()).await?;
+    let stored = store
+        .meta_get_or_put(MASTER_CHECK, &master.check_value())
+        .await?;
     if stored != master.check_value() {
         if settings.force {
             tracing::warn!("the master key differs from the one this store was written with; starting anyway (--force)");
@@ -87,7 +95,8 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -53,6 +53,8 @@ macro_rules! impl_store {
 
         /// Helpers that run inside a caller's transaction.
         impl $store {
+            // One row's columns; a struct for them would only be unpacked again here.
+            #[allow(clippy::too_many_arguments)]
             async fn insert_event(
                 tx: &mut Tx,
                 workspace_id: &str,
@@ -962,5 +964,3 @@ macro_rules! impl_store {
         }
     };
 }
-
-

@@ -91,9 +91,23 @@ pub trait Store: Send + Sync + 'static {
     async fn workspace_count(&self) -> Result<i64>;
     /// The live (unrevoked) token with this hash.
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>>;
-    async fn create_token(&self, actor: &Actor, workspace_id: &str, token: NewToken) -> Result<TokenRecord>;
-    async fn list_tokens(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<TokenRecord>>;
-    async fn revoke_token(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<TokenRecord>;
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        token: NewToken,
+    ) -> Result<TokenRecord>;
+    async fn list_tokens(
+        &self,
+        workspace_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<TokenRecord>>;
+    async fn revoke_token(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<TokenRecord>;
 
     // Applications.
     async fn create_application(
@@ -103,7 +117,11 @@ pub trait Store: Send + Sync + 'static {
         application: NewApplication,
     ) -> Result<Application>;
     async fn application(&self, workspace_id: &str, id: &str) -> Result<Application>;
-    async fn list_applications(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Application>>;
+    async fn list_applications(
+        &self,
+        workspace_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Application>>;
     async fn update_application(
         &self,
         actor: &Actor,
@@ -115,7 +133,12 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_application(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()>;
 
     // Licenses.
-    async fn create_license(&self, actor: &Actor, workspace_id: &str, license: NewLicense) -> Result<License>;
+    async fn create_license(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        license: NewLicense,
+    ) -> Result<License>;
     async fn license(&self, workspace_id: &str, id: &str) -> Result<License>;
     async fn list_licenses(
         &self,
@@ -135,7 +158,12 @@ pub trait Store: Send + Sync + 'static {
     /// Releases the license's seats, removes its reminders, keeps its ledger.
     async fn delete_license(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()>;
     /// The encrypted key, audited as revealed.
-    async fn reveal_license_key(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Vec<u8>>;
+    async fn reveal_license_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Vec<u8>>;
 
     // The seat ledger.
     async fn assign_seat(
@@ -155,10 +183,20 @@ pub trait Store: Send + Sync + 'static {
     async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat>;
 
     // Contacts.
-    async fn create_contact(&self, actor: &Actor, workspace_id: &str, contact: NewContact) -> Result<Contact>;
+    async fn create_contact(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        contact: NewContact,
+    ) -> Result<Contact>;
     async fn contact(&self, workspace_id: &str, id: &str) -> Result<Contact>;
     async fn list_contacts(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Contact>>;
-    async fn terminate_contact(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Contact>;
+    async fn terminate_contact(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Contact>;
     async fn contact_seats(&self, workspace_id: &str, contact_id: &str) -> Result<Vec<Seat>>;
 
     // Reminders and the audit log.
@@ -168,5 +206,10 @@ pub trait Store: Send + Sync + 'static {
         filter: &ReminderFilter,
         page: &PageRequest,
     ) -> Result<Page<Reminder>>;
-    async fn list_events(&self, workspace_id: &str, filter: &EventFilter, page: &PageRequest) -> Result<Page<Event>>;
+    async fn list_events(
+        &self,
+        workspace_id: &str,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Event>>;
 }

@@ -30,4 +30,9 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore, sqlx::Postgres, backend = Backend::Postgres, lock = " FOR UPDATE");
+impl_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    backend = Backend::Postgres,
+    lock = " FOR UPDATE"
+);

@@ -51,7 +51,10 @@ impl PageRequest {
     pub const MAX_LIMIT: u32 = 200;
 
     pub fn first(limit: u32) -> PageRequest {
-        PageRequest { cursor: None, limit }
+        PageRequest {
+            cursor: None,
+            limit,
+        }
     }
 
     /// The limit to query: one past the page, to learn whether another page follows.
@@ -68,7 +71,11 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Cuts a fetched list (`fetch_limit` long at most) into a page and its cursor.
-    pub(crate) fn from_fetched(mut rows: Vec<T>, page: &PageRequest, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    pub(crate) fn from_fetched(
+        mut rows: Vec<T>,
+        page: &PageRequest,
+        cursor_of: impl Fn(&T) -> String,
+    ) -> Page<T> {
         let limit = page.limit.clamp(1, PageRequest::MAX_LIMIT) as usize;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
@@ -76,7 +83,10 @@ impl<T> Page<T> {
         } else {
             None
         };
-        Page { items: rows, next_cursor }
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {

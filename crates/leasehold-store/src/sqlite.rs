@@ -1,7 +1,9 @@
 //! SQLite: one writer connection (writes queue for it, as SQLite allows one writer
 //! anyway) and a small pool of readers, in WAL mode.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -45,4 +47,9 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite, backend = Backend::Sqlite, lock = "");
+impl_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    backend = Backend::Sqlite,
+    lock = ""
+);

@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "leasehold", version, about = "Self-hosted software license server and license tracker")]
+#[command(
+    name = "leasehold",
+    version,
+    about = "Self-hosted software license server and license tracker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,11 +73,15 @@ const KNOWN_VARS: &[&str] = &[
 ];
 
 fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
-    let master_key = match (std::env::var("LEASEHOLD_MASTER_KEY"), std::env::var("LEASEHOLD_MASTER_KEY_FILE")) {
+    let master_key = match (
+        std::env::var("LEASEHOLD_MASTER_KEY"),
+        std::env::var("LEASEHOLD_MASTER_KEY_FILE"),
+    ) {
         (Ok(key), _) => Some(key),
-        (Err(_), Ok(path)) => {
-            Some(std::fs::read_to_string(&path).with_context(|| format!("reading LEASEHOLD_MASTER_KEY_FILE {path}"))?)
-        }
+        (Err(_), Ok(path)) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading LEASEHOLD_MASTER_KEY_FILE {path}"))?,
+        ),
         _ => None,
     };
     Ok(Settings {
@@ -88,8 +96,9 @@ fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -160,8 +169,19 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     let password = password.trim_end_matches(['\n', '\r']);
     let settings = settings(&args.store)?;
     let state = leasehold_server::open_state(&settings).await?;
-    let token = leasehold_server::create_workspace(&state, &args.workspace, &args.email, password, &args.currency).await?;
-    println!("Created workspace {:?} with owner {}.", args.workspace.trim(), args.email.trim());
+    let token = leasehold_server::create_workspace(
+        &state,
+        &args.workspace,
+        &args.email,
+        password,
+        &args.currency,
+    )
+    .await?;
+    println!(
+        "Created workspace {:?} with owner {}.",
+        args.workspace.trim(),
+        args.email.trim()
+    );
     println!("Owner API token (shown once; use it as Authorization: Bearer …):");
     println!("{token}");
     Ok(())

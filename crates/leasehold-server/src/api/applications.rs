@@ -56,7 +56,10 @@ pub async fn get_application(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Application>> {
     principal.require(Permission::LicenseView)?;
-    let application = state.store.application(&principal.workspace_id, &id).await?;
+    let application = state
+        .store
+        .application(&principal.workspace_id, &id)
+        .await?;
     Ok(Json(convert::application(application)))
 }
 
@@ -71,7 +74,11 @@ pub async fn update_application(
 ) -> ApiResult<Json<Application>> {
     principal.require(Permission::LicenseManage)?;
     let change = ApplicationChange {
-        name: body.name.as_deref().map(|n| required_text("name", n, 200)).transpose()?,
+        name: body
+            .name
+            .as_deref()
+            .map(|n| required_text("name", n, 200))
+            .transpose()?,
         vendor: body
             .vendor
             .map(|v| optional_text("vendor", v.as_deref(), 200))

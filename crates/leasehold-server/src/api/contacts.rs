@@ -43,7 +43,10 @@ pub async fn list_contacts(
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Json<Page<Contact>>> {
     principal.require(Permission::LicenseView)?;
-    let page = state.store.list_contacts(&principal.workspace_id, &paging.request()?).await?;
+    let page = state
+        .store
+        .list_contacts(&principal.workspace_id, &paging.request()?)
+        .await?;
     Ok(Json(convert::page(page, |c| convert::contact(c, None))))
 }
 
@@ -58,7 +61,10 @@ pub async fn get_contact(
 ) -> ApiResult<Json<Contact>> {
     principal.require(Permission::LicenseView)?;
     let contact = state.store.contact(&principal.workspace_id, &id).await?;
-    let seats = state.store.contact_seats(&principal.workspace_id, &id).await?;
+    let seats = state
+        .store
+        .contact_seats(&principal.workspace_id, &id)
+        .await?;
     Ok(Json(convert::contact(contact, Some(seats))))
 }
 
@@ -76,6 +82,9 @@ pub async fn terminate_contact(
         .store
         .terminate_contact(&principal.actor, &principal.workspace_id, &id)
         .await?;
-    let seats = state.store.contact_seats(&principal.workspace_id, &id).await?;
+    let seats = state
+        .store
+        .contact_seats(&principal.workspace_id, &id)
+        .await?;
     Ok(Json(convert::contact(contact, Some(seats))))
 }

@@ -8,7 +8,9 @@ use leasehold_proto::{ErrorBody, Health};
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// The store answers.
@@ -16,10 +18,16 @@ pub async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match state.store.ping().await {
-        Ok(()) => Ok(Json(Health { status: "ready".into() })),
+        Ok(()) => Ok(Json(Health {
+            status: "ready".into(),
+        })),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the store does not answer"))
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the store does not answer",
+            ))
         }
     }
 }

@@ -20,24 +20,39 @@ fn check_fields(c: &LicenseChange) -> Result<(), StoreError> {
         return Err(StoreError::invalid("seats_total", "must be at least 1"));
     }
     if c.seats_total > MAX_SEATS {
-        return Err(StoreError::invalid("seats_total", format!("must be at most {MAX_SEATS}")));
+        return Err(StoreError::invalid(
+            "seats_total",
+            format!("must be at most {MAX_SEATS}"),
+        ));
     }
     if let Some(cost) = &c.cost {
         if cost.amount_minor < 0 {
-            return Err(StoreError::invalid("cost.amount_minor", "must not be negative"));
+            return Err(StoreError::invalid(
+                "cost.amount_minor",
+                "must not be negative",
+            ));
         }
         if !is_currency_code(&cost.currency) {
-            return Err(StoreError::invalid("cost.currency", "must be an ISO 4217 code such as USD"));
+            return Err(StoreError::invalid(
+                "cost.currency",
+                "must be an ISO 4217 code such as USD",
+            ));
         }
     }
     if let (Some(bought), Some(expires)) = (c.purchased_on, c.expires_on) {
         if expires < bought {
-            return Err(StoreError::invalid("expires_on", "must not be before purchased_on"));
+            return Err(StoreError::invalid(
+                "expires_on",
+                "must not be before purchased_on",
+            ));
         }
     }
     if let (Some(bought), Some(expires)) = (c.purchased_on, c.maintenance_expires_on) {
         if expires < bought {
-            return Err(StoreError::invalid("maintenance_expires_on", "must not be before purchased_on"));
+            return Err(StoreError::invalid(
+                "maintenance_expires_on",
+                "must not be before purchased_on",
+            ));
         }
     }
     c.policy
@@ -61,7 +76,9 @@ pub async fn create_license(
 ) -> ApiResult<(StatusCode, Json<License>)> {
     principal.require(Permission::LicenseManage)?;
     let key = match body.key.as_deref() {
-        Some(key) => keys::normalize_key(key).map_err(|message| ApiError::invalid("key", message))?,
+        Some(key) => {
+            keys::normalize_key(key).map_err(|message| ApiError::invalid("key", message))?
+        }
         None => keys::generate_key(),
     };
     let fields = LicenseChange {
@@ -78,7 +95,10 @@ pub async fn create_license(
         maintenance_expires_on: body.maintenance_expires_on,
         po_number: optional_text("po_number", body.po_number.as_deref(), 100)?,
         notes: optional_text("notes", body.notes.as_deref(), 10_000)?,
-        policy: body.policy.unwrap_or_default().apply_to(LeasePolicy::default()),
+        policy: body
+            .policy
+            .unwrap_or_default()
+            .apply_to(LeasePolicy::default()),
     };
     check_fields(&fields)?;
     let license = NewLicense {
@@ -178,7 +198,9 @@ pub async fn update_license(
         }
         c.purchased_on = body.purchased_on.unwrap_or(c.purchased_on);
         c.expires_on = body.expires_on.unwrap_or(c.expires_on);
-        c.maintenance_expires_on = body.maintenance_expires_on.unwrap_or(c.maintenance_expires_on);
+        c.maintenance_expires_on = body
+            .maintenance_expires_on
+            .unwrap_or(c.maintenance_expires_on);
         if let Some(po_number) = &body.po_number {
             c.po_number = text("po_number", po_number.as_deref(), 100)?;
         }

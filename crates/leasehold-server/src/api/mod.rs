@@ -42,7 +42,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
     }
 }
 
@@ -54,14 +57,21 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(workspace::get_workspace))
-        .routes(routes!(applications::create_application, applications::list_applications))
+        .routes(routes!(
+            applications::create_application,
+            applications::list_applications
+        ))
         .routes(routes!(
             applications::get_application,
             applications::update_application,
             applications::delete_application
         ))
         .routes(routes!(licenses::create_license, licenses::list_licenses))
-        .routes(routes!(licenses::get_license, licenses::update_license, licenses::delete_license))
+        .routes(routes!(
+            licenses::get_license,
+            licenses::update_license,
+            licenses::delete_license
+        ))
         .routes(routes!(licenses::reveal_key))
         .routes(routes!(seats::assign_seat, seats::list_seats))
         .routes(routes!(seats::reclaim_seat))
@@ -80,13 +90,20 @@ pub(crate) fn required_text(field: &str, value: &str, max: usize) -> Result<Stri
         return Err(ApiError::invalid(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(ApiError::invalid(field, format!("must be at most {max} characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(value.to_string())
 }
 
 /// An optional text field: trimmed; empty means absent.
-pub(crate) fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ApiError> {
+pub(crate) fn optional_text(
+    field: &str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) => required_text(field, v, max).map(Some),

@@ -33,21 +33,35 @@ pub async fn assign_seat(
             "name a contact_id, an assignee_name or a device_name",
         ));
     }
-    let serial = match body.seat_serial_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-        Some(key) => Some(keys::normalize_key(key).map_err(|m| ApiError::invalid("seat_serial_key", m))?),
+    let serial = match body
+        .seat_serial_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        Some(key) => {
+            Some(keys::normalize_key(key).map_err(|m| ApiError::invalid("seat_serial_key", m))?)
+        }
         None => None,
     };
     let assignment = NewAssignment {
         contact_id,
         assignee_name,
         device_name,
-        serial_key_enc: serial.as_deref().map(|k| state.master.encrypt(k.as_bytes())),
+        serial_key_enc: serial
+            .as_deref()
+            .map(|k| state.master.encrypt(k.as_bytes())),
         serial_key_masked: serial.as_deref().map(keys::mask_key),
         activated_on: body.activated_on,
     };
     let seat = state
         .store
-        .assign_seat(&principal.actor, &principal.workspace_id, &license_id, assignment)
+        .assign_seat(
+            &principal.actor,
+            &principal.workspace_id,
+            &license_id,
+            assignment,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(convert::seat(seat))))
 }
@@ -80,7 +94,12 @@ pub async fn list_seats(
     let page: PageRequest = paging.request()?;
     let seats = state
         .store
-        .list_seats(&principal.workspace_id, &license_id, query.active.unwrap_or(false), &page)
+        .list_seats(
+            &principal.workspace_id,
+            &license_id,
+            query.active.unwrap_or(false),
+            &page,
+        )
         .await?;
     Ok(Json(convert::page(seats, convert::seat)))
 }

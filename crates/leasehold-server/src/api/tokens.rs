@@ -56,7 +56,10 @@ pub async fn list_tokens(
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Json<Page<Token>>> {
     principal.require(Permission::WorkspaceAdmin)?;
-    let page = state.store.list_tokens(&principal.workspace_id, &paging.request()?).await?;
+    let page = state
+        .store
+        .list_tokens(&principal.workspace_id, &paging.request()?)
+        .await?;
     Ok(Json(convert::page(page, convert::token)))
 }
 
@@ -70,6 +73,9 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Token>> {
     principal.require(Permission::WorkspaceAdmin)?;
-    let token = state.store.revoke_token(&principal.actor, &principal.workspace_id, &id).await?;
+    let token = state
+        .store
+        .revoke_token(&principal.actor, &principal.workspace_id, &id)
+        .await?;
     Ok(Json(convert::token(token)))
 }

@@ -21,7 +21,10 @@ pub struct WorkspaceOut {
 /// The caller's workspace and permissions.
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace", security(("bearer" = [])),
     responses((status = 200, body = WorkspaceOut), (status = 401, body = ErrorBody)))]
-pub async fn get_workspace(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<WorkspaceOut>> {
+pub async fn get_workspace(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<WorkspaceOut>> {
     principal.require(Permission::LicenseView)?;
     let workspace = state.store.workspace(&principal.workspace_id).await?;
     let lead_days = workspace.lead_days().map_err(ApiError::from)?;
@@ -31,6 +34,11 @@ pub async fn get_workspace(State(state): State<AppState>, principal: Principal) 
         slug: workspace.slug,
         currency: workspace.currency,
         reminder_lead_days: lead_days,
-        permissions: principal.role.permissions().iter().map(|p| p.as_str().to_string()).collect(),
+        permissions: principal
+            .role
+            .permissions()
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect(),
     }))
 }

@@ -1,0 +1,202 @@
+//! Tokens, roles and workspace isolation.
+
+use crate::harness::{both_stores, id, TestServer};
+use reqwest::StatusCode;
+use serde_json::json;
+
+both_stores!(
+    requests_without_a_valid_token_are_unauthorized,
+    roles_grant_exactly_their_permissions,
+    revoked_tokens_stop_working,
+    another_workspaces_objects_do_not_exist,
+);
+
+async fn requests_without_a_valid_token_are_unauthorized(s: &TestServer) {
+    s.workspace("Acme").await;
+    let (status, body) = s.anonymous().get("/v1/licenses").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    let (status, _) = s.api("lh_not-a-token").get("/v1/licenses").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = s
+        .anonymous()
+        .post(
+            "/v1/applications",
+            json!({"name": "x", "deployment_model": "cloud"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+async fn roles_grant_exactly_their_permissions(s: &TestServer) {
+    let owner = s.workspace("Acme").await;
+    let license = owner.license(5).await;
+    let seats = format!("/v1/licenses/{}/seats", id(&license));
+    let app = json!({"name": "App", "deployment_model": "cloud"});
+
+    let viewer = owner.token("viewer").await;
+    assert_eq!(viewer.get(&seats).await.0, StatusCode::OK);
+    let (status, body) = viewer.post("/v1/applications", app.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "FORBIDDEN");
+    assert_eq!(body["error"]["details"]["permission"], "license.manage");
+    assert_eq!(
+        viewer.post(&seats, json!({"assignee_name": "A"})).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let assigner = owner.token("assigner").await;
+    let seat = assigner
+        .ok_post(&seats, json!({"assignee_name": "A"}), StatusCode::CREATED)
+        .await;
+    assigner
+        .ok_post(
+            &format!("/v1/seats/{}/reclaim", id(&seat)),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        assigner.post("/v1/applications", app.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, _) = assigner
+        .patch(
+            &format!("/v1/licenses/{}", id(&license)),
+            json!({"seats_total": 9}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let manager = owner.token("manager").await;
+    manager
+        .ok_post("/v1/applications", app, StatusCode::CREATED)
+        .await;
+    let (status, _) = manager
+        .post("/v1/tokens", json!({"name": "x", "role": "viewer"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "tokens need workspace.admin");
+    assert_eq!(manager.get("/v1/tokens").await.0, StatusCode::FORBIDDEN);
+
+    let tokens = owner.ok_get("/v1/tokens").await;
+    let items = tokens["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "owner's, viewer, assigner, manager");
+    assert!(
+        items.iter().all(|t| t.get("token").is_none()),
+        "secrets are never listed"
+    );
+    let me = owner.ok_get("/v1/workspace").await;
+    assert_eq!(me["name"], "Acme");
+    assert!(me["permissions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("workspace.admin")));
+}
+
+async fn revoked_tokens_stop_working(s: &TestServer) {
+    let owner = s.workspace("Acme").await;
+    let created = owner
+        .ok_post(
+            "/v1/tokens",
+            json!({"name": "ci", "role": "viewer"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let token = created["token"].as_str().unwrap();
+    assert!(token.starts_with("lh_"));
+    let ci = s.api(token);
+    assert_eq!(ci.get("/v1/licenses").await.0, StatusCode::OK);
+    let (status, revoked) = owner.delete(&format!("/v1/tokens/{}", id(&created))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(revoked["revoked_at"].is_string());
+    assert_eq!(ci.get("/v1/licenses").await.0, StatusCode::UNAUTHORIZED);
+}
+
+async fn another_workspaces_objects_do_not_exist(s: &TestServer) {
+    let acme = s.workspace("Acme").await;
+    let globex = s.workspace("Globex").await;
+    let license = acme.license(2).await;
+    let lid = id(&license);
+    let app = license["application_id"].as_str().unwrap().to_string();
+    let seat = acme
+        .ok_post(
+            &format!("/v1/licenses/{lid}/seats"),
+            json!({"assignee_name": "Ann"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let contact = acme
+        .ok_post("/v1/contacts", json!({"name": "Ann"}), StatusCode::CREATED)
+        .await;
+    let token = acme
+        .ok_post(
+            "/v1/tokens",
+            json!({"name": "t", "role": "viewer"}),
+            StatusCode::CREATED,
+        )
+        .await;
+
+    let not_found = [
+        globex.get(&format!("/v1/licenses/{lid}")).await,
+        globex
+            .patch(&format!("/v1/licenses/{lid}"), json!({"seats_total": 1}))
+            .await,
+        globex.delete(&format!("/v1/licenses/{lid}")).await,
+        globex
+            .post(&format!("/v1/licenses/{lid}/reveal-key"), json!({}))
+            .await,
+        globex.get(&format!("/v1/licenses/{lid}/seats")).await,
+        globex
+            .post(
+                &format!("/v1/licenses/{lid}/seats"),
+                json!({"assignee_name": "Eve"}),
+            )
+            .await,
+        globex
+            .post(&format!("/v1/seats/{}/reclaim", id(&seat)), json!({}))
+            .await,
+        globex.get(&format!("/v1/applications/{app}")).await,
+        globex.delete(&format!("/v1/applications/{app}")).await,
+        globex.get(&format!("/v1/contacts/{}", id(&contact))).await,
+        globex
+            .post(
+                &format!("/v1/contacts/{}/terminate", id(&contact)),
+                json!({}),
+            )
+            .await,
+        globex.delete(&format!("/v1/tokens/{}", id(&token))).await,
+        globex.get("/v1/licenses/does-not-exist").await,
+    ];
+    for (status, body) in &not_found {
+        assert_eq!(*status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["error"]["code"], "NOT_FOUND");
+    }
+    // A license in another workspace's application cannot be made either.
+    let (status, body) = globex
+        .post(
+            "/v1/licenses",
+            json!({"application_id": app, "licensed_to": "x", "type": "trial", "seats_total": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    for list in [
+        "/v1/licenses",
+        "/v1/applications",
+        "/v1/contacts",
+        "/v1/reminders",
+    ] {
+        assert!(
+            globex.ok_get(list).await["items"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{list}"
+        );
+    }
+    let events = globex.ok_get(&format!("/v1/events?license_id={lid}")).await;
+    assert!(events["items"].as_array().unwrap().is_empty());
+    // Nothing changed in Acme.
+    let read = acme.ok_get(&format!("/v1/licenses/{lid}")).await;
+    assert_eq!(read["seats_total"], 2);
+    assert_eq!(read["seats_used"], 1);
+}

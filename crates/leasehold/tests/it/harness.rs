@@ -1,0 +1,306 @@
+//! Starts the server in-process on port 0 against a fresh store, and talks to it
+//! through `reqwest` as any client would.
+
+use leasehold_server::{AppState, Settings};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests make their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("LEASEHOLD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A new, uniquely named, empty PostgreSQL database; answers its URL.
+pub async fn fresh_pg_database() -> (String, String) {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let name = format!("lh_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL for tests");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    (format!("{base}/{name}"), name)
+}
+
+pub async fn drop_pg_database(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+        conn.close().await.ok();
+    }
+}
+
+pub struct TestServer {
+    pub backend: Backend,
+    pub base: String,
+    pub state: AppState,
+    pub database_url: String,
+    pg_name: Option<String>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, pg_name) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("leasehold.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let (url, name) = fresh_pg_database().await;
+                (url, Some(name))
+            }
+        };
+        let settings = Settings {
+            database_url: Some(database_url.clone()),
+            data_dir: dir.path().to_path_buf(),
+            master_key: None,
+            force: false,
+        };
+        let state = leasehold_server::open_state(&settings).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(leasehold_server::serve(
+            listener,
+            state.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let server = TestServer {
+            backend,
+            base,
+            state,
+            database_url,
+            pg_name,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("server did not become healthy");
+    }
+
+    /// A new workspace with its owner; answers the owner's API.
+    pub async fn workspace(&self, name: &str) -> Api {
+        let token = leasehold_server::create_workspace(
+            &self.state,
+            name,
+            "owner@example.com",
+            "correct horse battery",
+            "USD",
+        )
+        .await
+        .unwrap();
+        self.api(&token)
+    }
+
+    pub fn api(&self, token: &str) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: Some(token.to_string()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn anonymous(&self) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: None,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(name) = self.pg_name.take() {
+            drop(self.state);
+            drop_pg_database(&name).await;
+        }
+    }
+}
+
+/// A JSON client for one token.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: Option<String>,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// POST expecting `expected`; answers the body.
+    pub async fn ok_post(&self, path: &str, body: Value, expected: StatusCode) -> Value {
+        let (status, value) = self.post(path, body).await;
+        assert_eq!(status, expected, "POST {path}: {value}");
+        value
+    }
+
+    pub async fn ok_get(&self, path: &str) -> Value {
+        let (status, value) = self.get(path).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {value}");
+        value
+    }
+
+    pub async fn application(&self, name: &str) -> String {
+        let app = self
+            .ok_post(
+                "/v1/applications",
+                serde_json::json!({"name": name, "vendor": "Vendor", "deployment_model": "on_premise"}),
+                StatusCode::CREATED,
+            )
+            .await;
+        app["id"].as_str().unwrap().to_string()
+    }
+
+    /// A dedicated license with `seats` seats on a new application; answers the license.
+    pub async fn license(&self, seats: i64) -> Value {
+        let app = self.application("App").await;
+        self.ok_post(
+            "/v1/licenses",
+            serde_json::json!({
+                "application_id": app, "licensed_to": "Acme", "type": "subscription",
+                "seat_model": "dedicated", "seats_total": seats
+            }),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// A token of `role` in this API's workspace.
+    pub async fn token(&self, role: &str) -> Api {
+        let created = self
+            .ok_post(
+                "/v1/tokens",
+                serde_json::json!({"name": role, "role": role}),
+                StatusCode::CREATED,
+            )
+            .await;
+        Api {
+            token: Some(created["token"].as_str().unwrap().to_string()),
+            ..self.clone()
+        }
+    }
+}
+
+/// The one license row's `key_enc` and `key_hash`, read straight from the database.
+pub async fn stored_key(s: &TestServer) -> (Vec<u8>, String) {
+    let sql = "SELECT key_enc, key_hash FROM licenses";
+    match s.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&s.database_url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&pool).await.unwrap()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&pool).await.unwrap()
+        }
+    }
+}
+
+pub fn id(value: &Value) -> String {
+    value["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {value}"))
+        .to_string()
+}
+
+/// Generates a SQLite and a PostgreSQL test for each `async fn name(&TestServer)`.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::harness::{Backend, TestServer};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let server = TestServer::start(Backend::Sqlite).await;
+                super::$name(&server).await;
+                server.stop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let server = TestServer::start(Backend::Postgres).await;
+                super::$name(&server).await;
+                server.stop().await;
+            }
+        }
+    )*};
+}
+pub(crate) use both_stores;

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on a random port, over HTTP, on SQLite and on
+//! PostgreSQL (each test in its own fresh database).
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+mod auth;
+mod cli;
+mod concurrency;
+mod input;
+mod openapi;
+mod reminders;
+mod tracking;
