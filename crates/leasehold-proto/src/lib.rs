@@ -415,3 +415,150 @@ pub struct Event {
     pub after: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
 }
+
+// ---- the client protocol (DESIGN §3) ----
+
+/// The header every `/v1/client/*` answer carries: `ed25519=<base64 signature of the body>`.
+pub const SIGNATURE_HEADER: &str = "leasehold-signature";
+
+/// `POST /v1/client/validate`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
+}
+
+/// What a client learns of its license.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientLicense {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub license_type: LicenseType,
+    pub status: LicenseStatus,
+    pub seat_model: SeatModel,
+    pub seats_total: i64,
+    pub seats_used: i64,
+    pub expires_on: Option<NaiveDate>,
+    pub maintenance_expires_on: Option<NaiveDate>,
+    pub version: Option<String>,
+    pub licensed_to: String,
+    pub lease_ttl_s: i64,
+    pub heartbeat_interval_s: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidateAnswer {
+    pub valid: bool,
+    /// `VALID`, `NOT_FOUND`, `SUSPENDED`, `REVOKED`, `EXPIRED` or `NOT_ACTIVATED`.
+    pub code: String,
+    pub license: Option<ClientLicense>,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// `POST /v1/client/activations`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Activation {
+    pub id: String,
+    pub fingerprint: String,
+    pub identifier: Option<String>,
+    pub activated_at: DateTime<Utc>,
+}
+
+/// The body of the client's `DELETE`s; the key may come as `Authorization: License …` instead.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyOnly {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deactivated {
+    pub id: String,
+    pub released_at: DateTime<Utc>,
+}
+
+/// `POST /v1/client/leases`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub fingerprint: String,
+    pub os_user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub id: String,
+    pub expires_at: DateTime<Utc>,
+    pub heartbeat_interval_s: i64,
+    pub instances: Vec<String>,
+}
+
+/// `POST /v1/client/leases/{id}/heartbeat`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceReleased {
+    /// True when this was the lease's last instance and the seat is free.
+    pub released: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PublicKey {
+    pub algorithm: String,
+    /// The Ed25519 public key, base64 (32 bytes).
+    pub public_key: String,
+}
+
+/// What an offline license file vouches for; `payload` of [`LicenseFile`] is this, as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LicenseFilePayload {
+    pub license: ClientLicense,
+    pub fingerprint: String,
+    pub issued_at: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// A signed offline license file: the exact payload bytes (base64) and their signature.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LicenseFile {
+    pub format: String,
+    pub algorithm: String,
+    /// Base64 of the JSON [`LicenseFilePayload`]; the signature is over these bytes.
+    pub payload: String,
+    pub signature: String,
+}
+
+pub const LICENSE_FILE_FORMAT: &str = "leasehold-license-file/v1";

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<serde_json::Value>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -24,7 +26,13 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
@@ -92,6 +100,44 @@ impl From<StoreError> for ApiError {
                 format!("seats_total cannot go below the {seats_used} seats in use; reclaim seats first"),
             )
             .with_details(json!({ "field": "seats_total", "requested": requested, "seats_used": seats_used })),
+            StoreError::NoSeats {
+                seats_total,
+                seats_used,
+                next_expiry_ms,
+            } => {
+                // When a held lease would lapse without heartbeats; a checkin can come sooner.
+                let retry_after_s = next_expiry_ms
+                    .map(|at| (at - chrono::Utc::now().timestamp_millis() + 999) / 1000)
+                    .unwrap_or(60)
+                    .clamp(1, 3600);
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "NO_SEATS",
+                    format!("all {seats_total} seats of this license are in use"),
+                )
+                .with_details(json!({
+                    "seats_total": seats_total, "seats_used": seats_used, "retry_after_s": retry_after_s
+                }))
+                .retry_after(retry_after_s as u64)
+            }
+            StoreError::ReleaseLimit { limit } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RELEASE_LIMIT",
+                format!("this license allows {limit} self-service releases a month; ask an admin"),
+            )
+            .with_details(json!({ "limit": limit })),
+            StoreError::ReleaseCooldown { retry_after_s } => ApiError::new(
+                StatusCode::CONFLICT,
+                "RELEASE_COOLDOWN",
+                format!("an admin released this seat; it can be taken again in {retry_after_s} s"),
+            )
+            .with_details(json!({ "retry_after_s": retry_after_s }))
+            .retry_after(retry_after_s as u64),
+            StoreError::LeaseExpired => ApiError::new(
+                StatusCode::GONE,
+                "LEASE_EXPIRED",
+                "the lease has expired or was released: take a new one",
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()
@@ -109,6 +155,10 @@ impl IntoResponse for ApiError {
                 details: self.details,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -2,10 +2,14 @@
 //! workspace creation (`leasehold init`).
 
 mod api;
+mod client;
 mod convert;
 pub mod error;
 pub mod extract;
+pub mod jobs;
+pub mod limits;
 pub mod setup;
+pub mod signing;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
@@ -29,6 +33,10 @@ pub use setup::{create_workspace, open_state, Settings};
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub master: MasterKey,
+    pub signers: Arc<signing::Signers>,
+    pub limits: Arc<limits::Limits>,
+    /// How often the lease sweeper runs.
+    pub sweep_interval: std::time::Duration,
 }
 
 /// A new API token: `lh_` and 256 random bits.
@@ -50,7 +58,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = api::routes();
     let openapi = Arc::new(openapi);
-    api.route(
+    api.merge(client::routes(state.clone()))
+    .route(
         "/openapi.json",
         get(move || {
             let openapi = openapi.clone();

@@ -25,6 +25,24 @@ pub struct Settings {
     pub master_key: Option<String>,
     /// Start even though the master key does not match the store's.
     pub force: bool,
+    /// Client requests a second, per IP and per key (bursts of 10×); 0 turns it off.
+    pub client_rate_limit: u32,
+    /// How often lapsed leases are swept.
+    pub sweep_interval: std::time::Duration,
+}
+
+impl Settings {
+    /// Defaults for everything but where the data is.
+    pub fn new(data_dir: PathBuf) -> Settings {
+        Settings {
+            database_url: None,
+            data_dir,
+            master_key: None,
+            force: false,
+            client_rate_limit: crate::limits::DEFAULT_PER_SECOND,
+            sweep_interval: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -40,6 +58,7 @@ impl std::fmt::Debug for Settings {
                 &self.master_key.as_ref().map(|_| "<redacted>"),
             )
             .field("force", &self.force)
+            .field("client_rate_limit", &self.client_rate_limit)
             .finish()
     }
 }
@@ -91,7 +110,14 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
             );
         }
     }
-    Ok(AppState { store, master })
+    let signers = crate::signing::Signers::load(store.as_ref(), master.clone()).await?;
+    Ok(AppState {
+        store,
+        master,
+        signers: std::sync::Arc::new(signers),
+        limits: std::sync::Arc::new(crate::limits::Limits::new(settings.client_rate_limit)),
+        sweep_interval: settings.sweep_interval,
+    })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

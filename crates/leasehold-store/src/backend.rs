@@ -42,7 +42,7 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, backend = $backend:expr, lock = $lock:literal) => {
+    ($store:ty, $db:ty, backend = $backend:expr, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
         use $crate::backend::{is_unique_violation, json, TOP_CURSOR};
         use $crate::records::*;
         use $crate::{Backend, Result, Store, StoreError};
@@ -221,6 +221,219 @@ macro_rules! impl_store {
                         .await?;
                 }
                 Ok(released)
+            }
+
+            /// Counts one more seat if one is free: the invariant, in one statement.
+            async fn try_take_seat(tx: &mut Tx, license_id: &str) -> Result<bool> {
+                let taken = sqlx::query(
+                    "UPDATE licenses SET seats_used = seats_used + 1 \
+                     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL",
+                )
+                .bind(license_id)
+                .execute(&mut **tx)
+                .await?;
+                Ok(taken.rows_affected() == 1)
+            }
+
+            /// Ends one active seat (if it still is) and frees it in the counter.
+            async fn end_seat(tx: &mut Tx, seat: &Seat, reason: ReleaseReason, now: i64) -> Result<bool> {
+                let ended = sqlx::query(
+                    "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(&seat.id)
+                .execute(&mut **tx)
+                .await?;
+                if ended.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1")
+                    .bind(&seat.license_id)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(true)
+            }
+
+            /// Releases this license's lapsed leases now (before a checkout is refused).
+            async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64) -> Result<u64> {
+                let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>(concat!(
+                    seat_select!(),
+                    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2"
+                ))
+                .bind(&license.id)
+                .bind(now)
+                .fetch_all(&mut **tx)
+                .await?;
+                let mut expired = 0;
+                for seat in lapsed {
+                    if Self::end_seat(tx, &seat, ReleaseReason::Expired, now).await? {
+                        Self::insert_event(tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
+                        expired += 1;
+                    }
+                }
+                Ok(expired)
+            }
+
+            /// Refuses a holder an admin released less than `release_cooldown_s` ago.
+            async fn check_cooldown(tx: &mut Tx, license: &License, fingerprint: &str, os_user: &str, now: i64) -> Result<()> {
+                if license.release_cooldown_s <= 0 {
+                    return Ok(());
+                }
+                let (last,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT MAX(released_at) FROM seats WHERE license_id = $1 AND fingerprint = $2 \
+                     AND ($3 = '' OR os_user = $3) AND release_reason = 'admin_release'",
+                )
+                .bind(&license.id)
+                .bind(fingerprint)
+                .bind(os_user)
+                .fetch_one(&mut **tx)
+                .await?;
+                if let Some(released_at) = last {
+                    let until = released_at + license.release_cooldown_s * 1000;
+                    if until > now {
+                        return Err(StoreError::ReleaseCooldown {
+                            retry_after_s: ((until - now) + 999) / 1000,
+                        });
+                    }
+                }
+                Ok(())
+            }
+
+            /// The refusal of a full license, with the counts as they are now.
+            async fn no_seats(tx: &mut Tx, license: &License) -> Result<StoreError> {
+                let current = Self::license_in(tx, &license.workspace_id, &license.id).await?;
+                let (next_expiry_ms,): (Option<i64>,) = sqlx::query_as(
+                    "SELECT MIN(expires_at) FROM seats WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL",
+                )
+                .bind(&license.id)
+                .fetch_one(&mut **tx)
+                .await?;
+                Ok(StoreError::NoSeats {
+                    seats_total: current.seats_total,
+                    seats_used: current.seats_used,
+                    next_expiry_ms,
+                })
+            }
+
+            async fn active_seat_of(tx: &mut Tx, license_id: &str, kind: SeatKind, fingerprint: &str, os_user: Option<&str>) -> Result<Option<Seat>> {
+                Ok(sqlx::query_as::<_, Seat>(concat!(
+                    seat_select!(),
+                    "WHERE s.license_id = $1 AND s.kind = $2 AND s.fingerprint = $3 \
+                     AND ($4 = '' OR s.os_user = $4) AND s.released_at IS NULL"
+                ))
+                .bind(license_id)
+                .bind(kind)
+                .bind(fingerprint)
+                .bind(os_user.unwrap_or(""))
+                .fetch_optional(&mut **tx)
+                .await?)
+            }
+
+            async fn activate_once(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Activation, fingerprint, None).await? {
+                    sqlx::query("UPDATE seats SET last_seen_at = $1, identifier = COALESCE($2, identifier) WHERE id = $3")
+                        .bind(now)
+                        .bind(identifier)
+                        .bind(&seat.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
+                    tx.commit().await?;
+                    return Ok((seat, false));
+                }
+                Self::check_cooldown(&mut tx, license, fingerprint, "", now).await?;
+                if !Self::try_take_seat(&mut tx, &license.id).await? {
+                    return Err(Self::no_seats(&mut tx, license).await?);
+                }
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, identifier, activated_on, \
+                     created_at, last_seen_at) VALUES ($1, $2, $3, 'activation', $4, $5, $6, $7, $7)",
+                )
+                .bind(&id)
+                .bind(&license.workspace_id)
+                .bind(&license.id)
+                .bind(fingerprint)
+                .bind(identifier)
+                .bind(today())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let seat = Self::seat_in(&mut tx, &license.workspace_id, &id).await?;
+                Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, identifier), "seat.activated", ("seat", &id), Some(&license.id), None, json(&seat)).await?;
+                tx.commit().await?;
+                Ok((seat, true))
+            }
+
+            async fn take_lease_once(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)> {
+                let now = now_ms();
+                let expires_at = now + license.lease_ttl_s * 1000;
+                let mut tx = self.begin_write().await?;
+                if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Lease, &holder.fingerprint, Some(&holder.os_user)).await? {
+                    if seat.expires_at.unwrap_or(0) >= now {
+                        let mut instances: Vec<String> = seat
+                            .instances
+                            .as_deref()
+                            .and_then(|i| serde_json::from_str(i).ok())
+                            .unwrap_or_default();
+                        if !instances.contains(&holder.instance) {
+                            instances.push(holder.instance.clone());
+                        }
+                        sqlx::query(
+                            "UPDATE seats SET instances = $1, expires_at = $2, last_seen_at = $3, \
+                             identifier = COALESCE($4, identifier) WHERE id = $5",
+                        )
+                        .bind(json(&instances))
+                        .bind(expires_at)
+                        .bind(now)
+                        .bind(&holder.identifier)
+                        .bind(&seat.id)
+                        .execute(&mut *tx)
+                        .await?;
+                        let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
+                        tx.commit().await?;
+                        return Ok((seat, false));
+                    }
+                    // Lapsed: this holder's old seat ends as expired and a new one is taken.
+                    if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
+                        Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
+                    }
+                }
+                Self::check_cooldown(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await?;
+                if !Self::try_take_seat(&mut tx, &license.id).await? {
+                    // Before refusing, free what crashed apps left behind.
+                    if Self::expire_license_leases(&mut tx, license, now).await? == 0
+                        || !Self::try_take_seat(&mut tx, &license.id).await?
+                    {
+                        let refusal = Self::no_seats(&mut tx, license).await?;
+                        // Keep the expiries just made, even though this checkout is refused.
+                        tx.commit().await?;
+                        return Err(refusal);
+                    }
+                }
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, identifier, instances, \
+                     created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, 'lease', $4, $5, $6, $7, $8, $8, $9)",
+                )
+                .bind(&id)
+                .bind(&license.workspace_id)
+                .bind(&license.id)
+                .bind(&holder.fingerprint)
+                .bind(&holder.os_user)
+                .bind(&holder.identifier)
+                .bind(json(&[&holder.instance]))
+                .bind(now)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+                let seat = Self::seat_in(&mut tx, &license.workspace_id, &id).await?;
+                Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, holder.identifier.as_deref()), "seat.taken", ("seat", &id), Some(&license.id), None, json(&seat)).await?;
+                tx.commit().await?;
+                Ok((seat, true))
             }
         }
 
@@ -908,6 +1121,202 @@ macro_rules! impl_store {
                 .bind(workspace_id)
                 .fetch_all(self.reader())
                 .await?)
+            }
+
+            async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>> {
+                Ok(sqlx::query_as::<_, License>("SELECT * FROM licenses WHERE key_hash = $1 AND deleted_at IS NULL")
+                    .bind(key_hash)
+                    .fetch_optional(self.reader())
+                    .await?)
+            }
+
+            async fn is_activated(&self, license_id: &str, fingerprint: &str) -> Result<bool> {
+                let found: Option<(String,)> = sqlx::query_as(
+                    "SELECT id FROM seats WHERE license_id = $1 AND kind = 'activation' AND fingerprint = $2 \
+                     AND released_at IS NULL",
+                )
+                .bind(license_id)
+                .bind(fingerprint)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn activate(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
+                // Two first activations of one machine racing on different nodes: the loser
+                // hits the unique index and, retried, finds the winner's seat.
+                let mut attempt = 0;
+                loop {
+                    match self.activate_once(license, fingerprint, identifier).await {
+                        Err(StoreError::Database(e)) if is_unique_violation(&e) && attempt < 3 => attempt += 1,
+                        other => return other,
+                    }
+                }
+            }
+
+            async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let seat = Self::active_seat_of(&mut tx, &license.id, SeatKind::Activation, fingerprint, None)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let month_start = {
+                    use chrono::Datelike;
+                    let day = today();
+                    day.with_day(1)
+                        .unwrap_or(day)
+                        .and_hms_opt(0, 0, 0)
+                        .map(|t| t.and_utc().timestamp_millis())
+                        .unwrap_or(0)
+                };
+                let (used,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM seats WHERE license_id = $1 AND release_reason = 'transferred' \
+                     AND released_at >= $2",
+                )
+                .bind(&license.id)
+                .bind(month_start)
+                .fetch_one(&mut *tx)
+                .await?;
+                if used >= license.self_service_releases_per_month {
+                    return Err(StoreError::ReleaseLimit {
+                        limit: license.self_service_releases_per_month,
+                    });
+                }
+                Self::end_seat(&mut tx, &seat, ReleaseReason::Transferred, now).await?;
+                let after = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
+                Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, seat.identifier.as_deref()), "seat.released", ("seat", &seat.id), Some(&license.id), json(&seat), json(&after)).await?;
+                tx.commit().await?;
+                Ok(after)
+            }
+
+            async fn take_lease(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)> {
+                let mut attempt = 0;
+                loop {
+                    match self.take_lease_once(license, holder).await {
+                        Err(StoreError::Database(e)) if is_unique_violation(&e) && attempt < 3 => attempt += 1,
+                        other => return other,
+                    }
+                }
+            }
+
+            async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64> {
+                let now = now_ms();
+                let expires_at = now + license.lease_ttl_s * 1000;
+                // The hot path: one statement on one row.
+                let live: Option<(Option<String>,)> = sqlx::query_as(
+                    "UPDATE seats SET expires_at = $1, last_seen_at = $2 WHERE id = $3 AND license_id = $4 \
+                     AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 RETURNING instances",
+                )
+                .bind(expires_at)
+                .bind(now)
+                .bind(lease_id)
+                .bind(&license.id)
+                .fetch_optional(self.writer())
+                .await?;
+                match live {
+                    Some((instances,)) => {
+                        let mut list: Vec<String> =
+                            instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+                        if !list.iter().any(|i| i == instance) {
+                            // An instance the server had not seen (it restarted its own
+                            // bookkeeping): count it in, so its checkin is awaited too.
+                            list.push(instance.to_string());
+                            sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2")
+                                .bind(json(&list))
+                                .bind(lease_id)
+                                .execute(self.writer())
+                                .await?;
+                        }
+                        Ok(expires_at)
+                    }
+                    None => {
+                        let mut tx = self.begin_write().await?;
+                        let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+                        if seat.license_id != license.id || seat.kind != SeatKind::Lease {
+                            return Err(StoreError::NotFound);
+                        }
+                        if seat.released_at.is_none() && Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
+                            Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
+                        }
+                        tx.commit().await?;
+                        Err(StoreError::LeaseExpired)
+                    }
+                }
+            }
+
+            async fn release_instance(&self, license: &License, lease_id: &str, instance: &str) -> Result<bool> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+                if seat.license_id != license.id || seat.kind != SeatKind::Lease {
+                    return Err(StoreError::NotFound);
+                }
+                if seat.released_at.is_some() {
+                    return Ok(true);
+                }
+                let mut instances: Vec<String> =
+                    seat.instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+                instances.retain(|i| i != instance);
+                if instances.is_empty() {
+                    if Self::end_seat(&mut tx, &seat, ReleaseReason::Checkin, now).await? {
+                        let after = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+                        Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, seat.identifier.as_deref()), "seat.released", ("seat", lease_id), Some(&license.id), json(&seat), json(&after)).await?;
+                    }
+                    tx.commit().await?;
+                    return Ok(true);
+                }
+                sqlx::query("UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3")
+                    .bind(json(&instances))
+                    .bind(now)
+                    .bind(lease_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(false)
+            }
+
+            async fn expire_leases(&self, limit: i64) -> Result<u64> {
+                let now = now_ms();
+                let mut tx = self.begin_write().await?;
+                let lapsed: Vec<(String,)> = sqlx::query_as(concat!(
+                    "SELECT id FROM seats WHERE kind = 'lease' AND released_at IS NULL AND expires_at < $1 \
+                     ORDER BY expires_at LIMIT $2",
+                    $skip_locked
+                ))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut expired = 0;
+                for (id,) in lapsed {
+                    let seat = sqlx::query_as::<_, Seat>(concat!(seat_select!(), "WHERE s.id = $1"))
+                        .bind(&id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
+                        Self::insert_event(&mut tx, &seat.workspace_id, &Actor::system(), "seat.expired", ("seat", &id), Some(&seat.license_id), json(&seat), None).await?;
+                        expired += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(expired)
+            }
+
+            async fn workspace_signing_key(&self, workspace_id: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
+                if let Some(key) = self.workspace(workspace_id).await?.signing_key_enc {
+                    return Ok(key);
+                }
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE workspaces SET signing_key_enc = $1 WHERE id = $2 AND signing_key_enc IS NULL")
+                    .bind(candidate)
+                    .bind(workspace_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let stored = Self::workspace_in(&mut tx, workspace_id).await?;
+                tx.commit().await?;
+                stored
+                    .signing_key_enc
+                    .ok_or_else(|| StoreError::Corrupt("signing key not stored".into()))
             }
 
             async fn list_reminders(

@@ -28,6 +28,19 @@ pub enum StoreError {
     SeatOverAllocated { seats_total: i64, seats_used: i64 },
     #[error("seats_total {requested} is below the {seats_used} seats in use")]
     SeatsInUse { requested: i64, seats_used: i64 },
+    #[error("all {seats_total} seats are in use")]
+    NoSeats {
+        seats_total: i64,
+        seats_used: i64,
+        /// When the earliest held lease would expire without heartbeats (ms), if any.
+        next_expiry_ms: Option<i64>,
+    },
+    #[error("the monthly limit of {limit} self-service releases is used up")]
+    ReleaseLimit { limit: i64 },
+    #[error("an admin released this seat; it can be taken again in {retry_after_s} s")]
+    ReleaseCooldown { retry_after_s: i64 },
+    #[error("the lease has expired")]
+    LeaseExpired,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
@@ -198,6 +211,27 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
     ) -> Result<Contact>;
     async fn contact_seats(&self, workspace_id: &str, contact_id: &str) -> Result<Vec<Seat>>;
+
+    // The client protocol (DESIGN §3). `license` is the row the key resolved to.
+    /// The live license with this keyed hash, in any workspace.
+    async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>>;
+    /// Whether this machine holds an active activation of the license.
+    async fn is_activated(&self, license_id: &str, fingerprint: &str) -> Result<bool>;
+    /// Takes a dedicated seat for a machine, or answers its existing one (`false`).
+    async fn activate(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)>;
+    /// Releases a machine's seat to move it, within the policy's monthly limit.
+    async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat>;
+    /// Takes a concurrent seat for (fingerprint, os_user), or joins the one it holds (`false`).
+    async fn take_lease(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)>;
+    /// Pushes a live lease's expiry; [`StoreError::LeaseExpired`] when it has lapsed.
+    async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64>;
+    /// One instance exits; answers whether that freed the seat.
+    async fn release_instance(&self, license: &License, lease_id: &str, instance: &str) -> Result<bool>;
+    /// Releases up to `limit` leases whose expiry has passed, across all licenses.
+    /// Safe to run on several nodes at once. Answers how many it released.
+    async fn expire_leases(&self, limit: i64) -> Result<u64>;
+    /// The workspace's encrypted signing key, set to `candidate` if it has none yet.
+    async fn workspace_signing_key(&self, workspace_id: &str, candidate: Vec<u8>) -> Result<Vec<u8>>;
 
     // Reminders and the audit log.
     async fn list_reminders(

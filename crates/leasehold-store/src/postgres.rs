@@ -21,6 +21,10 @@ impl PostgresStore {
         Ok(PostgresStore { pool })
     }
 
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }
@@ -34,5 +38,6 @@ impl_store!(
     PostgresStore,
     sqlx::Postgres,
     backend = Backend::Postgres,
-    lock = " FOR UPDATE"
+    lock = " FOR UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 );

@@ -106,6 +106,8 @@ pub struct Workspace {
     /// JSON array of lead days.
     pub reminder_lead_days: String,
     pub created_at: i64,
+    #[serde(skip)]
+    pub signing_key_enc: Option<Vec<u8>>,
 }
 
 impl Workspace {
@@ -323,6 +325,24 @@ pub struct NewAssignment {
     pub serial_key_enc: Option<Vec<u8>>,
     pub serial_key_masked: Option<String>,
     pub activated_on: Option<NaiveDate>,
+}
+
+/// Who asks for a lease: one seat per (fingerprint, os_user), shared by its instances.
+#[derive(Debug, Clone)]
+pub struct LeaseHolder {
+    pub fingerprint: String,
+    pub os_user: String,
+    pub identifier: Option<String>,
+    pub instance: String,
+}
+
+/// The actor for what a license key's holder does.
+pub fn key_actor(license: &License, identifier: Option<&str>) -> Actor {
+    Actor {
+        kind: "license_key",
+        id: Some(license.id.clone()),
+        label: identifier.unwrap_or(&license.key_masked).to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -36,6 +36,10 @@ impl SqliteStore {
         Ok(SqliteStore { writer, readers })
     }
 
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     fn reader(&self) -> &SqlitePool {
         &self.readers
     }
@@ -51,5 +55,6 @@ impl_store!(
     SqliteStore,
     sqlx::Sqlite,
     backend = Backend::Sqlite,
-    lock = ""
+    lock = "",
+    skip_locked = ""
 );

@@ -1,0 +1,438 @@
+//! The client protocol (DESIGN §3): what licensed applications call. The license key
+//! authenticates the caller (in the body as `key`, or `Authorization: License <key>`);
+//! every answer is signed by the key's workspace (Ed25519, `Leasehold-Signature`).
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_json, ApiJson, ApiQuery};
+use crate::signing::{public_key_base64, signature_header};
+use crate::{convert, AppState};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use ed25519_dalek::SigningKey;
+use leasehold_core::secrets::constant_time_eq;
+use leasehold_core::{effective_status, keys, EffectiveStatus, SeatModel};
+use leasehold_proto::*;
+use leasehold_store::{today, License, LeaseHolder};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub fn routes(state: AppState) -> Router<AppState> {
+    let signed = Router::new()
+        .route("/v1/client/validate", post(validate))
+        .route("/v1/client/activations", post(activate))
+        .route("/v1/client/activations/{fingerprint}", delete(deactivate))
+        .route("/v1/client/leases", post(take_lease))
+        .route("/v1/client/leases/{id}/heartbeat", post(heartbeat))
+        .route("/v1/client/leases/{id}/instances/{instance}", delete(release_instance))
+        .route("/v1/client/license-file", get(license_file))
+        .layer(middleware::from_fn_with_state(state.clone(), sign_answers));
+    Router::new()
+        .merge(signed)
+        .route("/v1/public-key", get(public_key))
+        .layer(middleware::from_fn_with_state(state, limit_by_ip))
+}
+
+/// The key that signs an answer, when it belongs to a workspace.
+#[derive(Clone)]
+struct SignWith(Arc<SigningKey>);
+
+/// Signs every answer's exact body bytes: with the workspace's key when the handler
+/// resolved one, with the server's key otherwise (unknown key, malformed request).
+async fn sign_answers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let key = response
+        .extensions()
+        .get::<SignWith>()
+        .map(|s| s.0.clone())
+        .unwrap_or_else(|| state.signers.server());
+    let (mut parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, 1 << 20).await {
+        Ok(bytes) => bytes,
+        Err(_) => return ApiError::internal().into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&signature_header(&key, &bytes)) {
+        parts.headers.insert(SIGNATURE_HEADER, value);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(ConnectInfo(address)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        if let Err(refused) = state.limits.check_ip(address.ip()) {
+            return refused.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The caller, once its key resolved to a live license.
+struct Caller {
+    license: License,
+    signer: Arc<SigningKey>,
+}
+
+impl Caller {
+    /// Finds the license of the key in the body or the `Authorization: License` header.
+    /// `Ok(None)` for a key that matches no license.
+    async fn resolve(state: &AppState, headers: &HeaderMap, body_key: Option<&str>) -> ApiResult<Option<Caller>> {
+        let key = body_key
+            .map(str::to_string)
+            .or_else(|| {
+                headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("License "))
+                    .map(str::to_string)
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "a license key is required (\"key\" in the body or Authorization: License …)",
+                )
+            })?;
+        let key = keys::normalize_key(&key).map_err(|m| ApiError::invalid("key", m))?;
+        let key_hash = state.master.key_hash(&key);
+        state.limits.check_key(&key_hash)?;
+        // Found by keyed hash and confirmed in constant time: the work is the same
+        // whether the key exists or not.
+        let found = state.store.license_by_key_hash(&key_hash).await?;
+        let license = match found {
+            Some(license) if constant_time_eq(license.key_hash.as_bytes(), key_hash.as_bytes()) => license,
+            _ => return Ok(None),
+        };
+        let signer = state.signers.workspace(state.store.as_ref(), &license.workspace_id).await?;
+        Ok(Some(Caller { license, signer }))
+    }
+
+    /// Like `resolve`, but an unknown key is 404 `NOT_FOUND`.
+    async fn require(state: &AppState, headers: &HeaderMap, body_key: Option<&str>) -> ApiResult<Caller> {
+        Self::resolve(state, headers, body_key)
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no license has this key"))
+    }
+
+    /// The answer, signed by this caller's workspace.
+    fn reply<T: Serialize>(&self, result: ApiResult<(StatusCode, T)>) -> Response {
+        let mut response = match result {
+            Ok((status, body)) => (status, Json(body)).into_response(),
+            Err(error) => error.into_response(),
+        };
+        response.extensions_mut().insert(SignWith(self.signer.clone()));
+        response
+    }
+
+    /// Refuses seats on a license that is not in force today.
+    fn require_in_force(&self) -> ApiResult<()> {
+        let (code, message) = match effective_status(self.license.status, self.license.expires_on, today()) {
+            EffectiveStatus::Active => return Ok(()),
+            EffectiveStatus::Suspended => ("SUSPENDED", "the license is suspended"),
+            EffectiveStatus::Revoked => ("REVOKED", "the license is revoked"),
+            EffectiveStatus::Expired => ("EXPIRED", "the license has expired"),
+        };
+        Err(ApiError::new(StatusCode::FORBIDDEN, code, message))
+    }
+
+    fn require_model(&self, model: SeatModel) -> ApiResult<()> {
+        if self.license.seat_model == model {
+            return Ok(());
+        }
+        let message = match model {
+            SeatModel::Dedicated => "this license's seats are concurrent: take a lease (POST /v1/client/leases)",
+            SeatModel::Concurrent => "this license's seats are dedicated: activate the machine (POST /v1/client/activations)",
+        };
+        Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", message))
+    }
+}
+
+/// Runs `f` for a resolved caller and signs what it answers.
+macro_rules! answer {
+    ($state:expr, $headers:expr, $key:expr, |$caller:ident| $body:expr) => {{
+        match Caller::require(&$state, &$headers, $key).await {
+            Ok($caller) => {
+                let result = async { $body }.await;
+                $caller.reply(result)
+            }
+            Err(error) => error.into_response(),
+        }
+    }};
+}
+
+fn client_license(l: &License) -> ClientLicense {
+    ClientLicense {
+        id: l.id.clone(),
+        license_type: l.license_type,
+        status: l.status,
+        seat_model: l.seat_model,
+        seats_total: l.seats_total,
+        seats_used: l.seats_used,
+        expires_on: l.expires_on,
+        maintenance_expires_on: l.maintenance_expires_on,
+        version: l.version.clone(),
+        licensed_to: l.licensed_to.clone(),
+        lease_ttl_s: l.lease_ttl_s,
+        heartbeat_interval_s: l.heartbeat_interval_s,
+    }
+}
+
+fn text(field: &str, value: &str, max: usize) -> ApiResult<String> {
+    crate::api::required_text(field, value, max)
+}
+
+fn optional(field: &str, value: Option<&str>, max: usize) -> ApiResult<Option<String>> {
+    crate::api::optional_text(field, value, max)
+}
+
+async fn validate(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<ValidateRequest>) -> Response {
+    let checked_at = chrono::Utc::now();
+    let caller = match Caller::resolve(&state, &headers, body.key.as_deref()).await {
+        Ok(Some(caller)) => caller,
+        Ok(None) => {
+            let answer = ValidateAnswer {
+                valid: false,
+                code: "NOT_FOUND".into(),
+                license: None,
+                checked_at,
+            };
+            return (StatusCode::OK, Json(answer)).into_response();
+        }
+        Err(error) => return error.into_response(),
+    };
+    let result = async {
+        let license = &caller.license;
+        let code = match effective_status(license.status, license.expires_on, today()) {
+            EffectiveStatus::Revoked => "REVOKED",
+            EffectiveStatus::Suspended => "SUSPENDED",
+            EffectiveStatus::Expired => "EXPIRED",
+            EffectiveStatus::Active => match (license.seat_model, body.fingerprint.as_deref()) {
+                (SeatModel::Dedicated, Some(fingerprint))
+                    if !state.store.is_activated(&license.id, fingerprint).await? =>
+                {
+                    "NOT_ACTIVATED"
+                }
+                _ => "VALID",
+            },
+        };
+        Ok((
+            StatusCode::OK,
+            ValidateAnswer {
+                valid: code == "VALID",
+                code: code.into(),
+                license: Some(client_license(license)),
+                checked_at,
+            },
+        ))
+    }
+    .await;
+    caller.reply(result)
+}
+
+async fn activate(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<ActivateRequest>) -> Response {
+    answer!(state, headers, body.key.as_deref(), |caller| {
+        caller.require_in_force()?;
+        caller.require_model(SeatModel::Dedicated)?;
+        let fingerprint = text("fingerprint", &body.fingerprint, 256)?;
+        let identifier = optional("identifier", body.identifier.as_deref(), 200)?;
+        let (seat, created) = state
+            .store
+            .activate(&caller.license, &fingerprint, identifier.as_deref())
+            .await?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        Ok((
+            status,
+            Activation {
+                id: seat.id,
+                fingerprint,
+                identifier: seat.identifier,
+                activated_at: convert::time(seat.created_at),
+            },
+        ))
+    })
+}
+
+/// Reads an optional JSON body (GET/DELETE callers may send none).
+fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> ApiResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(bytes)
+    }
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(fingerprint): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: KeyOnly = match optional_body(&body) {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    answer!(state, headers, body.key.as_deref(), |caller| {
+        caller.require_model(SeatModel::Dedicated)?;
+        let seat = state.store.deactivate(&caller.license, &fingerprint).await?;
+        Ok((
+            StatusCode::OK,
+            Deactivated {
+                id: seat.id,
+                released_at: convert::time(seat.released_at.unwrap_or(seat.created_at)),
+            },
+        ))
+    })
+}
+
+async fn take_lease(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<LeaseRequest>) -> Response {
+    answer!(state, headers, body.key.as_deref(), |caller| {
+        caller.require_in_force()?;
+        caller.require_model(SeatModel::Concurrent)?;
+        let holder = LeaseHolder {
+            fingerprint: text("fingerprint", &body.fingerprint, 256)?,
+            os_user: text("os_user", &body.os_user, 256)?,
+            identifier: optional("identifier", body.identifier.as_deref(), 200)?,
+            instance: text("instance", &body.instance, 128)?,
+        };
+        let (seat, created) = state.store.take_lease(&caller.license, &holder).await?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        let seat = convert::seat(seat);
+        Ok((
+            status,
+            Lease {
+                id: seat.id,
+                expires_at: seat.expires_at.unwrap_or(seat.created_at),
+                heartbeat_interval_s: caller.license.heartbeat_interval_s,
+                instances: seat.instances,
+            },
+        ))
+    })
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HeartbeatRequest>,
+) -> Response {
+    answer!(state, headers, body.key.as_deref(), |caller| {
+        let instance = text("instance", &body.instance, 128)?;
+        let expires_at = state.store.heartbeat(&caller.license, &id, &instance).await?;
+        Ok((
+            StatusCode::OK,
+            HeartbeatAnswer {
+                expires_at: convert::time(expires_at),
+            },
+        ))
+    })
+}
+
+async fn release_instance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, instance)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let body: KeyOnly = match optional_body(&body) {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
+    };
+    answer!(state, headers, body.key.as_deref(), |caller| {
+        let released = state.store.release_instance(&caller.license, &id, &instance).await?;
+        Ok((StatusCode::OK, InstanceReleased { released }))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LicenseFileQuery {
+    key: Option<String>,
+    fingerprint: String,
+}
+
+async fn license_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<LicenseFileQuery>,
+) -> Response {
+    answer!(state, headers, query.key.as_deref(), |caller| {
+        caller.require_in_force()?;
+        let fingerprint = text("fingerprint", &query.fingerprint, 256)?;
+        let license = &caller.license;
+        if license.seat_model == SeatModel::Dedicated && !state.store.is_activated(&license.id, &fingerprint).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "NOT_ACTIVATED",
+                "activate this machine before asking for its license file",
+            ));
+        }
+        let issued_at = chrono::Utc::now();
+        let mut valid_until = issued_at + chrono::Duration::seconds(license.license_file_ttl_s);
+        // A file never outlives the license itself.
+        if let Some(last_day) = license.expires_on.and_then(|d| d.succ_opt()) {
+            if let Some(end) = last_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) {
+                valid_until = valid_until.min(end);
+            }
+        }
+        let payload = LicenseFilePayload {
+            license: client_license(license),
+            fingerprint,
+            issued_at,
+            valid_until,
+        };
+        let bytes = serde_json::to_vec(&payload).map_err(|_| ApiError::internal())?;
+        use base64::Engine;
+        use ed25519_dalek::Signer;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok((
+            StatusCode::OK,
+            LicenseFile {
+                format: LICENSE_FILE_FORMAT.into(),
+                algorithm: "ed25519".into(),
+                payload: b64.encode(&bytes),
+                signature: b64.encode(caller.signer.sign(&bytes).to_bytes()),
+            },
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublicKeyQuery {
+    key: Option<String>,
+}
+
+/// The workspace's signing key, for a license key (`?key=` or `Authorization: License`)
+/// or an API token.
+async fn public_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<PublicKeyQuery>,
+) -> ApiResult<Json<PublicKey>> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    let workspace_id = if bearer && query.key.is_none() {
+        let mut parts = axum::http::Request::new(()).into_parts().0;
+        parts.headers = headers.clone();
+        use axum::extract::FromRequestParts;
+        crate::extract::Principal::from_request_parts(&mut parts, &state)
+            .await?
+            .workspace_id
+    } else {
+        Caller::require(&state, &headers, query.key.as_deref())
+            .await?
+            .license
+            .workspace_id
+    };
+    let key = state.signers.workspace(state.store.as_ref(), &workspace_id).await?;
+    Ok(Json(PublicKey {
+        algorithm: "ed25519".into(),
+        public_key: public_key_base64(&key),
+    }))
+}
