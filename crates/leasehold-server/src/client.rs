@@ -17,7 +17,7 @@ use ed25519_dalek::SigningKey;
 use leasehold_core::secrets::constant_time_eq;
 use leasehold_core::{effective_status, keys, EffectiveStatus, SeatModel};
 use leasehold_proto::*;
-use leasehold_store::{today, License, LeaseHolder};
+use leasehold_store::{today, LeaseHolder, License};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +29,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/v1/client/activations/{fingerprint}", delete(deactivate))
         .route("/v1/client/leases", post(take_lease))
         .route("/v1/client/leases/{id}/heartbeat", post(heartbeat))
-        .route("/v1/client/leases/{id}/instances/{instance}", delete(release_instance))
+        .route(
+            "/v1/client/leases/{id}/instances/{instance}",
+            delete(release_instance),
+        )
         .route("/v1/client/license-file", get(license_file))
         .layer(middleware::from_fn_with_state(state.clone(), sign_answers));
     Router::new()
@@ -80,7 +83,11 @@ struct Caller {
 impl Caller {
     /// Finds the license of the key in the body or the `Authorization: License` header.
     /// `Ok(None)` for a key that matches no license.
-    async fn resolve(state: &AppState, headers: &HeaderMap, body_key: Option<&str>) -> ApiResult<Option<Caller>> {
+    async fn resolve(
+        state: &AppState,
+        headers: &HeaderMap,
+        body_key: Option<&str>,
+    ) -> ApiResult<Option<Caller>> {
         let key = body_key
             .map(str::to_string)
             .or_else(|| {
@@ -104,18 +111,33 @@ impl Caller {
         // whether the key exists or not.
         let found = state.store.license_by_key_hash(&key_hash).await?;
         let license = match found {
-            Some(license) if constant_time_eq(license.key_hash.as_bytes(), key_hash.as_bytes()) => license,
+            Some(license) if constant_time_eq(license.key_hash.as_bytes(), key_hash.as_bytes()) => {
+                license
+            }
             _ => return Ok(None),
         };
-        let signer = state.signers.workspace(state.store.as_ref(), &license.workspace_id).await?;
+        let signer = state
+            .signers
+            .workspace(state.store.as_ref(), &license.workspace_id)
+            .await?;
         Ok(Some(Caller { license, signer }))
     }
 
     /// Like `resolve`, but an unknown key is 404 `NOT_FOUND`.
-    async fn require(state: &AppState, headers: &HeaderMap, body_key: Option<&str>) -> ApiResult<Caller> {
+    async fn require(
+        state: &AppState,
+        headers: &HeaderMap,
+        body_key: Option<&str>,
+    ) -> ApiResult<Caller> {
         Self::resolve(state, headers, body_key)
             .await?
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no license has this key"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "no license has this key",
+                )
+            })
     }
 
     /// The answer, signed by this caller's workspace.
@@ -124,18 +146,21 @@ impl Caller {
             Ok((status, body)) => (status, Json(body)).into_response(),
             Err(error) => error.into_response(),
         };
-        response.extensions_mut().insert(SignWith(self.signer.clone()));
+        response
+            .extensions_mut()
+            .insert(SignWith(self.signer.clone()));
         response
     }
 
     /// Refuses seats on a license that is not in force today.
     fn require_in_force(&self) -> ApiResult<()> {
-        let (code, message) = match effective_status(self.license.status, self.license.expires_on, today()) {
-            EffectiveStatus::Active => return Ok(()),
-            EffectiveStatus::Suspended => ("SUSPENDED", "the license is suspended"),
-            EffectiveStatus::Revoked => ("REVOKED", "the license is revoked"),
-            EffectiveStatus::Expired => ("EXPIRED", "the license has expired"),
-        };
+        let (code, message) =
+            match effective_status(self.license.status, self.license.expires_on, today()) {
+                EffectiveStatus::Active => return Ok(()),
+                EffectiveStatus::Suspended => ("SUSPENDED", "the license is suspended"),
+                EffectiveStatus::Revoked => ("REVOKED", "the license is revoked"),
+                EffectiveStatus::Expired => ("EXPIRED", "the license has expired"),
+            };
         Err(ApiError::new(StatusCode::FORBIDDEN, code, message))
     }
 
@@ -189,7 +214,11 @@ fn optional(field: &str, value: Option<&str>, max: usize) -> ApiResult<Option<St
     crate::api::optional_text(field, value, max)
 }
 
-async fn validate(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<ValidateRequest>) -> Response {
+async fn validate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ValidateRequest>,
+) -> Response {
     let checked_at = chrono::Utc::now();
     let caller = match Caller::resolve(&state, &headers, body.key.as_deref()).await {
         Ok(Some(caller)) => caller,
@@ -233,7 +262,11 @@ async fn validate(State(state): State<AppState>, headers: HeaderMap, ApiJson(bod
     caller.reply(result)
 }
 
-async fn activate(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<ActivateRequest>) -> Response {
+async fn activate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ActivateRequest>,
+) -> Response {
     answer!(state, headers, body.key.as_deref(), |caller| {
         caller.require_in_force()?;
         caller.require_model(SeatModel::Dedicated)?;
@@ -243,7 +276,11 @@ async fn activate(State(state): State<AppState>, headers: HeaderMap, ApiJson(bod
             .store
             .activate(&caller.license, &fingerprint, identifier.as_deref())
             .await?;
-        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
         Ok((
             status,
             Activation {
@@ -277,7 +314,10 @@ async fn deactivate(
     };
     answer!(state, headers, body.key.as_deref(), |caller| {
         caller.require_model(SeatModel::Dedicated)?;
-        let seat = state.store.deactivate(&caller.license, &fingerprint).await?;
+        let seat = state
+            .store
+            .deactivate(&caller.license, &fingerprint)
+            .await?;
         Ok((
             StatusCode::OK,
             Deactivated {
@@ -288,7 +328,11 @@ async fn deactivate(
     })
 }
 
-async fn take_lease(State(state): State<AppState>, headers: HeaderMap, ApiJson(body): ApiJson<LeaseRequest>) -> Response {
+async fn take_lease(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LeaseRequest>,
+) -> Response {
     answer!(state, headers, body.key.as_deref(), |caller| {
         caller.require_in_force()?;
         caller.require_model(SeatModel::Concurrent)?;
@@ -299,7 +343,11 @@ async fn take_lease(State(state): State<AppState>, headers: HeaderMap, ApiJson(b
             instance: text("instance", &body.instance, 128)?,
         };
         let (seat, created) = state.store.take_lease(&caller.license, &holder).await?;
-        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
         let seat = convert::seat(seat);
         Ok((
             status,
@@ -321,7 +369,10 @@ async fn heartbeat(
 ) -> Response {
     answer!(state, headers, body.key.as_deref(), |caller| {
         let instance = text("instance", &body.instance, 128)?;
-        let expires_at = state.store.heartbeat(&caller.license, &id, &instance).await?;
+        let expires_at = state
+            .store
+            .heartbeat(&caller.license, &id, &instance)
+            .await?;
         Ok((
             StatusCode::OK,
             HeartbeatAnswer {
@@ -342,7 +393,10 @@ async fn release_instance(
         Err(error) => return error.into_response(),
     };
     answer!(state, headers, body.key.as_deref(), |caller| {
-        let released = state.store.release_instance(&caller.license, &id, &instance).await?;
+        let released = state
+            .store
+            .release_instance(&caller.license, &id, &instance)
+            .await?;
         Ok((StatusCode::OK, InstanceReleased { released }))
     })
 }
@@ -363,7 +417,9 @@ async fn license_file(
         caller.require_in_force()?;
         let fingerprint = text("fingerprint", &query.fingerprint, 256)?;
         let license = &caller.license;
-        if license.seat_model == SeatModel::Dedicated && !state.store.is_activated(&license.id, &fingerprint).await? {
+        if license.seat_model == SeatModel::Dedicated
+            && !state.store.is_activated(&license.id, &fingerprint).await?
+        {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "NOT_ACTIVATED",
@@ -430,7 +486,10 @@ async fn public_key(
             .license
             .workspace_id
     };
-    let key = state.signers.workspace(state.store.as_ref(), &workspace_id).await?;
+    let key = state
+        .signers
+        .workspace(state.store.as_ref(), &workspace_id)
+        .await?;
     Ok(Json(PublicKey {
         algorithm: "ed25519".into(),
         public_key: public_key_base64(&key),

@@ -59,21 +59,21 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = api::routes();
     let openapi = Arc::new(openapi);
     api.merge(client::routes(state.clone()))
-    .route(
-        "/openapi.json",
-        get(move || {
-            let openapi = openapi.clone();
-            async move { Json(openapi.as_ref().clone()) }
-        }),
-    )
-    .fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed)
-    .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
-    .layer(CatchPanicLayer::custom(|_| {
-        ApiError::internal().into_response()
-    }))
-    .layer(TraceLayer::new_for_http())
-    .with_state(state)
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal().into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -100,7 +100,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let jobs = jobs::spawn(state.clone());
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    jobs.abort();
+    served
 }

@@ -31,7 +31,9 @@ impl Limits {
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
         match &self.by_ip {
-            Some(limiter) => limiter.check_key(&ip).map_err(|not_until| refused(not_until.wait_time_from(DefaultClock::default().now()))),
+            Some(limiter) => limiter.check_key(&ip).map_err(|not_until| {
+                refused(not_until.wait_time_from(DefaultClock::default().now()))
+            }),
             None => Ok(()),
         }
     }
@@ -41,7 +43,9 @@ impl Limits {
         match &self.by_key {
             Some(limiter) => limiter
                 .check_key(&key_hash.to_string())
-                .map_err(|not_until| refused(not_until.wait_time_from(DefaultClock::default().now()))),
+                .map_err(|not_until| {
+                    refused(not_until.wait_time_from(DefaultClock::default().now()))
+                }),
             None => Ok(()),
         }
     }
@@ -59,7 +63,11 @@ impl Limits {
 
 fn refused(wait: std::time::Duration) -> ApiError {
     let seconds = wait.as_secs_f64().ceil() as u64;
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "too many requests; slow down")
-        .with_details(serde_json::json!({ "retry_after_s": seconds.max(1) }))
-        .retry_after(seconds)
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        "too many requests; slow down",
+    )
+    .with_details(serde_json::json!({ "retry_after_s": seconds.max(1) }))
+    .retry_after(seconds)
 }

@@ -35,7 +35,8 @@ fn unseal(master: &MasterKey, sealed: &[u8]) -> anyhow::Result<SigningKey> {
 
 impl Signers {
     pub async fn load(store: &dyn Store, master: MasterKey) -> anyhow::Result<Signers> {
-        let candidate = base64::engine::general_purpose::STANDARD.encode(master.encrypt(&new_seed()));
+        let candidate =
+            base64::engine::general_purpose::STANDARD.encode(master.encrypt(&new_seed()));
         let stored = store.meta_get_or_put(SERVER_KEY, &candidate).await?;
         let sealed = base64::engine::general_purpose::STANDARD.decode(stored)?;
         let server = unseal(&master, &sealed)?;
@@ -51,8 +52,17 @@ impl Signers {
     }
 
     /// The workspace's key, made and stored on first use, then cached.
-    pub async fn workspace(&self, store: &dyn Store, workspace_id: &str) -> Result<Arc<SigningKey>, ApiError> {
-        if let Some(key) = self.workspaces.read().ok().and_then(|m| m.get(workspace_id).cloned()) {
+    pub async fn workspace(
+        &self,
+        store: &dyn Store,
+        workspace_id: &str,
+    ) -> Result<Arc<SigningKey>, ApiError> {
+        if let Some(key) = self
+            .workspaces
+            .read()
+            .ok()
+            .and_then(|m| m.get(workspace_id).cloned())
+        {
             return Ok(key);
         }
         let sealed = store

@@ -218,7 +218,12 @@ pub trait Store: Send + Sync + 'static {
     /// Whether this machine holds an active activation of the license.
     async fn is_activated(&self, license_id: &str, fingerprint: &str) -> Result<bool>;
     /// Takes a dedicated seat for a machine, or answers its existing one (`false`).
-    async fn activate(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)>;
+    async fn activate(
+        &self,
+        license: &License,
+        fingerprint: &str,
+        identifier: Option<&str>,
+    ) -> Result<(Seat, bool)>;
     /// Releases a machine's seat to move it, within the policy's monthly limit.
     async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat>;
     /// Takes a concurrent seat for (fingerprint, os_user), or joins the one it holds (`false`).
@@ -226,12 +231,21 @@ pub trait Store: Send + Sync + 'static {
     /// Pushes a live lease's expiry; [`StoreError::LeaseExpired`] when it has lapsed.
     async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64>;
     /// One instance exits; answers whether that freed the seat.
-    async fn release_instance(&self, license: &License, lease_id: &str, instance: &str) -> Result<bool>;
+    async fn release_instance(
+        &self,
+        license: &License,
+        lease_id: &str,
+        instance: &str,
+    ) -> Result<bool>;
     /// Releases up to `limit` leases whose expiry has passed, across all licenses.
     /// Safe to run on several nodes at once. Answers how many it released.
     async fn expire_leases(&self, limit: i64) -> Result<u64>;
     /// The workspace's encrypted signing key, set to `candidate` if it has none yet.
-    async fn workspace_signing_key(&self, workspace_id: &str, candidate: Vec<u8>) -> Result<Vec<u8>>;
+    async fn workspace_signing_key(
+        &self,
+        workspace_id: &str,
+        candidate: Vec<u8>,
+    ) -> Result<Vec<u8>>;
 
     // Reminders and the audit log.
     async fn list_reminders(

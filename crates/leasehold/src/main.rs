@@ -6,6 +6,8 @@ use leasehold_server::Settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod run;
+
 #[derive(Parser)]
 #[command(
     name = "leasehold",
@@ -23,6 +25,23 @@ enum Command {
     Serve(ServeArgs),
     /// Create a workspace and its owner (password on stdin); prints an owner API token last.
     Init(InitArgs),
+    /// Run a program while holding a seat of a license (see README for exit codes).
+    Run(run::RunArgs),
+    /// Check an offline license file: signature, time window and (optionally) machine.
+    /// Exit 0 valid, 1 bad signature, 2 expired or not yet valid, 3 another machine, 4 unreadable.
+    VerifyLicenseFile(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The workspace's public key (base64), from GET /v1/public-key.
+    #[arg(long)]
+    public_key: String,
+    /// Also require the file to be for this machine fingerprint.
+    #[arg(long)]
+    fingerprint: Option<String>,
+    /// The license file, or - for stdin.
+    file: String,
 }
 
 #[derive(Args, Clone)]
@@ -43,6 +62,12 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LEASEHOLD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Client requests per second allowed per IP and per license key (bursts of 10×); 0 = off.
+    #[arg(long, env = "LEASEHOLD_CLIENT_RATE_LIMIT", default_value_t = leasehold_server::limits::DEFAULT_PER_SECOND)]
+    client_rate_limit: u32,
+    /// How often lapsed leases are swept, in milliseconds.
+    #[arg(long, env = "LEASEHOLD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+    sweep_interval_ms: u64,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -70,6 +95,11 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_MASTER_KEY",
     "LEASEHOLD_MASTER_KEY_FILE",
     "LEASEHOLD_LOG",
+    "LEASEHOLD_CLIENT_RATE_LIMIT",
+    "LEASEHOLD_SWEEP_INTERVAL_MS",
+    "LEASEHOLD_SERVER",
+    "LEASEHOLD_KEY",
+    "LEASEHOLD_PUBLIC_KEY",
 ];
 
 fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
@@ -86,9 +116,9 @@ fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
     };
     Ok(Settings {
         database_url: args.database_url.clone(),
-        data_dir: args.data_dir.clone(),
         master_key,
         force: args.force,
+        ..Settings::new(args.data_dir.clone())
     })
 }
 
@@ -111,6 +141,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Init(args) => init(args).await,
+        Command::Run(args) => return std::process::ExitCode::from(run::run(args).await),
+        Command::VerifyLicenseFile(args) => return std::process::ExitCode::from(verify(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -122,7 +154,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = settings(&args.store)?;
+    let mut settings = settings(&args.store)?;
+    settings.client_rate_limit = args.client_rate_limit;
+    settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
     let state = leasehold_server::open_state(&settings).await?;
     if state.store.workspace_count().await? == 0 {
         tracing::info!(
@@ -185,4 +219,58 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     println!("Owner API token (shown once; use it as Authorization: Bearer …):");
     println!("{token}");
     Ok(())
+}
+
+fn verify(args: VerifyArgs) -> u8 {
+    use leasehold_client::LicenseFileError;
+    let text = if args.file == "-" {
+        let mut text = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            Ok(_) => Ok(text),
+            Err(e) => Err(e),
+        }
+    } else {
+        std::fs::read_to_string(&args.file)
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("leasehold: cannot read {}: {e}", args.file);
+            return 4;
+        }
+    };
+    let public_key = match leasehold_client::parse_public_key(&args.public_key) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("leasehold: {e}");
+            return 4;
+        }
+    };
+    match leasehold_client::verify_license_file(
+        &text,
+        &public_key,
+        args.fingerprint.as_deref(),
+        chrono::Utc::now(),
+    ) {
+        Ok(payload) => {
+            println!(
+                "valid: license {} ({:?}, {} seats) for machine {} until {}",
+                payload.license.id,
+                payload.license.seat_model,
+                payload.license.seats_total,
+                payload.fingerprint,
+                payload.valid_until.to_rfc3339()
+            );
+            0
+        }
+        Err(error) => {
+            eprintln!("leasehold: invalid license file: {error}");
+            match error {
+                LicenseFileError::BadSignature => 1,
+                LicenseFileError::Expired(_) | LicenseFileError::NotYetValid(_) => 2,
+                LicenseFileError::WrongMachine => 3,
+                LicenseFileError::Malformed(_) => 4,
+            }
+        }
+    }
 }

@@ -57,6 +57,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts with the test defaults (no client rate limit), adjusted by `adjust`.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg_name) = match backend {
             Backend::Sqlite => (
@@ -68,12 +73,10 @@ impl TestServer {
                 (url, Some(name))
             }
         };
-        let settings = Settings {
-            database_url: Some(database_url.clone()),
-            data_dir: dir.path().to_path_buf(),
-            master_key: None,
-            force: false,
-        };
+        let mut settings = Settings::new(dir.path().to_path_buf());
+        settings.database_url = Some(database_url.clone());
+        settings.client_rate_limit = 0;
+        adjust(&mut settings);
         let state = leasehold_server::open_state(&settings).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -241,6 +244,19 @@ impl Api {
             StatusCode::CREATED,
         )
         .await
+    }
+
+    /// A license on a new application with these extra fields; answers the license.
+    pub async fn license_with(&self, fields: Value) -> Value {
+        let app = self.application("App").await;
+        let mut body = serde_json::json!({
+            "application_id": app, "licensed_to": "Acme", "type": "subscription", "seats_total": 1
+        });
+        for (k, v) in fields.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        self.ok_post("/v1/licenses", body, StatusCode::CREATED)
+            .await
     }
 
     /// A token of `role` in this API's workspace.

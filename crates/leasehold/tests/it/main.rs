@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod cli;
+mod client;
 mod concurrency;
 mod input;
 mod openapi;

@@ -1,0 +1,552 @@
+//! The Leasehold SDK for licensed applications.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), leasehold_client::Error> {
+//! use leasehold_client::{Client, Holder};
+//! let client = Client::new("https://licenses.example.com", "AB12C-DE34F-GH56J-KM78N-7K2QD")?
+//!     .with_public_key("base64 public key from GET /v1/public-key")?;
+//! let holder = Holder::this_machine("my-app-salt", Some("Ann's laptop"));
+//! let lease = client.lease(&holder).await?; // heartbeats in the background
+//! // … the application runs …
+//! lease.release().await?; // or drop it; SIGINT/SIGTERM check it in too
+//! # Ok(()) }
+//! ```
+
+mod fingerprint;
+mod license_file;
+
+use base64::Engine;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use leasehold_proto::*;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use fingerprint::{machine_fingerprint, os_user};
+pub use leasehold_proto::{
+    Activation, ClientLicense, ErrorDetail, HeartbeatAnswer, Lease, LicenseFilePayload,
+    ValidateAnswer,
+};
+pub use license_file::{verify_license_file, LicenseFileError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error (`NO_SEATS`, `LEASE_EXPIRED`, …).
+    #[error("{status}: {} ({})", .error.message, .error.code)]
+    Api { status: u16, error: ErrorDetail },
+    /// The server could not be reached, after retries.
+    #[error("the license server is unreachable: {0}")]
+    Unreachable(String),
+    /// An answer's signature does not verify against the embedded public key.
+    #[error("the answer's signature does not verify: it did not come from your license server")]
+    BadSignature,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The error code the server sent, if it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+
+    /// The server's `retry_after_s` hint, for `NO_SEATS`, `RATE_LIMITED` and cooldowns.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            Error::Api { error, .. } => error.details.as_ref()?.get("retry_after_s")?.as_u64(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who takes a seat: this machine and OS user, and how the user named the machine.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub fingerprint: String,
+    pub os_user: String,
+    pub identifier: Option<String>,
+}
+
+impl Holder {
+    /// This machine (its id hashed with the application's salt) and the current OS user.
+    pub fn this_machine(app_salt: &str, identifier: Option<&str>) -> Holder {
+        Holder {
+            fingerprint: machine_fingerprint(app_salt),
+            os_user: os_user(),
+            identifier: identifier.map(str::to_string),
+        }
+    }
+}
+
+/// What `validate_or_offline` could establish.
+#[derive(Debug, Clone)]
+pub enum Validity {
+    Online(ValidateAnswer),
+    /// The server was unreachable; a valid offline license file vouched instead.
+    Offline(LicenseFilePayload),
+}
+
+/// A client of one license key on one server.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    public_key: Option<VerifyingKey>,
+    attempts: u32,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a base64 Ed25519 public key.
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| Error::Invalid("the public key is not base64".into()))?;
+    let bytes: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Invalid("the public key must be 32 bytes".into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| Error::Invalid("not an Ed25519 public key".into()))
+}
+
+impl Client {
+    pub fn new(base_url: &str, key: &str) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(Client {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            key: key.trim().to_string(),
+            public_key: None,
+            attempts: 5,
+        })
+    }
+
+    /// Verifies every answer against this key (base64, as `GET /v1/public-key` gives it).
+    pub fn with_public_key(mut self, public_key: &str) -> Result<Client> {
+        self.public_key = Some(parse_public_key(public_key)?);
+        Ok(self)
+    }
+
+    /// How many times a call is tried on network errors, 5xx and rate limits (default 5).
+    pub fn with_attempts(mut self, attempts: u32) -> Client {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    pub async fn validate(
+        &self,
+        fingerprint: Option<&str>,
+        os_user: Option<&str>,
+    ) -> Result<ValidateAnswer> {
+        let body = ValidateRequest {
+            key: Some(self.key.clone()),
+            fingerprint: fingerprint.map(str::to_string),
+            os_user: os_user.map(str::to_string),
+        };
+        self.call(Method::POST, "/v1/client/validate", Some(&body))
+            .await
+    }
+
+    /// Validates, and when the server is unreachable falls back to a cached license file.
+    pub async fn validate_or_offline(
+        &self,
+        holder: &Holder,
+        license_file: Option<&str>,
+    ) -> Result<Validity> {
+        match self
+            .validate(Some(&holder.fingerprint), Some(&holder.os_user))
+            .await
+        {
+            Ok(answer) => Ok(Validity::Online(answer)),
+            Err(Error::Unreachable(reason)) => {
+                let (Some(file), Some(public_key)) = (license_file, &self.public_key) else {
+                    return Err(Error::Unreachable(reason));
+                };
+                verify_license_file(
+                    file,
+                    public_key,
+                    Some(&holder.fingerprint),
+                    chrono::Utc::now(),
+                )
+                .map(Validity::Offline)
+                .map_err(|e| {
+                    Error::Unreachable(format!("{reason}; and the offline license file: {e}"))
+                })
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Takes (or confirms) this machine's dedicated seat.
+    pub async fn activate(&self, holder: &Holder) -> Result<Activation> {
+        let body = ActivateRequest {
+            key: Some(self.key.clone()),
+            fingerprint: holder.fingerprint.clone(),
+            identifier: holder.identifier.clone(),
+        };
+        self.call(Method::POST, "/v1/client/activations", Some(&body))
+            .await
+    }
+
+    /// Releases this machine's dedicated seat, to move the license to another computer.
+    pub async fn deactivate(&self, fingerprint: &str) -> Result<Deactivated> {
+        let path = format!("/v1/client/activations/{}", path_segment(fingerprint));
+        self.call(Method::DELETE, &path, Some(&self.key_only()))
+            .await
+    }
+
+    /// The signed offline license file for this machine, as text to keep on disk.
+    pub async fn license_file(&self, fingerprint: &str) -> Result<String> {
+        let path = format!(
+            "/v1/client/license-file?fingerprint={}",
+            path_segment(fingerprint)
+        );
+        let file: LicenseFile = self
+            .call::<LicenseFile, ()>(Method::GET, &path, None)
+            .await?;
+        serde_json::to_string_pretty(&file).map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// Takes a concurrent seat (or joins the one this machine and user hold) and keeps it
+    /// alive until the guard is released or dropped. SIGINT/SIGTERM check it in and end
+    /// the process, unless `exit_on_signal` is false.
+    pub async fn lease(&self, holder: &Holder) -> Result<LeaseGuard> {
+        self.lease_with(holder, true).await
+    }
+
+    pub async fn lease_with(&self, holder: &Holder, exit_on_signal: bool) -> Result<LeaseGuard> {
+        let instance = uuid::Uuid::new_v4().to_string();
+        let body = LeaseRequest {
+            key: Some(self.key.clone()),
+            fingerprint: holder.fingerprint.clone(),
+            os_user: holder.os_user.clone(),
+            identifier: holder.identifier.clone(),
+            instance: instance.clone(),
+        };
+        let lease: Lease = self
+            .call(Method::POST, "/v1/client/leases", Some(&body))
+            .await?;
+        Ok(LeaseGuard::start(
+            self.clone(),
+            lease,
+            instance,
+            exit_on_signal,
+        ))
+    }
+
+    pub async fn heartbeat(&self, lease_id: &str, instance: &str) -> Result<HeartbeatAnswer> {
+        let body = HeartbeatRequest {
+            key: Some(self.key.clone()),
+            instance: instance.to_string(),
+        };
+        let path = format!("/v1/client/leases/{}/heartbeat", path_segment(lease_id));
+        self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    pub async fn release_instance(&self, lease_id: &str, instance: &str) -> Result<bool> {
+        let path = format!(
+            "/v1/client/leases/{}/instances/{}",
+            path_segment(lease_id),
+            path_segment(instance)
+        );
+        let answer: InstanceReleased = self
+            .call(Method::DELETE, &path, Some(&self.key_only()))
+            .await?;
+        Ok(answer.released)
+    }
+
+    fn key_only(&self) -> KeyOnly {
+        KeyOnly {
+            key: Some(self.key.clone()),
+        }
+    }
+
+    /// One call: retried with backoff on network errors, 5xx and 429; the answer's
+    /// signature checked before it is believed.
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header("authorization", format!("License {}", self.key));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let (status, bytes, signature) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let signature = response
+                        .headers()
+                        .get(SIGNATURE_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    match response.bytes().await {
+                        Ok(bytes) => (status, bytes, signature),
+                        Err(e) if attempt < self.attempts => {
+                            tracing::debug!(error = %e, "reading the answer failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                        Err(e) => return Err(Error::Unreachable(e.to_string())),
+                    }
+                }
+                Err(e) if attempt < self.attempts => {
+                    tracing::debug!(error = %e, "license server unreachable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(Error::Unreachable(e.to_string())),
+            };
+            self.verify(&bytes, signature.as_deref())?;
+            if status.is_success() {
+                return serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Invalid(format!("unexpected answer: {e}")));
+            }
+            let error = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| ErrorDetail {
+                    code: "INTERNAL".into(),
+                    message: String::from_utf8_lossy(&bytes).into_owned(),
+                    details: None,
+                });
+            let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+            if transient && attempt < self.attempts {
+                let hinted = error
+                    .details
+                    .as_ref()
+                    .and_then(|d| d.get("retry_after_s"))
+                    .and_then(|v| v.as_u64())
+                    .map(Duration::from_secs);
+                tokio::time::sleep(hinted.unwrap_or(backoff).min(Duration::from_secs(5))).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            return Err(Error::Api {
+                status: status.as_u16(),
+                error,
+            });
+        }
+    }
+
+    fn verify(&self, body: &[u8], header: Option<&str>) -> Result<()> {
+        let Some(public_key) = &self.public_key else {
+            return Ok(());
+        };
+        let signature = header
+            .and_then(|h| h.strip_prefix("ed25519="))
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .and_then(|bytes| Signature::from_slice(&bytes).ok())
+            .ok_or(Error::BadSignature)?;
+        public_key
+            .verify(body, &signature)
+            .map_err(|_| Error::BadSignature)
+    }
+}
+
+/// Percent-encodes a path segment (fingerprints and ids are plain, but be safe).
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+struct Shared {
+    released: AtomicBool,
+    lost: AtomicBool,
+}
+
+/// A held concurrent seat. Heartbeats run in the background at the license's
+/// `heartbeat_interval_s`; the seat is checked in by [`LeaseGuard::release`], on drop, and
+/// (by default) on SIGINT/SIGTERM.
+pub struct LeaseGuard {
+    client: Client,
+    lease: Lease,
+    instance: String,
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LeaseGuard {
+    fn start(client: Client, lease: Lease, instance: String, exit_on_signal: bool) -> LeaseGuard {
+        let shared = Arc::new(Shared {
+            released: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
+        });
+        let interval = Duration::from_secs(lease.heartbeat_interval_s.max(1) as u64);
+        let mut tasks = vec![tokio::spawn(heartbeats(
+            client.clone(),
+            lease.id.clone(),
+            instance.clone(),
+            interval,
+            shared.clone(),
+        ))];
+        if exit_on_signal {
+            tasks.push(tokio::spawn(check_in_on_signal(
+                client.clone(),
+                lease.id.clone(),
+                instance.clone(),
+                shared.clone(),
+            )));
+        }
+        LeaseGuard {
+            client,
+            lease,
+            instance,
+            shared,
+            tasks,
+        }
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// True once the server said the lease expired (the app should take a new one).
+    pub fn is_lost(&self) -> bool {
+        self.shared.lost.load(Ordering::SeqCst)
+    }
+
+    /// Checks this instance in; answers whether that freed the seat.
+    pub async fn release(mut self) -> Result<bool> {
+        self.stop_tasks();
+        if self.shared.released.swap(true, Ordering::SeqCst) {
+            return Ok(true);
+        }
+        self.client
+            .release_instance(&self.lease.id, &self.instance)
+            .await
+    }
+
+    fn stop_tasks(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.stop_tasks();
+        if self.shared.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Drop cannot await: check in from a short-lived thread with its own runtime,
+        // and wait for it, so the seat is free when drop returns.
+        let client = self.client.clone().with_attempts(2);
+        let (lease_id, instance) = (self.lease.id.clone(), self.instance.clone());
+        let checkin = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = runtime.block_on(client.release_instance(&lease_id, &instance));
+            }
+        });
+        let _ = checkin.join();
+    }
+}
+
+async fn heartbeats(
+    client: Client,
+    lease_id: String,
+    instance: String,
+    interval: Duration,
+    shared: Arc<Shared>,
+) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match client.heartbeat(&lease_id, &instance).await {
+            Ok(_) => {}
+            Err(error) if error.code() == Some("LEASE_EXPIRED") => {
+                tracing::warn!("the lease expired on the server");
+                shared.lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "heartbeat failed; will retry"),
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn check_in_on_signal(
+    client: Client,
+    lease_id: String,
+    instance: String,
+    shared: Arc<Shared>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let code = tokio::select! {
+        _ = interrupt.recv() => 130,
+        _ = terminate.recv() => 143,
+    };
+    if !shared.released.swap(true, Ordering::SeqCst) {
+        let _ = client
+            .with_attempts(2)
+            .release_instance(&lease_id, &instance)
+            .await;
+    }
+    std::process::exit(code);
+}
+
+#[cfg(not(unix))]
+async fn check_in_on_signal(
+    client: Client,
+    lease_id: String,
+    instance: String,
+    shared: Arc<Shared>,
+) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        if !shared.released.swap(true, Ordering::SeqCst) {
+            let _ = client
+                .with_attempts(2)
+                .release_instance(&lease_id, &instance)
+                .await;
+        }
+        std::process::exit(130);
+    }
+}

@@ -1,0 +1,208 @@
+//! `leasehold run`: wraps any program in a seat. It takes a floating seat (or uses the
+//! machine's dedicated activation), runs the program, heartbeats while it runs, checks
+//! in when it exits or is interrupted, and exits with the program's code.
+
+use leasehold_client::{Client, Error, Holder, LeaseGuard};
+use leasehold_core::SeatModel;
+use std::time::{Duration, Instant};
+
+/// Exit codes of `leasehold run` itself (the program's own code passes through).
+pub mod exit {
+    /// All seats are in use (and `--wait` ran out).
+    pub const NO_SEATS: u8 = 75;
+    /// The key is unknown, or the license is suspended, revoked, expired, or refused here.
+    pub const LICENSE_INVALID: u8 = 77;
+    /// The license server could not be reached.
+    pub const UNREACHABLE: u8 = 69;
+    /// The program could not be started.
+    pub const CANNOT_START: u8 = 126;
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The license server, e.g. https://licenses.example.com
+    #[arg(long, env = "LEASEHOLD_SERVER")]
+    server: String,
+    /// The license key.
+    #[arg(long, env = "LEASEHOLD_KEY", hide_env_values = true)]
+    key: String,
+    /// The workspace's public key (base64): every answer is verified against it.
+    #[arg(long, env = "LEASEHOLD_PUBLIC_KEY")]
+    public_key: Option<String>,
+    /// Keep retrying for up to this many seconds while all seats are in use.
+    #[arg(long, default_value_t = 0)]
+    wait: u64,
+    /// How this computer is named in the console (default: its host name).
+    #[arg(long)]
+    identifier: Option<String>,
+    /// The per-application salt of the machine fingerprint.
+    #[arg(long, default_value = "leasehold-run")]
+    app_salt: String,
+    /// The program and its arguments.
+    #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+enum Seat {
+    Lease(LeaseGuard),
+    Activation,
+}
+
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+fn refusal(error: &Error) -> u8 {
+    match error {
+        Error::Unreachable(_) => exit::UNREACHABLE,
+        Error::Api { error, .. } if error.code == "NO_SEATS" => exit::NO_SEATS,
+        _ => exit::LICENSE_INVALID,
+    }
+}
+
+pub async fn run(args: RunArgs) -> u8 {
+    let client = match Client::new(&args.server, &args.key) {
+        Ok(client) => client,
+        Err(e) => return fail(&e.to_string(), exit::LICENSE_INVALID),
+    };
+    let client = match &args.public_key {
+        Some(pk) => match client.with_public_key(pk) {
+            Ok(client) => client,
+            Err(e) => return fail(&e.to_string(), exit::LICENSE_INVALID),
+        },
+        None => client,
+    };
+    let identifier = args.identifier.clone().or_else(host_name);
+    let holder = Holder::this_machine(&args.app_salt, identifier.as_deref());
+    let answer = match client
+        .validate(Some(&holder.fingerprint), Some(&holder.os_user))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e) => return fail(&e.to_string(), refusal(&e)),
+    };
+    let Some(license) = answer
+        .license
+        .filter(|_| answer.valid || answer.code == "NOT_ACTIVATED")
+    else {
+        return fail(
+            &format!("the license is not valid here ({})", answer.code),
+            exit::LICENSE_INVALID,
+        );
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    let mut told_waiting = false;
+    let seat = loop {
+        let taken = match license.seat_model {
+            SeatModel::Concurrent => client.lease_with(&holder, false).await.map(Seat::Lease),
+            SeatModel::Dedicated => client.activate(&holder).await.map(|_| Seat::Activation),
+        };
+        match taken {
+            Ok(seat) => break seat,
+            Err(error) if matches!(error.code(), Some("NO_SEATS") | Some("RELEASE_COOLDOWN")) => {
+                let retry = error.retry_after_s().unwrap_or(5);
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    let total = match &error {
+                        Error::Api { error, .. } => error
+                            .details
+                            .as_ref()
+                            .and_then(|d| d.get("seats_total"))
+                            .and_then(|v| v.as_i64())
+                            .unwrap_or(license.seats_total),
+                        _ => license.seats_total,
+                    };
+                    if error.code() == Some("NO_SEATS") {
+                        eprintln!("leasehold: all {total} seats are in use; retry in {retry} s");
+                    } else {
+                        eprintln!("leasehold: {error}");
+                    }
+                    return exit::NO_SEATS;
+                }
+                if !told_waiting {
+                    eprintln!(
+                        "leasehold: all seats are in use; waiting up to {} s for one",
+                        args.wait
+                    );
+                    told_waiting = true;
+                }
+                // A checkin can free a seat before the hinted expiry: poll at least every 2 s.
+                tokio::time::sleep(
+                    Duration::from_secs(retry)
+                        .min(Duration::from_secs(2))
+                        .min(left),
+                )
+                .await;
+            }
+            Err(error) => return fail(&error.to_string(), refusal(&error)),
+        }
+    };
+    let code = run_program(&args.command).await;
+    if let Seat::Lease(guard) = seat {
+        if let Err(error) = guard.release().await {
+            eprintln!("leasehold: could not check the seat in ({error}); it frees itself when the lease expires");
+        }
+    }
+    code
+}
+
+fn fail(message: &str, code: u8) -> u8 {
+    eprintln!("leasehold: {message}");
+    code
+}
+
+/// Runs the program to its end, passing SIGINT/SIGTERM on to it; answers its exit code.
+async fn run_program(command: &[String]) -> u8 {
+    let Some((program, rest)) = command.split_first() else {
+        return exit::CANNOT_START;
+    };
+    let mut child = match tokio::process::Command::new(program).args(rest).spawn() {
+        Ok(child) => child,
+        Err(e) => return fail(&format!("cannot start {program}: {e}"), exit::CANNOT_START),
+    };
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        use tokio::signal::unix::{signal, SignalKind};
+        let pid = child.id().map(|id| Pid::from_raw(id as i32));
+        let (Ok(mut interrupt), Ok(mut terminate)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return exit_code(child.wait().await);
+        };
+        loop {
+            tokio::select! {
+                status = child.wait() => return exit_code(status),
+                _ = interrupt.recv() => { if let Some(pid) = pid { let _ = kill(pid, Signal::SIGINT); } }
+                _ = terminate.recv() => { if let Some(pid) = pid { let _ = kill(pid, Signal::SIGTERM); } }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    exit_code(child.wait().await)
+}
+
+fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> u8 {
+    match status {
+        Ok(status) => {
+            if let Some(code) = status.code() {
+                return code as u8;
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::ExitStatusExt;
+                if let Some(signal) = status.signal() {
+                    return 128u8.wrapping_add(signal as u8);
+                }
+            }
+            1
+        }
+        Err(_) => 1,
+    }
+}

@@ -1,0 +1,747 @@
+//! The client protocol over HTTP: validate, dedicated activations, floating leases,
+//! expiry, signatures and rate limits, on both stores.
+
+use crate::harness::{both_stores, id, Api, Backend, TestServer};
+use base64::Engine;
+use ed25519_dalek::Verifier;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+both_stores!(
+    validate_answers_each_code,
+    a_machine_activates_once_and_moves_within_the_monthly_limit,
+    admin_release_blocks_the_holder_for_the_cooldown,
+    five_users_share_three_floating_seats,
+    instances_share_a_seat_and_each_vm_user_takes_their_own,
+    heartbeats_keep_a_lease_and_a_crashed_app_frees_its_seat,
+    concurrent_checkouts_never_exceed_seats_total,
+    concurrent_activations_never_exceed_seats_total,
+    answers_are_signed_and_tampering_shows,
+    a_key_reaches_only_its_own_workspace,
+);
+
+/// The unauthenticated client side of the server.
+fn client(s: &TestServer) -> Api {
+    s.anonymous()
+}
+
+fn lease_body(key: &str, machine: &str, user: &str, instance: &str) -> Value {
+    json!({"key": key, "fingerprint": machine, "os_user": user, "identifier": format!("{machine}-pc"), "instance": instance})
+}
+
+async fn validate_answers_each_code(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let c = client(s);
+    let (status, answer) = c
+        .post("/v1/client/validate", json!({"key": "NO-SUCH-KEY"}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an unknown key is an answer, not an error"
+    );
+    assert_eq!(answer["valid"], false);
+    assert_eq!(answer["code"], "NOT_FOUND");
+    assert_eq!(answer["license"], Value::Null);
+
+    let license = admin.license(2).await;
+    let key = license["key"].as_str().unwrap();
+    let lid = id(&license);
+    let answer = c
+        .ok_post("/v1/client/validate", json!({"key": key}), StatusCode::OK)
+        .await;
+    assert_eq!(answer["code"], "VALID");
+    assert_eq!(answer["valid"], true);
+    assert_eq!(answer["license"]["seats_total"], 2);
+    assert!(answer["checked_at"].is_string());
+    // The key may come in a header instead.
+    let by_header = c
+        .client
+        .post(format!("{}/v1/client/validate", c.base))
+        .header("authorization", format!("License {key}"))
+        .json(&json!({"fingerprint": "m1"}))
+        .send()
+        .await
+        .unwrap();
+    let by_header: Value = by_header.json().await.unwrap();
+    assert_eq!(
+        by_header["code"], "NOT_ACTIVATED",
+        "dedicated, fingerprint given, no activation"
+    );
+    c.ok_post(
+        "/v1/client/activations",
+        json!({"key": key, "fingerprint": "m1"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let answer = c
+        .ok_post(
+            "/v1/client/validate",
+            json!({"key": key, "fingerprint": "m1"}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(answer["code"], "VALID");
+    assert_eq!(answer["license"]["seats_used"], 1);
+
+    for (status, code) in [("suspended", "SUSPENDED"), ("revoked", "REVOKED")] {
+        admin
+            .patch(&format!("/v1/licenses/{lid}"), json!({"status": status}))
+            .await;
+        let answer = c
+            .ok_post("/v1/client/validate", json!({"key": key}), StatusCode::OK)
+            .await;
+        assert_eq!(answer["code"], code);
+        assert_eq!(answer["valid"], false);
+    }
+    let yesterday = (chrono::Utc::now().date_naive() - chrono::Days::new(1)).to_string();
+    let expired = admin.license_with(json!({"expires_on": yesterday})).await;
+    let answer = c
+        .ok_post(
+            "/v1/client/validate",
+            json!({"key": expired["key"]}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(answer["code"], "EXPIRED");
+    let (status, refused) = c
+        .post(
+            "/v1/client/activations",
+            json!({"key": expired["key"], "fingerprint": "m9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(refused["error"]["code"], "EXPIRED");
+    let (status, _) = c.post("/v1/client/validate", json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no key at all");
+}
+
+async fn a_machine_activates_once_and_moves_within_the_monthly_limit(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seats_total": 2, "policy": {"self_service_releases_per_month": 1}}))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = client(s);
+    let first = c
+        .ok_post(
+            "/v1/client/activations",
+            json!({"key": key, "fingerprint": "m1", "identifier": "ANN-LAPTOP"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let again = c
+        .ok_post(
+            "/v1/client/activations",
+            json!({"key": key, "fingerprint": "m1"}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        first["id"], again["id"],
+        "the same machine is the same seat"
+    );
+    assert_eq!(again["identifier"], "ANN-LAPTOP");
+    c.ok_post(
+        "/v1/client/activations",
+        json!({"key": key, "fingerprint": "m2"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let (status, full) = c
+        .post(
+            "/v1/client/activations",
+            json!({"key": key, "fingerprint": "m3"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(full["error"]["code"], "NO_SEATS");
+    assert_eq!(full["error"]["details"]["seats_total"], 2);
+    assert_eq!(full["error"]["details"]["seats_used"], 2);
+
+    // Move m1's seat to m3: a self-service release.
+    let (status, _) = c
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/client/activations/m1",
+            Some(json!({"key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    c.ok_post(
+        "/v1/client/activations",
+        json!({"key": key, "fingerprint": "m3"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    // The second release this month is over the policy's limit of one.
+    let (status, limited) = c
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/client/activations/m2",
+            Some(json!({"key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited["error"]["code"], "RELEASE_LIMIT");
+    let seats = admin
+        .ok_get(&format!("/v1/licenses/{}/seats", id(&license)))
+        .await;
+    let reasons: Vec<&Value> = seats["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["release_reason"])
+        .collect();
+    assert!(reasons.contains(&&json!("transferred")));
+    assert_eq!(
+        admin
+            .ok_get(&format!("/v1/licenses/{}", id(&license)))
+            .await["seats_used"],
+        2
+    );
+}
+
+async fn admin_release_blocks_the_holder_for_the_cooldown(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1, "policy": {"release_cooldown_s": 600}}))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = client(s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(key, "m1", "ann", "i1"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let released = admin
+        .ok_post(
+            &format!("/v1/seats/{}/reclaim", id(&lease)),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(released["release_reason"], "admin_release");
+    let (status, gone) = c
+        .post(
+            &format!("/v1/client/leases/{}/heartbeat", id(&lease)),
+            json!({"key": key, "instance": "i1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(gone["error"]["code"], "LEASE_EXPIRED");
+    let (status, cooldown) = c
+        .post("/v1/client/leases", lease_body(key, "m1", "ann", "i1"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the running app cannot grab the seat straight back"
+    );
+    assert_eq!(cooldown["error"]["code"], "RELEASE_COOLDOWN");
+    let left = cooldown["error"]["details"]["retry_after_s"]
+        .as_i64()
+        .unwrap();
+    assert!(left > 500 && left <= 600, "{left}");
+    // Another user may take the freed seat.
+    c.ok_post(
+        "/v1/client/leases",
+        lease_body(key, "m2", "bob", "i1"),
+        StatusCode::CREATED,
+    )
+    .await;
+    let events = admin
+        .ok_get(&format!(
+            "/v1/events?license_id={}&action=seat.reclaimed",
+            id(&license)
+        ))
+        .await;
+    assert_eq!(
+        events["items"].as_array().unwrap().len(),
+        1,
+        "admin release is audited"
+    );
+
+    let denied = admin
+        .license_with(json!({"seats_total": 1, "policy": {"admin_release": "denied"}}))
+        .await;
+    let seat = c
+        .ok_post(
+            "/v1/client/activations",
+            json!({"key": denied["key"], "fingerprint": "m1"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (status, _) = admin
+        .post(&format!("/v1/seats/{}/reclaim", id(&seat)), json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the policy denies admin release"
+    );
+}
+
+async fn five_users_share_three_floating_seats(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 3}))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = client(s);
+    let mut leases = Vec::new();
+    for user in ["ann", "bob", "cy"] {
+        leases.push(
+            c.ok_post(
+                "/v1/client/leases",
+                lease_body(key, user, user, "i1"),
+                StatusCode::CREATED,
+            )
+            .await,
+        );
+    }
+    for user in ["dee", "eve"] {
+        let (status, denied) = c
+            .post("/v1/client/leases", lease_body(key, user, user, "i1"))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(denied["error"]["code"], "NO_SEATS");
+        assert_eq!(
+            denied["error"]["message"],
+            "all 3 seats of this license are in use"
+        );
+        assert_eq!(denied["error"]["details"]["seats_total"], 3);
+        assert_eq!(denied["error"]["details"]["seats_used"], 3);
+        assert!(
+            denied["error"]["details"]["retry_after_s"]
+                .as_i64()
+                .unwrap()
+                >= 1
+        );
+        assert!(
+            denied["error"].to_string().find("ann").is_none(),
+            "holders are never shown to clients"
+        );
+    }
+    let (status, exited) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/client/leases/{}/instances/i1", id(&leases[1])),
+            Some(json!({"key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(exited["released"], true);
+    c.ok_post(
+        "/v1/client/leases",
+        lease_body(key, "dee", "dee", "i1"),
+        StatusCode::CREATED,
+    )
+    .await;
+    let (status, _) = c
+        .post("/v1/client/leases", lease_body(key, "eve", "eve", "i1"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "eve still waits");
+    assert_eq!(
+        admin
+            .ok_get(&format!("/v1/licenses/{}", id(&license)))
+            .await["seats_used"],
+        3
+    );
+}
+
+async fn instances_share_a_seat_and_each_vm_user_takes_their_own(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 5}))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = client(s);
+    let first = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(key, "vm1", "ann", "a"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let joined = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(key, "vm1", "ann", "b"),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(first["id"], joined["id"]);
+    assert_eq!(joined["instances"], json!(["a", "b"]));
+    let bob = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(key, "vm1", "bob", "a"),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_ne!(
+        bob["id"], first["id"],
+        "another user of the same VM is another seat"
+    );
+    let lid = id(&license);
+    assert_eq!(
+        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        2
+    );
+
+    let exit = |instance: &'static str| {
+        let c = c.clone();
+        let path = format!("/v1/client/leases/{}/instances/{instance}", id(&first));
+        async move {
+            c.call(reqwest::Method::DELETE, &path, Some(json!({"key": key})))
+                .await
+        }
+    };
+    let (_, a) = exit("a").await;
+    assert_eq!(a["released"], false, "b still runs");
+    assert_eq!(
+        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        2
+    );
+    let (_, b) = exit("b").await;
+    assert_eq!(b["released"], true, "the last instance frees the seat");
+    assert_eq!(
+        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        1
+    );
+    let seats = admin.ok_get(&format!("/v1/licenses/{lid}/seats")).await;
+    let ended = seats["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == first["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(ended["release_reason"], "checkin");
+    assert_eq!(ended["os_user"], "ann");
+    assert_eq!(ended["identifier"], "vm1-pc");
+}
+
+async fn heartbeats_keep_a_lease_and_a_crashed_app_frees_its_seat(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1, "policy": {"lease_ttl_s": 1, "heartbeat_interval_s": 1}}))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = client(s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(key, "m1", "ann", "i1"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let heartbeat = format!("/v1/client/leases/{}/heartbeat", id(&lease));
+    // Heartbeats every 400 ms keep a 1 s lease alive for well over its TTL.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let answer = c
+            .ok_post(
+                &heartbeat,
+                json!({"key": key, "instance": "i1"}),
+                StatusCode::OK,
+            )
+            .await;
+        assert!(answer["expires_at"].is_string());
+    }
+    let (status, _) = c
+        .post("/v1/client/leases", lease_body(key, "m2", "bob", "i1"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the heartbeating app keeps its seat"
+    );
+    // Now the app "crashes": no more heartbeats. After the TTL the seat frees itself.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let taken = c
+        .post("/v1/client/leases", lease_body(key, "m2", "bob", "i1"))
+        .await;
+    assert_eq!(taken.0, StatusCode::CREATED, "{}", taken.1);
+    let (status, gone) = c
+        .post(&heartbeat, json!({"key": key, "instance": "i1"}))
+        .await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(gone["error"]["code"], "LEASE_EXPIRED");
+    let seats = admin
+        .ok_get(&format!("/v1/licenses/{}/seats", id(&license)))
+        .await;
+    let crashed = seats["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == lease["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(crashed["release_reason"], "expired");
+}
+
+#[tokio::test]
+async fn the_sweeper_releases_lapsed_leases_without_any_checkout() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let s = TestServer::start_with(backend, |settings| {
+            settings.sweep_interval = Duration::from_millis(100)
+        })
+        .await;
+        let admin = s.workspace("Acme").await;
+        let license = admin
+            .license_with(
+                json!({"seat_model": "concurrent", "seats_total": 3, "policy": {"lease_ttl_s": 1}}),
+            )
+            .await;
+        let key = license["key"].as_str().unwrap();
+        for user in ["a", "b", "c"] {
+            client(&s)
+                .ok_post(
+                    "/v1/client/leases",
+                    lease_body(key, user, user, "i"),
+                    StatusCode::CREATED,
+                )
+                .await;
+        }
+        let path = format!("/v1/licenses/{}", id(&license));
+        let mut freed = false;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if admin.ok_get(&path).await["seats_used"] == 0 {
+                freed = true;
+                break;
+            }
+        }
+        assert!(
+            freed,
+            "{backend:?}: the sweeper did not free the lapsed seats"
+        );
+        let seats = admin.ok_get(&format!("{path}/seats")).await;
+        assert!(seats["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["release_reason"] == "expired"));
+        s.stop().await;
+    }
+}
+
+async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 25}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let attempts = 300;
+    let tasks: Vec<_> = (0..attempts)
+        .map(|i| {
+            let c = client(s);
+            let body = lease_body(&key, &format!("machine-{i}"), "user", "i1");
+            tokio::spawn(async move { c.post("/v1/client/leases", body).await })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED => granted.push(id(&body)),
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "NO_SEATS"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(granted.len(), 25);
+    let lid = id(&license);
+    assert_eq!(
+        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        25
+    );
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
+        .await;
+    let mut active: Vec<String> = active["items"].as_array().unwrap().iter().map(id).collect();
+    active.sort();
+    granted.sort();
+    assert_eq!(active, granted, "exactly the granted leases are active");
+}
+
+async fn concurrent_activations_never_exceed_seats_total(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin.license_with(json!({"seats_total": 20})).await;
+    let key = license["key"].as_str().unwrap().to_string();
+    // 200 requests from 150 machines: some machines ask twice at once.
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let c = client(s);
+            let body = json!({"key": key, "fingerprint": format!("m{}", i % 150)});
+            tokio::spawn(async move { c.post("/v1/client/activations", body).await })
+        })
+        .collect();
+    let mut machines = std::collections::HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED | StatusCode::OK => {
+                machines.insert(body["fingerprint"].as_str().unwrap().to_string());
+            }
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "NO_SEATS"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(machines.len(), 20);
+    let lid = id(&license);
+    assert_eq!(
+        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        20
+    );
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
+        .await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 20);
+}
+
+async fn answers_are_signed_and_tampering_shows(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin.license(1).await;
+    let key = license["key"].as_str().unwrap();
+    let public = admin.ok_get(&format!("/v1/public-key?key={key}")).await;
+    assert_eq!(public["algorithm"], "ed25519");
+    let by_token = admin.ok_get("/v1/public-key").await;
+    assert_eq!(
+        by_token["public_key"], public["public_key"],
+        "the same key by token"
+    );
+    let public_key =
+        leasehold_client::parse_public_key(public["public_key"].as_str().unwrap()).unwrap();
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/client/activations", s.base))
+        .json(&json!({"key": key, "fingerprint": "m1"}))
+        .send()
+        .await
+        .unwrap();
+    let header = response.headers()["leasehold-signature"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = response.bytes().await.unwrap().to_vec();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(header.strip_prefix("ed25519=").unwrap())
+        .unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+    assert!(
+        public_key.verify(&body, &signature).is_ok(),
+        "the exact body verifies"
+    );
+    let mut tampered = body.clone();
+    let at = tampered.iter().position(|&b| b == b'm').unwrap();
+    tampered[at] = b'n';
+    assert!(
+        public_key.verify(&tampered, &signature).is_err(),
+        "a changed body does not"
+    );
+
+    // Errors are signed too, and the SDK checks every answer.
+    let sdk = leasehold_client::Client::new(&s.base, key)
+        .unwrap()
+        .with_public_key(public["public_key"].as_str().unwrap())
+        .unwrap();
+    let holder = leasehold_client::Holder {
+        fingerprint: "m2".into(),
+        os_user: "ann".into(),
+        identifier: None,
+    };
+    let full = sdk.activate(&holder).await.unwrap_err();
+    assert_eq!(full.code(), Some("NO_SEATS"));
+    let other_key = leasehold_client::Client::new(&s.base, key)
+        .unwrap()
+        .with_public_key(
+            &base64::engine::general_purpose::STANDARD.encode(
+                ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+                    .verifying_key()
+                    .to_bytes(),
+            ),
+        )
+        .unwrap();
+    assert!(matches!(
+        other_key.validate(None, None).await,
+        Err(leasehold_client::Error::BadSignature)
+    ));
+}
+
+async fn a_key_reaches_only_its_own_workspace(s: &TestServer) {
+    let acme = s.workspace("Acme").await;
+    let globex = s.workspace("Globex").await;
+    let theirs = acme
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 2}))
+        .await;
+    let mine = globex
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 2}))
+        .await;
+    let c = client(s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(theirs["key"].as_str().unwrap(), "m1", "ann", "i1"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let my_key = mine["key"].as_str().unwrap();
+    let (status, _) = c
+        .post(
+            &format!("/v1/client/leases/{}/heartbeat", id(&lease)),
+            json!({"key": my_key, "instance": "i1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/client/leases/{}/instances/i1", id(&lease)),
+            Some(json!({"key": my_key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        acme.ok_get(&format!("/v1/licenses/{}", id(&theirs))).await["seats_used"],
+        1
+    );
+    let a = acme.ok_get("/v1/public-key").await;
+    let g = globex.ok_get("/v1/public-key").await;
+    assert_ne!(
+        a["public_key"], g["public_key"],
+        "each workspace signs with its own key"
+    );
+}
+
+#[tokio::test]
+async fn client_calls_are_rate_limited_per_ip_and_key() {
+    let s =
+        TestServer::start_with(Backend::Sqlite, |settings| settings.client_rate_limit = 2).await;
+    let admin = s.workspace("Acme").await;
+    let license = admin.license(1).await;
+    let c = client(&s);
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = c
+            .client
+            .post(format!("{}/v1/client/validate", s.base))
+            .json(&json!({"key": license["key"]}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("2/s with a burst of 20 must refuse 40 at once");
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    s.stop().await;
+}
