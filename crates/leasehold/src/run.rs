@@ -44,7 +44,7 @@ pub struct RunArgs {
 }
 
 enum Seat {
-    Lease(LeaseGuard),
+    Lease(Box<LeaseGuard>),
     Activation,
 }
 
@@ -98,7 +98,10 @@ pub async fn run(args: RunArgs) -> u8 {
     let mut told_waiting = false;
     let seat = loop {
         let taken = match license.seat_model {
-            SeatModel::Concurrent => client.lease_with(&holder, false).await.map(Seat::Lease),
+            SeatModel::Concurrent => client
+                .lease_with(&holder, false)
+                .await
+                .map(|guard| Seat::Lease(Box::new(guard))),
             SeatModel::Dedicated => client.activate(&holder).await.map(|_| Seat::Activation),
         };
         match taken {

@@ -320,3 +320,111 @@ macro_rules! both_stores {
     )*};
 }
 pub(crate) use both_stores;
+
+/// `leasehold serve` as a real process, for tests that kill it.
+pub struct ServerProcess {
+    pub base: String,
+    pub child: std::process::Child,
+}
+
+impl ServerProcess {
+    // The child is waited for in `kill_9` and in `Drop`.
+    #[allow(clippy::zombie_processes)]
+    pub async fn start(store_args: &[String]) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--client-rate-limit",
+                "0",
+            ])
+            .args(store_args)
+            .env_remove("LEASEHOLD_MASTER_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+                if r.status().is_success() {
+                    return ServerProcess { base, child };
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("leasehold serve did not come up");
+    }
+
+    pub fn api(&self, token: &str) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: Some(token.to_string()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `leasehold init` on a store; answers the owner token.
+pub fn init_store(store_args: &[String], workspace: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .args([
+            "init",
+            "--workspace",
+            workspace,
+            "--email",
+            "owner@example.com",
+        ])
+        .args(store_args)
+        .env_remove("LEASEHOLD_MASTER_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "correct horse battery").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string()
+}
+
+/// Polls `condition` every 50 ms for up to `seconds`.
+pub async fn eventually<F, Fut>(seconds: u64, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -11,4 +11,5 @@ mod concurrency;
 mod input;
 mod openapi;
 mod reminders;
+mod sdk;
 mod tracking;

@@ -1,0 +1,404 @@
+//! The SDK and the binary's client commands: `leasehold run`, the lease guard's
+//! signal handling, offline license files, and durability under kill -9.
+
+use crate::harness::{
+    both_stores, eventually, fresh_pg_database, id, init_store, Api, ServerProcess, TestServer,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+both_stores!(
+    leasehold_run_holds_a_seat_while_the_program_runs,
+    leasehold_run_checks_in_when_it_is_terminated,
+    license_files_verify_offline_and_back_the_sdk_when_the_server_is_down,
+);
+
+fn leasehold() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_leasehold"))
+}
+
+fn run_cmd(base: &str, key: &str, extra: &[&str], program: &[&str]) -> Command {
+    let mut command = leasehold();
+    command
+        .args(["run", "--server", base, "--key", key])
+        .args(extra)
+        .arg("--")
+        .args(program);
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+async fn seats_used(admin: &Api, license_id: &str) -> i64 {
+    admin.ok_get(&format!("/v1/licenses/{license_id}")).await["seats_used"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn leasehold_run_holds_a_seat_while_the_program_runs(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1}))
+        .await;
+    let (key, lid) = (license["key"].as_str().unwrap().to_string(), id(&license));
+
+    let status = run_cmd(&s.base, &key, &[], &["sh", "-c", "exit 7"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the program's exit code passes through"
+    );
+    assert_eq!(seats_used(&admin, &lid).await, 0, "released when it exits");
+
+    let mut holder = run_cmd(&s.base, &key, &[], &["sleep", "3"])
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || async { seats_used(&admin, &lid).await == 1 }).await);
+    // Another machine (another fingerprint salt) is refused; the same one would share the seat.
+    let denied = run_cmd(&s.base, &key, &["--app-salt", "other"], &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        denied.status.code(),
+        Some(75),
+        "all seats in use has its own exit code"
+    );
+    let message = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        message.contains("all 1 seats are in use; retry in"),
+        "{message}"
+    );
+    // --wait gets the seat when the holder exits.
+    let waited = run_cmd(
+        &s.base,
+        &key,
+        &["--app-salt", "other", "--wait", "20"],
+        &["true"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        waited.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let held = tokio::task::spawn_blocking(move || holder.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(held.success());
+    assert_eq!(seats_used(&admin, &lid).await, 0);
+
+    // On a dedicated license `run` uses (and keeps) this machine's activation.
+    let dedicated = admin.license(1).await;
+    let status = run_cmd(&s.base, dedicated["key"].as_str().unwrap(), &[], &["true"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(seats_used(&admin, &id(&dedicated)).await, 1);
+    let unknown = run_cmd(&s.base, "NO-SUCH-KEY", &[], &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(77));
+}
+
+async fn leasehold_run_checks_in_when_it_is_terminated(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1}))
+        .await;
+    let (key, lid) = (license["key"].as_str().unwrap().to_string(), id(&license));
+    let mut run = run_cmd(&s.base, &key, &[], &["sleep", "60"])
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || async { seats_used(&admin, &lid).await == 1 }).await);
+    Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || run.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "the program was terminated: 128 + SIGTERM"
+    );
+    assert_eq!(
+        seats_used(&admin, &lid).await,
+        0,
+        "the seat was checked in on the way out"
+    );
+    let seats = admin.ok_get(&format!("/v1/licenses/{lid}/seats")).await;
+    assert_eq!(seats["items"][0]["release_reason"], "checkin");
+}
+
+/// The child half of `sdk_guard_checks_in_when_its_process_gets_sigterm`: holds a lease
+/// through the SDK's guard until a signal ends the process.
+#[tokio::test]
+#[ignore = "run by sdk_guard_checks_in_when_its_process_gets_sigterm as its child process"]
+async fn sdk_guard_child() {
+    let (Ok(base), Ok(key)) = (
+        std::env::var("LH_CHILD_BASE"),
+        std::env::var("LH_CHILD_KEY"),
+    ) else {
+        return;
+    };
+    let client = leasehold_client::Client::new(&base, &key).unwrap();
+    let holder = leasehold_client::Holder {
+        fingerprint: "child-machine".into(),
+        os_user: "child".into(),
+        identifier: Some("CHILD".into()),
+    };
+    let _guard = client.lease(&holder).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_guard_checks_in_when_its_process_gets_sigterm() {
+    let s = TestServer::start(crate::harness::Backend::Sqlite).await;
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1}))
+        .await;
+    let lid = id(&license);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "sdk::sdk_guard_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("LH_CHILD_BASE", &s.base)
+        .env("LH_CHILD_KEY", license["key"].as_str().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(20, || async { seats_used(&admin, &lid).await == 1 }).await,
+        "the child took a seat"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    // Wait off the runtime: the in-process server must answer the child's checkin.
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert_eq!(
+        seats_used(&admin, &lid).await,
+        0,
+        "the guard checked in before the process ended"
+    );
+    s.stop().await;
+}
+
+async fn license_files_verify_offline_and_back_the_sdk_when_the_server_is_down(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin.license_with(json!({"seats_total": 2})).await;
+    let key = license["key"].as_str().unwrap();
+    let public_key = admin.ok_get("/v1/public-key").await["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = leasehold_client::Client::new(&s.base, key)
+        .unwrap()
+        .with_public_key(&public_key)
+        .unwrap();
+    let holder = leasehold_client::Holder {
+        fingerprint: "m1".into(),
+        os_user: "ann".into(),
+        identifier: None,
+    };
+    let not_yet = client.license_file("m1").await.unwrap_err();
+    assert_eq!(not_yet.code(), Some("NOT_ACTIVATED"));
+    client.activate(&holder).await.unwrap();
+    let file = client.license_file("m1").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("license.json");
+    std::fs::write(&path, &file).unwrap();
+
+    let verify = |args: &[&str], stdin: Option<&str>| {
+        let mut command = leasehold();
+        command
+            .args(["verify-license-file", "--public-key", &public_key])
+            .args(args);
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            std::io::Write::write_all(&mut input, text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait().unwrap().code()
+    };
+    let path_str = path.display().to_string();
+    assert_eq!(verify(&[&path_str], None), Some(0));
+    assert_eq!(verify(&["--fingerprint", "m1", "-"], Some(&file)), Some(0));
+    assert_eq!(
+        verify(&["--fingerprint", "m2", &path_str], None),
+        Some(3),
+        "another machine"
+    );
+    let mut doc: serde_json::Value = serde_json::from_str(&file).unwrap();
+    let signature = doc["signature"].as_str().unwrap().to_string();
+    let flipped = if signature.starts_with('A') {
+        signature.replacen('A', "B", 1)
+    } else {
+        format!("A{}", &signature[1..])
+    };
+    doc["signature"] = json!(flipped);
+    assert_eq!(
+        verify(&["-"], Some(&doc.to_string())),
+        Some(1),
+        "tampered signature"
+    );
+    assert_eq!(verify(&["-"], Some("not a license file")), Some(4));
+
+    // The server goes away: the SDK falls back to the file, for this machine only.
+    let offline = leasehold_client::Client::new("http://127.0.0.1:9", key)
+        .unwrap()
+        .with_public_key(&public_key)
+        .unwrap()
+        .with_attempts(1);
+    match offline
+        .validate_or_offline(&holder, Some(&file))
+        .await
+        .unwrap()
+    {
+        leasehold_client::Validity::Offline(payload) => {
+            assert_eq!(payload.license.id, id(&license))
+        }
+        other => panic!("expected an offline answer, got {other:?}"),
+    }
+    let elsewhere = leasehold_client::Holder {
+        fingerprint: "m2".into(),
+        ..holder.clone()
+    };
+    assert!(offline
+        .validate_or_offline(&elsewhere, Some(&file))
+        .await
+        .is_err());
+
+    // A file's window follows the policy.
+    let short = admin
+        .license_with(json!({"seat_model": "concurrent", "policy": {"license_file_ttl_s": 1}}))
+        .await;
+    let short_client =
+        leasehold_client::Client::new(&s.base, short["key"].as_str().unwrap()).unwrap();
+    let short_file = short_client.license_file("m1").await.unwrap();
+    assert_eq!(verify(&["-"], Some(&short_file)), Some(0));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(verify(&["-"], Some(&short_file)), Some(2), "expired");
+}
+
+/// Checkouts acknowledged with 201 survive kill -9 of the server.
+async fn no_acknowledged_seat_is_lost_on_kill_9(store_args: Vec<String>) {
+    let token = init_store(&store_args, "Acme");
+    let mut server = ServerProcess::start(&store_args).await;
+    let admin = server.api(&token);
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 100000}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let client = reqwest::Client::new();
+        let (base, key, acknowledged) = (server.base.clone(), key.clone(), acknowledged.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0..10_000 {
+                let body = json!({"key": key, "fingerprint": format!("w{w}-m{i}"), "os_user": "u", "instance": "i"});
+                match client.post(format!("{base}/v1/client/leases")).json(&body).send().await {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        let lease: serde_json::Value = match r.json().await {
+                            Ok(lease) => lease,
+                            Err(_) => return,
+                        };
+                        acknowledged.lock().unwrap().push(lease["id"].as_str().unwrap().to_string());
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    assert!(eventually(20, || async { acknowledged.lock().unwrap().len() >= 200 }).await);
+    server.kill_9();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let server = ServerProcess::start(&store_args).await;
+    let admin = server.api(&token);
+    let mut active = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let page = admin
+            .ok_get(&format!(
+                "/v1/licenses/{lid}/seats?active=true&limit=200&cursor={cursor}"
+            ))
+            .await;
+        for seat in page["items"].as_array().unwrap() {
+            active.insert(id(seat));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|a| !active.contains(*a))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged seats lost",
+        lost.len(),
+        acknowledged.len()
+    );
+    let used = admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        used as usize,
+        active.len(),
+        "the counter agrees with the ledger after the crash"
+    );
+}
+
+#[tokio::test]
+async fn no_acknowledged_seat_is_lost_on_kill_9_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    no_acknowledged_seat_is_lost_on_kill_9(vec![
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+    ])
+    .await;
+}
+
+#[tokio::test]
+async fn no_acknowledged_seat_is_lost_on_kill_9_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, name) = fresh_pg_database().await;
+    no_acknowledged_seat_is_lost_on_kill_9(vec![
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+        "--database-url".into(),
+        url,
+    ])
+    .await;
+    crate::harness::drop_pg_database(&name).await;
+}
