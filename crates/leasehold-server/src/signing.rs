@@ -37,7 +37,10 @@ impl Signers {
     pub async fn load(store: &dyn Store, master: MasterKey) -> anyhow::Result<Signers> {
         let candidate =
             base64::engine::general_purpose::STANDARD.encode(master.encrypt(&new_seed()));
-        let stored = store.meta_get_or_put(SERVER_KEY, &candidate).await?;
+        // Kept per master key: a store started with `--force` under another master key
+        // gets its own server key rather than one it cannot decrypt.
+        let name = format!("{SERVER_KEY}:{}", master.check_value());
+        let stored = store.meta_get_or_put(&name, &candidate).await?;
         let sealed = base64::engine::general_purpose::STANDARD.decode(stored)?;
         let server = unseal(&master, &sealed)?;
         Ok(Signers {
