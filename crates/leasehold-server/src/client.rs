@@ -152,6 +152,12 @@ impl Caller {
         response
     }
 
+    fn publish(&self, state: &AppState, kind: &str) {
+        state
+            .live
+            .publish(&self.license.workspace_id, &self.license.id, kind);
+    }
+
     /// Refuses seats on a license that is not in force today.
     fn require_in_force(&self) -> ApiResult<()> {
         let (code, message) =
@@ -276,6 +282,7 @@ async fn activate(
             .store
             .activate(&caller.license, &fingerprint, identifier.as_deref())
             .await?;
+        caller.publish(&state, "seat.activated");
         let status = if created {
             StatusCode::CREATED
         } else {
@@ -318,6 +325,7 @@ async fn deactivate(
             .store
             .deactivate(&caller.license, &fingerprint)
             .await?;
+        caller.publish(&state, "seat.released");
         Ok((
             StatusCode::OK,
             Deactivated {
@@ -343,6 +351,7 @@ async fn take_lease(
             instance: text("instance", &body.instance, 128)?,
         };
         let (seat, created) = state.store.take_lease(&caller.license, &holder).await?;
+        caller.publish(&state, "seat.taken");
         let status = if created {
             StatusCode::CREATED
         } else {
@@ -373,6 +382,7 @@ async fn heartbeat(
             .store
             .heartbeat(&caller.license, &id, &instance)
             .await?;
+        caller.publish(&state, "seat.heartbeat");
         Ok((
             StatusCode::OK,
             HeartbeatAnswer {
@@ -397,6 +407,14 @@ async fn release_instance(
             .store
             .release_instance(&caller.license, &id, &instance)
             .await?;
+        caller.publish(
+            &state,
+            if released {
+                "seat.released"
+            } else {
+                "seat.instance_exited"
+            },
+        );
         Ok((StatusCode::OK, InstanceReleased { released }))
     })
 }

@@ -154,6 +154,16 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts.headers.get(header::AUTHORIZATION).is_some();
+        // A console session may read the API (the live stream, fragments); changes need a
+        // token, so a cross-site form can never make one with the session cookie.
+        if !bearer && parts.method.is_safe() {
+            if let Some(session) =
+                crate::console::session_from_headers(state, &parts.headers).await?
+            {
+                return Ok(session.principal);
+            }
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)

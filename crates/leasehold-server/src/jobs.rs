@@ -25,8 +25,14 @@ pub async fn sweep(state: &AppState) -> u64 {
     let mut total = 0;
     loop {
         match state.store.expire_leases(SWEEP_CHUNK).await {
-            Ok(n) => {
+            Ok(expired) => {
+                let n = expired.len() as u64;
                 total += n;
+                for seat in &expired {
+                    state
+                        .live
+                        .publish(&seat.workspace_id, &seat.license_id, "seat.expired");
+                }
                 if n < SWEEP_CHUNK as u64 {
                     break;
                 }

@@ -3,11 +3,13 @@
 
 mod api;
 mod client;
+mod console;
 mod convert;
 pub mod error;
 pub mod extract;
 pub mod jobs;
 pub mod limits;
+pub mod live;
 pub mod setup;
 pub mod signing;
 
@@ -35,6 +37,9 @@ pub struct AppState {
     pub master: MasterKey,
     pub signers: Arc<signing::Signers>,
     pub limits: Arc<limits::Limits>,
+    pub live: Arc<live::LiveHub>,
+    /// Sign-in attempts per account (console) and per IP (portal).
+    pub login_limits: Arc<limits::Limits>,
     /// How often the lease sweeper runs.
     pub sweep_interval: std::time::Duration,
 }
@@ -59,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = api::routes();
     let openapi = Arc::new(openapi);
     api.merge(client::routes(state.clone()))
+        .merge(console::routes())
         .route(
             "/openapi.json",
             get(move || {

@@ -38,6 +38,15 @@ impl Limits {
         }
     }
 
+    /// Sign-in attempts: 10 a minute per key (an account, or an IP on the portal).
+    pub fn login() -> Limits {
+        let per_minute = NonZeroU32::new(10).map(Quota::per_minute);
+        Limits {
+            by_ip: None,
+            by_key: per_minute.map(RateLimiter::keyed),
+        }
+    }
+
     /// Keyed by the key's hash, so no key is held in memory in clear.
     pub fn check_key(&self, key_hash: &str) -> Result<(), ApiError> {
         match &self.by_key {

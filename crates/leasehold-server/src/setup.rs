@@ -117,6 +117,8 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         signers: std::sync::Arc::new(signers),
         limits: std::sync::Arc::new(crate::limits::Limits::new(settings.client_rate_limit)),
         sweep_interval: settings.sweep_interval,
+        live: Default::default(),
+        login_limits: std::sync::Arc::new(crate::limits::Limits::login()),
     })
 }
 
@@ -191,6 +193,22 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
             .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
     })
     .await?
+}
+
+/// Checks a password against its argon2id hash, off the async runtime.
+pub async fn verify_password(password: String, hash: String) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Creates a workspace, its owner and an owner API token; answers the token.

@@ -1275,7 +1275,7 @@ macro_rules! impl_store {
                 Ok(false)
             }
 
-            async fn expire_leases(&self, limit: i64) -> Result<u64> {
+            async fn expire_leases(&self, limit: i64) -> Result<Vec<Seat>> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
                 let lapsed: Vec<(String,)> = sqlx::query_as(concat!(
@@ -1287,7 +1287,7 @@ macro_rules! impl_store {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
-                let mut expired = 0;
+                let mut expired = Vec::new();
                 for (id,) in lapsed {
                     let seat = sqlx::query_as::<_, Seat>(concat!(seat_select!(), "WHERE s.id = $1"))
                         .bind(&id)
@@ -1295,7 +1295,7 @@ macro_rules! impl_store {
                         .await?;
                     if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
                         Self::insert_event(&mut tx, &seat.workspace_id, &Actor::system(), "seat.expired", ("seat", &id), Some(&seat.license_id), json(&seat), None).await?;
-                        expired += 1;
+                        expired.push(seat);
                     }
                 }
                 tx.commit().await?;
@@ -1317,6 +1317,112 @@ macro_rules! impl_store {
                 stored
                     .signing_key_enc
                     .ok_or_else(|| StoreError::Corrupt("signing key not stored".into()))
+            }
+
+            async fn create_member(&self, actor: &Actor, workspace_id: &str, member: NewMember) -> Result<Member> {
+                let mut tx = self.begin_write().await?;
+                let created = sqlx::query_as::<_, Member>(
+                    "INSERT INTO members (id, workspace_id, email, password_hash, role, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                )
+                .bind(new_id())
+                .bind(workspace_id)
+                .bind(&member.email)
+                .bind(&member.password_hash)
+                .bind(member.role)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Conflict("a member with this email exists already".into())
+                    } else {
+                        e.into()
+                    }
+                })?;
+                Self::insert_event(&mut tx, workspace_id, actor, "member.created", ("member", &created.id), None, None, json(&created)).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn list_members(&self, workspace_id: &str) -> Result<Vec<Member>> {
+                Ok(sqlx::query_as::<_, Member>("SELECT * FROM members WHERE workspace_id = $1 ORDER BY email")
+                    .bind(workspace_id)
+                    .fetch_all(self.reader())
+                    .await?)
+            }
+
+            async fn members_by_email(&self, email: &str) -> Result<Vec<Member>> {
+                Ok(sqlx::query_as::<_, Member>("SELECT * FROM members WHERE email = $1 ORDER BY id")
+                    .bind(email)
+                    .fetch_all(self.reader())
+                    .await?)
+            }
+
+            async fn member(&self, workspace_id: &str, id: &str) -> Result<Member> {
+                sqlx::query_as::<_, Member>("SELECT * FROM members WHERE id = $1 AND workspace_id = $2")
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+
+            async fn create_session(&self, session: Session) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO sessions (token_hash, kind, workspace_id, member_id, license_id, csrf_token, \
+                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&session.token_hash)
+                .bind(&session.kind)
+                .bind(&session.workspace_id)
+                .bind(&session.member_id)
+                .bind(&session.license_id)
+                .bind(&session.csrf_token)
+                .bind(session.created_at)
+                .bind(session.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(&self, token_hash: &str) -> Result<Option<Session>> {
+                Ok(sqlx::query_as::<_, Session>("SELECT * FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+                    .bind(token_hash)
+                    .bind(now_ms())
+                    .fetch_optional(self.reader())
+                    .await?)
+            }
+
+            async fn delete_session(&self, token_hash: &str) -> Result<()> {
+                sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn dismiss_reminder(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Reminder> {
+                let mut tx = self.begin_write().await?;
+                let dismissed = sqlx::query_as::<_, Reminder>(
+                    "UPDATE reminders SET state = 'dismissed', dismissed_at = $1 \
+                     WHERE id = $2 AND workspace_id = $3 RETURNING *",
+                )
+                .bind(now_ms())
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+                Self::insert_event(&mut tx, workspace_id, actor, "reminder.dismissed", ("reminder", id), Some(&dismissed.license_id), None, json(&dismissed)).await?;
+                tx.commit().await?;
+                Ok(dismissed)
             }
 
             async fn list_reminders(

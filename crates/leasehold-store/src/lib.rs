@@ -122,6 +122,21 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
     ) -> Result<TokenRecord>;
 
+    async fn create_member(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        member: NewMember,
+    ) -> Result<Member>;
+    async fn list_members(&self, workspace_id: &str) -> Result<Vec<Member>>;
+    /// Every member with this email, in any workspace (sign-in picks the one whose password matches).
+    async fn members_by_email(&self, email: &str) -> Result<Vec<Member>>;
+    async fn member(&self, workspace_id: &str, id: &str) -> Result<Member>;
+    async fn create_session(&self, session: Session) -> Result<()>;
+    /// The live session with this token hash.
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>>;
+    async fn delete_session(&self, token_hash: &str) -> Result<()>;
+
     // Applications.
     async fn create_application(
         &self,
@@ -239,7 +254,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Releases up to `limit` leases whose expiry has passed, across all licenses.
     /// Safe to run on several nodes at once. Answers how many it released.
-    async fn expire_leases(&self, limit: i64) -> Result<u64>;
+    async fn expire_leases(&self, limit: i64) -> Result<Vec<Seat>>;
     /// The workspace's encrypted signing key, set to `candidate` if it has none yet.
     async fn workspace_signing_key(
         &self,
@@ -254,6 +269,12 @@ pub trait Store: Send + Sync + 'static {
         filter: &ReminderFilter,
         page: &PageRequest,
     ) -> Result<Page<Reminder>>;
+    async fn dismiss_reminder(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Reminder>;
     async fn list_events(
         &self,
         workspace_id: &str,

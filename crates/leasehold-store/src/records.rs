@@ -403,3 +403,28 @@ pub struct EventFilter {
     pub license_id: Option<String>,
     pub action: Option<String>,
 }
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Member {
+    pub id: String,
+    pub workspace_id: String,
+    pub email: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub role: Role,
+    pub created_at: i64,
+}
+
+/// A signed-in browser: a member of a workspace, or a license holder on the portal.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Session {
+    pub token_hash: String,
+    /// `member` or `portal`.
+    pub kind: String,
+    pub workspace_id: String,
+    pub member_id: Option<String>,
+    pub license_id: Option<String>,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}

@@ -86,5 +86,12 @@ pub async fn terminate_contact(
         .store
         .contact_seats(&principal.workspace_id, &id)
         .await?;
+    for seat in &seats {
+        state.live.publish(
+            &principal.workspace_id,
+            &seat.license_id,
+            "contact.terminated",
+        );
+    }
     Ok(Json(convert::contact(contact, Some(seats))))
 }

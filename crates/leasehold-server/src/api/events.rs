@@ -2,7 +2,7 @@ use crate::convert;
 use crate::error::ApiResult;
 use crate::extract::{ApiQuery, Paging, Principal};
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use chrono::NaiveDate;
 use leasehold_core::{Permission, ReminderState};
@@ -80,4 +80,21 @@ pub async fn list_events(
         .list_events(&principal.workspace_id, &filter, &paging.request()?)
         .await?;
     Ok(Json(convert::page(page, convert::event)))
+}
+
+/// Dismisses a reminder (it stays listed, as `dismissed`).
+#[utoipa::path(post, path = "/v1/reminders/{id}/dismiss", tag = "audit", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = Reminder), (status = 404, body = ErrorBody)))]
+pub async fn dismiss_reminder(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Reminder>> {
+    principal.require(Permission::LicenseManage)?;
+    let reminder = state
+        .store
+        .dismiss_reminder(&principal.actor, &principal.workspace_id, &id)
+        .await?;
+    Ok(Json(convert::reminder(reminder)))
 }

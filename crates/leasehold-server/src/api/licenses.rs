@@ -74,6 +74,18 @@ pub async fn create_license(
     principal: Principal,
     ApiJson(body): ApiJson<CreateLicense>,
 ) -> ApiResult<(StatusCode, Json<License>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(create(&state, &principal, body).await?),
+    ))
+}
+
+/// Creates a license (the API and the console both come here).
+pub(crate) async fn create(
+    state: &AppState,
+    principal: &Principal,
+    body: CreateLicense,
+) -> ApiResult<License> {
     principal.require(Permission::LicenseManage)?;
     let key = match body.key.as_deref() {
         Some(key) => {
@@ -114,7 +126,7 @@ pub async fn create_license(
         .await?;
     let mut out = convert::license(created);
     out.key = Some(key);
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -176,6 +188,16 @@ pub async fn update_license(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateLicense>,
 ) -> ApiResult<Json<License>> {
+    Ok(Json(update(&state, &principal, &id, body).await?))
+}
+
+/// Changes a license (the API and the console both come here).
+pub(crate) async fn update(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    body: UpdateLicense,
+) -> ApiResult<License> {
     principal.require(Permission::LicenseManage)?;
     let apply = |current: &leasehold_store::License| -> Result<LicenseChange, StoreError> {
         let mut c = current.to_change();
@@ -215,9 +237,12 @@ pub async fn update_license(
     };
     let updated = state
         .store
-        .update_license(&principal.actor, &principal.workspace_id, &id, &apply)
+        .update_license(&principal.actor, &principal.workspace_id, id, &apply)
         .await?;
-    Ok(Json(convert::license(updated)))
+    state
+        .live
+        .publish(&principal.workspace_id, id, "license.updated");
+    Ok(convert::license(updated))
 }
 
 /// Deletes a license: its seats are released and its reminders removed; the ledger
@@ -235,6 +260,9 @@ pub async fn delete_license(
         .store
         .delete_license(&principal.actor, &principal.workspace_id, &id)
         .await?;
+    state
+        .live
+        .publish(&principal.workspace_id, &id, "license.deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

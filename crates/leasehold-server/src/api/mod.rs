@@ -2,10 +2,13 @@
 //! handler annotations, so the document cannot drift from the code.
 
 mod applications;
+pub(crate) use licenses::{create as create_license, update as update_license};
+pub(crate) use seats::{assign as assign_seat, reclaim as reclaim_seat};
 mod contacts;
 mod events;
 mod health;
 mod licenses;
+mod members;
 mod seats;
 mod tokens;
 mod workspace;
@@ -80,6 +83,9 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(contacts::terminate_contact))
         .routes(routes!(events::list_reminders))
         .routes(routes!(events::list_events))
+        .routes(routes!(events::dismiss_reminder))
+        .routes(routes!(crate::live::stream))
+        .routes(routes!(members::create_member, members::list_members))
         .split_for_parts()
 }
 

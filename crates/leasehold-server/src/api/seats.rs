@@ -23,6 +23,19 @@ pub async fn assign_seat(
     Path(license_id): Path<String>,
     ApiJson(body): ApiJson<AssignSeat>,
 ) -> ApiResult<(StatusCode, Json<Seat>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(assign(&state, &principal, &license_id, body).await?),
+    ))
+}
+
+/// Assigns a seat (the API and the console both come here).
+pub(crate) async fn assign(
+    state: &AppState,
+    principal: &Principal,
+    license_id: &str,
+    body: AssignSeat,
+) -> ApiResult<Seat> {
     principal.require(Permission::LicenseAssign)?;
     let contact_id = optional_text("contact_id", body.contact_id.as_deref(), 100)?;
     let assignee_name = optional_text("assignee_name", body.assignee_name.as_deref(), 200)?;
@@ -63,7 +76,10 @@ pub async fn assign_seat(
             assignment,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(convert::seat(seat))))
+    state
+        .live
+        .publish(&principal.workspace_id, license_id, "seat.assigned");
+    Ok(convert::seat(seat))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -114,10 +130,22 @@ pub async fn reclaim_seat(
     principal: Principal,
     Path(seat_id): Path<String>,
 ) -> ApiResult<Json<Seat>> {
+    Ok(Json(reclaim(&state, &principal, &seat_id).await?))
+}
+
+/// Reclaims a seat (the API and the console both come here).
+pub(crate) async fn reclaim(
+    state: &AppState,
+    principal: &Principal,
+    seat_id: &str,
+) -> ApiResult<Seat> {
     principal.require(Permission::LicenseAssign)?;
     let seat = state
         .store
-        .reclaim_seat(&principal.actor, &principal.workspace_id, &seat_id)
+        .reclaim_seat(&principal.actor, &principal.workspace_id, seat_id)
         .await?;
-    Ok(Json(convert::seat(seat)))
+    state
+        .live
+        .publish(&principal.workspace_id, &seat.license_id, "seat.reclaimed");
+    Ok(convert::seat(seat))
 }

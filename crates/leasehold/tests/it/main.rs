@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod client;
 mod concurrency;
+mod console;
 mod input;
 mod openapi;
 mod reminders;

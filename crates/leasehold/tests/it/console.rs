@@ -1,0 +1,483 @@
+//! The console and the portal in a real headless Chromium (Debian's chromium and
+//! chromium-driver, driven over WebDriver). Each run saves screenshots of the main pages
+//! to docs/screenshots/.
+
+use crate::harness::{id, Backend, TestServer};
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const OWNER_PASSWORD: &str = "correct horse battery";
+const SCREENSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/screenshots");
+
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+    base: String,
+}
+
+impl Browser {
+    async fn start(base: &str) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver =
+            Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver (Debian package chromium-driver; .ci/run installs it)");
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        });
+        let capabilities = capabilities.as_object().unwrap().clone();
+        let mut client = None;
+        for _ in 0..100 {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Browser {
+            client: client.expect("a WebDriver session"),
+            driver,
+            _profile: profile,
+            base: base.to_string(),
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap();
+    }
+
+    async fn set(&self, css: &str, value: &str) {
+        let element = self.client.find(Locator::Css(css)).await.unwrap();
+        self.client
+            .execute(
+                "arguments[0].value = arguments[1];",
+                vec![serde_json::to_value(&element).unwrap(), json!(value)],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn exists(&self, css: &str) -> bool {
+        self.client.find(Locator::Css(css)).await.is_ok()
+    }
+
+    /// Waits (up to `seconds`) until the page's text contains `needle`.
+    async fn wait_contains(&self, needle: &str, seconds: u64) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            if self.page_text().await.contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    async fn page_text(&self) -> String {
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits (up to `seconds`) until the element's text is `expected`.
+    async fn wait_text(&self, css: &str, expected: &str, seconds: u64) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                if element
+                    .text()
+                    .await
+                    .map(|t| t.trim() == expected)
+                    .unwrap_or(false)
+                {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    async fn sign_in(&self, email: &str, password: &str) {
+        self.goto("/login").await;
+        self.set("#email", email).await;
+        self.set("#password", password).await;
+        self.click("form[action='/login'] button[type=submit]")
+            .await;
+        assert!(
+            self.wait_text("h1", "Live usage", 5).await,
+            "signed in: {}",
+            self.page_text().await
+        );
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::create_dir_all(SCREENSHOTS).unwrap();
+        std::fs::write(format!("{SCREENSHOTS}/{name}.png"), png).unwrap();
+    }
+
+    /// Clicks a button whose form asks for confirmation, and accepts.
+    async fn click_and_confirm(&self, css: &str) {
+        self.click(css).await;
+        self.client.accept_alert().await.unwrap();
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_tracks_a_license_and_watches_seats_live() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let api = s.workspace("Acme").await;
+    let app = api.application("AutoCAD").await;
+    let b = Browser::start(&s.base).await;
+    b.goto("/login").await;
+    b.screenshot("login").await;
+    b.sign_in("owner@example.com", OWNER_PASSWORD).await;
+
+    // Add a license with the full form.
+    b.goto(&format!("/applications/{app}")).await;
+    b.click("a.button[href^='/licenses/new']").await;
+    b.set("#f-to", "Acme Design").await;
+    b.set("#f-type", "subscription").await;
+    b.set("#f-seats", "2").await;
+    b.set("#f-version", "2025").await;
+    b.set("#f-cost", "1299.00").await;
+    b.set("#f-bought", "2026-01-15").await;
+    b.set("#f-expires", "2027-01-14").await;
+    b.set("#f-maint", "2026-12-01").await;
+    b.set("#f-po", "PO-77").await;
+    b.click("form[action='/licenses'] button[type=submit]")
+        .await;
+    assert!(b.wait_text("h1", "License created", 5).await);
+    let key = b.text("#new-key").await;
+    assert_eq!(key.len(), 29, "the full generated key is shown once: {key}");
+    b.click("a.button[href^='/licenses/']").await;
+    let license_url = b.client.current_url().await.unwrap().to_string();
+    let lid = license_url.rsplit('/').next().unwrap().to_string();
+    let card = b.text("article.card").await;
+    for expected in [
+        "•••••-•••••-•••••-•••••-",
+        "subscription",
+        "0 / 2",
+        "2025",
+        "2026-01-15",
+        "PO-77",
+        "1299.00 USD",
+        "2027-01-14",
+        "2026-12-01",
+    ] {
+        assert!(card.contains(expected), "the card shows {expected}: {card}");
+    }
+    assert!(!card.contains(&key), "the card masks the key");
+
+    // Assign seats until the license is over-allocated.
+    for (taken, (name, device)) in [("Ann", "WS-01"), ("Bob", "WS-02")].into_iter().enumerate() {
+        b.set("#a-name", name).await;
+        b.set("#a-device", device).await;
+        b.click("#assign button[type=submit]").await;
+        assert!(
+            b.wait_text("#seats-figure", &format!("{} / 2", taken + 1), 5)
+                .await
+        );
+    }
+    b.set("#a-name", "Cy").await;
+    b.click("#assign button[type=submit]").await;
+    assert!(
+        b.wait_text(
+            "#assign-error",
+            "Seat over-allocated: reclaim a seat or raise Seats Total",
+            5
+        )
+        .await,
+        "the over-allocation message: {}",
+        b.page_text().await
+    );
+    assert_eq!(b.text("#seats-figure").await, "2 / 2");
+
+    // Reclaim one, with confirmation; the row stays with its reclaimed date.
+    b.click_and_confirm("#ledger form[action$='/reclaim'] button")
+        .await;
+    assert!(b.wait_text("#seats-figure", "1 / 2", 5).await);
+    let ledger = b.text("#ledger").await;
+    assert!(
+        ledger.contains(&chrono::Utc::now().date_naive().to_string())
+            && ledger.contains("reclaimed"),
+        "{ledger}"
+    );
+
+    // Server-side validation shows beside the field.
+    b.goto(&format!("/licenses/{lid}/edit")).await;
+    b.set("#f-seats", "0").await;
+    b.click("form[action$='/edit'] button[type=submit]").await;
+    assert!(
+        b.wait_text("#err-seats_total", "seats_total: must be at least 1", 5)
+            .await
+    );
+
+    // A contact holds a seat, is offboarded, and the seat says so.
+    b.goto("/contacts").await;
+    b.set("#c-name", "Dana").await;
+    b.set("#c-email", "dana@example.com").await;
+    b.click("form[action='/contacts'] button[type=submit]")
+        .await;
+    assert!(b.wait_contains("dana@example.com", 5).await);
+    b.goto(&format!("/licenses/{lid}")).await;
+    let dana = b
+        .client
+        .find(Locator::XPath(
+            "//select[@id='a-contact']/option[text()='Dana']",
+        ))
+        .await
+        .unwrap();
+    let dana_id = dana.attr("value").await.unwrap().unwrap();
+    b.set("#a-contact", &dana_id).await;
+    b.click("#assign button[type=submit]").await;
+    assert!(b.wait_text("#seats-figure", "2 / 2", 5).await);
+    b.goto("/contacts").await;
+    b.click_and_confirm(&format!(
+        "form[action='/contacts/{dana_id}/terminate'] button"
+    ))
+    .await;
+    assert!(
+        b.wait_text(
+            &format!("tr[data-contact='{dana_id}'] .badge"),
+            "Terminated",
+            5
+        )
+        .await
+    );
+    b.screenshot("contacts").await;
+    b.goto(&format!("/licenses/{lid}")).await;
+    assert!(b
+        .text("#ledger")
+        .await
+        .contains("Contact terminated — reclaim"));
+    b.screenshot("license").await;
+    b.goto(&format!("/applications/{app}")).await;
+    b.screenshot("application").await;
+
+    // Live: a client takes and releases a lease; the page follows without a reload.
+    let floating = api
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 3}))
+        .await;
+    let fid = id(&floating);
+    b.goto(&format!("/licenses/{fid}")).await;
+    assert!(b.wait_text("#seats-figure", "0 / 3", 5).await);
+    let mut connected = false;
+    for _ in 0..100 {
+        if b.client
+            .find(Locator::Css("#seats[data-live='open']"))
+            .await
+            .is_ok()
+        {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(connected, "the live stream connected");
+    let c = s.anonymous();
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            json!({"key": floating["key"], "fingerprint": "m1", "os_user": "ann", "identifier": "ANN-PC", "instance": "1"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert!(
+        b.wait_text("#seats-figure", "1 / 3", 5).await,
+        "the checkout shows up live"
+    );
+    assert!(b.text("#seats").await.contains("ANN-PC"));
+    b.screenshot("live").await;
+    c.call(
+        reqwest::Method::DELETE,
+        &format!("/v1/client/leases/{}/instances/1", id(&lease)),
+        Some(json!({"key": floating["key"]})),
+    )
+    .await;
+    assert!(
+        b.wait_text("#seats-figure", "0 / 3", 5).await,
+        "the release shows up live"
+    );
+
+    b.goto("/").await;
+    c.ok_post(
+        "/v1/client/leases",
+        json!({"key": floating["key"], "fingerprint": "m2", "os_user": "bob", "identifier": "BOB-PC", "instance": "1"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert!(
+        b.wait_text(&format!("[data-seats-figure='{fid}']"), "1 / 3", 5)
+            .await,
+        "the overview follows too"
+    );
+    b.screenshot("overview").await;
+    b.goto("/reminders").await;
+    assert!(b.wait_contains("Maintenance expiry", 5).await);
+    b.screenshot("reminders").await;
+    b.goto("/audit").await;
+    assert!(b.wait_contains("seat.reclaimed", 5).await);
+    b.screenshot("audit").await;
+    b.close().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_is_not_offered_edits_and_forged_posts_are_refused() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let api = s.workspace("Acme").await;
+    let license = api.license(3).await;
+    let lid = id(&license);
+    api.ok_post(
+        "/v1/members",
+        json!({"email": "viewer@example.com", "password": "viewer password", "role": "viewer"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let b = Browser::start(&s.base).await;
+    b.sign_in("viewer@example.com", "viewer password").await;
+    b.goto(&format!("/licenses/{lid}")).await;
+    assert!(b.exists("#seats-figure").await, "a viewer sees the license");
+    assert!(!b.exists("#assign").await, "no Assign Seat form");
+    assert!(!b.exists("a[href$='/edit']").await, "no edit pencil");
+    assert!(!b.exists("form[action$='/delete']").await, "no delete");
+    assert!(!b.exists("form[action$='/reveal']").await, "no reveal");
+    b.goto("/applications").await;
+    assert!(!b.exists("form[action='/applications']").await);
+
+    // Forge the assign form with the viewer's own session and CSRF token: refused.
+    let session = b.client.get_named_cookie("lh_session").await.unwrap();
+    let csrf = b
+        .client
+        .find(Locator::Css("input[name=_csrf]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let forged = reqwest::Client::new()
+        .post(format!("{}/licenses/{lid}/seats", s.base))
+        .header("cookie", format!("lh_session={}", session.value()))
+        .form(&[("_csrf", csrf.as_str()), ("assignee_name", "Mallory")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Without the CSRF token even an owner's session is refused.
+    let no_csrf = reqwest::Client::new()
+        .post(format!("{}/licenses/{lid}/seats", s.base))
+        .header("cookie", format!("lh_session={}", session.value()))
+        .form(&[("assignee_name", "Mallory")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_csrf.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        api.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        0
+    );
+    b.close().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_shows_only_its_own_key_and_releases_a_seat() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let api = s.workspace("Acme").await;
+    let mine = api.license(2).await;
+    let other = api.license(2).await;
+    let c = s.anonymous();
+    for (license, machine) in [(&mine, "MY-LAPTOP"), (&other, "SOMEONE-ELSE")] {
+        c.ok_post(
+            "/v1/client/activations",
+            json!({"key": license["key"], "fingerprint": machine.to_lowercase(), "identifier": machine}),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    let b = Browser::start(&s.base).await;
+    b.goto("/portal").await;
+    b.set("#portal-key", "WRONG-KEY").await;
+    b.click("form[action='/portal'] button").await;
+    assert!(b.wait_contains("No license has this key", 5).await);
+    b.set("#portal-key", mine["key"].as_str().unwrap()).await;
+    b.click("form[action='/portal'] button").await;
+    assert!(b.wait_contains("MY-LAPTOP", 5).await);
+    let page = b.text("#portal-seats").await;
+    assert!(page.contains("MY-LAPTOP"), "{page}");
+    assert!(
+        !b.page_text().await.contains("SOMEONE-ELSE"),
+        "another key's seats are never shown"
+    );
+    assert_eq!(b.text("#portal-figure").await, "1 / 2");
+    b.screenshot("portal").await;
+    b.click_and_confirm("#portal-seats form button").await;
+    assert!(b.wait_text("#portal-figure", "0 / 2", 5).await);
+    assert!(b.wait_contains("The seat is free", 5).await);
+    assert_eq!(
+        api.ok_get(&format!("/v1/licenses/{}", id(&other))).await["seats_used"],
+        1
+    );
+    b.close().await;
+    s.stop().await;
+}
