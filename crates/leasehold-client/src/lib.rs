@@ -146,6 +146,20 @@ impl Client {
         Ok(self)
     }
 
+    /// A copy with its own connection pool (for use from another runtime).
+    fn detached(&self, timeout: Duration) -> Client {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap_or_else(|_| self.http.clone());
+        Client {
+            http,
+            attempts: 2,
+            ..self.clone()
+        }
+    }
+
     /// How many times a call is tried on network errors, 5xx and rate limits (default 5).
     pub fn with_attempts(mut self, attempts: u32) -> Client {
         self.attempts = attempts.max(1);
@@ -326,7 +340,20 @@ impl Client {
                 }
                 Err(e) => return Err(Error::Unreachable(e.to_string())),
             };
-            self.verify(&bytes, signature.as_deref())?;
+            let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+            if self.verify(&bytes, signature.as_deref()).is_err() {
+                // An unsigned overload or server error (a proxy's 502, a limiter's 429) is
+                // not a forgery worth failing on: retry, then report the server unreachable.
+                if transient && attempt < self.attempts {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                if transient {
+                    return Err(Error::Unreachable(format!("the server answered {status}")));
+                }
+                return Err(Error::BadSignature);
+            }
             if status.is_success() {
                 return serde_json::from_slice(&bytes)
                     .map_err(|e| Error::Invalid(format!("unexpected answer: {e}")));
@@ -338,7 +365,6 @@ impl Client {
                     message: String::from_utf8_lossy(&bytes).into_owned(),
                     details: None,
                 });
-            let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
             if transient && attempt < self.attempts {
                 let hinted = error
                     .details
@@ -349,6 +375,10 @@ impl Client {
                 tokio::time::sleep(hinted.unwrap_or(backoff).min(Duration::from_secs(5))).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
+            }
+            if status.is_server_error() {
+                // A server that keeps failing is as good as unreachable: callers fall back.
+                return Err(Error::Unreachable(format!("{status}: {}", error.message)));
             }
             return Err(Error::Api {
                 status: status.as_u16(),
@@ -399,6 +429,7 @@ pub struct LeaseGuard {
     instance: String,
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    registration: Option<u64>,
 }
 
 impl LeaseGuard {
@@ -408,27 +439,22 @@ impl LeaseGuard {
             lost: AtomicBool::new(false),
         });
         let interval = Duration::from_secs(lease.heartbeat_interval_s.max(1) as u64);
-        let mut tasks = vec![tokio::spawn(heartbeats(
+        let tasks = vec![tokio::spawn(heartbeats(
             client.clone(),
             lease.id.clone(),
             instance.clone(),
             interval,
             shared.clone(),
         ))];
-        if exit_on_signal {
-            tasks.push(tokio::spawn(check_in_on_signal(
-                client.clone(),
-                lease.id.clone(),
-                instance.clone(),
-                shared.clone(),
-            )));
-        }
+        let registration =
+            exit_on_signal.then(|| signals::register(&client, &lease.id, &instance, &shared));
         LeaseGuard {
             client,
             lease,
             instance,
             shared,
             tasks,
+            registration,
         }
     }
 
@@ -460,6 +486,9 @@ impl LeaseGuard {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        if let Some(id) = self.registration.take() {
+            signals::unregister(id);
+        }
     }
 }
 
@@ -471,7 +500,7 @@ impl Drop for LeaseGuard {
         }
         // Drop cannot await: check in from a short-lived thread with its own runtime,
         // and wait for it, so the seat is free when drop returns.
-        let client = self.client.clone().with_attempts(2);
+        let client = self.client.detached(Duration::from_secs(3));
         let (lease_id, instance) = (self.lease.id.clone(), self.instance.clone());
         let checkin = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -506,47 +535,91 @@ async fn heartbeats(
     }
 }
 
-#[cfg(unix)]
-async fn check_in_on_signal(
-    client: Client,
-    lease_id: String,
-    instance: String,
-    shared: Arc<Shared>,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    let code = tokio::select! {
-        _ = interrupt.recv() => 130,
-        _ = terminate.recv() => 143,
-    };
-    if !shared.released.swap(true, Ordering::SeqCst) {
-        let _ = client
-            .with_attempts(2)
-            .release_instance(&lease_id, &instance)
-            .await;
-    }
-    std::process::exit(code);
-}
+/// One process-wide SIGINT/SIGTERM handler for every live guard: it checks them all in,
+/// then ends the process (130 / 143), as the default handler would have.
+mod signals {
+    use super::{Client, Shared};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
 
-#[cfg(not(unix))]
-async fn check_in_on_signal(
-    client: Client,
-    lease_id: String,
-    instance: String,
-    shared: Arc<Shared>,
-) {
-    if tokio::signal::ctrl_c().await.is_ok() {
-        if !shared.released.swap(true, Ordering::SeqCst) {
-            let _ = client
-                .with_attempts(2)
-                .release_instance(&lease_id, &instance)
-                .await;
+    type Live = HashMap<u64, (Client, String, String, Arc<Shared>)>;
+
+    static LIVE: OnceLock<Mutex<Live>> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static WATCHING: OnceLock<()> = OnceLock::new();
+
+    fn live() -> &'static Mutex<Live> {
+        LIVE.get_or_init(Default::default)
+    }
+
+    pub fn register(client: &Client, lease_id: &str, instance: &str, shared: &Arc<Shared>) -> u64 {
+        WATCHING.get_or_init(|| {
+            tokio::spawn(watch());
+        });
+        let id = NEXT.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut map) = live().lock() {
+            map.insert(
+                id,
+                (
+                    client.clone(),
+                    lease_id.to_string(),
+                    instance.to_string(),
+                    shared.clone(),
+                ),
+            );
         }
-        std::process::exit(130);
+        id
+    }
+
+    pub fn unregister(id: u64) {
+        if let Ok(mut map) = live().lock() {
+            map.remove(&id);
+        }
+    }
+
+    async fn watch() {
+        let code = wait().await;
+        let guards: Vec<_> = live()
+            .lock()
+            .map(|mut m| m.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        let checkins = guards
+            .into_iter()
+            .filter_map(|(client, lease_id, instance, shared)| {
+                (!shared.released.swap(true, Ordering::SeqCst)).then(|| {
+                    tokio::spawn(async move {
+                        client
+                            .with_attempts(2)
+                            .release_instance(&lease_id, &instance)
+                            .await
+                    })
+                })
+            });
+        for checkin in checkins.collect::<Vec<_>>() {
+            let _ = checkin.await;
+        }
+        std::process::exit(code);
+    }
+
+    #[cfg(unix)]
+    async fn wait() -> i32 {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                _ = interrupt.recv() => 130,
+                _ = terminate.recv() => 143,
+            },
+            _ => std::future::pending().await,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn wait() -> i32 {
+        let _ = tokio::signal::ctrl_c().await;
+        130
     }
 }

@@ -112,6 +112,23 @@ impl Default for LeasePolicy {
 impl LeasePolicy {
     /// Checks the policy's numbers; the error names the offending field.
     pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        const TEN_YEARS_S: i64 = 10 * 366 * 24 * 3600;
+        for (field, value) in [
+            ("policy.lease_ttl_s", self.lease_ttl_s),
+            ("policy.heartbeat_interval_s", self.heartbeat_interval_s),
+            ("policy.license_file_ttl_s", self.license_file_ttl_s),
+            ("policy.release_cooldown_s", self.release_cooldown_s),
+        ] {
+            if value > TEN_YEARS_S {
+                return Err((field, "must be at most ten years"));
+            }
+        }
+        if self.self_service_releases_per_month > 10_000 {
+            return Err((
+                "policy.self_service_releases_per_month",
+                "must be at most 10000",
+            ));
+        }
         if self.lease_ttl_s < 1 {
             return Err(("policy.lease_ttl_s", "must be at least 1 second"));
         }

@@ -15,12 +15,15 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use ed25519_dalek::SigningKey;
 use leasehold_core::secrets::constant_time_eq;
-use leasehold_core::{effective_status, keys, EffectiveStatus, SeatModel};
+use leasehold_core::{effective_status, keys, EffectiveStatus, SeatKind, SeatModel};
 use leasehold_proto::*;
 use leasehold_store::{today, LeaseHolder, License};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// The longest an offline license file may be valid (policy values are capped too).
+const MAX_FILE_TTL_S: i64 = 10 * 366 * 24 * 3600;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     let signed = Router::new()
@@ -34,11 +37,13 @@ pub fn routes(state: AppState) -> Router<AppState> {
             delete(release_instance),
         )
         .route("/v1/client/license-file", get(license_file))
+        // The limiter's refusals are signed too: signing wraps it.
+        .layer(middleware::from_fn_with_state(state.clone(), limit_by_ip))
         .layer(middleware::from_fn_with_state(state.clone(), sign_answers));
-    Router::new()
-        .merge(signed)
-        .route("/v1/public-key", get(public_key))
-        .layer(middleware::from_fn_with_state(state, limit_by_ip))
+    Router::new().merge(signed).route(
+        "/v1/public-key",
+        get(public_key).layer(middleware::from_fn_with_state(state, limit_by_ip)),
+    )
 }
 
 /// The key that signs an answer, when it belongs to a workspace.
@@ -188,11 +193,23 @@ macro_rules! answer {
         match Caller::require(&$state, &$headers, $key).await {
             Ok($caller) => {
                 let result = async { $body }.await;
+                publish_refusal(&$state, &$caller, &result);
                 $caller.reply(result)
             }
             Err(error) => error.into_response(),
         }
     }};
+}
+
+/// Refusals that may have released lapsed leases on the way (a full license sweeps its
+/// own before refusing; a lapsed heartbeat ends its lease) still change what the live
+/// view shows.
+fn publish_refusal<T>(state: &AppState, caller: &Caller, result: &ApiResult<T>) {
+    if let Err(error) = result {
+        if matches!(error.code, "NO_SEATS" | "LEASE_EXPIRED") {
+            caller.publish(state, "seat.expired");
+        }
+    }
 }
 
 fn client_license(l: &License) -> ClientLicense {
@@ -208,8 +225,14 @@ fn client_license(l: &License) -> ClientLicense {
         version: l.version.clone(),
         licensed_to: l.licensed_to.clone(),
         lease_ttl_s: l.lease_ttl_s,
-        heartbeat_interval_s: l.heartbeat_interval_s,
+        heartbeat_interval_s: heartbeat_interval(l),
     }
+}
+
+/// The heartbeat interval clients are told: the policy's, but never so long that a lease
+/// lapses between two heartbeats (at most a third of the TTL, at least 1 s).
+fn heartbeat_interval(l: &License) -> i64 {
+    l.heartbeat_interval_s.min(l.lease_ttl_s / 3).max(1)
 }
 
 fn text(field: &str, value: &str, max: usize) -> ApiResult<String> {
@@ -247,7 +270,10 @@ async fn validate(
             EffectiveStatus::Expired => "EXPIRED",
             EffectiveStatus::Active => match (license.seat_model, body.fingerprint.as_deref()) {
                 (SeatModel::Dedicated, Some(fingerprint))
-                    if !state.store.is_activated(&license.id, fingerprint).await? =>
+                    if !state
+                        .store
+                        .holds_seat(&license.id, SeatKind::Activation, fingerprint)
+                        .await? =>
                 {
                     "NOT_ACTIVATED"
                 }
@@ -363,7 +389,7 @@ async fn take_lease(
             Lease {
                 id: seat.id,
                 expires_at: seat.expires_at.unwrap_or(seat.created_at),
-                heartbeat_interval_s: caller.license.heartbeat_interval_s,
+                heartbeat_interval_s: heartbeat_interval(&caller.license),
                 instances: seat.instances,
             },
         ))
@@ -435,17 +461,26 @@ async fn license_file(
         caller.require_in_force()?;
         let fingerprint = text("fingerprint", &query.fingerprint, 256)?;
         let license = &caller.license;
-        if license.seat_model == SeatModel::Dedicated
-            && !state.store.is_activated(&license.id, &fingerprint).await?
+        // A file vouches for a seat this machine holds: its activation, or its lease
+        // (a concurrent seat borrowed for offline use until the file lapses).
+        let kind = match license.seat_model {
+            SeatModel::Dedicated => SeatKind::Activation,
+            SeatModel::Concurrent => SeatKind::Lease,
+        };
+        if !state
+            .store
+            .holds_seat(&license.id, kind, &fingerprint)
+            .await?
         {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "NOT_ACTIVATED",
-                "activate this machine before asking for its license file",
+                "this machine holds no seat of this license: activate it or take a lease first",
             ));
         }
         let issued_at = chrono::Utc::now();
-        let mut valid_until = issued_at + chrono::Duration::seconds(license.license_file_ttl_s);
+        let mut valid_until =
+            issued_at + chrono::Duration::seconds(license.license_file_ttl_s.min(MAX_FILE_TTL_S));
         // A file never outlives the license itself.
         if let Some(last_day) = license.expires_on.and_then(|d| d.succ_opt()) {
             if let Some(end) = last_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) {

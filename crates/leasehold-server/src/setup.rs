@@ -143,31 +143,46 @@ fn load_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
         Ok(text) => MasterKey::parse(&text).with_context(|| format!("reading {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = MasterKey::generate();
-            write_private_file(&path, key.to_base64().as_bytes())?;
-            tracing::info!(path = %path.display(), "made a new master key; back it up with the data");
-            Ok(key)
+            if write_private_file(&path, key.to_base64().as_bytes())? {
+                tracing::info!(path = %path.display(), "made a new master key; back it up with the data");
+                Ok(key)
+            } else {
+                // Another process starting at the same moment made it first: use theirs.
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                MasterKey::parse(&text).with_context(|| format!("reading {}", path.display()))
+            }
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
-/// Writes a file only its owner can read, failing if it exists (two processes starting
-/// at once must not overwrite each other's key).
-fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+/// Writes a file only its owner can read, whole or not at all: written to a temporary
+/// name, synced, then linked into place without replacing an existing file. Answers
+/// false when the file exists already.
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
     use std::io::Write;
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
     let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&temporary)
+        .with_context(|| format!("creating {}", temporary.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
-    Ok(())
+    drop(file);
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// A workspace's slug: its name in lower case, runs of other characters as one dash.

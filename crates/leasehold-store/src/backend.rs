@@ -21,8 +21,9 @@ macro_rules! license_select {
     };
 }
 
-/// The highest id cursor: every UUID sorts below it.
-pub(crate) const TOP_CURSOR: &str = "~";
+/// "No cursor": lists read `($n = '' OR id < $n)`. (A sentinel that sorts above every
+/// id would depend on the database's collation; en_US puts `~` before digits.)
+pub(crate) const TOP_CURSOR: &str = "";
 
 /// The earliest and latest days both databases store.
 pub(crate) fn first_day() -> chrono::NaiveDate {
@@ -223,16 +224,32 @@ macro_rules! impl_store {
                 Ok(released)
             }
 
-            /// Counts one more seat if one is free: the invariant, in one statement.
-            async fn try_take_seat(tx: &mut Tx, license_id: &str) -> Result<bool> {
+            /// Counts one more seat if one is free: the invariant, in one statement. The same
+            /// statement re-checks what the caller read before its transaction: the seat
+            /// model and, for applications (`in_force`), that the license is active today.
+            async fn try_take_seat(tx: &mut Tx, license_id: &str, model: SeatModel, in_force: bool) -> Result<bool> {
                 let taken = sqlx::query(
                     "UPDATE licenses SET seats_used = seats_used + 1 \
-                     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL",
+                     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
+                     AND ($3 = FALSE OR (status = 'active' AND (expires_on IS NULL OR expires_on >= $4)))",
                 )
                 .bind(license_id)
+                .bind(model)
+                .bind(in_force)
+                .bind(today())
                 .execute(&mut **tx)
                 .await?;
                 Ok(taken.rows_affected() == 1)
+            }
+
+            /// Takes the license's row lock (PostgreSQL) before its seats are touched, so
+            /// every path locks in one order: license, then seats.
+            async fn lock_license(tx: &mut Tx, license_id: &str) -> Result<()> {
+                sqlx::query(concat!("SELECT id FROM licenses WHERE id = $1", $lock))
+                    .bind(license_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(())
             }
 
             /// Ends one active seat (if it still is) and frees it in the counter.
@@ -256,7 +273,7 @@ macro_rules! impl_store {
             }
 
             /// Releases this license's lapsed leases now (before a checkout is refused).
-            async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64) -> Result<u64> {
+            async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64) -> Result<Vec<Seat>> {
                 let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>(concat!(
                     seat_select!(),
                     "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2"
@@ -265,11 +282,11 @@ macro_rules! impl_store {
                 .bind(now)
                 .fetch_all(&mut **tx)
                 .await?;
-                let mut expired = 0;
+                let mut expired = Vec::new();
                 for seat in lapsed {
                     if Self::end_seat(tx, &seat, ReleaseReason::Expired, now).await? {
                         Self::insert_event(tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
-                        expired += 1;
+                        expired.push(seat);
                     }
                 }
                 Ok(expired)
@@ -300,9 +317,22 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// The refusal of a full license, with the counts as they are now.
-            async fn no_seats(tx: &mut Tx, license: &License) -> Result<StoreError> {
+            /// Why a seat could not be counted, from the license as it is now: gone, another
+            /// seat model, no longer in force, or full.
+            async fn refusal(tx: &mut Tx, license: &License, model: SeatModel, in_force: bool) -> Result<StoreError> {
                 let current = Self::license_in(tx, &license.workspace_id, &license.id).await?;
+                if current.seat_model != model {
+                    return Ok(StoreError::Conflict(format!(
+                        "this license's seats are {}",
+                        current.seat_model.as_str()
+                    )));
+                }
+                if in_force {
+                    match effective_status(current.status, current.expires_on, today()) {
+                        EffectiveStatus::Active => {}
+                        other => return Ok(StoreError::NotInForce(other)),
+                    }
+                }
                 let (next_expiry_ms,): (Option<i64>,) = sqlx::query_as(
                     "SELECT MIN(expires_at) FROM seats WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL",
                 )
@@ -333,6 +363,7 @@ macro_rules! impl_store {
             async fn activate_once(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
+                Self::lock_license(&mut tx, &license.id).await?;
                 if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Activation, fingerprint, None).await? {
                     sqlx::query("UPDATE seats SET last_seen_at = $1, identifier = COALESCE($2, identifier) WHERE id = $3")
                         .bind(now)
@@ -345,8 +376,8 @@ macro_rules! impl_store {
                     return Ok((seat, false));
                 }
                 Self::check_cooldown(&mut tx, license, fingerprint, "", now).await?;
-                if !Self::try_take_seat(&mut tx, &license.id).await? {
-                    return Err(Self::no_seats(&mut tx, license).await?);
+                if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Dedicated, true).await? {
+                    return Err(Self::refusal(&mut tx, license, SeatModel::Dedicated, true).await?);
                 }
                 let id = new_id();
                 sqlx::query(
@@ -370,8 +401,10 @@ macro_rules! impl_store {
 
             async fn take_lease_once(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)> {
                 let now = now_ms();
-                let expires_at = now + license.lease_ttl_s * 1000;
+                let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
                 let mut tx = self.begin_write().await?;
+                // The license lock also serialises changes to a lease's instance list.
+                Self::lock_license(&mut tx, &license.id).await?;
                 if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Lease, &holder.fingerprint, Some(&holder.os_user)).await? {
                     if seat.expires_at.unwrap_or(0) >= now {
                         let mut instances: Vec<String> = seat
@@ -384,7 +417,7 @@ macro_rules! impl_store {
                         }
                         sqlx::query(
                             "UPDATE seats SET instances = $1, expires_at = $2, last_seen_at = $3, \
-                             identifier = COALESCE($4, identifier) WHERE id = $5",
+                             identifier = COALESCE($4, identifier) WHERE id = $5 AND released_at IS NULL",
                         )
                         .bind(json(&instances))
                         .bind(expires_at)
@@ -403,12 +436,12 @@ macro_rules! impl_store {
                     }
                 }
                 Self::check_cooldown(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await?;
-                if !Self::try_take_seat(&mut tx, &license.id).await? {
+                if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await? {
                     // Before refusing, free what crashed apps left behind.
-                    if Self::expire_license_leases(&mut tx, license, now).await? == 0
-                        || !Self::try_take_seat(&mut tx, &license.id).await?
+                    if Self::expire_license_leases(&mut tx, license, now).await?.is_empty()
+                        || !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await?
                     {
-                        let refusal = Self::no_seats(&mut tx, license).await?;
+                        let refusal = Self::refusal(&mut tx, license, SeatModel::Concurrent, true).await?;
                         // Keep the expiries just made, even though this checkout is refused.
                         tx.commit().await?;
                         return Err(refusal);
@@ -574,7 +607,7 @@ macro_rules! impl_store {
 
             async fn list_tokens(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<TokenRecord>> {
                 let rows = sqlx::query_as::<_, TokenRecord>(
-                    "SELECT * FROM api_tokens WHERE workspace_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                    "SELECT * FROM api_tokens WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
                 )
                 .bind(workspace_id)
                 .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
@@ -642,7 +675,7 @@ macro_rules! impl_store {
             async fn list_applications(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Application>> {
                 let rows = sqlx::query_as::<_, Application>(
                     "SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
-                     FROM applications WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 \
+                     FROM applications WHERE workspace_id = $1 AND deleted_at IS NULL AND ($2 = '' OR id < $2) \
                      ORDER BY id DESC LIMIT $3",
                 )
                 .bind(workspace_id)
@@ -729,9 +762,10 @@ macro_rules! impl_store {
             async fn create_license(&self, actor: &Actor, workspace_id: &str, license: NewLicense) -> Result<License> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
-                let application: Option<(String,)> = sqlx::query_as(
+                let application: Option<(String,)> = sqlx::query_as(concat!(
                     "SELECT id FROM applications WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
-                )
+                    $lock
+                ))
                 .bind(&license.application_id)
                 .bind(workspace_id)
                 .fetch_optional(&mut *tx)
@@ -808,7 +842,7 @@ macro_rules! impl_store {
                 page: &PageRequest,
             ) -> Result<Page<License>> {
                 let rows = sqlx::query_as::<_, License>(
-                    "SELECT * FROM licenses WHERE workspace_id = $1 AND deleted_at IS NULL AND id < $2 \
+                    "SELECT * FROM licenses WHERE workspace_id = $1 AND deleted_at IS NULL AND ($2 = '' OR id < $2) \
                      AND ($3 = '' OR application_id = $3) AND ($4 = '' OR status = $4) \
                      ORDER BY id DESC LIMIT $5",
                 )
@@ -952,19 +986,13 @@ macro_rules! impl_store {
                     }
                 }
                 // The invariant, decided in one statement: a seat is counted only if one is free.
-                let taken = sqlx::query(
-                    "UPDATE licenses SET seats_used = seats_used + 1 \
-                     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL",
-                )
-                .bind(license_id)
-                .execute(&mut *tx)
-                .await?;
-                if taken.rows_affected() == 0 {
+                if !Self::try_take_seat(&mut tx, license_id, SeatModel::Dedicated, false).await? {
                     // Full, or deleted meanwhile (then this answers not found).
-                    let now = Self::license_in(&mut tx, workspace_id, license_id).await?;
-                    return Err(StoreError::SeatOverAllocated {
-                        seats_total: now.seats_total,
-                        seats_used: now.seats_used,
+                    return Err(match Self::refusal(&mut tx, &license, SeatModel::Dedicated, false).await? {
+                        StoreError::NoSeats { seats_total, seats_used, .. } => {
+                            StoreError::SeatOverAllocated { seats_total, seats_used }
+                        }
+                        other => other,
                     });
                 }
                 let id = new_id();
@@ -1001,7 +1029,7 @@ macro_rules! impl_store {
                 self.license(workspace_id, license_id).await?;
                 let rows = sqlx::query_as::<_, Seat>(concat!(
                     seat_select!(),
-                    "WHERE s.license_id = $1 AND s.workspace_id = $2 AND s.id < $3 \
+                    "WHERE s.license_id = $1 AND s.workspace_id = $2 AND ($3 = '' OR s.id < $3) \
                      AND ($4 = FALSE OR s.released_at IS NULL) ORDER BY s.id DESC LIMIT $5"
                 ))
                 .bind(license_id)
@@ -1016,6 +1044,8 @@ macro_rules! impl_store {
 
             async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat> {
                 let mut tx = self.begin_write().await?;
+                let found = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
+                Self::lock_license(&mut tx, &found.license_id).await?;
                 let before = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
                 let license = Self::license_in(&mut tx, workspace_id, &before.license_id).await?;
                 let reason = if before.kind == SeatKind::Assignment {
@@ -1080,7 +1110,7 @@ macro_rules! impl_store {
 
             async fn list_contacts(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Contact>> {
                 let rows = sqlx::query_as::<_, Contact>(
-                    "SELECT * FROM contacts WHERE workspace_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                    "SELECT * FROM contacts WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
                 )
                 .bind(workspace_id)
                 .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
@@ -1130,12 +1160,13 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn is_activated(&self, license_id: &str, fingerprint: &str) -> Result<bool> {
+            async fn holds_seat(&self, license_id: &str, kind: SeatKind, fingerprint: &str) -> Result<bool> {
                 let found: Option<(String,)> = sqlx::query_as(
-                    "SELECT id FROM seats WHERE license_id = $1 AND kind = 'activation' AND fingerprint = $2 \
-                     AND released_at IS NULL",
+                    "SELECT id FROM seats WHERE license_id = $1 AND kind = $2 AND fingerprint = $3 \
+                     AND released_at IS NULL LIMIT 1",
                 )
                 .bind(license_id)
+                .bind(kind)
                 .bind(fingerprint)
                 .fetch_optional(self.reader())
                 .await?;
@@ -1157,6 +1188,8 @@ macro_rules! impl_store {
             async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
+                // Locked, so concurrent releases count each other against the monthly limit.
+                Self::lock_license(&mut tx, &license.id).await?;
                 let seat = Self::active_seat_of(&mut tx, &license.id, SeatKind::Activation, fingerprint, None)
                     .await?
                     .ok_or(StoreError::NotFound)?;
@@ -1182,7 +1215,9 @@ macro_rules! impl_store {
                         limit: license.self_service_releases_per_month,
                     });
                 }
-                Self::end_seat(&mut tx, &seat, ReleaseReason::Transferred, now).await?;
+                if !Self::end_seat(&mut tx, &seat, ReleaseReason::Transferred, now).await? {
+                    return Err(StoreError::NotFound);
+                }
                 let after = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
                 Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, seat.identifier.as_deref()), "seat.released", ("seat", &seat.id), Some(&license.id), json(&seat), json(&after)).await?;
                 tx.commit().await?;
@@ -1201,7 +1236,7 @@ macro_rules! impl_store {
 
             async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64> {
                 let now = now_ms();
-                let expires_at = now + license.lease_ttl_s * 1000;
+                let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
                 // The hot path: one statement on one row.
                 let live: Option<(Option<String>,)> = sqlx::query_as(
                     "UPDATE seats SET expires_at = $1, last_seen_at = $2 WHERE id = $3 AND license_id = $4 \
@@ -1218,19 +1253,28 @@ macro_rules! impl_store {
                         let mut list: Vec<String> =
                             instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
                         if !list.iter().any(|i| i == instance) {
-                            // An instance the server had not seen (it restarted its own
-                            // bookkeeping): count it in, so its checkin is awaited too.
-                            list.push(instance.to_string());
-                            sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2")
-                                .bind(json(&list))
-                                .bind(lease_id)
-                                .execute(self.writer())
-                                .await?;
+                            // An instance the server had not seen: count it in, so its
+                            // checkin is awaited too. Rare, so it takes the license lock
+                            // like every other change to the instance list.
+                            let mut tx = self.begin_write().await?;
+                            Self::lock_license(&mut tx, &license.id).await?;
+                            let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+                            list = seat.instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+                            if seat.released_at.is_none() && !list.iter().any(|i| i == instance) {
+                                list.push(instance.to_string());
+                                sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL")
+                                    .bind(json(&list))
+                                    .bind(lease_id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            tx.commit().await?;
                         }
                         Ok(expires_at)
                     }
                     None => {
                         let mut tx = self.begin_write().await?;
+                        Self::lock_license(&mut tx, &license.id).await?;
                         let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
                         if seat.license_id != license.id || seat.kind != SeatKind::Lease {
                             return Err(StoreError::NotFound);
@@ -1247,6 +1291,8 @@ macro_rules! impl_store {
             async fn release_instance(&self, license: &License, lease_id: &str, instance: &str) -> Result<bool> {
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
+                // The license lock serialises changes to the instance list.
+                Self::lock_license(&mut tx, &license.id).await?;
                 let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
                 if seat.license_id != license.id || seat.kind != SeatKind::Lease {
                     return Err(StoreError::NotFound);
@@ -1265,7 +1311,7 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok(true);
                 }
-                sqlx::query("UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3")
+                sqlx::query("UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3 AND released_at IS NULL")
                     .bind(json(&instances))
                     .bind(now)
                     .bind(lease_id)
@@ -1277,28 +1323,28 @@ macro_rules! impl_store {
 
             async fn expire_leases(&self, limit: i64) -> Result<Vec<Seat>> {
                 let now = now_ms();
-                let mut tx = self.begin_write().await?;
-                let lapsed: Vec<(String,)> = sqlx::query_as(concat!(
-                    "SELECT id FROM seats WHERE kind = 'lease' AND released_at IS NULL AND expires_at < $1 \
-                     ORDER BY expires_at LIMIT $2",
-                    $skip_locked
-                ))
+                // Which licenses have lapsed leases; then each license is locked first (like
+                // every other path), skipping any another node is sweeping right now.
+                let licenses: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT license_id FROM seats WHERE kind = 'lease' AND released_at IS NULL \
+                     AND expires_at < $1 LIMIT $2",
+                )
                 .bind(now)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(self.reader())
                 .await?;
                 let mut expired = Vec::new();
-                for (id,) in lapsed {
-                    let seat = sqlx::query_as::<_, Seat>(concat!(seat_select!(), "WHERE s.id = $1"))
-                        .bind(&id)
-                        .fetch_one(&mut *tx)
+                for (license_id,) in licenses {
+                    let mut tx = self.begin_write().await?;
+                    let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $skip_locked))
+                        .bind(&license_id)
+                        .fetch_optional(&mut *tx)
                         .await?;
-                    if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
-                        Self::insert_event(&mut tx, &seat.workspace_id, &Actor::system(), "seat.expired", ("seat", &id), Some(&seat.license_id), json(&seat), None).await?;
-                        expired.push(seat);
+                    if let Some(license) = license {
+                        expired.extend(Self::expire_license_leases(&mut tx, &license, now).await?);
                     }
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
                 Ok(expired)
             }
 
@@ -1463,7 +1509,7 @@ macro_rules! impl_store {
 
             async fn list_events(&self, workspace_id: &str, filter: &EventFilter, page: &PageRequest) -> Result<Page<Event>> {
                 let rows = sqlx::query_as::<_, Event>(
-                    "SELECT * FROM events WHERE workspace_id = $1 AND id < $2 \
+                    "SELECT * FROM events WHERE workspace_id = $1 AND ($2 = '' OR id < $2) \
                      AND ($3 = '' OR license_id = $3) AND ($4 = '' OR action = $4) \
                      ORDER BY id DESC LIMIT $5",
                 )

@@ -39,6 +39,8 @@ pub enum StoreError {
     ReleaseLimit { limit: i64 },
     #[error("an admin released this seat; it can be taken again in {retry_after_s} s")]
     ReleaseCooldown { retry_after_s: i64 },
+    #[error("the license is not in force ({0:?})")]
+    NotInForce(leasehold_core::EffectiveStatus),
     #[error("the lease has expired")]
     LeaseExpired,
     #[error("database error: {0}")]
@@ -230,8 +232,13 @@ pub trait Store: Send + Sync + 'static {
     // The client protocol (DESIGN §3). `license` is the row the key resolved to.
     /// The live license with this keyed hash, in any workspace.
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>>;
-    /// Whether this machine holds an active activation of the license.
-    async fn is_activated(&self, license_id: &str, fingerprint: &str) -> Result<bool>;
+    /// Whether this machine holds an active seat of this kind.
+    async fn holds_seat(
+        &self,
+        license_id: &str,
+        kind: leasehold_core::SeatKind,
+        fingerprint: &str,
+    ) -> Result<bool>;
     /// Takes a dedicated seat for a machine, or answers its existing one (`false`).
     async fn activate(
         &self,

@@ -72,7 +72,7 @@ pub(crate) async fn assign(
         .assign_seat(
             &principal.actor,
             &principal.workspace_id,
-            &license_id,
+            license_id,
             assignment,
         )
         .await?;

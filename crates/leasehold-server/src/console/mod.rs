@@ -113,16 +113,16 @@ impl ConsoleSession {
     }
 
     /// Refuses a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, form: &HashMap<String, String>) -> Result<(), Response> {
+    pub fn check_csrf(&self, form: &HashMap<String, String>) -> Result<(), Box<Response>> {
         let sent = form.get("_csrf").map(String::as_str).unwrap_or("");
         if constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
             Ok(())
         } else {
-            Err(view::error_page(
+            Err(Box::new(view::error_page(
                 Some(self),
                 StatusCode::FORBIDDEN,
                 "The form expired; reload the page and try again.",
-            ))
+            )))
         }
     }
 }
@@ -267,7 +267,7 @@ async fn logout(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         let _ = state.store.delete_session(&token_hash(&token)).await;

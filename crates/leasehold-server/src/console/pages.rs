@@ -188,7 +188,7 @@ async fn create_application(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
@@ -530,7 +530,7 @@ async fn create_license(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     let ws = session.principal.workspace_id.clone();
     let apps = tri!(session, state.store.list_applications(&ws, &all()).await);
@@ -606,7 +606,7 @@ async fn update_license(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     let ws = session.principal.workspace_id.clone();
     let license = tri!(session, state.store.license(&ws, &id).await);
@@ -651,7 +651,7 @@ async fn delete_license(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
@@ -676,7 +676,7 @@ async fn reveal_key(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
@@ -842,7 +842,7 @@ async fn assign_seat(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     let text = |k: &str| {
         form.get(k)
@@ -890,7 +890,7 @@ async fn reclaim_seat(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     match api::reclaim_seat(&state, &session.principal, &id).await {
         Ok(seat) => Redirect::to(&format!("/licenses/{}", seat.license_id)).into_response(),
@@ -947,7 +947,7 @@ async fn create_contact(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     if let Err(e) = session.principal.require(Permission::LicenseAssign) {
         return failed(&session, e);
@@ -984,7 +984,7 @@ async fn terminate_contact(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
@@ -1061,7 +1061,7 @@ async fn dismiss_reminder(
     Form(form): Form<FormData>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return *refused;
     }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);

@@ -298,6 +298,13 @@ async fn license_files_verify_offline_and_back_the_sdk_when_the_server_is_down(s
         .await;
     let short_client =
         leasehold_client::Client::new(&s.base, short["key"].as_str().unwrap()).unwrap();
+    let refused = short_client.license_file("m1").await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some("NOT_ACTIVATED"),
+        "a floating file needs a lease first"
+    );
+    let _lease = short_client.lease_with(&holder, false).await.unwrap();
     let short_file = short_client.license_file("m1").await.unwrap();
     assert_eq!(verify(&["-"], Some(&short_file)), Some(0));
     tokio::time::sleep(Duration::from_millis(2100)).await;
