@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blocking;
 mod fingerprint;
 mod license_file;
 
@@ -27,8 +28,8 @@ use std::time::Duration;
 
 pub use fingerprint::{machine_fingerprint, os_user};
 pub use leasehold_proto::{
-    Activation, ClientLicense, ErrorDetail, HeartbeatAnswer, Lease, LicenseFilePayload,
-    ValidateAnswer,
+    Activation, ClientLicense, Deactivated, ErrorDetail, HeartbeatAnswer, Lease,
+    LicenseFilePayload, ValidateAnswer,
 };
 pub use license_file::{verify_license_file, LicenseFileError};
 

@@ -371,6 +371,24 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         "the overview follows too"
     );
     b.screenshot("overview").await;
+    // At phone width the page still works: nothing overflows the viewport sideways.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.goto(&format!("/licenses/{lid}")).await;
+    let overflow = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "horizontal overflow at phone width: {overflow}"
+    );
+    b.screenshot("phone").await;
+    b.client.set_window_size(1280, 1000).await.unwrap();
+
     b.goto("/reminders").await;
     assert!(b.wait_contains("Maintenance expiry", 5).await);
     b.screenshot("reminders").await;

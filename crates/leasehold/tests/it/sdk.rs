@@ -409,3 +409,48 @@ async fn no_acknowledged_seat_is_lost_on_kill_9_postgres() {
     .await;
     crate::harness::drop_pg_database(&name).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocking_sdk_keeps_a_lease_alive_and_releases_it() {
+    let s = TestServer::start(crate::harness::Backend::Sqlite).await;
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(
+            json!({"seat_model": "concurrent", "seats_total": 1, "policy": {"lease_ttl_s": 3}}),
+        )
+        .await;
+    let lid = id(&license);
+    let (base, key) = (s.base.clone(), license["key"].as_str().unwrap().to_string());
+    // The blocking client owns a runtime: make, use and drop it off the async runtime.
+    let (client, guard) = tokio::task::spawn_blocking(move || {
+        let client = leasehold_client::blocking::Client::new(&base, &key).unwrap();
+        assert!(client.validate(None, None).unwrap().valid);
+        let holder = leasehold_client::Holder {
+            fingerprint: "m1".into(),
+            os_user: "ann".into(),
+            identifier: None,
+        };
+        let guard = client.lease(&holder).unwrap();
+        assert_eq!(
+            guard.lease().unwrap().heartbeat_interval_s,
+            1,
+            "a third of the 3 s TTL"
+        );
+        (client, guard)
+    })
+    .await
+    .unwrap();
+    // Twice the TTL later the background heartbeats still hold the seat.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(seats_used(&admin, &lid).await, 1);
+    let released = tokio::task::spawn_blocking(move || {
+        let released = guard.release().unwrap();
+        drop(client);
+        released
+    })
+    .await
+    .unwrap();
+    assert!(released);
+    assert_eq!(seats_used(&admin, &lid).await, 0);
+    s.stop().await;
+}
