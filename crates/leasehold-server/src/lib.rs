@@ -109,13 +109,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let jobs = jobs::spawn(state.clone());
+    let mut jobs = vec![jobs::spawn(state.clone())];
+    jobs.extend(live::spawn_backplane(&state).await);
     let served = axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    jobs.abort();
+    for job in jobs {
+        job.abort();
+    }
     served
 }

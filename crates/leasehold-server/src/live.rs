@@ -12,6 +12,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// The PostgreSQL channel live events cross nodes on.
+const CHANNEL: &str = "leasehold_live";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveEvent {
     #[serde(skip)]
@@ -21,14 +24,28 @@ pub struct LiveEvent {
     pub kind: String,
 }
 
+/// What crosses nodes: the event and the node it happened on.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    node: String,
+    workspace_id: String,
+    license_id: String,
+    kind: String,
+}
+
 pub struct LiveHub {
     sender: broadcast::Sender<LiveEvent>,
+    node: String,
+    /// To the task that NOTIFYs other nodes (set when the store has several).
+    outbound: std::sync::OnceLock<tokio::sync::mpsc::Sender<Wire>>,
 }
 
 impl Default for LiveHub {
     fn default() -> Self {
         LiveHub {
             sender: broadcast::channel(4096).0,
+            node: uuid::Uuid::new_v4().to_string(),
+            outbound: std::sync::OnceLock::new(),
         }
     }
 }
@@ -41,6 +58,30 @@ impl LiveHub {
             license_id: license_id.to_string(),
             kind: kind.to_string(),
         });
+        if let Some(outbound) = self.outbound.get() {
+            // A full queue drops the message rather than slow a checkout; the
+            // consoles of other nodes catch up on the next event.
+            let _ = outbound.try_send(Wire {
+                node: self.node.clone(),
+                workspace_id: workspace_id.to_string(),
+                license_id: license_id.to_string(),
+                kind: kind.to_string(),
+            });
+        }
+    }
+
+    fn deliver_remote(&self, payload: &str) {
+        match serde_json::from_str::<Wire>(payload) {
+            Ok(wire) if wire.node != self.node => {
+                let _ = self.sender.send(LiveEvent {
+                    workspace_id: wire.workspace_id,
+                    license_id: wire.license_id,
+                    kind: wire.kind,
+                });
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "live notifications: unreadable payload"),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
@@ -73,6 +114,9 @@ pub async fn stream(
         yield Ok(Event::default().event("ready").data("{}"));
         loop {
             match receiver.recv().await {
+                Ok(event) if event.kind == "lagged" && event.workspace_id.is_empty() => {
+                    yield Ok(Event::default().event("lagged").data("{}"));
+                }
                 Ok(event) => {
                     if event.workspace_id != workspace_id {
                         continue;
@@ -91,4 +135,49 @@ pub async fn stream(
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Connects this node's live feed to the others' (PostgreSQL `LISTEN/NOTIFY`); nothing to
+/// do on a single-node store. Answers the tasks to stop at shutdown.
+pub async fn spawn_backplane(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let messages = match state.store.listen(CHANNEL).await {
+        Ok(Some(messages)) => messages,
+        Ok(None) => return Vec::new(),
+        Err(error) => {
+            tracing::warn!(%error, "live notifications across nodes are off: LISTEN failed");
+            return Vec::new();
+        }
+    };
+    let (outbound, mut queue) = tokio::sync::mpsc::channel::<Wire>(8192);
+    if state.live.outbound.set(outbound).is_err() {
+        return Vec::new();
+    }
+    let sender_state = state.clone();
+    let notifier = tokio::spawn(async move {
+        while let Some(wire) = queue.recv().await {
+            let payload = serde_json::to_string(&wire).unwrap_or_default();
+            if let Err(error) = sender_state.store.notify(CHANNEL, &payload).await {
+                tracing::warn!(%error, "live notifications: NOTIFY failed");
+            }
+        }
+    });
+    let receiver_state = state.clone();
+    let listener = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut messages = messages;
+        while let Some(message) = messages.next().await {
+            match message {
+                Some(payload) => receiver_state.live.deliver_remote(&payload),
+                // Reconnected: what was sent meanwhile is lost, so every console reloads.
+                None => {
+                    let _ = receiver_state.live.sender.send(LiveEvent {
+                        workspace_id: String::new(),
+                        license_id: String::new(),
+                        kind: "lagged".into(),
+                    });
+                }
+            }
+        }
+    });
+    vec![notifier, listener]
 }

@@ -481,6 +481,14 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+                self.notify_nodes(channel, payload).await
+            }
+
+            async fn listen(&self, channel: &str) -> Result<Option<$crate::Messages>> {
+                self.listen_nodes(channel).await
+            }
+
             async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")

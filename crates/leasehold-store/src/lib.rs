@@ -9,7 +9,12 @@ mod records;
 mod sqlite;
 
 use async_trait::async_trait;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// Messages from every node (see [`Store::listen`]); `None` marks a reconnect, after
+/// which messages sent meanwhile may be missing.
+pub type Messages = Pin<Box<dyn futures_core::Stream<Item = Option<String>> + Send>>;
 
 pub use postgres::PostgresStore;
 pub use records::*;
@@ -92,6 +97,11 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Answers when the database answers (readiness).
     async fn ping(&self) -> Result<()>;
+    /// Sends `payload` to every node listening on `channel` (PostgreSQL `NOTIFY`); a
+    /// no-op where the store serves one node (SQLite).
+    async fn notify(&self, channel: &str, payload: &str) -> Result<()>;
+    /// What `notify` sends on any node, or `None` where there is only this node.
+    async fn listen(&self, channel: &str) -> Result<Option<Messages>>;
     /// Stores `value` under `key` unless a value is there; answers the value that is.
     async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String>;
 

@@ -29,6 +29,38 @@ impl PostgresStore {
         &self.pool
     }
 
+    pub(crate) async fn notify_nodes(&self, channel: &str, payload: &str) -> crate::Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn listen_nodes(
+        &self,
+        channel: &str,
+    ) -> crate::Result<Option<crate::Messages>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(channel).await?;
+        // try_recv answers None when the connection dropped; the next call reconnects.
+        let stream = async_stream::stream! {
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => yield Some(notification.payload().to_string()),
+                    Ok(None) => yield None,
+                    Err(error) => {
+                        tracing::warn!(%error, "live notifications: listener failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        yield None;
+                    }
+                }
+            }
+        };
+        Ok(Some(Box::pin(stream)))
+    }
+
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
     }

@@ -44,6 +44,17 @@ impl SqliteStore {
         &self.readers
     }
 
+    pub(crate) async fn notify_nodes(&self, _channel: &str, _payload: &str) -> crate::Result<()> {
+        Ok(())
+    }
+
+    pub(crate) async fn listen_nodes(
+        &self,
+        _channel: &str,
+    ) -> crate::Result<Option<crate::Messages>> {
+        Ok(None)
+    }
+
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         // IMMEDIATE takes the write lock up front, so another process sharing the file
         // waits (busy_timeout) instead of failing mid-transaction.

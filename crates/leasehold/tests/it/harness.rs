@@ -328,9 +328,16 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    pub async fn start(store_args: &[String]) -> ServerProcess {
+        let server = Self::spawn(store_args);
+        server.ready().await;
+        server
+    }
+
+    /// Starts `leasehold serve` without waiting for it (to start several at once).
     // The child is waited for in `kill_9` and in `Drop`.
     #[allow(clippy::zombie_processes)]
-    pub async fn start(store_args: &[String]) -> ServerProcess {
+    pub fn spawn(store_args: &[String]) -> ServerProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -350,17 +357,23 @@ impl ServerProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
+        ServerProcess {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    pub async fn ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..400 {
-            if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
                 if r.status().is_success() {
-                    return ServerProcess { base, child };
+                    return;
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        panic!("leasehold serve did not come up");
+        panic!("leasehold serve did not come up at {}", self.base);
     }
 
     pub fn api(&self, token: &str) -> Api {

@@ -10,6 +10,7 @@ mod client;
 mod concurrency;
 mod console;
 mod input;
+mod nodes;
 mod openapi;
 mod reminders;
 mod sdk;
