@@ -1,0 +1,685 @@
+//! `leasehold bench`: starts its own server(s) on loopback, drives a fixed number of
+//! connections at one scenario, and measures in the same run, with the same load
+//! generator: the HTTP ceiling of this machine (the server's own `GET /healthz`) and, for
+//! checkout and heartbeat, the usual alternative — a minimal axum service over Redis with
+//! a Lua sorted-set semaphore. Over-allocations are counted from the ledger afterwards.
+
+use anyhow::{bail, Context};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Debug)]
+pub enum Scenario {
+    Validate,
+    Checkout,
+    Heartbeat,
+    Mixed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Debug)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreKind,
+    /// Server processes (PostgreSQL only for more than one).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 200)]
+    connections: usize,
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Active leases seeded before the heartbeat scenario.
+    #[arg(long, default_value_t = 10_000)]
+    leases: usize,
+    /// Licenses the load is spread over (1 = one hot license).
+    #[arg(long, default_value_t = 100)]
+    licenses: usize,
+    /// Distinct machines checking out (checkout and mixed).
+    #[arg(long, default_value_t = 10_000)]
+    machines: usize,
+    /// PostgreSQL server the bench makes (and drops) its database on.
+    #[arg(long, env = "LEASEHOLD_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Redis for the baseline.
+    #[arg(long, env = "LEASEHOLD_BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Skip the Redis baseline.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+/// What one measurement found.
+#[derive(Debug, Default, Clone)]
+struct Measured {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    latencies_us: Vec<u32>,
+}
+
+impl Measured {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let index = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[index]) / 1000.0
+    }
+}
+
+/// One request a connection makes next.
+type Step = Box<dyn FnMut(&mut rand::rngs::StdRng) -> (reqwest::Method, String, Option<Value>) + Send>;
+
+/// Drives `connections` connections for `duration`, each looping over what `make` gives
+/// it; a request counts as answered unless it failed in transport or answered 5xx.
+async fn drive(
+    bases: &[String],
+    connections: usize,
+    duration: Duration,
+    make: impl Fn(usize) -> Step,
+    follow: Option<Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Value)> + Send + Sync>>,
+) -> Measured {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let base = bases[c % bases.len()].clone();
+        let mut step = make(c);
+        let follow = follow.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default();
+            let mut measured = Measured::default();
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
+            while Instant::now() < deadline {
+                let (method, path, body) = step(&mut rng);
+                let (ok, answer) = timed(&client, &base, method, &path, body.as_ref(), &mut measured).await;
+                if let (true, Some(follow)) = (ok, &follow) {
+                    if let Some((method, path, body)) = follow(body.as_ref().unwrap_or(&Value::Null), &answer) {
+                        timed(&client, &base, method, &path, Some(&body), &mut measured).await;
+                    }
+                }
+            }
+            measured
+        }));
+    }
+    let mut total = Measured::default();
+    for task in tasks {
+        if let Ok(m) = task.await {
+            total.requests += m.requests;
+            total.errors += m.errors;
+            total.latencies_us.extend(m.latencies_us);
+        }
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    total.latencies_us.sort_unstable();
+    total
+}
+
+async fn timed(
+    client: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+    measured: &mut Measured,
+) -> (bool, Value) {
+    let started = Instant::now();
+    let mut request = client.request(method, format!("{base}{path}"));
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let result = request.send().await;
+    let (ok, answer) = match result {
+        Ok(response) if !response.status().is_server_error() => {
+            let success = response.status().is_success();
+            let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+            (success, answer)
+        }
+        _ => {
+            measured.errors += 1;
+            (false, Value::Null)
+        }
+    };
+    measured.requests += 1;
+    measured.latencies_us.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+    (ok, answer)
+}
+
+struct Servers {
+    children: Vec<Child>,
+    bases: Vec<String>,
+    token: String,
+    _dir: tempfile::TempDir,
+    pg_database: Option<(String, String)>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
+    let dir = tempfile::tempdir()?;
+    let data_dir: PathBuf = dir.path().to_path_buf();
+    let mut store_args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
+    let mut pg_database = None;
+    if args.store == StoreKind::Postgres {
+        use sqlx::Connection;
+        let name = format!("lh_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&args.pg_url)
+            .await
+            .context("connecting to PostgreSQL (--pg-url)")?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+        let base = args.pg_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.pg_url);
+        let url = format!("{base}/{name}");
+        store_args.extend(["--database-url".to_string(), url]);
+        pg_database = Some((args.pg_url.clone(), name));
+    } else if args.nodes > 1 {
+        bail!("several nodes need --store postgres");
+    }
+    // Create the workspace in-process (this also makes the master key the nodes share).
+    let settings = leasehold_server::Settings {
+        database_url: store_args.get(3).cloned(),
+        ..leasehold_server::Settings::new(data_dir.clone())
+    };
+    let state = leasehold_server::open_state(&settings).await?;
+    let token = leasehold_server::create_workspace(&state, "Bench", "bench@example.com", "bench password", "USD").await?;
+    drop(state);
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..args.nodes.max(1) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(&exe)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--client-rate-limit", "0"])
+            .args(&store_args)
+            .env("LEASEHOLD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        children.push(child);
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    let servers = Servers {
+        children,
+        bases,
+        token,
+        _dir: dir,
+        pg_database,
+    };
+    let client = reqwest::Client::new();
+    for base in &servers.bases {
+        let mut up = false;
+        for _ in 0..400 {
+            if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if !up {
+            bail!("the server at {base} did not start");
+        }
+    }
+    Ok(servers)
+}
+
+struct Fleet {
+    licenses: Vec<(String, String, i64)>,
+}
+
+async fn create_licenses(servers: &Servers, count: usize, seats: i64, concurrent: bool) -> anyhow::Result<Fleet> {
+    let client = reqwest::Client::new();
+    let base = &servers.bases[0];
+    let app: Value = client
+        .post(format!("{base}/v1/applications"))
+        .bearer_auth(&servers.token)
+        .json(&json!({"name": "Bench", "deployment_model": "on_premise"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut licenses = Vec::new();
+    for _ in 0..count {
+        let license: Value = client
+            .post(format!("{base}/v1/licenses"))
+            .bearer_auth(&servers.token)
+            .json(&json!({
+                "application_id": app["id"], "licensed_to": "Bench", "type": "subscription",
+                "seat_model": if concurrent { "concurrent" } else { "dedicated" }, "seats_total": seats,
+                "policy": {"lease_ttl_s": 3600}
+            }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let (Some(id), Some(key)) = (license["id"].as_str(), license["key"].as_str()) else {
+            bail!("creating a license failed: {license}");
+        };
+        licenses.push((id.to_string(), key.to_string(), seats));
+    }
+    Ok(Fleet { licenses })
+}
+
+/// Active ledger rows against `seats_used` and `seats_total`, for every license.
+async fn over_allocations(servers: &Servers, fleet: &Fleet) -> anyhow::Result<u64> {
+    let client = reqwest::Client::new();
+    let base = &servers.bases[0];
+    let mut over = 0;
+    for (id, _, total) in &fleet.licenses {
+        let license: Value = client
+            .get(format!("{base}/v1/licenses/{id}"))
+            .bearer_auth(&servers.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let used = license["seats_used"].as_i64().unwrap_or(-1);
+        let mut active = 0i64;
+        let mut cursor = String::new();
+        loop {
+            let page: Value = client
+                .get(format!("{base}/v1/licenses/{id}/seats?active=true&limit=200&cursor={cursor}"))
+                .bearer_auth(&servers.token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            active += page["items"].as_array().map(|a| a.len() as i64).unwrap_or(0);
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = next.to_string(),
+                None => break,
+            }
+        }
+        if active > *total || used > *total || active != used {
+            over += 1;
+        }
+    }
+    Ok(over)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let servers = start_servers(&args).await?;
+    let duration = Duration::from_secs(args.duration.max(1));
+    let licenses = args.licenses.max(1);
+    let scenario = args.scenario;
+    eprintln!(
+        "bench: {scenario:?} on {:?}, {} node(s), {} connections, {} s",
+        args.store, args.nodes, args.connections, args.duration
+    );
+
+    let machines_per_license = (args.machines / licenses).max(1);
+    let (fleet, leases) = match scenario {
+        Scenario::Validate => (create_licenses(&servers, licenses, 10, false).await?, Vec::new()),
+        Scenario::Checkout => {
+            // Fewer seats than machines, so some checkouts are refused and the invariant is exercised.
+            let seats = (machines_per_license as i64 * 3 / 5).max(1);
+            (create_licenses(&servers, licenses, seats, true).await?, Vec::new())
+        }
+        Scenario::Heartbeat | Scenario::Mixed => {
+            let per_license = args.leases.div_ceil(licenses) as i64;
+            let fleet = create_licenses(&servers, licenses, per_license + machines_per_license as i64, true).await?;
+            let leases = seed_leases(&servers, &fleet, args.leases, args.connections).await?;
+            (fleet, leases)
+        }
+    };
+    let fleet = Arc::new(fleet);
+    let leases = Arc::new(leases);
+
+    let measured = measure(&servers.bases, &args, &fleet, &leases, machines_per_license).await;
+    let over = over_allocations(&servers, &fleet).await?;
+
+    // The ceiling: the same load generator against the server's own /healthz.
+    let ceiling = drive(&servers.bases, args.connections, duration, |_| {
+        Box::new(|_| (reqwest::Method::GET, "/healthz".to_string(), None))
+    }, None)
+    .await;
+
+    let baseline = if matches!(scenario, Scenario::Checkout | Scenario::Heartbeat) && !args.no_baseline {
+        match redis_baseline(&args, &fleet, machines_per_license).await {
+            Ok(m) => Some(m),
+            Err(error) => {
+                eprintln!("bench: Redis baseline skipped: {error:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let pg_database = servers.pg_database.clone();
+    drop(servers);
+    if let Some((admin, name)) = &pg_database {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+        }
+    }
+
+    println!("{:<22} {:>14} {:>10} {:>10} {:>8}", "measurement", "requests/s", "p50 ms", "p99 ms", "errors");
+    let row = |name: &str, m: &Measured| {
+        println!(
+            "{:<22} {:>14.0} {:>10.2} {:>10.2} {:>8}",
+            name,
+            m.throughput(),
+            m.percentile_ms(0.50),
+            m.percentile_ms(0.99),
+            m.errors
+        )
+    };
+    row(&format!("leasehold {scenario:?}").to_lowercase(), &measured);
+    row("ceiling (/healthz)", &ceiling);
+    if let Some(b) = &baseline {
+        row("baseline (axum+redis)", b);
+    }
+    println!(
+        "ratio to ceiling: {:.2}{}; over-allocations: {over}",
+        measured.throughput() / ceiling.throughput().max(1e-9),
+        baseline
+            .as_ref()
+            .map(|b| format!("; ratio to baseline: {:.2}", measured.throughput() / b.throughput().max(1e-9)))
+            .unwrap_or_default()
+    );
+    let summary = json!({
+        "scenario": format!("{scenario:?}").to_lowercase(),
+        "store": format!("{:?}", args.store).to_lowercase(),
+        "nodes": args.nodes,
+        "throughput_per_s": measured.throughput().round(),
+        "p50_ms": (measured.percentile_ms(0.50) * 100.0).round() / 100.0,
+        "p99_ms": (measured.percentile_ms(0.99) * 100.0).round() / 100.0,
+        "errors": measured.errors,
+        "over_allocations": over,
+        "ceiling_per_s": ceiling.throughput().round(),
+        "baseline_per_s": baseline.as_ref().map(|b| b.throughput().round()),
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+async fn measure(
+    bases: &[String],
+    args: &BenchArgs,
+    fleet: &Arc<Fleet>,
+    leases: &Arc<Vec<(String, String, String)>>,
+    machines_per_license: usize,
+) -> Measured {
+    let duration = Duration::from_secs(args.duration.max(1));
+    let scenario = args.scenario;
+    let checkin: Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Value)> + Send + Sync> =
+        Arc::new(|request: &Value, answer: &Value| {
+            let id = answer["id"].as_str()?;
+            request.get("instance")?;
+            Some((
+                reqwest::Method::DELETE,
+                format!("/v1/client/leases/{id}/instances/{}", request["instance"].as_str()?),
+                json!({"key": request["key"]}),
+            ))
+        });
+    let follow = matches!(scenario, Scenario::Checkout | Scenario::Mixed).then_some(checkin);
+    let fleet = fleet.clone();
+    let leases = leases.clone();
+    drive(bases, args.connections, duration, move |connection| {
+        let fleet = fleet.clone();
+        let leases = leases.clone();
+        let mut n = connection;
+        Box::new(move |rng: &mut rand::rngs::StdRng| {
+            n += 1;
+            let checkout = |rng: &mut rand::rngs::StdRng| {
+                let (_, key, _) = &fleet.licenses[rng.gen_range(0..fleet.licenses.len())];
+                let machine = rng.gen_range(0..machines_per_license);
+                (
+                    reqwest::Method::POST,
+                    "/v1/client/leases".to_string(),
+                    Some(json!({"key": key, "fingerprint": format!("m{machine}"), "os_user": "u", "instance": format!("c{connection}")})),
+                )
+            };
+            let validate = |rng: &mut rand::rngs::StdRng| {
+                let (_, key, _) = &fleet.licenses[rng.gen_range(0..fleet.licenses.len())];
+                (reqwest::Method::POST, "/v1/client/validate".to_string(), Some(json!({"key": key})))
+            };
+            let heartbeat = |rng: &mut rand::rngs::StdRng| {
+                let (id, key, instance) = &leases[rng.gen_range(0..leases.len())];
+                (
+                    reqwest::Method::POST,
+                    format!("/v1/client/leases/{id}/heartbeat"),
+                    Some(json!({"key": key, "instance": instance})),
+                )
+            };
+            match scenario {
+                Scenario::Validate => validate(rng),
+                Scenario::Checkout => checkout(rng),
+                Scenario::Heartbeat => heartbeat(rng),
+                Scenario::Mixed => match n % 10 {
+                    0 => validate(rng),
+                    1 => checkout(rng),
+                    _ => heartbeat(rng),
+                },
+            }
+        })
+    }, follow)
+    .await
+}
+
+/// Takes `count` leases spread over the licenses; answers (lease id, key, instance).
+async fn seed_leases(
+    servers: &Servers,
+    fleet: &Fleet,
+    count: usize,
+    connections: usize,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let started = Instant::now();
+    let fleet_keys: Vec<String> = fleet.licenses.iter().map(|l| l.1.clone()).collect();
+    let fleet_keys = Arc::new(fleet_keys);
+    let workers = connections.clamp(1, 64);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let base = servers.bases[w % servers.bases.len()].clone();
+        let keys = fleet_keys.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut out = Vec::new();
+            let mut i = w;
+            while i < count {
+                let key = &keys[i % keys.len()];
+                let body = json!({"key": key, "fingerprint": format!("seed-{i}"), "os_user": "u", "instance": "1"});
+                if let Ok(response) = client.post(format!("{base}/v1/client/leases")).json(&body).send().await {
+                    if let Ok(lease) = response.json::<Value>().await {
+                        if let Some(id) = lease["id"].as_str() {
+                            out.push((id.to_string(), key.clone(), "1".to_string()));
+                        }
+                    }
+                }
+                i += workers;
+            }
+            out
+        }));
+    }
+    let mut leases = Vec::with_capacity(count);
+    for task in tasks {
+        leases.extend(task.await?);
+    }
+    eprintln!("bench: seeded {} leases in {:.1} s", leases.len(), started.elapsed().as_secs_f64());
+    if leases.is_empty() {
+        bail!("no lease could be seeded");
+    }
+    Ok(leases)
+}
+
+// ---- the baseline: a minimal axum service over Redis ----
+
+/// Takes a seat: drop expired holders, refresh a holder's own seat, or add one if free.
+const TAKE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+  return 2
+end
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+  return 1
+end
+return 0";
+
+/// Pushes a live holder's expiry.
+const HEARTBEAT: &str = r"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) and tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) >= tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+  return 1
+end
+return 0";
+
+#[derive(Clone)]
+struct Baseline {
+    redis: redis::aio::ConnectionManager,
+    seats: Arc<HashMap<String, i64>>,
+    prefix: String,
+}
+
+#[derive(Deserialize, Serialize)]
+struct SeatRequest {
+    license: String,
+    holder: String,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn baseline_take(State(b): State<Baseline>, Json(r): Json<SeatRequest>) -> StatusCode {
+    let Some(total) = b.seats.get(&r.license) else {
+        return StatusCode::NOT_FOUND;
+    };
+    let now = now_ms();
+    let taken: redis::RedisResult<i64> = redis::Script::new(TAKE)
+        .key(format!("{}{}", b.prefix, r.license))
+        .arg(now)
+        .arg(&r.holder)
+        .arg(now + 3_600_000)
+        .arg(*total)
+        .invoke_async(&mut b.redis.clone())
+        .await;
+    match taken {
+        Ok(1) => StatusCode::CREATED,
+        Ok(2) => StatusCode::OK,
+        Ok(_) => StatusCode::CONFLICT,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn baseline_release(State(b): State<Baseline>, Json(r): Json<SeatRequest>) -> StatusCode {
+    let removed: redis::RedisResult<i64> = redis::cmd("ZREM")
+        .arg(format!("{}{}", b.prefix, r.license))
+        .arg(&r.holder)
+        .query_async(&mut b.redis.clone())
+        .await;
+    if removed.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+async fn baseline_heartbeat(State(b): State<Baseline>, Json(r): Json<SeatRequest>) -> StatusCode {
+    let now = now_ms();
+    let alive: redis::RedisResult<i64> = redis::Script::new(HEARTBEAT)
+        .key(format!("{}{}", b.prefix, r.license))
+        .arg(&r.holder)
+        .arg(now)
+        .arg(now + 3_600_000)
+        .invoke_async(&mut b.redis.clone())
+        .await;
+    match alive {
+        Ok(1) => StatusCode::OK,
+        Ok(_) => StatusCode::GONE,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn redis_baseline(args: &BenchArgs, fleet: &Fleet, machines_per_license: usize) -> anyhow::Result<Measured> {
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let redis = redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
+    let baseline = Baseline {
+        redis,
+        seats: Arc::new(fleet.licenses.iter().map(|(id, _, seats)| (id.clone(), *seats)).collect()),
+        prefix: format!("lhbench:{}:", uuid::Uuid::new_v4().simple()),
+    };
+    let app = Router::new()
+        .route("/take", post(baseline_take))
+        .route("/release", post(baseline_release))
+        .route("/heartbeat", post(baseline_heartbeat))
+        .with_state(baseline.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let ids: Arc<Vec<String>> = Arc::new(fleet.licenses.iter().map(|l| l.0.clone()).collect());
+    let duration = Duration::from_secs(args.duration.max(1));
+    let measured = if args.scenario == Scenario::Heartbeat {
+        // Seed the same number of holders, then heartbeat them.
+        let seeder = reqwest::Client::new();
+        let seeded = args.leases.min(50_000);
+        for i in 0..seeded {
+            let body = json!({"license": ids[i % ids.len()], "holder": format!("seed-{i}")});
+            seeder.post(format!("{base}/take")).json(&body).send().await?;
+        }
+        drive(&[base.clone()], args.connections, duration, |_| {
+            let ids = ids.clone();
+            Box::new(move |rng: &mut rand::rngs::StdRng| {
+                let i = rng.gen_range(0..seeded.max(1));
+                (reqwest::Method::POST, "/heartbeat".to_string(), Some(json!({"license": ids[i % ids.len()], "holder": format!("seed-{i}")})))
+            })
+        }, None)
+        .await
+    } else {
+        let release: Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Value)> + Send + Sync> =
+            Arc::new(|request: &Value, _| Some((reqwest::Method::POST, "/release".to_string(), request.clone())));
+        drive(&[base.clone()], args.connections, duration, |_| {
+            let ids = ids.clone();
+            Box::new(move |rng: &mut rand::rngs::StdRng| {
+                let license = &ids[rng.gen_range(0..ids.len())];
+                let machine = rng.gen_range(0..machines_per_license);
+                (reqwest::Method::POST, "/take".to_string(), Some(json!({"license": license, "holder": format!("m{machine}/u")})))
+            })
+        }, Some(release))
+        .await
+    };
+    server.abort();
+    // Clean the bench's keys up.
+    let mut redis = baseline.redis.clone();
+    for id in ids.iter() {
+        let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(format!("{}{id}", baseline.prefix)).query_async(&mut redis).await;
+    }
+    Ok(measured)
+}
