@@ -372,7 +372,7 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                     let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
-                    tx.commit().await?;
+                    self.commit(tx).await?;
                     return Ok((seat, false));
                 }
                 Self::check_cooldown(&mut tx, license, fingerprint, "", now).await?;
@@ -395,7 +395,7 @@ macro_rules! impl_store {
                 .await?;
                 let seat = Self::seat_in(&mut tx, &license.workspace_id, &id).await?;
                 Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, identifier), "seat.activated", ("seat", &id), Some(&license.id), None, json(&seat)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok((seat, true))
             }
 
@@ -427,7 +427,7 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                         let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
-                        tx.commit().await?;
+                        self.commit(tx).await?;
                         return Ok((seat, false));
                     }
                     // Lapsed: this holder's old seat ends as expired and a new one is taken.
@@ -443,7 +443,7 @@ macro_rules! impl_store {
                     {
                         let refusal = Self::refusal(&mut tx, license, SeatModel::Concurrent, true).await?;
                         // Keep the expiries just made, even though this checkout is refused.
-                        tx.commit().await?;
+                        self.commit(tx).await?;
                         return Err(refusal);
                     }
                 }
@@ -465,7 +465,7 @@ macro_rules! impl_store {
                 .await?;
                 let seat = Self::seat_in(&mut tx, &license.workspace_id, &id).await?;
                 Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, holder.identifier.as_deref()), "seat.taken", ("seat", &id), Some(&license.id), None, json(&seat)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok((seat, true))
             }
         }
@@ -500,7 +500,7 @@ macro_rules! impl_store {
                     .bind(key)
                     .fetch_one(&mut *tx)
                     .await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(stored)
             }
 
@@ -566,7 +566,7 @@ macro_rules! impl_store {
                 };
                 Self::insert_event(&mut tx, &created.id, &actor, "workspace.created", ("workspace", &created.id), None, None, json(&created)).await?;
                 Self::insert_event(&mut tx, &created.id, &actor, "token.created", ("token", &token_id), None, None, None).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(created)
             }
 
@@ -609,7 +609,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "token.created", ("token", &created.id), None, None, json(&created)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(created)
             }
 
@@ -638,7 +638,7 @@ macro_rules! impl_store {
                 .await?
                 .ok_or(StoreError::NotFound)?;
                 Self::insert_event(&mut tx, workspace_id, actor, "token.revoked", ("token", id), None, None, json(&revoked)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(revoked)
             }
 
@@ -664,7 +664,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "application.created", ("application", &created.id), None, None, json(&created)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(created)
             }
 
@@ -730,7 +730,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "application.updated", ("application", id), None, json(&before), json(&after)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(after)
             }
 
@@ -763,7 +763,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "application.deleted", ("application", id), None, json(&before), None).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(())
             }
 
@@ -830,7 +830,7 @@ macro_rules! impl_store {
                 })?;
                 Self::sync_reminders(&mut tx, &created).await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "license.created", ("license", &created.id), Some(&created.id), None, json(&created)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(created)
             }
 
@@ -931,7 +931,7 @@ macro_rules! impl_store {
                 }
                 Self::sync_reminders(&mut tx, &after).await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "license.updated", ("license", id), Some(id), json(&before), json(&after)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(after)
             }
 
@@ -956,7 +956,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "license.deleted", ("license", id), Some(id), json(&before), None).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(())
             }
 
@@ -964,7 +964,7 @@ macro_rules! impl_store {
                 let mut tx = self.begin_write().await?;
                 let license = Self::license_in(&mut tx, workspace_id, id).await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "license.key_revealed", ("license", id), Some(id), None, None).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(license.key_enc)
             }
 
@@ -1023,7 +1023,7 @@ macro_rules! impl_store {
                 .await?;
                 let seat = Self::seat_in(&mut tx, workspace_id, &id).await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "seat.assigned", ("seat", &id), Some(license_id), None, json(&seat)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(seat)
             }
 
@@ -1085,7 +1085,7 @@ macro_rules! impl_store {
                     .await?;
                 let after = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "seat.reclaimed", ("seat", seat_id), Some(&license.id), json(&before), json(&after)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(after)
             }
 
@@ -1103,7 +1103,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "contact.created", ("contact", &created.id), None, None, json(&created)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(created)
             }
 
@@ -1145,7 +1145,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "contact.terminated", ("contact", id), None, json(&before), json(&after)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(after)
             }
 
@@ -1228,7 +1228,7 @@ macro_rules! impl_store {
                 }
                 let after = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
                 Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, seat.identifier.as_deref()), "seat.released", ("seat", &seat.id), Some(&license.id), json(&seat), json(&after)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(after)
             }
 
@@ -1256,6 +1256,7 @@ macro_rules! impl_store {
                 .bind(&license.id)
                 .fetch_optional(self.writer())
                 .await?;
+                self.durable().await?;
                 match live {
                     Some((instances,)) => {
                         let mut list: Vec<String> =
@@ -1276,7 +1277,7 @@ macro_rules! impl_store {
                                     .execute(&mut *tx)
                                     .await?;
                             }
-                            tx.commit().await?;
+                            self.commit(tx).await?;
                         }
                         Ok(expires_at)
                     }
@@ -1290,7 +1291,7 @@ macro_rules! impl_store {
                         if seat.released_at.is_none() && Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
                             Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
                         }
-                        tx.commit().await?;
+                        self.commit(tx).await?;
                         Err(StoreError::LeaseExpired)
                     }
                 }
@@ -1316,7 +1317,7 @@ macro_rules! impl_store {
                         let after = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
                         Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, seat.identifier.as_deref()), "seat.released", ("seat", lease_id), Some(&license.id), json(&seat), json(&after)).await?;
                     }
-                    tx.commit().await?;
+                    self.commit(tx).await?;
                     return Ok(true);
                 }
                 sqlx::query("UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3 AND released_at IS NULL")
@@ -1325,7 +1326,7 @@ macro_rules! impl_store {
                     .bind(lease_id)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(false)
             }
 
@@ -1351,7 +1352,7 @@ macro_rules! impl_store {
                     if let Some(license) = license {
                         expired.extend(Self::expire_license_leases(&mut tx, &license, now).await?);
                     }
-                    tx.commit().await?;
+                    self.commit(tx).await?;
                 }
                 Ok(expired)
             }
@@ -1367,7 +1368,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 let stored = Self::workspace_in(&mut tx, workspace_id).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 stored
                     .signing_key_enc
                     .ok_or_else(|| StoreError::Corrupt("signing key not stored".into()))
@@ -1395,7 +1396,7 @@ macro_rules! impl_store {
                     }
                 })?;
                 Self::insert_event(&mut tx, workspace_id, actor, "member.created", ("member", &created.id), None, None, json(&created)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(created)
             }
 
@@ -1442,7 +1443,7 @@ macro_rules! impl_store {
                 .bind(session.expires_at)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(())
             }
 
@@ -1475,7 +1476,7 @@ macro_rules! impl_store {
                 .await?
                 .ok_or(StoreError::NotFound)?;
                 Self::insert_event(&mut tx, workspace_id, actor, "reminder.dismissed", ("reminder", id), Some(&dismissed.license_id), None, json(&dismissed)).await?;
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(dismissed)
             }
 

@@ -14,6 +14,7 @@ impl PostgresStore {
     pub async fn open(url: &str) -> crate::Result<PostgresStore> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
@@ -59,6 +60,15 @@ impl PostgresStore {
             }
         };
         Ok(Some(Box::pin(stream)))
+    }
+
+    async fn commit(&self, tx: sqlx::Transaction<'static, sqlx::Postgres>) -> crate::Result<()> {
+        Ok(tx.commit().await?)
+    }
+
+    /// PostgreSQL's commit is durable when it returns.
+    async fn durable(&self) -> crate::Result<()> {
+        Ok(())
     }
 
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {

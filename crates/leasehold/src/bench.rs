@@ -57,10 +57,18 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     machines: usize,
     /// PostgreSQL server the bench makes (and drops) its database on.
-    #[arg(long, env = "LEASEHOLD_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "LEASEHOLD_BENCH_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pg_url: String,
     /// Redis for the baseline.
-    #[arg(long, env = "LEASEHOLD_BENCH_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "LEASEHOLD_BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis_url: String,
     /// Skip the Redis baseline.
     #[arg(long)]
@@ -90,8 +98,12 @@ impl Measured {
     }
 }
 
+/// What to send after an answered request (a checkin after a checkout).
+type Follow = Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Value)> + Send + Sync>;
+
 /// One request a connection makes next.
-type Step = Box<dyn FnMut(&mut rand::rngs::StdRng) -> (reqwest::Method, String, Option<Value>) + Send>;
+type Step =
+    Box<dyn FnMut(&mut rand::rngs::StdRng) -> (reqwest::Method, String, Option<Value>) + Send>;
 
 /// Drives `connections` connections for `duration`, each looping over what `make` gives
 /// it; a request counts as answered unless it failed in transport or answered 5xx.
@@ -100,7 +112,7 @@ async fn drive(
     connections: usize,
     duration: Duration,
     make: impl Fn(usize) -> Step,
-    follow: Option<Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Value)> + Send + Sync>>,
+    follow: Option<Follow>,
 ) -> Measured {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
@@ -119,9 +131,12 @@ async fn drive(
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
             while Instant::now() < deadline {
                 let (method, path, body) = step(&mut rng);
-                let (ok, answer) = timed(&client, &base, method, &path, body.as_ref(), &mut measured).await;
+                let (ok, answer) =
+                    timed(&client, &base, method, &path, body.as_ref(), &mut measured).await;
                 if let (true, Some(follow)) = (ok, &follow) {
-                    if let Some((method, path, body)) = follow(body.as_ref().unwrap_or(&Value::Null), &answer) {
+                    if let Some((method, path, body)) =
+                        follow(body.as_ref().unwrap_or(&Value::Null), &answer)
+                    {
                         timed(&client, &base, method, &path, Some(&body), &mut measured).await;
                     }
                 }
@@ -168,7 +183,9 @@ async fn timed(
         }
     };
     measured.requests += 1;
-    measured.latencies_us.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+    measured
+        .latencies_us
+        .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
     (ok, answer)
 }
 
@@ -200,8 +217,14 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         let mut conn = sqlx::PgConnection::connect(&args.pg_url)
             .await
             .context("connecting to PostgreSQL (--pg-url)")?;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
-        let base = args.pg_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.pg_url);
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        let base = args
+            .pg_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&args.pg_url);
         let url = format!("{base}/{name}");
         store_args.extend(["--database-url".to_string(), url]);
         pg_database = Some((args.pg_url.clone(), name));
@@ -214,15 +237,30 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         ..leasehold_server::Settings::new(data_dir.clone())
     };
     let state = leasehold_server::open_state(&settings).await?;
-    let token = leasehold_server::create_workspace(&state, "Bench", "bench@example.com", "bench password", "USD").await?;
+    let token = leasehold_server::create_workspace(
+        &state,
+        "Bench",
+        "bench@example.com",
+        "bench password",
+        "USD",
+    )
+    .await?;
     drop(state);
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..args.nodes.max(1) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new(&exe)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--client-rate-limit", "0"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--client-rate-limit",
+                "0",
+            ])
             .args(&store_args)
             .env("LEASEHOLD_LOG", "warn")
             .stdout(Stdio::null())
@@ -242,7 +280,12 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
     for base in &servers.bases {
         let mut up = false;
         for _ in 0..400 {
-            if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 up = true;
                 break;
             }
@@ -259,7 +302,12 @@ struct Fleet {
     licenses: Vec<(String, String, i64)>,
 }
 
-async fn create_licenses(servers: &Servers, count: usize, seats: i64, concurrent: bool) -> anyhow::Result<Fleet> {
+async fn create_licenses(
+    servers: &Servers,
+    count: usize,
+    seats: i64,
+    concurrent: bool,
+) -> anyhow::Result<Fleet> {
     let client = reqwest::Client::new();
     let base = &servers.bases[0];
     let app: Value = client
@@ -310,13 +358,18 @@ async fn over_allocations(servers: &Servers, fleet: &Fleet) -> anyhow::Result<u6
         let mut cursor = String::new();
         loop {
             let page: Value = client
-                .get(format!("{base}/v1/licenses/{id}/seats?active=true&limit=200&cursor={cursor}"))
+                .get(format!(
+                    "{base}/v1/licenses/{id}/seats?active=true&limit=200&cursor={cursor}"
+                ))
                 .bearer_auth(&servers.token)
                 .send()
                 .await?
                 .json()
                 .await?;
-            active += page["items"].as_array().map(|a| a.len() as i64).unwrap_or(0);
+            active += page["items"]
+                .as_array()
+                .map(|a| a.len() as i64)
+                .unwrap_or(0);
             match page["next_cursor"].as_str() {
                 Some(next) => cursor = next.to_string(),
                 None => break,
@@ -341,15 +394,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let machines_per_license = (args.machines / licenses).max(1);
     let (fleet, leases) = match scenario {
-        Scenario::Validate => (create_licenses(&servers, licenses, 10, false).await?, Vec::new()),
+        Scenario::Validate => (
+            create_licenses(&servers, licenses, 10, false).await?,
+            Vec::new(),
+        ),
         Scenario::Checkout => {
             // Fewer seats than machines, so some checkouts are refused and the invariant is exercised.
             let seats = (machines_per_license as i64 * 3 / 5).max(1);
-            (create_licenses(&servers, licenses, seats, true).await?, Vec::new())
+            (
+                create_licenses(&servers, licenses, seats, true).await?,
+                Vec::new(),
+            )
         }
         Scenario::Heartbeat | Scenario::Mixed => {
             let per_license = args.leases.div_ceil(licenses) as i64;
-            let fleet = create_licenses(&servers, licenses, per_license + machines_per_license as i64, true).await?;
+            let fleet = create_licenses(
+                &servers,
+                licenses,
+                per_license + machines_per_license as i64,
+                true,
+            )
+            .await?;
             let leases = seed_leases(&servers, &fleet, args.leases, args.connections).await?;
             (fleet, leases)
         }
@@ -361,33 +426,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let over = over_allocations(&servers, &fleet).await?;
 
     // The ceiling: the same load generator against the server's own /healthz.
-    let ceiling = drive(&servers.bases, args.connections, duration, |_| {
-        Box::new(|_| (reqwest::Method::GET, "/healthz".to_string(), None))
-    }, None)
+    let ceiling = drive(
+        &servers.bases,
+        args.connections,
+        duration,
+        |_| Box::new(|_| (reqwest::Method::GET, "/healthz".to_string(), None)),
+        None,
+    )
     .await;
 
-    let baseline = if matches!(scenario, Scenario::Checkout | Scenario::Heartbeat) && !args.no_baseline {
-        match redis_baseline(&args, &fleet, machines_per_license).await {
-            Ok(m) => Some(m),
-            Err(error) => {
-                eprintln!("bench: Redis baseline skipped: {error:#}");
-                None
+    let baseline =
+        if matches!(scenario, Scenario::Checkout | Scenario::Heartbeat) && !args.no_baseline {
+            match redis_baseline(&args, &fleet, machines_per_license).await {
+                Ok(m) => Some(m),
+                Err(error) => {
+                    eprintln!("bench: Redis baseline skipped: {error:#}");
+                    None
+                }
             }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
 
     let pg_database = servers.pg_database.clone();
     drop(servers);
     if let Some((admin, name)) = &pg_database {
         use sqlx::Connection;
         if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
     }
 
-    println!("{:<22} {:>14} {:>10} {:>10} {:>8}", "measurement", "requests/s", "p50 ms", "p99 ms", "errors");
+    println!(
+        "{:<22} {:>14} {:>10} {:>10} {:>8}",
+        "measurement", "requests/s", "p50 ms", "p99 ms", "errors"
+    );
     let row = |name: &str, m: &Measured| {
         println!(
             "{:<22} {:>14.0} {:>10.2} {:>10.2} {:>8}",
@@ -408,7 +483,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         measured.throughput() / ceiling.throughput().max(1e-9),
         baseline
             .as_ref()
-            .map(|b| format!("; ratio to baseline: {:.2}", measured.throughput() / b.throughput().max(1e-9)))
+            .map(|b| format!(
+                "; ratio to baseline: {:.2}",
+                measured.throughput() / b.throughput().max(1e-9)
+            ))
             .unwrap_or_default()
     );
     let summary = json!({
@@ -436,16 +514,18 @@ async fn measure(
 ) -> Measured {
     let duration = Duration::from_secs(args.duration.max(1));
     let scenario = args.scenario;
-    let checkin: Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Value)> + Send + Sync> =
-        Arc::new(|request: &Value, answer: &Value| {
-            let id = answer["id"].as_str()?;
-            request.get("instance")?;
-            Some((
-                reqwest::Method::DELETE,
-                format!("/v1/client/leases/{id}/instances/{}", request["instance"].as_str()?),
-                json!({"key": request["key"]}),
-            ))
-        });
+    let checkin: Follow = Arc::new(|request: &Value, answer: &Value| {
+        let id = answer["id"].as_str()?;
+        request.get("instance")?;
+        Some((
+            reqwest::Method::DELETE,
+            format!(
+                "/v1/client/leases/{id}/instances/{}",
+                request["instance"].as_str()?
+            ),
+            json!({"key": request["key"]}),
+        ))
+    });
     let follow = matches!(scenario, Scenario::Checkout | Scenario::Mixed).then_some(checkin);
     let fleet = fleet.clone();
     let leases = leases.clone();
@@ -529,7 +609,11 @@ async fn seed_leases(
     for task in tasks {
         leases.extend(task.await?);
     }
-    eprintln!("bench: seeded {} leases in {:.1} s", leases.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "bench: seeded {} leases in {:.1} s",
+        leases.len(),
+        started.elapsed().as_secs_f64()
+    );
     if leases.is_empty() {
         bail!("no lease could be seeded");
     }
@@ -626,12 +710,24 @@ async fn baseline_heartbeat(State(b): State<Baseline>, Json(r): Json<SeatRequest
     }
 }
 
-async fn redis_baseline(args: &BenchArgs, fleet: &Fleet, machines_per_license: usize) -> anyhow::Result<Measured> {
+async fn redis_baseline(
+    args: &BenchArgs,
+    fleet: &Fleet,
+    machines_per_license: usize,
+) -> anyhow::Result<Measured> {
     let client = redis::Client::open(args.redis_url.as_str())?;
-    let redis = redis::aio::ConnectionManager::new(client).await.context("connecting to Redis")?;
+    let redis = redis::aio::ConnectionManager::new(client)
+        .await
+        .context("connecting to Redis")?;
     let baseline = Baseline {
         redis,
-        seats: Arc::new(fleet.licenses.iter().map(|(id, _, seats)| (id.clone(), *seats)).collect()),
+        seats: Arc::new(
+            fleet
+                .licenses
+                .iter()
+                .map(|(id, _, seats)| (id.clone(), *seats))
+                .collect(),
+        ),
         prefix: format!("lhbench:{}:", uuid::Uuid::new_v4().simple()),
     };
     let app = Router::new()
@@ -652,34 +748,66 @@ async fn redis_baseline(args: &BenchArgs, fleet: &Fleet, machines_per_license: u
         let seeded = args.leases.min(50_000);
         for i in 0..seeded {
             let body = json!({"license": ids[i % ids.len()], "holder": format!("seed-{i}")});
-            seeder.post(format!("{base}/take")).json(&body).send().await?;
+            seeder
+                .post(format!("{base}/take"))
+                .json(&body)
+                .send()
+                .await?;
         }
-        drive(&[base.clone()], args.connections, duration, |_| {
-            let ids = ids.clone();
-            Box::new(move |rng: &mut rand::rngs::StdRng| {
-                let i = rng.gen_range(0..seeded.max(1));
-                (reqwest::Method::POST, "/heartbeat".to_string(), Some(json!({"license": ids[i % ids.len()], "holder": format!("seed-{i}")})))
-            })
-        }, None)
+        drive(
+            std::slice::from_ref(&base),
+            args.connections,
+            duration,
+            |_| {
+                let ids = ids.clone();
+                Box::new(move |rng: &mut rand::rngs::StdRng| {
+                    let i = rng.gen_range(0..seeded.max(1));
+                    (
+                        reqwest::Method::POST,
+                        "/heartbeat".to_string(),
+                        Some(json!({"license": ids[i % ids.len()], "holder": format!("seed-{i}")})),
+                    )
+                })
+            },
+            None,
+        )
         .await
     } else {
-        let release: Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Value)> + Send + Sync> =
-            Arc::new(|request: &Value, _| Some((reqwest::Method::POST, "/release".to_string(), request.clone())));
-        drive(&[base.clone()], args.connections, duration, |_| {
-            let ids = ids.clone();
-            Box::new(move |rng: &mut rand::rngs::StdRng| {
-                let license = &ids[rng.gen_range(0..ids.len())];
-                let machine = rng.gen_range(0..machines_per_license);
-                (reqwest::Method::POST, "/take".to_string(), Some(json!({"license": license, "holder": format!("m{machine}/u")})))
-            })
-        }, Some(release))
+        let release: Follow = Arc::new(|request: &Value, _| {
+            Some((
+                reqwest::Method::POST,
+                "/release".to_string(),
+                request.clone(),
+            ))
+        });
+        drive(
+            std::slice::from_ref(&base),
+            args.connections,
+            duration,
+            |_| {
+                let ids = ids.clone();
+                Box::new(move |rng: &mut rand::rngs::StdRng| {
+                    let license = &ids[rng.gen_range(0..ids.len())];
+                    let machine = rng.gen_range(0..machines_per_license);
+                    (
+                        reqwest::Method::POST,
+                        "/take".to_string(),
+                        Some(json!({"license": license, "holder": format!("m{machine}/u")})),
+                    )
+                })
+            },
+            Some(release),
+        )
         .await
     };
     server.abort();
     // Clean the bench's keys up.
     let mut redis = baseline.redis.clone();
     for id in ids.iter() {
-        let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(format!("{}{id}", baseline.prefix)).query_async(&mut redis).await;
+        let _: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(format!("{}{id}", baseline.prefix))
+            .query_async(&mut redis)
+            .await;
     }
     Ok(measured)
 }

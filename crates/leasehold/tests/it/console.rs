@@ -97,14 +97,18 @@ impl Browser {
             .unwrap();
     }
 
+    /// The element's text. Live regions re-render themselves, so an element found a moment
+    /// ago may be gone: look it up again then.
     async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        for _ in 0..50 {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                if let Ok(text) = element.text().await {
+                    return text;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no element {css}")
     }
 
     async fn exists(&self, css: &str) -> bool {
