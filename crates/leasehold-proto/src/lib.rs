@@ -388,6 +388,8 @@ pub struct Reminder {
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub dismissed_at: Option<DateTime<Utc>>,
+    /// The reminder email's delivery: `pending`, `delivered` or `failed`; absent until sent.
+    pub delivery: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -562,3 +564,85 @@ pub struct LicenseFile {
 }
 
 pub const LICENSE_FILE_FORMAT: &str = "leasehold-license-file/v1";
+
+// ---- notifications ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// Where deliveries are POSTed (http or https).
+    pub url: String,
+    /// Event types: `seat.taken`, `seat.released`, `seat.denied`, `seat.expired`,
+    /// `license.created`, `license.updated`, `license.deleted`, `license.expiring`,
+    /// `contact.terminated`.
+    pub events: Vec<String>,
+    /// The signing secret; generated (and shown once) when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// Only in the answer that created the webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One message to a webhook and how its delivery went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Delivery {
+    /// The message id: the body's `id` and the `Leasehold-Webhook-Id` header.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    /// The receiver's last HTTP status, if it answered.
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The JSON body delivered (the same on every attempt).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub body: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NotificationSettings {
+    /// Addresses that get reminder emails besides the members who manage licenses.
+    pub emails: Vec<String>,
+    /// One email a day with all of that day's reminders, instead of one each.
+    pub digest: bool,
+    /// Whether this server has SMTP configured (read-only).
+    #[serde(default)]
+    pub smtp_configured: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNotificationSettings {
+    #[serde(default)]
+    pub emails: Option<Vec<String>>,
+    #[serde(default)]
+    pub digest: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TestEmail {
+    /// Where to send it; the caller's own address when absent.
+    #[serde(default)]
+    pub to: Option<String>,
+}

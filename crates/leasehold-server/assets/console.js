@@ -8,18 +8,29 @@ document.addEventListener("submit", (event) => {
 
 // <section data-live-src="/licenses/ID/fragment" data-live-stream="/v1/events/stream?license_id=ID">
 for (const region of document.querySelectorAll("[data-live-src]")) {
-  let pending = false;
+  // One fetch at a time; an event that arrives during a fetch asks for one more
+  // afterwards, because the fetch in flight may have read the state before it.
+  let running = false;
+  let again = false;
   const refresh = async () => {
-    if (pending) return;
-    pending = true;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
     try {
-      const response = await fetch(region.dataset.liveSrc, { credentials: "same-origin", cache: "no-store" });
-      if (response.ok) {
-        region.innerHTML = await response.text();
-        region.setAttribute("data-live-updated", String(Date.now()));
-      }
+      do {
+        again = false;
+        const response = await fetch(region.dataset.liveSrc, { credentials: "same-origin", cache: "no-store" });
+        if (response.ok) {
+          region.innerHTML = await response.text();
+          region.setAttribute("data-live-updated", String(Date.now()));
+        }
+      } while (again);
+    } catch (_) {
+      // The next event or reconnect refreshes again.
     } finally {
-      pending = false;
+      running = false;
     }
   };
   // EventSource reconnects by itself after a network drop; refresh on every (re)connect.

@@ -112,6 +112,7 @@ pub fn reminder(r: store::Reminder) -> proto::Reminder {
         state: r.state,
         created_at: time(r.created_at),
         sent_at: opt_time(r.sent_at),
+        delivery: r.delivery,
         dismissed_at: opt_time(r.dismissed_at),
     }
 }
@@ -140,5 +141,31 @@ pub fn page<T, U>(page: store::Page<T>, f: impl FnMut(T) -> U) -> proto::Page<U>
     proto::Page {
         items: page.items,
         next_cursor: page.next_cursor,
+    }
+}
+
+pub fn webhook(w: store::Webhook, secret: Option<String>) -> proto::Webhook {
+    proto::Webhook {
+        events: w.event_list(),
+        id: w.id,
+        url: w.url,
+        secret,
+        created_at: time(w.created_at),
+    }
+}
+
+pub fn delivery(m: store::OutboxMessage) -> proto::Delivery {
+    let body = serde_json::from_str(&crate::notify::webhook_body(&m)).unwrap_or_default();
+    proto::Delivery {
+        next_attempt_at: (m.state == "pending").then(|| time(m.next_attempt_at)),
+        id: m.id,
+        event_type: m.event_type,
+        state: m.state,
+        attempts: m.attempts,
+        last_status: m.last_status,
+        last_error: m.last_error,
+        created_at: time(m.created_at),
+        delivered_at: opt_time(m.delivered_at),
+        body,
     }
 }

@@ -1,12 +1,14 @@
 //! Background jobs every node runs. The lease sweeper releases leases whose holders
 //! stopped heartbeating (crash, reboot, closed remote session), in chunks, so a sweep of
-//! many never holds the writer long; on PostgreSQL the chunks skip rows another node has
-//! locked, so nodes never release the same lease twice.
+//! many never holds the writer long. Each chunk locks its license first and ends only
+//! leases still active under that lock, so nodes sweeping at once never end one twice.
 
 use crate::AppState;
 use tokio::task::JoinHandle;
 
-const SWEEP_CHUNK: i64 = 500;
+/// Leases one sweep transaction ends: small enough that live requests queued behind it
+/// on the writer wait milliseconds, not the whole sweep.
+const SWEEP_CHUNK: i64 = 200;
 
 pub fn spawn(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -28,12 +30,17 @@ pub async fn sweep(state: &AppState) -> u64 {
             Ok(expired) => {
                 let n = expired.len() as u64;
                 total += n;
-                for seat in &expired {
-                    state
-                        .live
-                        .publish(&seat.workspace_id, &seat.license_id, "seat.expired");
+                // One live event per license a chunk touched, not one per lease.
+                let touched: std::collections::BTreeSet<(&str, &str)> = expired
+                    .iter()
+                    .map(|s| (s.workspace_id.as_str(), s.license_id.as_str()))
+                    .collect();
+                for (workspace_id, license_id) in touched {
+                    state.live.publish(workspace_id, license_id, "seat.expired");
                 }
-                if n < SWEEP_CHUNK as u64 {
+                // A short chunk is not the end: on PostgreSQL it skips licenses locked by a
+                // checkout or another node's sweep. Only a chunk that ends nothing is.
+                if n == 0 {
                     break;
                 }
                 tokio::task::yield_now().await;

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod jobs;
 pub mod limits;
 pub mod live;
+pub mod notify;
 pub mod setup;
 pub mod signing;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub login_limits: Arc<limits::Limits>,
     /// How often the lease sweeper runs.
     pub sweep_interval: std::time::Duration,
+    /// Sends webhooks and emails from the outbox.
+    pub notifier: Arc<notify::Notifier>,
 }
 
 /// A new API token: `lh_` and 256 random bits.
@@ -110,6 +113,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut jobs = vec![jobs::spawn(state.clone())];
+    jobs.extend(notify::spawn(state.clone()));
     jobs.extend(live::spawn_backplane(&state).await);
     let served = axum::serve(
         listener,

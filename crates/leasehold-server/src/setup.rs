@@ -29,6 +29,8 @@ pub struct Settings {
     pub client_rate_limit: u32,
     /// How often lapsed leases are swept.
     pub sweep_interval: std::time::Duration,
+    /// Email and webhook delivery.
+    pub notify: crate::notify::NotifySettings,
 }
 
 impl Settings {
@@ -41,6 +43,7 @@ impl Settings {
             force: false,
             client_rate_limit: crate::limits::DEFAULT_PER_SECOND,
             sweep_interval: std::time::Duration::from_secs(1),
+            notify: Default::default(),
         }
     }
 }
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("force", &self.force)
             .field("client_rate_limit", &self.client_rate_limit)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -117,6 +121,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         signers: std::sync::Arc::new(signers),
         limits: std::sync::Arc::new(crate::limits::Limits::new(settings.client_rate_limit)),
         sweep_interval: settings.sweep_interval,
+        notifier: std::sync::Arc::new(crate::notify::Notifier::new(settings.notify.clone())?),
         live: Default::default(),
         login_limits: std::sync::Arc::new(crate::limits::Limits::login()),
     })

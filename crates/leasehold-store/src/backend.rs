@@ -34,6 +34,36 @@ pub(crate) fn last_day() -> chrono::NaiveDate {
     chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or_default()
 }
 
+/// A heartbeat: one statement on one row, answering the instance list of a live lease.
+pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET expires_at = $1, last_seen_at = $2 WHERE id = $3 \
+     AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 RETURNING instances";
+
+/// How many lapsed leases one transaction ends (bind-parameter and lock-time bound).
+pub(crate) const EXPIRE_CHUNK: i64 = 500;
+
+/// A webhook event's `data`: the subject as it is after the change (before, if it is
+/// gone), the license it concerns, and a seat's release reason.
+pub(crate) fn webhook_data(
+    subject: (&str, &str),
+    license_id: Option<&str>,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> String {
+    let object: serde_json::Value = after
+        .or(before)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let mut data = serde_json::json!({ "license_id": license_id });
+    if let Some(reason) = object.get("release_reason").filter(|r| !r.is_null()) {
+        data["reason"] = reason.clone();
+    }
+    data[subject.0] = object;
+    if data[subject.0].is_null() {
+        data[subject.0] = serde_json::json!({ "id": subject.1 });
+    }
+    data.to_string()
+}
+
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {
     serde_json::to_string(value).ok()
 }
@@ -44,7 +74,7 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 macro_rules! impl_store {
     ($store:ty, $db:ty, backend = $backend:expr, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
-        use $crate::backend::{is_unique_violation, json, TOP_CURSOR};
+        use $crate::backend::{is_unique_violation, json, EXPIRE_CHUNK, TOP_CURSOR};
         use $crate::records::*;
         use $crate::{Backend, Result, Store, StoreError};
         use async_trait::async_trait;
@@ -66,12 +96,18 @@ macro_rules! impl_store {
                 before: Option<String>,
                 after: Option<String>,
             ) -> Result<()> {
+                let id = new_id();
+                let now = now_ms();
+                if let Some(event_type) = $crate::outbox::webhook_event_of(action) {
+                    let data = $crate::backend::webhook_data(subject, license_id, before.as_deref(), after.as_deref());
+                    Self::enqueue_webhooks(tx, workspace_id, event_type, &id, &data, now).await?;
+                }
                 sqlx::query(
                     "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
                      subject_type, subject_id, license_id, before_json, after_json, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
-                .bind(new_id())
+                .bind(&id)
                 .bind(workspace_id)
                 .bind(actor.kind)
                 .bind(actor.id.as_deref())
@@ -82,10 +118,52 @@ macro_rules! impl_store {
                 .bind(license_id)
                 .bind(before)
                 .bind(after)
-                .bind(now_ms())
+                .bind(now)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
+            }
+
+            /// Queues `event_type` for every webhook of the workspace subscribed to it, in the
+            /// caller's transaction: one statement, nothing when none is. Message ids are
+            /// `event_id.webhook_id`, so queuing the same event twice queues nothing more.
+            async fn enqueue_webhooks(
+                tx: &mut Tx,
+                workspace_id: &str,
+                event_type: &str,
+                event_id: &str,
+                data: &str,
+                now: i64,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, \
+                     attempts, next_attempt_at, retry_until, created_at) \
+                     SELECT $1 || '.' || w.id, $2, 'webhook', w.id, $3, $4, 'pending', 0, $5, $6, $5 \
+                     FROM webhooks w WHERE w.workspace_id = $2 AND w.deleted_at IS NULL AND w.events LIKE $7 \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(event_id)
+                .bind(workspace_id)
+                .bind(event_type)
+                .bind(data)
+                .bind(now)
+                .bind(now.saturating_add($crate::outbox::RETRY_WINDOW_MS))
+                .bind(format!("%\"{event_type}\"%"))
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
+            async fn announce_denial(tx: &mut Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: &StoreError) -> Result<()> {
+                let data = serde_json::json!({
+                    "license_id": license.id,
+                    "fingerprint": fingerprint,
+                    "os_user": os_user,
+                    "reason": refusal.to_string(),
+                    "seats_total": license.seats_total,
+                });
+                Self::enqueue_webhooks(tx, &license.workspace_id, "seat.denied", &new_id(), &data.to_string(), now_ms()).await
             }
 
             async fn locked_license(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {
@@ -272,23 +350,75 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
-            /// Releases this license's lapsed leases now (before a checkout is refused).
-            async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64) -> Result<Vec<Seat>> {
+            /// Releases up to `limit` of this license's lapsed leases, oldest first, in a few
+            /// set-wide statements (the caller holds the license lock): the sweeper's chunk, and
+            /// the on-demand expiry before a checkout is refused.
+            async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64, limit: i64) -> Result<Vec<Seat>> {
                 let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>(concat!(
                     seat_select!(),
-                    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2"
+                    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2 \
+                     ORDER BY s.expires_at LIMIT $3"
                 ))
                 .bind(&license.id)
                 .bind(now)
+                .bind(limit)
                 .fetch_all(&mut **tx)
                 .await?;
-                let mut expired = Vec::new();
-                for seat in lapsed {
-                    if Self::end_seat(tx, &seat, ReleaseReason::Expired, now).await? {
-                        Self::insert_event(tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
-                        expired.push(seat);
+                if lapsed.is_empty() {
+                    return Ok(lapsed);
+                }
+                let mut ended = sqlx::QueryBuilder::<$db>::new("UPDATE seats SET released_at = ");
+                ended.push_bind(now).push(", release_reason = ").push_bind(ReleaseReason::Expired);
+                ended.push(" WHERE released_at IS NULL AND id IN (");
+                let mut ids = ended.separated(", ");
+                for seat in &lapsed {
+                    ids.push_bind(&seat.id);
+                }
+                ended.push(") RETURNING id");
+                let ended: std::collections::HashSet<String> =
+                    ended.build_query_scalar::<String>().fetch_all(&mut **tx).await?.into_iter().collect();
+                let expired: Vec<Seat> = lapsed.into_iter().filter(|s| ended.contains(&s.id)).collect();
+                if expired.is_empty() {
+                    return Ok(expired);
+                }
+                sqlx::query("UPDATE licenses SET seats_used = seats_used - $1 WHERE id = $2")
+                    .bind(expired.len() as i64)
+                    .bind(&license.id)
+                    .execute(&mut **tx)
+                    .await?;
+                let actor = Actor::system();
+                let ids: Vec<String> = expired.iter().map(|_| new_id()).collect();
+                let (subscribed,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM webhooks WHERE workspace_id = $1 AND deleted_at IS NULL AND events LIKE '%\"seat.expired\"%'",
+                )
+                .bind(&license.workspace_id)
+                .fetch_one(&mut **tx)
+                .await?;
+                if subscribed > 0 {
+                    for (id, seat) in ids.iter().zip(&expired) {
+                        let data = $crate::backend::webhook_data(("seat", &seat.id), Some(&license.id), json(seat).as_deref(), None);
+                        Self::enqueue_webhooks(tx, &license.workspace_id, "seat.expired", id, &data, now).await?;
                     }
                 }
+                let mut events = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
+                     subject_type, subject_id, license_id, before_json, after_json, created_at) ",
+                );
+                events.push_values(ids.iter().zip(&expired), |mut row, (id, seat)| {
+                    row.push_bind(id)
+                        .push_bind(&license.workspace_id)
+                        .push_bind(actor.kind)
+                        .push_bind(actor.id.clone())
+                        .push_bind(actor.label.clone())
+                        .push_bind("seat.expired")
+                        .push_bind("seat")
+                        .push_bind(&seat.id)
+                        .push_bind(&license.id)
+                        .push_bind(json(seat))
+                        .push_bind(None::<String>)
+                        .push_bind(now);
+                });
+                events.build().execute(&mut **tx).await?;
                 Ok(expired)
             }
 
@@ -377,7 +507,10 @@ macro_rules! impl_store {
                 }
                 Self::check_cooldown(&mut tx, license, fingerprint, "", now).await?;
                 if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Dedicated, true).await? {
-                    return Err(Self::refusal(&mut tx, license, SeatModel::Dedicated, true).await?);
+                    let refusal = Self::refusal(&mut tx, license, SeatModel::Dedicated, true).await?;
+                    Self::announce_denial(&mut tx, license, fingerprint, None, &refusal).await?;
+                    self.commit(tx).await?;
+                    return Err(refusal);
                 }
                 let id = new_id();
                 sqlx::query(
@@ -438,10 +571,11 @@ macro_rules! impl_store {
                 Self::check_cooldown(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await?;
                 if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await? {
                     // Before refusing, free what crashed apps left behind.
-                    if Self::expire_license_leases(&mut tx, license, now).await?.is_empty()
+                    if Self::expire_license_leases(&mut tx, license, now, EXPIRE_CHUNK).await?.is_empty()
                         || !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await?
                     {
                         let refusal = Self::refusal(&mut tx, license, SeatModel::Concurrent, true).await?;
+                        Self::announce_denial(&mut tx, license, &holder.fingerprint, Some(&holder.os_user), &refusal).await?;
                         // Keep the expiries just made, even though this checkout is refused.
                         self.commit(tx).await?;
                         return Err(refusal);
@@ -1246,19 +1380,9 @@ macro_rules! impl_store {
                 let now = now_ms();
                 let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
                 // The hot path: one statement on one row.
-                let live: Option<(Option<String>,)> = sqlx::query_as(
-                    "UPDATE seats SET expires_at = $1, last_seen_at = $2 WHERE id = $3 AND license_id = $4 \
-                     AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 RETURNING instances",
-                )
-                .bind(expires_at)
-                .bind(now)
-                .bind(lease_id)
-                .bind(&license.id)
-                .fetch_optional(self.writer())
-                .await?;
-                self.durable().await?;
+                let live = self.touch_lease(lease_id, &license.id, expires_at, now).await?;
                 match live {
-                    Some((instances,)) => {
+                    Some(instances) => {
                         let mut list: Vec<String> =
                             instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
                         if !list.iter().any(|i| i == instance) {
@@ -1332,25 +1456,42 @@ macro_rules! impl_store {
 
             async fn expire_leases(&self, limit: i64) -> Result<Vec<Seat>> {
                 let now = now_ms();
+                let limit = limit.max(1);
                 // Which licenses have lapsed leases; then each license is locked first (like
-                // every other path), skipping any another node is sweeping right now.
-                let licenses: Vec<(String,)> = sqlx::query_as(
-                    "SELECT DISTINCT license_id FROM seats WHERE kind = 'lease' AND released_at IS NULL \
-                     AND expires_at < $1 LIMIT $2",
+                // every other path). At most `limit` leases end per call, each license's in its
+                // own short transaction.
+                // The oldest `limit` lapsed leases, read in index order (a DISTINCT would
+                // visit every lapsed lease on each chunk), name the licenses to sweep.
+                let oldest: Vec<String> = sqlx::query_scalar(
+                    "SELECT license_id FROM seats WHERE kind = 'lease' AND released_at IS NULL \
+                     AND expires_at < $1 ORDER BY expires_at LIMIT $2",
                 )
                 .bind(now)
                 .bind(limit)
                 .fetch_all(self.reader())
                 .await?;
+                let mut licenses: Vec<String> = Vec::new();
+                for license_id in oldest {
+                    if !licenses.contains(&license_id) {
+                        licenses.push(license_id);
+                    }
+                }
                 let mut expired = Vec::new();
-                for (license_id,) in licenses {
+                for license_id in licenses {
+                    let budget = limit - expired.len() as i64;
+                    if budget <= 0 {
+                        break;
+                    }
                     let mut tx = self.begin_write().await?;
-                    let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $skip_locked))
+                    // Waits for a checkout holding the lock (it is brief) rather than skip: a
+                    // skipped license would end the sweep early. Another node sweeping the same
+                    // license is waited for too, and then finds its leases already ended.
+                    let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
                         .bind(&license_id)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if let Some(license) = license {
-                        expired.extend(Self::expire_license_leases(&mut tx, &license, now).await?);
+                        expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
                     }
                     self.commit(tx).await?;
                 }
@@ -1498,8 +1639,8 @@ macro_rules! impl_store {
                     None => ($crate::backend::first_day(), String::new()),
                 };
                 let rows = sqlx::query_as::<_, Reminder>(
-                    "SELECT r.* FROM reminders r JOIN licenses l ON l.id = r.license_id \
-                     WHERE r.workspace_id = $1 AND l.deleted_at IS NULL \
+                    "SELECT r.*, o.state AS delivery FROM reminders r JOIN licenses l ON l.id = r.license_id \
+                     LEFT JOIN outbox o ON o.id = r.outbox_id WHERE r.workspace_id = $1 AND l.deleted_at IS NULL \
                      AND (r.due_on > $2 OR (r.due_on = $2 AND r.id > $3)) \
                      AND ($4 = '' OR r.license_id = $4) AND r.due_on <= $5 AND ($6 = '' OR r.state = $6) \
                      ORDER BY r.due_on, r.id LIMIT $7",

@@ -4,6 +4,8 @@
 
 #[macro_use]
 mod backend;
+#[macro_use]
+mod outbox;
 mod postgres;
 mod records;
 mod sqlite;
@@ -16,6 +18,10 @@ use std::sync::Arc;
 /// which messages sent meanwhile may be missing.
 pub type Messages = Pin<Box<dyn futures_core::Stream<Item = Option<String>> + Send>>;
 
+pub use outbox::{
+    webhook_event_of, Attempt, DueReminder, NewEmail, Notifications, NotifySettings, OutboxMessage,
+    RenderReminders, Webhook, RETRY_WINDOW_MS, WEBHOOK_EVENTS,
+};
 pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -93,7 +99,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 /// audit event in the same transaction; every call is scoped to one workspace and
 /// answers [`StoreError::NotFound`] for another workspace's objects.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Notifications + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Answers when the database answers (readiness).
     async fn ping(&self) -> Result<()>;

@@ -66,9 +66,22 @@ impl PostgresStore {
         Ok(tx.commit().await?)
     }
 
-    /// PostgreSQL's commit is durable when it returns.
-    async fn durable(&self) -> crate::Result<()> {
-        Ok(())
+    /// Pushes a live lease's expiry; answers its instance list, or None when it lapsed.
+    async fn touch_lease(
+        &self,
+        lease_id: &str,
+        license_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> crate::Result<Option<Option<String>>> {
+        let live: Option<(Option<String>,)> = sqlx::query_as(TOUCH_LEASE)
+            .bind(expires_at)
+            .bind(now)
+            .bind(lease_id)
+            .bind(license_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(live.map(|(instances,)| instances))
     }
 
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -76,10 +89,19 @@ impl PostgresStore {
     }
 }
 
+const TOUCH_LEASE: &str = crate::backend::TOUCH_LEASE;
+
 impl_store!(
     PostgresStore,
     sqlx::Postgres,
     backend = Backend::Postgres,
     lock = " FOR UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+);
+
+impl_notifications!(
+    PostgresStore,
+    sqlx::Postgres,
+    backend = Backend::Postgres,
     skip_locked = " FOR UPDATE SKIP LOCKED"
 );

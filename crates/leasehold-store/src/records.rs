@@ -373,6 +373,11 @@ pub struct Reminder {
     pub created_at: i64,
     pub sent_at: Option<i64>,
     pub dismissed_at: Option<i64>,
+    /// The message that announced it, once sent.
+    pub outbox_id: Option<String>,
+    /// That message's delivery state: `pending`, `delivered` or `failed`.
+    #[sqlx(default)]
+    pub delivery: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

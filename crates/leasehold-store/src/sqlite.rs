@@ -19,7 +19,75 @@ use tokio::sync::{mpsc, oneshot};
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
-    wal: Option<WalSync>,
+    wal: Option<Arc<WalSync>>,
+    heartbeats: mpsc::UnboundedSender<Touch>,
+}
+
+/// One heartbeat waiting for the batch that applies it.
+struct Touch {
+    lease_id: String,
+    license_id: String,
+    expires_at: i64,
+    now: i64,
+    done: oneshot::Sender<Result<Option<Option<String>>, String>>,
+}
+
+/// Applies every heartbeat queued at once in one transaction on the writer (and one
+/// group-commit wait), instead of a writer turn each: heartbeats are the bulk of the load.
+fn spawn_heartbeat_batcher(
+    writer: SqlitePool,
+    wal: Option<Arc<WalSync>>,
+) -> mpsc::UnboundedSender<Touch> {
+    let (queue, mut waiting) = mpsc::unbounded_channel::<Touch>();
+    tokio::spawn(async move {
+        while let Some(first) = waiting.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 1024 {
+                match waiting.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let applied: Result<Vec<Option<Option<String>>>, String> = async {
+                let mut tx = writer
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::with_capacity(batch.len());
+                for touch in &batch {
+                    let live: Option<(Option<String>,)> =
+                        sqlx::query_as(crate::backend::TOUCH_LEASE)
+                            .bind(touch.expires_at)
+                            .bind(touch.now)
+                            .bind(&touch.lease_id)
+                            .bind(&touch.license_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    out.push(live.map(|(instances,)| instances));
+                }
+                tx.commit().await.map_err(|e| e.to_string())?;
+                if let Some(wal) = &wal {
+                    wal.wait().await.map_err(|e| e.to_string())?;
+                }
+                Ok(out)
+            }
+            .await;
+            match applied {
+                Ok(out) => {
+                    for (touch, live) in batch.into_iter().zip(out) {
+                        let _ = touch.done.send(Ok(live));
+                    }
+                }
+                Err(error) => {
+                    for touch in batch {
+                        let _ = touch.done.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    });
+    queue
 }
 
 /// Makes committed WAL frames durable, many commits per fsync.
@@ -83,7 +151,7 @@ impl SqliteStore {
         let mut wal_path = options.get_filename().as_os_str().to_owned();
         wal_path.push("-wal");
         let wal = match WalSync::start(Path::new(&wal_path)) {
-            Ok(wal) => Some(wal),
+            Ok(wal) => Some(Arc::new(wal)),
             Err(error) => {
                 // No WAL file to sync (an in-memory database): every commit syncs itself.
                 tracing::warn!(%error, "no WAL file to group-commit; committing with synchronous=FULL");
@@ -98,10 +166,12 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
+        let heartbeats = spawn_heartbeat_batcher(writer.clone(), wal.clone());
         Ok(SqliteStore {
             writer,
             readers,
             wal,
+            heartbeats,
         })
     }
 
@@ -133,6 +203,31 @@ impl SqliteStore {
         }
     }
 
+    /// Pushes a live lease's expiry, batched with the heartbeats that arrive with it.
+    async fn touch_lease(
+        &self,
+        lease_id: &str,
+        license_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> crate::Result<Option<Option<String>>> {
+        let (done, applied) = oneshot::channel();
+        let stopped = || crate::StoreError::Corrupt("the heartbeat batcher stopped".into());
+        self.heartbeats
+            .send(Touch {
+                lease_id: lease_id.to_string(),
+                license_id: license_id.to_string(),
+                expires_at,
+                now,
+                done,
+            })
+            .map_err(|_| stopped())?;
+        applied
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|e| crate::StoreError::Corrupt(format!("heartbeat batch failed: {e}")))
+    }
+
     pub(crate) async fn notify_nodes(&self, _channel: &str, _payload: &str) -> crate::Result<()> {
         Ok(())
     }
@@ -150,5 +245,12 @@ impl_store!(
     sqlx::Sqlite,
     backend = Backend::Sqlite,
     lock = "",
+    skip_locked = ""
+);
+
+impl_notifications!(
+    SqliteStore,
+    sqlx::Sqlite,
+    backend = Backend::Sqlite,
     skip_locked = ""
 );

@@ -73,7 +73,39 @@ struct ServeArgs {
     #[arg(long, env = "LEASEHOLD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     sweep_interval_ms: u64,
     #[command(flatten)]
+    notify: NotifyArgs,
+    #[command(flatten)]
     store: StoreArgs,
+}
+
+#[derive(Args)]
+struct NotifyArgs {
+    /// SMTP server for reminder emails: `smtp://HOST:25` (plain), `smtp://HOST:587?tls=required`
+    /// (STARTTLS), `smtps://USER:PASSWORD@HOST:465` (TLS). Email is off without it.
+    #[arg(long, env = "LEASEHOLD_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// The From address of reminder emails.
+    #[arg(
+        long,
+        env = "LEASEHOLD_SMTP_FROM",
+        default_value = "Leasehold <leasehold@localhost>"
+    )]
+    smtp_from: String,
+    /// The console's public address, for links in emails.
+    #[arg(long, env = "LEASEHOLD_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Allow webhooks to loopback and link-local addresses (refused by default).
+    #[arg(long, env = "LEASEHOLD_WEBHOOK_ALLOW_LOCAL", default_value_t = false)]
+    webhook_allow_local: bool,
+    /// The first retry of a failed delivery waits this long (ms); each next one twice as long, up to an hour.
+    #[arg(long, env = "LEASEHOLD_RETRY_BASE_MS", default_value_t = 10_000)]
+    retry_base_ms: u64,
+    /// How long a node holds a message it is delivering before another node may retry it (ms).
+    #[arg(long, env = "LEASEHOLD_DELIVERY_CLAIM_MS", default_value_t = 60_000)]
+    delivery_claim_ms: u64,
+    /// How often due reminders are turned into emails and webhooks (ms).
+    #[arg(long, env = "LEASEHOLD_REMINDER_INTERVAL_MS", default_value_t = 60_000)]
+    reminder_interval_ms: u64,
 }
 
 #[derive(Args)]
@@ -101,6 +133,13 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_LOG",
     "LEASEHOLD_CLIENT_RATE_LIMIT",
     "LEASEHOLD_SWEEP_INTERVAL_MS",
+    "LEASEHOLD_SMTP_URL",
+    "LEASEHOLD_SMTP_FROM",
+    "LEASEHOLD_PUBLIC_URL",
+    "LEASEHOLD_WEBHOOK_ALLOW_LOCAL",
+    "LEASEHOLD_RETRY_BASE_MS",
+    "LEASEHOLD_DELIVERY_CLAIM_MS",
+    "LEASEHOLD_REMINDER_INTERVAL_MS",
     "LEASEHOLD_SERVER",
     "LEASEHOLD_KEY",
     "LEASEHOLD_PUBLIC_KEY",
@@ -162,6 +201,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = settings(&args.store)?;
     settings.client_rate_limit = args.client_rate_limit;
     settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
+    let ms = |v: u64| std::time::Duration::from_millis(v.max(10));
+    settings.notify = leasehold_server::notify::NotifySettings {
+        smtp_url: args.notify.smtp_url.clone(),
+        smtp_from: args.notify.smtp_from.clone(),
+        public_url: args
+            .notify
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.listen)),
+        webhook_allow_local: args.notify.webhook_allow_local,
+        retry_base: ms(args.notify.retry_base_ms),
+        claim_hold: ms(args.notify.delivery_claim_ms),
+        reminder_interval: ms(args.notify.reminder_interval_ms),
+        ..Default::default()
+    };
     let state = leasehold_server::open_state(&settings).await?;
     if state.store.workspace_count().await? == 0 {
         tracing::info!(

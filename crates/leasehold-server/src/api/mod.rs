@@ -9,6 +9,7 @@ mod events;
 mod health;
 mod licenses;
 mod members;
+pub(crate) mod notifications;
 mod seats;
 mod tokens;
 mod workspace;
@@ -36,6 +37,7 @@ use utoipa_axum::routes;
         (name = "licenses", description = "Licenses, their keys and seats"),
         (name = "contacts", description = "People seats are assigned to"),
         (name = "audit", description = "Reminders and the audit log"),
+        (name = "notifications", description = "Webhooks, their deliveries, and reminder emails"),
     )
 )]
 struct ApiDoc;
@@ -86,6 +88,21 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::dismiss_reminder))
         .routes(routes!(crate::live::stream))
         .routes(routes!(members::create_member, members::list_members))
+        .routes(routes!(
+            notifications::create_webhook,
+            notifications::list_webhooks
+        ))
+        .routes(routes!(
+            notifications::get_webhook,
+            notifications::delete_webhook
+        ))
+        .routes(routes!(notifications::list_deliveries))
+        .routes(routes!(notifications::resend_delivery))
+        .routes(routes!(
+            notifications::get_settings,
+            notifications::update_settings
+        ))
+        .routes(routes!(notifications::test_email))
         .split_for_parts()
 }
 

@@ -5,6 +5,7 @@
 //! form carries the session's CSRF token; what a role may not do is neither shown nor
 //! accepted (the shared handlers check permissions again).
 
+mod notifications;
 mod pages;
 mod portal;
 mod view;
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .merge(pages::routes())
+        .merge(notifications::routes())
         .merge(portal::routes())
 }
 

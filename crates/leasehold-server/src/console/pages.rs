@@ -50,7 +50,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// An API error as a console page.
-fn failed(session: &ConsoleSession, error: ApiError) -> Response {
+pub(super) fn failed(session: &ConsoleSession, error: ApiError) -> Response {
     view::error_page(Some(session), error.status, &error.message)
 }
 
@@ -1037,13 +1037,14 @@ async fn reminders(State(state): State<AppState>, session: ConsoleSession) -> Re
         html! {
             h1 { "Upcoming reminders" }
             div.table-wrap { table {
-                thead { tr { th { "Due" } th { "What" } th { "License" } th { "State" } th { span.muted { "Action" } } } }
+                thead { tr { th { "Due" } th { "What" } th { "License" } th { "State" } th { "Email" } th { span.muted { "Action" } } } }
                 tbody { @for r in &list.items {
                     tr data-reminder=(r.id) {
                         td { (r.due_on) }
                         td { @if r.kind == leasehold_core::ReminderKind::Expiry { "Expiry" } @else { "Maintenance expiry" } }
                         td { a href={"/licenses/" (r.license_id)} { (name(&r.license_id)) } }
                         td { (r.state.as_str()) }
+                        td.delivery { (r.delivery.as_deref().unwrap_or("—")) }
                         td { @if r.state == leasehold_core::ReminderState::Pending && session.can(Permission::LicenseManage) {
                             form.inline method="post" action={"/reminders/" (r.id) "/dismiss"} { (csrf(&session)) button type="submit" { "Dismiss" } }
                         } }

@@ -50,6 +50,9 @@ pub fn frame(title: &str, session: Option<&ConsoleSession>, body: Markup) -> Mar
                             a href="/applications" { "Applications" }
                             a href="/contacts" { "Contacts" }
                             a href="/reminders" { "Reminders" }
+                            @if session.can(leasehold_core::Permission::LicenseManage) {
+                                a href="/notifications" { "Notifications" }
+                            }
                             a href="/audit" { "Audit log" }
                         }
                         span { (session.email) " · " (session.principal.role.as_str()) }

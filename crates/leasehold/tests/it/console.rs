@@ -135,6 +135,18 @@ impl Browser {
     }
 
     /// Waits (up to `seconds`) until the element's text is `expected`.
+    /// Waits until the live region's event stream is open.
+    async fn wait_live(&self, region: &str) -> bool {
+        let css = format!("{region}[data-live='open']");
+        for _ in 0..300 {
+            if self.client.find(Locator::Css(&css)).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     async fn wait_text(&self, css: &str, expected: &str, seconds: u64) -> bool {
         let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
         while std::time::Instant::now() < deadline {
@@ -160,7 +172,7 @@ impl Browser {
         self.click("form[action='/login'] button[type=submit]")
             .await;
         assert!(
-            self.wait_text("h1", "Live usage", 5).await,
+            self.wait_text("h1", "Live usage", 10).await,
             "signed in: {}",
             self.page_text().await
         );
@@ -209,7 +221,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     b.set("#f-po", "PO-77").await;
     b.click("form[action='/licenses'] button[type=submit]")
         .await;
-    assert!(b.wait_text("h1", "License created", 5).await);
+    assert!(b.wait_text("h1", "License created", 10).await);
     let key = b.text("#new-key").await;
     assert_eq!(key.len(), 29, "the full generated key is shown once: {key}");
     b.click("a.button[href^='/licenses/']").await;
@@ -237,7 +249,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         b.set("#a-device", device).await;
         b.click("#assign button[type=submit]").await;
         assert!(
-            b.wait_text("#seats-figure", &format!("{} / 2", taken + 1), 5)
+            b.wait_text("#seats-figure", &format!("{} / 2", taken + 1), 10)
                 .await
         );
     }
@@ -247,7 +259,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         b.wait_text(
             "#assign-error",
             "Seat over-allocated: reclaim a seat or raise Seats Total",
-            5
+            10
         )
         .await,
         "the over-allocation message: {}",
@@ -258,7 +270,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     // Reclaim one, with confirmation; the row stays with its reclaimed date.
     b.click_and_confirm("#ledger form[action$='/reclaim'] button")
         .await;
-    assert!(b.wait_text("#seats-figure", "1 / 2", 5).await);
+    assert!(b.wait_text("#seats-figure", "1 / 2", 10).await);
     let ledger = b.text("#ledger").await;
     assert!(
         ledger.contains(&chrono::Utc::now().date_naive().to_string())
@@ -271,7 +283,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     b.set("#f-seats", "0").await;
     b.click("form[action$='/edit'] button[type=submit]").await;
     assert!(
-        b.wait_text("#err-seats_total", "seats_total: must be at least 1", 5)
+        b.wait_text("#err-seats_total", "seats_total: must be at least 1", 10)
             .await
     );
 
@@ -281,7 +293,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     b.set("#c-email", "dana@example.com").await;
     b.click("form[action='/contacts'] button[type=submit]")
         .await;
-    assert!(b.wait_contains("dana@example.com", 5).await);
+    assert!(b.wait_contains("dana@example.com", 10).await);
     b.goto(&format!("/licenses/{lid}")).await;
     let dana = b
         .client
@@ -293,7 +305,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     let dana_id = dana.attr("value").await.unwrap().unwrap();
     b.set("#a-contact", &dana_id).await;
     b.click("#assign button[type=submit]").await;
-    assert!(b.wait_text("#seats-figure", "2 / 2", 5).await);
+    assert!(b.wait_text("#seats-figure", "2 / 2", 10).await);
     b.goto("/contacts").await;
     b.click_and_confirm(&format!(
         "form[action='/contacts/{dana_id}/terminate'] button"
@@ -303,7 +315,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         b.wait_text(
             &format!("tr[data-contact='{dana_id}'] .badge"),
             "Terminated",
-            5
+            10
         )
         .await
     );
@@ -323,20 +335,8 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         .await;
     let fid = id(&floating);
     b.goto(&format!("/licenses/{fid}")).await;
-    assert!(b.wait_text("#seats-figure", "0 / 3", 5).await);
-    let mut connected = false;
-    for _ in 0..100 {
-        if b.client
-            .find(Locator::Css("#seats[data-live='open']"))
-            .await
-            .is_ok()
-        {
-            connected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(connected, "the live stream connected");
+    assert!(b.wait_text("#seats-figure", "0 / 3", 10).await);
+    assert!(b.wait_live("#seats").await, "the live stream connected");
     let c = s.anonymous();
     let lease = c
         .ok_post(
@@ -346,7 +346,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         )
         .await;
     assert!(
-        b.wait_text("#seats-figure", "1 / 3", 5).await,
+        b.wait_text("#seats-figure", "1 / 3", 10).await,
         "the checkout shows up live"
     );
     assert!(b.text("#seats").await.contains("ANN-PC"));
@@ -358,11 +358,15 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     )
     .await;
     assert!(
-        b.wait_text("#seats-figure", "0 / 3", 5).await,
+        b.wait_text("#seats-figure", "0 / 3", 10).await,
         "the release shows up live"
     );
 
     b.goto("/").await;
+    assert!(
+        b.wait_live("#live").await,
+        "the overview's stream connected"
+    );
     c.ok_post(
         "/v1/client/leases",
         json!({"key": floating["key"], "fingerprint": "m2", "os_user": "bob", "identifier": "BOB-PC", "instance": "1"}),
@@ -370,7 +374,7 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     )
     .await;
     assert!(
-        b.wait_text(&format!("[data-seats-figure='{fid}']"), "1 / 3", 5)
+        b.wait_text(&format!("[data-seats-figure='{fid}']"), "1 / 3", 10)
             .await,
         "the overview follows too"
     );
@@ -394,10 +398,10 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     b.client.set_window_size(1280, 1000).await.unwrap();
 
     b.goto("/reminders").await;
-    assert!(b.wait_contains("Maintenance expiry", 5).await);
+    assert!(b.wait_contains("Maintenance expiry", 10).await);
     b.screenshot("reminders").await;
     b.goto("/audit").await;
-    assert!(b.wait_contains("seat.reclaimed", 5).await);
+    assert!(b.wait_contains("seat.reclaimed", 10).await);
     b.screenshot("audit").await;
     b.close().await;
     s.stop().await;
@@ -481,10 +485,10 @@ async fn the_portal_shows_only_its_own_key_and_releases_a_seat() {
     b.goto("/portal").await;
     b.set("#portal-key", "WRONG-KEY").await;
     b.click("form[action='/portal'] button").await;
-    assert!(b.wait_contains("No license has this key", 5).await);
+    assert!(b.wait_contains("No license has this key", 10).await);
     b.set("#portal-key", mine["key"].as_str().unwrap()).await;
     b.click("form[action='/portal'] button").await;
-    assert!(b.wait_contains("MY-LAPTOP", 5).await);
+    assert!(b.wait_contains("MY-LAPTOP", 10).await);
     let page = b.text("#portal-seats").await;
     assert!(page.contains("MY-LAPTOP"), "{page}");
     assert!(
@@ -494,12 +498,89 @@ async fn the_portal_shows_only_its_own_key_and_releases_a_seat() {
     assert_eq!(b.text("#portal-figure").await, "1 / 2");
     b.screenshot("portal").await;
     b.click_and_confirm("#portal-seats form button").await;
-    assert!(b.wait_text("#portal-figure", "0 / 2", 5).await);
-    assert!(b.wait_contains("The seat is free", 5).await);
+    assert!(b.wait_text("#portal-figure", "0 / 2", 10).await);
+    assert!(b.wait_contains("The seat is free", 10).await);
     assert_eq!(
         api.ok_get(&format!("/v1/licenses/{}", id(&other))).await["seats_used"],
         1
     );
+    b.close().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_webhook_watches_its_deliveries_and_tests_smtp() {
+    let sink = crate::notify::SmtpSink::start().await;
+    let receiver = crate::notify::Receiver::start(0, false).await;
+    let smtp = sink.url.clone();
+    let s = TestServer::start_with(Backend::Sqlite, move |settings| {
+        settings.notify.webhook_allow_local = true;
+        settings.notify.poll_interval = Duration::from_millis(50);
+        settings.notify.smtp_url = Some(smtp);
+    })
+    .await;
+    let api = s.workspace("Acme").await;
+    let b = Browser::start(&s.base).await;
+    b.sign_in("owner@example.com", OWNER_PASSWORD).await;
+    b.click("nav a[href='/notifications']").await;
+    assert!(b.wait_text("h1", "Notifications", 10).await);
+
+    // Add a webhook: its secret is shown once.
+    b.set("#w-url", &receiver.url).await;
+    b.click("form[action='/webhooks'] button[type=submit]")
+        .await;
+    assert!(
+        b.wait_contains("shown this once", 10).await,
+        "{}",
+        b.page_text().await
+    );
+    let secret = b.text("#webhook-secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+
+    // An event reaches the receiver, signed with that secret, and the log shows it.
+    let license = api.license(1).await;
+    let got = receiver
+        .wait_for(|got| got.iter().any(|r| r.json["type"] == "license.created"))
+        .await;
+    assert!(crate::notify::signature_valid(&secret, &got[0]));
+    b.goto("/notifications").await;
+    b.click("tr[data-webhook] a[href^='/webhooks/']").await;
+    assert!(b.wait_contains("license.created", 10).await);
+    assert!(
+        b.wait_contains("delivered", 10).await,
+        "{}",
+        b.page_text().await
+    );
+    b.screenshot("webhooks").await;
+    b.click("tr[data-delivery] form button[type=submit]").await;
+    let again = receiver.wait_for(|got| got.len() >= 2).await;
+    assert_eq!(
+        again[1].id_header, got[0].id_header,
+        "a re-send keeps the id"
+    );
+    assert_eq!(again[1].json["data"]["license_id"], id(&license));
+
+    // Email settings and the SMTP test.
+    b.goto("/notifications").await;
+    b.set("#n-emails", "it@example.com, finance@example.com")
+        .await;
+    b.click("form[action='/notifications'] button[type=submit]")
+        .await;
+    assert!(b.wait_text("h1", "Notifications", 10).await);
+    let settings = api.ok_get("/v1/notifications").await;
+    assert_eq!(
+        settings["emails"],
+        json!(["it@example.com", "finance@example.com"])
+    );
+    b.click("#smtp-test").await;
+    assert!(
+        b.wait_contains("Test email sent to owner@example.com", 10)
+            .await
+    );
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, vec!["owner@example.com".to_string()]);
+    b.screenshot("notifications").await;
     b.close().await;
     s.stop().await;
 }

@@ -1,0 +1,770 @@
+//! Notifications: signed webhooks and reminder emails, delivered from the outbox to a
+//! real HTTP receiver and a real SMTP server on loopback; retried, never lost on kill -9,
+//! never doubled by two nodes.
+
+use crate::harness::{fresh_pg_database, id, init_store, Backend, ServerProcess, TestServer};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use chrono::{Days, Utc};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+// ---- a webhook receiver ----
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id_header: String,
+    pub signature: String,
+    pub body: String,
+    pub json: Value,
+}
+
+#[derive(Clone, Default)]
+struct ReceiverState {
+    got: Arc<Mutex<Vec<Received>>>,
+    /// Answer 500 to this many requests first.
+    fail_first: Arc<Mutex<usize>>,
+    /// Never answer the first request (a delivery in flight when the server dies).
+    hang_first: Arc<Mutex<bool>>,
+}
+
+pub struct Receiver {
+    pub url: String,
+    state: ReceiverState,
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize, hang_first: bool) -> Receiver {
+        let state = ReceiverState {
+            fail_first: Arc::new(Mutex::new(fail_first)),
+            hang_first: Arc::new(Mutex::new(hang_first)),
+            ..Default::default()
+        };
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, state }
+    }
+
+    pub fn got(&self) -> Vec<Received> {
+        self.state.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for what arrived (up to 20 s); answers it.
+    pub async fn wait_for(&self, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        for _ in 0..400 {
+            let got = self.got();
+            if done(&got) {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the receiver did not get what was expected: {:#?}",
+            self.got()
+        );
+    }
+}
+
+async fn receive(
+    State(state): State<ReceiverState>,
+    headers: HeaderMap,
+    body: String,
+) -> AxumStatus {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let hang = std::mem::take(&mut *state.hang_first.lock().unwrap());
+    state.got.lock().unwrap().push(Received {
+        id_header: header("leasehold-webhook-id"),
+        signature: header("leasehold-webhook-signature"),
+        json: serde_json::from_str(&body).unwrap_or(Value::Null),
+        body,
+    });
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    let mut fail = state.fail_first.lock().unwrap();
+    if *fail > 0 {
+        *fail -= 1;
+        return AxumStatus::INTERNAL_SERVER_ERROR;
+    }
+    AxumStatus::OK
+}
+
+/// Checks `Leasehold-Webhook-Signature` as a receiver would.
+pub fn signature_valid(secret: &str, received: &Received) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in received.signature.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = Some(value.to_string()),
+            Some(("v1", value)) => v1 = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{}", received.body).as_bytes());
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    expected == v1
+}
+
+// ---- an SMTP sink ----
+
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub data: String,
+}
+
+impl Mail {
+    /// The message with quoted-printable soft breaks and escapes undone (enough for tests).
+    pub fn text(&self) -> String {
+        self.data
+            .replace("=\n", "")
+            .replace("=20", " ")
+            .replace("=3D", "=")
+    }
+
+    pub fn message_id(&self) -> String {
+        self.data
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+pub struct SmtpSink {
+    pub url: String,
+    mails: Arc<Mutex<Vec<Mail>>>,
+}
+
+impl SmtpSink {
+    /// Speaks just enough SMTP (no TLS, no AUTH) to accept every message.
+    pub async fn start() -> SmtpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let mails: Arc<Mutex<Vec<Mail>>> = Default::default();
+        let sink = mails.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let mails = sink.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 sink ESMTP\r\n").await.ok();
+                    let mut to = Vec::new();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let upper = line.to_ascii_uppercase();
+                        let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO")
+                        {
+                            b"250-sink\r\n250 8BITMIME\r\n"
+                        } else if upper.starts_with("RCPT TO:") {
+                            to.push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                            b"250 ok\r\n"
+                        } else if upper.starts_with("DATA") {
+                            write.write_all(b"354 go on\r\n").await.ok();
+                            let mut data = String::new();
+                            while let Ok(Some(line)) = lines.next_line().await {
+                                if line == "." {
+                                    break;
+                                }
+                                data.push_str(&line);
+                                data.push('\n');
+                            }
+                            mails.lock().unwrap().push(Mail {
+                                to: std::mem::take(&mut to),
+                                data,
+                            });
+                            b"250 queued\r\n"
+                        } else if upper.starts_with("QUIT") {
+                            write.write_all(b"221 bye\r\n").await.ok();
+                            break;
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        write.write_all(reply).await.ok();
+                    }
+                });
+            }
+        });
+        SmtpSink { url, mails }
+    }
+
+    pub fn mails(&self) -> Vec<Mail> {
+        self.mails.lock().unwrap().clone()
+    }
+}
+
+// ---- the tests ----
+
+fn local(settings: &mut leasehold_server::Settings) {
+    settings.notify.webhook_allow_local = true;
+    settings.notify.retry_base = Duration::from_millis(100);
+    settings.notify.poll_interval = Duration::from_millis(50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_checked_and_their_secret_shown_once() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let admin = s.workspace("Acme").await;
+    for (url, events) in [
+        ("http://127.0.0.1:9/hook", json!(["seat.taken"])),
+        ("http://localhost/hook", json!(["seat.taken"])),
+        (
+            "http://169.254.169.254/latest/meta-data",
+            json!(["seat.taken"]),
+        ),
+        ("ftp://example.com/", json!(["seat.taken"])),
+    ] {
+        let (status, answer) = admin
+            .post("/v1/webhooks", json!({"url": url, "events": events}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {answer}");
+        assert_eq!(answer["error"]["details"]["field"], "url");
+    }
+    for events in [json!([]), json!(["seat.stolen"])] {
+        let (status, answer) = admin
+            .post(
+                "/v1/webhooks",
+                json!({"url": "https://hooks.example.com/x", "events": events}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["details"]["field"], "events");
+    }
+    let created = admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": "https://hooks.example.com/x", "events": ["seat.taken", "license.expiring"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let secret = created["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_") && secret.len() > 30);
+    let path = format!("/v1/webhooks/{}", id(&created));
+    let fetched = admin.ok_get(&path).await;
+    assert!(
+        fetched.get("secret").is_none(),
+        "the secret is shown once: {fetched}"
+    );
+    assert_eq!(fetched["events"], json!(["seat.taken", "license.expiring"]));
+    let listed = admin.ok_get("/v1/webhooks").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    assert!(listed["items"][0].get("secret").is_none());
+    // Another workspace sees nothing of it; a viewer may not manage webhooks.
+    let other = s.workspace("Other").await;
+    assert_eq!(other.get(&path).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(other.delete(&path).await.0, StatusCode::NOT_FOUND);
+    let viewer = admin.token("viewer").await;
+    assert_eq!(viewer.get("/v1/webhooks").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(admin.delete(&path).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get(&path).await.0, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+async fn seat_and_license_events_arrive_signed(backend: Backend) {
+    let s = TestServer::start_with(backend, local).await;
+    let receiver = Receiver::start(0, false).await;
+    let admin = s.workspace("Acme").await;
+    let hook = admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": leasehold_store::WEBHOOK_EVENTS, "secret": "a-shared-secret-0123456789"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(hook["secret"], "a-shared-secret-0123456789");
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1}))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = s.anonymous();
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": "m1", "os_user": "ann", "instance": "i1"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let (status, _) = c
+        .post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": "m2", "os_user": "bob", "instance": "i1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/client/leases/{}/instances/i1", id(&lease)),
+            Some(json!({"key": key})),
+        )
+        .await;
+    assert!(status.is_success());
+    let contact = admin
+        .ok_post(
+            "/v1/contacts",
+            json!({"name": "Carol", "email": "carol@example.com"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin
+        .ok_post(
+            &format!("/v1/contacts/{}/terminate", id(&contact)),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    let path = format!("/v1/licenses/{}", id(&license));
+    let (status, _) = admin.patch(&path, json!({"notes": "renewed"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(admin.delete(&path).await.0, StatusCode::NO_CONTENT);
+
+    let expected = [
+        "license.created",
+        "seat.taken",
+        "seat.denied",
+        "seat.released",
+        "contact.terminated",
+        "license.updated",
+        "license.deleted",
+    ];
+    let got = receiver
+        .wait_for(|got| {
+            expected
+                .iter()
+                .all(|t| got.iter().any(|r| r.json["type"] == *t))
+        })
+        .await;
+    for received in &got {
+        assert!(
+            signature_valid("a-shared-secret-0123456789", received),
+            "{backend:?}: bad signature on {}",
+            received.body
+        );
+        assert!(!signature_valid("another-secret-0123456789", received));
+        assert_eq!(received.id_header, received.json["id"].as_str().unwrap());
+        assert!(received.json["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.id_header.as_str()).collect();
+    assert_eq!(ids.len(), got.len(), "each message once: {got:#?}");
+    let released = got
+        .iter()
+        .find(|r| r.json["type"] == "seat.released")
+        .unwrap();
+    assert_eq!(released.json["data"]["reason"], "checkin");
+    assert_eq!(released.json["data"]["license_id"], id(&license));
+    let taken = got.iter().find(|r| r.json["type"] == "seat.taken").unwrap();
+    assert_eq!(taken.json["data"]["seat"]["fingerprint"], "m1");
+    let denied = got
+        .iter()
+        .find(|r| r.json["type"] == "seat.denied")
+        .unwrap();
+    assert_eq!(denied.json["data"]["fingerprint"], "m2");
+    // The delivery log shows them delivered.
+    let log = admin
+        .ok_get(&format!("/v1/webhooks/{}/deliveries?limit=200", id(&hook)))
+        .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), got.len());
+    assert!(items
+        .iter()
+        .all(|d| d["state"] == "delivered" && d["last_status"] == 200));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seat_and_license_events_arrive_signed_sqlite() {
+    seat_and_license_events_arrive_signed(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seat_and_license_events_arrive_signed_postgres() {
+    seat_and_license_events_arrive_signed(Backend::Postgres).await;
+}
+
+async fn a_failing_receiver_gets_the_event_once_more(backend: Backend) {
+    let s = TestServer::start_with(backend, local).await;
+    let receiver = Receiver::start(3, false).await;
+    let admin = s.workspace("Acme").await;
+    let hook = admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["license.created"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    admin.license(1).await;
+    let got = receiver.wait_for(|got| got.len() >= 4).await;
+    // Backoff is 100, 200, 400 ms here: wait well past another would-be retry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got_after = receiver.got();
+    assert_eq!(
+        got_after.len(),
+        4,
+        "{backend:?}: three failures, then one success, then nothing more"
+    );
+    assert!(
+        got.iter().all(|r| r.id_header == got[0].id_header),
+        "the same id on every attempt"
+    );
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
+        "the same body on every attempt"
+    );
+    let log = admin
+        .ok_get(&format!("/v1/webhooks/{}/deliveries", id(&hook)))
+        .await;
+    let delivery = &log["items"][0];
+    assert_eq!(delivery["state"], "delivered");
+    assert_eq!(delivery["attempts"], 4);
+    assert_eq!(delivery["last_status"], 200);
+    assert_eq!(delivery["id"], got[0].id_header.as_str());
+    // Re-sending delivers it once more, with the same id.
+    admin
+        .ok_post(
+            &format!(
+                "/v1/webhooks/{}/deliveries/{}/resend",
+                id(&hook),
+                got[0].id_header
+            ),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    let again = receiver.wait_for(|got| got.len() >= 5).await;
+    assert_eq!(again[4].id_header, got[0].id_header);
+    let (status, _) = admin
+        .post(
+            &format!("/v1/webhooks/{}/deliveries/nope/resend", id(&hook)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_the_event_once_more_sqlite() {
+    a_failing_receiver_gets_the_event_once_more(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_the_event_once_more_postgres() {
+    a_failing_receiver_gets_the_event_once_more(Backend::Postgres).await;
+}
+
+async fn due_reminders_are_emailed_once(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let receiver = Receiver::start(0, false).await;
+    let smtp = sink.url.clone();
+    let s = TestServer::start_with(backend, move |settings| {
+        local(settings);
+        settings.notify.smtp_url = Some(smtp);
+        settings.notify.public_url = "https://licenses.example.com".into();
+        // The test queues reminders itself.
+        settings.notify.reminder_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let admin = s.workspace("Acme").await;
+    let (status, settings) = admin
+        .patch("/v1/notifications", json!({"emails": ["it@example.com"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    assert_eq!(settings["smtp_configured"], true);
+    let (status, _) = admin
+        .patch("/v1/notifications", json!({"emails": ["not an address"]}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["license.expiring"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let app = admin
+        .ok_post(
+            "/v1/applications",
+            json!({"name": "CAD Pro", "vendor": "V", "deployment_model": "on_premise"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let today = Utc::now().date_naive();
+    let expires = today + Days::new(7);
+    let maintenance = today + Days::new(30);
+    let license = admin
+        .ok_post(
+            "/v1/licenses",
+            json!({"application_id": id(&app), "licensed_to": "Design Team", "type": "subscription",
+                   "seats_total": 5, "expires_on": expires.to_string(),
+                   "maintenance_expires_on": maintenance.to_string()}),
+            StatusCode::CREATED,
+        )
+        .await;
+    // Due today: the 7-day expiry reminder and the 30-day maintenance reminder.
+    assert_eq!(leasehold_server::notify::queue_reminders(&s.state).await, 2);
+    assert_eq!(
+        leasehold_server::notify::queue_reminders(&s.state).await,
+        0,
+        "queued once"
+    );
+    for _ in 0..200 {
+        if sink.mails().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mails = sink.mails();
+    assert_eq!(
+        mails.len(),
+        2,
+        "{backend:?}: one email per due reminder: {mails:#?}"
+    );
+    let expiry = mails
+        .iter()
+        .find(|m| m.text().contains(&format!("license expires {expires}")))
+        .unwrap_or_else(|| panic!("no expiry email: {mails:#?}"));
+    assert!(expiry.text().contains("CAD Pro"));
+    assert!(expiry.text().contains("Design Team"));
+    assert!(
+        expiry.text().contains("Seats in use: 0 of 5"),
+        "{}",
+        expiry.text()
+    );
+    assert!(expiry.text().contains(&format!(
+        "https://licenses.example.com/licenses/{}",
+        id(&license)
+    )));
+    assert!(mails.iter().any(|m| m
+        .text()
+        .contains(&format!("maintenance expires {maintenance}"))));
+    for mail in &mails {
+        assert!(
+            mail.to.contains(&"owner@example.com".to_string()),
+            "{:?}",
+            mail.to
+        );
+        assert!(
+            mail.to.contains(&"it@example.com".to_string()),
+            "{:?}",
+            mail.to
+        );
+        assert!(
+            mail.message_id().starts_with("<reminder."),
+            "{}",
+            mail.message_id()
+        );
+    }
+    let reminders = admin
+        .ok_get(&format!(
+            "/v1/reminders?license_id={}&state=sent",
+            id(&license)
+        ))
+        .await;
+    let items = reminders["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(
+        items.iter().all(|r| r["delivery"] == "delivered"),
+        "{reminders}"
+    );
+    let hooks = receiver.wait_for(|got| got.len() >= 2).await;
+    assert!(hooks.iter().all(|r| r.json["type"] == "license.expiring"));
+    assert!(hooks
+        .iter()
+        .all(|r| r.json["data"]["application"] == "CAD Pro"));
+
+    // A digest workspace gets one email for the day's reminders.
+    let digest = s.workspace("Digest").await;
+    digest
+        .patch("/v1/notifications", json!({"digest": true}))
+        .await;
+    for name in ["One", "Two"] {
+        digest
+            .license_with(json!({"licensed_to": name, "expires_on": expires.to_string()}))
+            .await;
+    }
+    assert_eq!(leasehold_server::notify::queue_reminders(&s.state).await, 2);
+    for _ in 0..200 {
+        if sink.mails().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 3, "one digest email: {mails:#?}");
+    let digest_mail = &mails[2];
+    assert!(digest_mail.message_id().starts_with("<digest."));
+    assert!(digest_mail.text().contains("One") && digest_mail.text().contains("Two"));
+
+    // The SMTP test.
+    let (status, _) = admin
+        .post(
+            "/v1/notifications/test-email",
+            json!({"to": "x@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(sink.mails().len(), 4);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_reminders_are_emailed_once_sqlite() {
+    due_reminders_are_emailed_once(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_reminders_are_emailed_once_postgres() {
+    due_reminders_are_emailed_once(Backend::Postgres).await;
+}
+
+fn node_args(store: &[String]) -> Vec<String> {
+    let mut args = store.to_vec();
+    args.extend(
+        [
+            "--webhook-allow-local",
+            "--retry-base-ms",
+            "100",
+            "--delivery-claim-ms",
+            "1500",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_and_repeats_at_most_the_message_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = vec!["--data-dir".to_string(), dir.path().display().to_string()];
+    let token = init_store(&store, "Acme");
+    let receiver = Receiver::start(0, true).await;
+    let mut server = ServerProcess::start(&node_args(&store)).await;
+    let admin = server.api(&token);
+    admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["license.created"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mut created = Vec::new();
+    for _ in 0..6 {
+        created.push(id(&admin.license(1).await));
+    }
+    // The first delivery is in flight (the receiver holds it); then the server dies.
+    receiver.wait_for(|got| !got.is_empty()).await;
+    server.kill_9();
+    let restarted = ServerProcess::start(&node_args(&store)).await;
+    let got = receiver
+        .wait_for(|got| {
+            created.iter().all(|license| {
+                got.iter()
+                    .any(|r| r.json["data"]["license_id"] == license.as_str())
+            })
+        })
+        .await;
+    // The message in flight at the kill is retried once its claim lapses: same id.
+    let in_flight = got[0].id_header.clone();
+    let got = receiver
+        .wait_for(|got| got.iter().filter(|r| r.id_header == in_flight).count() >= 2)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = if receiver.got().len() > got.len() {
+        receiver.got()
+    } else {
+        got
+    };
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    for received in &got {
+        *counts.entry(received.id_header.as_str()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 6, "every message arrived: {got:#?}");
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.len() <= 1,
+        "at most the message in flight repeats: {repeated:?}"
+    );
+    if let Some((repeated_id, n)) = repeated.first() {
+        assert_eq!(**n, 2);
+        assert_eq!(**repeated_id, got[0].id_header, "only the one in flight");
+    }
+    drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_each_message_once() {
+    let (url, name) = fresh_pg_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = vec![
+        "--database-url".to_string(),
+        url,
+        "--data-dir".to_string(),
+        dir.path().display().to_string(),
+    ];
+    let token = init_store(&store, "Acme");
+    let receiver = Receiver::start(0, false).await;
+    let nodes = [
+        ServerProcess::start(&node_args(&store)).await,
+        ServerProcess::start(&node_args(&store)).await,
+    ];
+    let apis: Vec<_> = nodes.iter().map(|n| n.api(&token)).collect();
+    apis[0]
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["license.created"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let app = apis[0].application("App").await;
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let api = apis[n % 2].clone();
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            api.ok_post(
+                "/v1/licenses",
+                json!({"application_id": app, "licensed_to": format!("L{n}"), "type": "subscription", "seats_total": 1}),
+                StatusCode::CREATED,
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    receiver.wait_for(|got| got.len() >= 40).await;
+    // Both nodes poll every second; give a would-be duplicate time to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = receiver.got();
+    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.id_header.as_str()).collect();
+    assert_eq!(ids.len(), 40);
+    assert_eq!(got.len(), 40, "each message delivered by one node only");
+    drop(nodes);
+    crate::harness::drop_pg_database(&name).await;
+}
