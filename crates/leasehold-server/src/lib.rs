@@ -8,6 +8,7 @@ mod convert;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod license_cache;
 pub mod limits;
 pub mod live;
 pub mod notify;

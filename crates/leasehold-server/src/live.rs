@@ -38,6 +38,8 @@ pub struct LiveHub {
     node: String,
     /// To the task that NOTIFYs other nodes (set when the store has several).
     outbound: std::sync::OnceLock<tokio::sync::mpsc::Sender<Wire>>,
+    /// The client protocol's licenses, dropped by the changes this feed carries.
+    pub licenses: crate::license_cache::LicenseCache,
 }
 
 impl Default for LiveHub {
@@ -46,12 +48,16 @@ impl Default for LiveHub {
             sender: broadcast::channel(4096).0,
             node: uuid::Uuid::new_v4().to_string(),
             outbound: std::sync::OnceLock::new(),
+            licenses: Default::default(),
         }
     }
 }
 
 impl LiveHub {
     pub fn publish(&self, workspace_id: &str, license_id: &str, kind: &str) {
+        if crate::license_cache::changes_license(kind) {
+            self.licenses.invalidate(license_id);
+        }
         // No subscriber is fine: nobody is watching.
         let _ = self.sender.send(LiveEvent {
             workspace_id: workspace_id.to_string(),
@@ -73,6 +79,9 @@ impl LiveHub {
     fn deliver_remote(&self, payload: &str) {
         match serde_json::from_str::<Wire>(payload) {
             Ok(wire) if wire.node != self.node => {
+                if crate::license_cache::changes_license(&wire.kind) {
+                    self.licenses.invalidate(&wire.license_id);
+                }
                 let _ = self.sender.send(LiveEvent {
                     workspace_id: wire.workspace_id,
                     license_id: wire.license_id,
@@ -168,8 +177,10 @@ pub async fn spawn_backplane(state: &AppState) -> Vec<tokio::task::JoinHandle<()
         while let Some(message) = messages.next().await {
             match message {
                 Some(payload) => receiver_state.live.deliver_remote(&payload),
-                // Reconnected: what was sent meanwhile is lost, so every console reloads.
+                // Reconnected: what was sent meanwhile is lost, so every console reloads
+                // and every cached license is read again.
                 None => {
+                    receiver_state.live.licenses.clear();
                     let _ = receiver_state.live.sender.send(LiveEvent {
                         workspace_id: String::new(),
                         license_id: String::new(),

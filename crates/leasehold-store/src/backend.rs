@@ -38,6 +38,49 @@ pub(crate) fn last_day() -> chrono::NaiveDate {
 pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET expires_at = $1, last_seen_at = $2 WHERE id = $3 \
      AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 RETURNING instances";
 
+/// The seat statements both the sqlx paths and SQLite's seat writer run (one text each).
+pub(crate) const ACTIVE_SEAT: &str = concat!(
+    seat_select!(),
+    "WHERE s.license_id = $1 AND s.kind = $2 AND s.fingerprint = $3 \
+     AND ($4 = '' OR s.os_user = $4) AND s.released_at IS NULL"
+);
+pub(crate) const SEAT_BY_ID: &str =
+    concat!(seat_select!(), "WHERE s.id = $1 AND s.workspace_id = $2");
+/// Counts one more seat if one is free: the invariant, in one statement. It re-checks what
+/// the caller read before its transaction: the seat model and, for applications
+/// (`$3`, in force), that the license is active on `$4` (today).
+pub(crate) const TRY_TAKE_SEAT: &str = "UPDATE licenses SET seats_used = seats_used + 1 \
+     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
+     AND ($3 = FALSE OR (status = 'active' AND (expires_on IS NULL OR expires_on >= $4)))";
+pub(crate) const INSERT_LEASE: &str = "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \
+     identifier, instances, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, 'lease', $4, $5, $6, $7, $8, $8, $9)";
+/// A live lease taken again by another instance of its holder.
+pub(crate) const RENEW_LEASE: &str =
+    "UPDATE seats SET instances = $1, expires_at = $2, last_seen_at = $3, \
+     identifier = COALESCE($4, identifier) WHERE id = $5 AND released_at IS NULL";
+pub(crate) const SET_INSTANCES: &str =
+    "UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3 AND released_at IS NULL";
+pub(crate) const END_SEAT: &str =
+    "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL";
+pub(crate) const FREE_SEAT: &str = "UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1";
+pub(crate) const INSERT_EVENT: &str =
+    "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
+     subject_type, subject_id, license_id, before_json, after_json, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+/// Queues an event for every webhook of the workspace subscribed to it (`$7`: the
+/// `LIKE` pattern of its type); ids are `event_id.webhook_id`, so queuing twice is once.
+pub(crate) const ENQUEUE_WEBHOOKS: &str =
+    "INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, \
+     payload, state, attempts, next_attempt_at, retry_until, created_at) \
+     SELECT $1 || '.' || w.id, $2, 'webhook', w.id, $3, $4, 'pending', 0, $5, $6, $5 \
+     FROM webhooks w WHERE w.workspace_id = $2 AND w.deleted_at IS NULL AND w.events LIKE $7 \
+     ON CONFLICT (id) DO NOTHING";
+
+/// The `LIKE` pattern that finds webhooks subscribed to `event_type`.
+pub(crate) fn subscribed_pattern(event_type: &str) -> String {
+    format!("%\"{event_type}\"%")
+}
+
 /// How many lapsed leases one transaction ends (bind-parameter and lock-time bound).
 pub(crate) const EXPIRE_CHUNK: i64 = 500;
 
@@ -102,11 +145,7 @@ macro_rules! impl_store {
                     let data = $crate::backend::webhook_data(subject, license_id, before.as_deref(), after.as_deref());
                     Self::enqueue_webhooks(tx, workspace_id, event_type, &id, &data, now).await?;
                 }
-                sqlx::query(
-                    "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
-                     subject_type, subject_id, license_id, before_json, after_json, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
+                sqlx::query($crate::backend::INSERT_EVENT)
                 .bind(&id)
                 .bind(workspace_id)
                 .bind(actor.kind)
@@ -135,20 +174,14 @@ macro_rules! impl_store {
                 data: &str,
                 now: i64,
             ) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, \
-                     attempts, next_attempt_at, retry_until, created_at) \
-                     SELECT $1 || '.' || w.id, $2, 'webhook', w.id, $3, $4, 'pending', 0, $5, $6, $5 \
-                     FROM webhooks w WHERE w.workspace_id = $2 AND w.deleted_at IS NULL AND w.events LIKE $7 \
-                     ON CONFLICT (id) DO NOTHING",
-                )
+                sqlx::query($crate::backend::ENQUEUE_WEBHOOKS)
                 .bind(event_id)
                 .bind(workspace_id)
                 .bind(event_type)
                 .bind(data)
                 .bind(now)
                 .bind(now.saturating_add($crate::outbox::RETRY_WINDOW_MS))
-                .bind(format!("%\"{event_type}\"%"))
+                .bind($crate::backend::subscribed_pattern(event_type))
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -185,7 +218,7 @@ macro_rules! impl_store {
             }
 
             async fn seat_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<Seat> {
-                sqlx::query_as::<_, Seat>(concat!(seat_select!(), "WHERE s.id = $1 AND s.workspace_id = $2"))
+                sqlx::query_as::<_, Seat>($crate::backend::SEAT_BY_ID)
                     .bind(id)
                     .bind(workspace_id)
                     .fetch_optional(&mut **tx)
@@ -306,11 +339,7 @@ macro_rules! impl_store {
             /// statement re-checks what the caller read before its transaction: the seat
             /// model and, for applications (`in_force`), that the license is active today.
             async fn try_take_seat(tx: &mut Tx, license_id: &str, model: SeatModel, in_force: bool) -> Result<bool> {
-                let taken = sqlx::query(
-                    "UPDATE licenses SET seats_used = seats_used + 1 \
-                     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
-                     AND ($3 = FALSE OR (status = 'active' AND (expires_on IS NULL OR expires_on >= $4)))",
-                )
+                let taken = sqlx::query($crate::backend::TRY_TAKE_SEAT)
                 .bind(license_id)
                 .bind(model)
                 .bind(in_force)
@@ -332,9 +361,7 @@ macro_rules! impl_store {
 
             /// Ends one active seat (if it still is) and frees it in the counter.
             async fn end_seat(tx: &mut Tx, seat: &Seat, reason: ReleaseReason, now: i64) -> Result<bool> {
-                let ended = sqlx::query(
-                    "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL",
-                )
+                let ended = sqlx::query($crate::backend::END_SEAT)
                 .bind(now)
                 .bind(reason)
                 .bind(&seat.id)
@@ -343,7 +370,7 @@ macro_rules! impl_store {
                 if ended.rows_affected() == 0 {
                     return Ok(false);
                 }
-                sqlx::query("UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1")
+                sqlx::query($crate::backend::FREE_SEAT)
                     .bind(&seat.license_id)
                     .execute(&mut **tx)
                     .await?;
@@ -477,11 +504,7 @@ macro_rules! impl_store {
             }
 
             async fn active_seat_of(tx: &mut Tx, license_id: &str, kind: SeatKind, fingerprint: &str, os_user: Option<&str>) -> Result<Option<Seat>> {
-                Ok(sqlx::query_as::<_, Seat>(concat!(
-                    seat_select!(),
-                    "WHERE s.license_id = $1 AND s.kind = $2 AND s.fingerprint = $3 \
-                     AND ($4 = '' OR s.os_user = $4) AND s.released_at IS NULL"
-                ))
+                Ok(sqlx::query_as::<_, Seat>($crate::backend::ACTIVE_SEAT)
                 .bind(license_id)
                 .bind(kind)
                 .bind(fingerprint)
@@ -548,10 +571,7 @@ macro_rules! impl_store {
                         if !instances.contains(&holder.instance) {
                             instances.push(holder.instance.clone());
                         }
-                        sqlx::query(
-                            "UPDATE seats SET instances = $1, expires_at = $2, last_seen_at = $3, \
-                             identifier = COALESCE($4, identifier) WHERE id = $5 AND released_at IS NULL",
-                        )
+                        sqlx::query($crate::backend::RENEW_LEASE)
                         .bind(json(&instances))
                         .bind(expires_at)
                         .bind(now)
@@ -582,10 +602,7 @@ macro_rules! impl_store {
                     }
                 }
                 let id = new_id();
-                sqlx::query(
-                    "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, identifier, instances, \
-                     created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, 'lease', $4, $5, $6, $7, $8, $8, $9)",
-                )
+                sqlx::query($crate::backend::INSERT_LEASE)
                 .bind(&id)
                 .bind(&license.workspace_id)
                 .bind(&license.id)
@@ -1367,6 +1384,9 @@ macro_rules! impl_store {
             }
 
             async fn take_lease(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)> {
+                if let Some(taken) = self.fast_take_lease(license, holder).await? {
+                    return Ok(taken);
+                }
                 let mut attempt = 0;
                 loop {
                     match self.take_lease_once(license, holder).await {
@@ -1422,6 +1442,9 @@ macro_rules! impl_store {
             }
 
             async fn release_instance(&self, license: &License, lease_id: &str, instance: &str) -> Result<bool> {
+                if let Some(released) = self.fast_release_instance(license, lease_id, instance).await? {
+                    return Ok(released);
+                }
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
                 // The license lock serialises changes to the instance list.
@@ -1444,7 +1467,7 @@ macro_rules! impl_store {
                     self.commit(tx).await?;
                     return Ok(true);
                 }
-                sqlx::query("UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3 AND released_at IS NULL")
+                sqlx::query($crate::backend::SET_INSTANCES)
                     .bind(json(&instances))
                     .bind(now)
                     .bind(lease_id)

@@ -8,6 +8,7 @@ mod backend;
 mod outbox;
 mod postgres;
 mod records;
+mod seat_writer;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -56,10 +57,18 @@ pub enum StoreError {
     LeaseExpired,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(String),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite(error.to_string())
+    }
 }
 
 impl StoreError {

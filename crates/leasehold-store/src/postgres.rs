@@ -84,6 +84,24 @@ impl PostgresStore {
         Ok(live.map(|(instances,)| instances))
     }
 
+    /// PostgreSQL takes leases on the general path.
+    async fn fast_take_lease(
+        &self,
+        _license: &crate::License,
+        _holder: &crate::LeaseHolder,
+    ) -> crate::Result<Option<(crate::Seat, bool)>> {
+        Ok(None)
+    }
+
+    async fn fast_release_instance(
+        &self,
+        _license: &crate::License,
+        _lease_id: &str,
+        _instance: &str,
+    ) -> crate::Result<Option<bool>> {
+        Ok(None)
+    }
+
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
     }

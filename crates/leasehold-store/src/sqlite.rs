@@ -6,7 +6,12 @@
 //! while the previous fsync ran, and only then are those callers answered. An answered
 //! write is on disk exactly as with `synchronous=FULL`, but one fsync covers a whole
 //! batch of commits instead of one each.
+//!
+//! **Seat writer.** Taking leases, releasing instances and heartbeats, the bulk of the
+//! load, run on [`SeatWriter`]: a thread with its own write connection that applies every
+//! operation queued at once in one transaction (see `seat_writer.rs`).
 
+use crate::seat_writer::{Done, Op, SeatWriter};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -20,74 +25,9 @@ pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
     wal: Option<Arc<WalSync>>,
-    heartbeats: mpsc::UnboundedSender<Touch>,
-}
-
-/// One heartbeat waiting for the batch that applies it.
-struct Touch {
-    lease_id: String,
-    license_id: String,
-    expires_at: i64,
-    now: i64,
-    done: oneshot::Sender<Result<Option<Option<String>>, String>>,
-}
-
-/// Applies every heartbeat queued at once in one transaction on the writer (and one
-/// group-commit wait), instead of a writer turn each: heartbeats are the bulk of the load.
-fn spawn_heartbeat_batcher(
-    writer: SqlitePool,
-    wal: Option<Arc<WalSync>>,
-) -> mpsc::UnboundedSender<Touch> {
-    let (queue, mut waiting) = mpsc::unbounded_channel::<Touch>();
-    tokio::spawn(async move {
-        while let Some(first) = waiting.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < 1024 {
-                match waiting.try_recv() {
-                    Ok(more) => batch.push(more),
-                    Err(_) => break,
-                }
-            }
-            let applied: Result<Vec<Option<Option<String>>>, String> = async {
-                let mut tx = writer
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut out = Vec::with_capacity(batch.len());
-                for touch in &batch {
-                    let live: Option<(Option<String>,)> =
-                        sqlx::query_as(crate::backend::TOUCH_LEASE)
-                            .bind(touch.expires_at)
-                            .bind(touch.now)
-                            .bind(&touch.lease_id)
-                            .bind(&touch.license_id)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    out.push(live.map(|(instances,)| instances));
-                }
-                tx.commit().await.map_err(|e| e.to_string())?;
-                if let Some(wal) = &wal {
-                    wal.wait().await.map_err(|e| e.to_string())?;
-                }
-                Ok(out)
-            }
-            .await;
-            match applied {
-                Ok(out) => {
-                    for (touch, live) in batch.into_iter().zip(out) {
-                        let _ = touch.done.send(Ok(live));
-                    }
-                }
-                Err(error) => {
-                    for touch in batch {
-                        let _ = touch.done.send(Err(error.clone()));
-                    }
-                }
-            }
-        }
-    });
-    queue
+    /// The hot seat operations' own writer (none for an in-memory database, whose
+    /// second connection would open another database).
+    seats: Option<SeatWriter>,
 }
 
 /// Makes committed WAL frames durable, many commits per fsync.
@@ -164,14 +104,17 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .test_before_acquire(false)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        let heartbeats = spawn_heartbeat_batcher(writer.clone(), wal.clone());
+        let seats = match wal {
+            Some(_) => Some(SeatWriter::start(options.get_filename())?),
+            None => None,
+        };
         Ok(SqliteStore {
             writer,
             readers,
             wal,
-            heartbeats,
+            seats,
         })
     }
 
@@ -203,7 +146,8 @@ impl SqliteStore {
         }
     }
 
-    /// Pushes a live lease's expiry, batched with the heartbeats that arrive with it.
+    /// Pushes a live lease's expiry: one statement, batched on the seat writer with
+    /// everything queued beside it.
     async fn touch_lease(
         &self,
         lease_id: &str,
@@ -211,21 +155,69 @@ impl SqliteStore {
         expires_at: i64,
         now: i64,
     ) -> crate::Result<Option<Option<String>>> {
-        let (done, applied) = oneshot::channel();
-        let stopped = || crate::StoreError::Corrupt("the heartbeat batcher stopped".into());
-        self.heartbeats
-            .send(Touch {
-                lease_id: lease_id.to_string(),
-                license_id: license_id.to_string(),
-                expires_at,
-                now,
-                done,
-            })
-            .map_err(|_| stopped())?;
-        applied
-            .await
-            .map_err(|_| stopped())?
-            .map_err(|e| crate::StoreError::Corrupt(format!("heartbeat batch failed: {e}")))
+        let Some(seats) = &self.seats else {
+            let live: Option<(Option<String>,)> = sqlx::query_as(crate::backend::TOUCH_LEASE)
+                .bind(expires_at)
+                .bind(now)
+                .bind(lease_id)
+                .bind(license_id)
+                .fetch_optional(&self.writer)
+                .await?;
+            return Ok(live.map(|(instances,)| instances));
+        };
+        let op = Op::Touch {
+            lease_id: lease_id.to_string(),
+            license_id: license_id.to_string(),
+            expires_at,
+            now,
+        };
+        match seats.apply(op).await? {
+            Done::Touched(live) => Ok(live),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Takes a lease on the seat writer; `None` when the general path must decide.
+    async fn fast_take_lease(
+        &self,
+        license: &crate::License,
+        holder: &crate::LeaseHolder,
+    ) -> crate::Result<Option<(crate::Seat, bool)>> {
+        let Some(seats) = &self.seats else {
+            return Ok(None);
+        };
+        let op = Op::Take {
+            license: license.clone(),
+            holder: holder.clone(),
+            now: crate::now_ms(),
+        };
+        match seats.apply(op).await? {
+            Done::Taken(seat, created) => Ok(Some((*seat, created))),
+            Done::Elsewhere => Ok(None),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Releases an instance on the seat writer; `None` without one (in-memory database).
+    async fn fast_release_instance(
+        &self,
+        license: &crate::License,
+        lease_id: &str,
+        instance: &str,
+    ) -> crate::Result<Option<bool>> {
+        let Some(seats) = &self.seats else {
+            return Ok(None);
+        };
+        let op = Op::Release {
+            license: license.clone(),
+            lease_id: lease_id.to_string(),
+            instance: instance.to_string(),
+            now: crate::now_ms(),
+        };
+        match seats.apply(op).await? {
+            Done::Released(released) => Ok(Some(released)),
+            _ => Err(unexpected()),
+        }
     }
 
     pub(crate) async fn notify_nodes(&self, _channel: &str, _payload: &str) -> crate::Result<()> {
@@ -238,6 +230,10 @@ impl SqliteStore {
     ) -> crate::Result<Option<crate::Messages>> {
         Ok(None)
     }
+}
+
+fn unexpected() -> crate::StoreError {
+    crate::StoreError::Corrupt("the seat writer answered another operation".into())
 }
 
 impl_store!(

@@ -1,0 +1,419 @@
+//! SQLite's seat writer: the hot seat operations (take a lease, release an instance,
+//! heartbeat) run on one dedicated thread that owns a write connection and its prepared
+//! statements, so a statement costs microseconds instead of a round trip through an
+//! async driver's worker thread.
+//!
+//! **One transaction per batch.** Every operation queued while the previous batch ran is
+//! applied in one `BEGIN IMMEDIATE` transaction, each in its own savepoint (one that
+//! fails rolls back only itself), and one `COMMIT`. The connection runs
+//! `synchronous=FULL`, so that commit's fsync is the group commit: no caller is answered
+//! before its batch is on disk, and a 201 survives kill -9.
+//!
+//! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
+//! each text once. What this writer does not decide (a full or not-in-force license, a
+//! lapsed lease of the same holder, a release cooldown) it hands back as
+//! [`Done::Elsewhere`], and the general path, which refuses and explains, takes over.
+
+use crate::backend::{
+    json, subscribed_pattern, webhook_data, ACTIVE_SEAT, END_SEAT, ENQUEUE_WEBHOOKS, FREE_SEAT,
+    INSERT_EVENT, INSERT_LEASE, RENEW_LEASE, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
+};
+use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
+use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
+use crate::StoreError;
+use leasehold_core::{ReleaseReason, SeatKind, SeatModel};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most operations one transaction applies.
+const MAX_BATCH: usize = 512;
+
+pub(crate) enum Op {
+    Take {
+        license: License,
+        holder: LeaseHolder,
+        now: i64,
+    },
+    Release {
+        license: License,
+        lease_id: String,
+        instance: String,
+        now: i64,
+    },
+    Touch {
+        lease_id: String,
+        license_id: String,
+        expires_at: i64,
+        now: i64,
+    },
+}
+
+pub(crate) enum Done {
+    /// A new lease (`true`), or the holder's live one with this instance counted in.
+    Taken(Box<Seat>, bool),
+    /// Not decided here: the general path takes over (nothing was written).
+    Elsewhere,
+    /// Whether the lease ended (its last instance left, or it already had).
+    Released(bool),
+    /// The live lease's instance list, or `None` when it is not live.
+    Touched(Option<Option<String>>),
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+pub(crate) struct SeatWriter {
+    queue: mpsc::UnboundedSender<Request>,
+}
+
+impl SeatWriter {
+    /// Opens a write connection to the (already migrated) database file and starts the
+    /// writer thread.
+    pub(crate) fn start(path: &Path) -> Result<SeatWriter, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_handler(Some(wait_for_lock))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let (queue, waiting) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("leasehold-seat-writer".into())
+            .spawn(move || run(conn, waiting))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the seat writer: {e}")))?;
+        Ok(SeatWriter { queue })
+    }
+
+    pub(crate) async fn apply(&self, op: Op) -> Result<Done, StoreError> {
+        let (reply, done) = oneshot::channel();
+        let stopped = || StoreError::Corrupt("the seat writer stopped".into());
+        self.queue
+            .send(Request { op, reply })
+            .map_err(|_| stopped())?;
+        done.await.map_err(|_| stopped())?
+    }
+}
+
+/// Another connection (the general writer, another process) holds the write lock: wait
+/// in short steps, up to 10 s, rather than SQLite's default millisecond back-off.
+fn wait_for_lock(attempt: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(100));
+    attempt < 100_000
+}
+
+fn run(conn: Connection, mut waiting: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = waiting.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let outcomes = apply_batch(&conn, &batch);
+        for (request, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+/// Applies a batch in one transaction; every outcome is final once this returns (the
+/// commit, and its fsync, is done, or every operation failed).
+fn apply_batch(conn: &Connection, batch: &[Request]) -> Vec<Result<Done, StoreError>> {
+    let failed_all = |error: &rusqlite::Error| -> Vec<Result<Done, StoreError>> {
+        batch
+            .iter()
+            .map(|_| Err(StoreError::Sqlite(error.to_string())))
+            .collect()
+    };
+    if let Err(error) = statement(conn, "BEGIN IMMEDIATE") {
+        return failed_all(&error);
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        let applied = statement(conn, "SAVEPOINT op").and_then(|()| {
+            let outcome = apply_op(conn, &request.op);
+            let end = match &outcome {
+                Ok(_) => "RELEASE op",
+                Err(_) => "ROLLBACK TO op",
+            };
+            statement(conn, end)?;
+            if outcome.is_err() {
+                statement(conn, "RELEASE op")?;
+            }
+            Ok(outcome)
+        });
+        match applied {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(error) => {
+                // The transaction itself is broken: nothing of the batch stays.
+                let _ = statement(conn, "ROLLBACK");
+                return failed_all(&error);
+            }
+        }
+    }
+    if let Err(error) = statement(conn, "COMMIT") {
+        let _ = statement(conn, "ROLLBACK");
+        return failed_all(&error);
+    }
+    outcomes
+}
+
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn apply_op(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
+    match op {
+        Op::Take {
+            license,
+            holder,
+            now,
+        } => take(conn, license, holder, *now),
+        Op::Release {
+            license,
+            lease_id,
+            instance,
+            now,
+        } => release(conn, license, lease_id, instance, *now),
+        Op::Touch {
+            lease_id,
+            license_id,
+            expires_at,
+            now,
+        } => Ok(Done::Touched(
+            conn.prepare_cached(TOUCH_LEASE)?
+                .query_row(params![expires_at, now, lease_id, license_id], |row| {
+                    row.get::<_, Option<String>>(0)
+                })
+                .optional()?,
+        )),
+    }
+}
+
+fn take(
+    conn: &Connection,
+    license: &License,
+    holder: &LeaseHolder,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
+    let held = conn
+        .prepare_cached(ACTIVE_SEAT)?
+        .query_row(
+            params![
+                license.id,
+                SeatKind::Lease.as_str(),
+                holder.fingerprint,
+                holder.os_user
+            ],
+            seat_from_row,
+        )
+        .optional()?;
+    if let Some(seat) = held {
+        if seat.expires_at.unwrap_or(0) < now {
+            return Ok(Done::Elsewhere);
+        }
+        let mut instances = instance_list(seat.instances.as_deref());
+        if !instances.contains(&holder.instance) {
+            instances.push(holder.instance.clone());
+        }
+        conn.prepare_cached(RENEW_LEASE)?.execute(params![
+            json(&instances),
+            expires_at,
+            now,
+            holder.identifier,
+            seat.id
+        ])?;
+        let seat = seat_by_id(conn, &license.workspace_id, &seat.id)?;
+        return Ok(Done::Taken(Box::new(seat), false));
+    }
+    if license.release_cooldown_s > 0 {
+        return Ok(Done::Elsewhere);
+    }
+    let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
+        license.id,
+        SeatModel::Concurrent.as_str(),
+        true,
+        today()
+    ])?;
+    if taken == 0 {
+        return Ok(Done::Elsewhere);
+    }
+    let id = new_id();
+    conn.prepare_cached(INSERT_LEASE)?.execute(params![
+        id,
+        license.workspace_id,
+        license.id,
+        holder.fingerprint,
+        holder.os_user,
+        holder.identifier,
+        json(&[&holder.instance]),
+        now,
+        expires_at
+    ])?;
+    let seat = seat_by_id(conn, &license.workspace_id, &id)?;
+    insert_event(
+        conn,
+        license,
+        &key_actor(license, holder.identifier.as_deref()),
+        "seat.taken",
+        &id,
+        None,
+        json(&seat),
+        now,
+    )?;
+    Ok(Done::Taken(Box::new(seat), true))
+}
+
+fn release(
+    conn: &Connection,
+    license: &License,
+    lease_id: &str,
+    instance: &str,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let seat = seat_by_id(conn, &license.workspace_id, lease_id)?;
+    if seat.license_id != license.id || seat.kind != SeatKind::Lease {
+        return Err(StoreError::NotFound);
+    }
+    if seat.released_at.is_some() {
+        return Ok(Done::Released(true));
+    }
+    let mut instances = instance_list(seat.instances.as_deref());
+    instances.retain(|i| i != instance);
+    if !instances.is_empty() {
+        conn.prepare_cached(SET_INSTANCES)?
+            .execute(params![json(&instances), now, lease_id])?;
+        return Ok(Done::Released(false));
+    }
+    let ended = conn.prepare_cached(END_SEAT)?.execute(params![
+        now,
+        ReleaseReason::Checkin.as_str(),
+        lease_id
+    ])?;
+    if ended == 1 {
+        conn.prepare_cached(FREE_SEAT)?
+            .execute(params![license.id])?;
+        let after = seat_by_id(conn, &license.workspace_id, lease_id)?;
+        insert_event(
+            conn,
+            license,
+            &key_actor(license, seat.identifier.as_deref()),
+            "seat.released",
+            lease_id,
+            json(&seat),
+            json(&after),
+            now,
+        )?;
+    }
+    Ok(Done::Released(true))
+}
+
+/// Records a seat event in the audit log and queues it for subscribed webhooks.
+// One row's columns; a struct for them would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
+fn insert_event(
+    conn: &Connection,
+    license: &License,
+    actor: &Actor,
+    action: &str,
+    seat_id: &str,
+    before: Option<String>,
+    after: Option<String>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = new_id();
+    if let Some(event_type) = webhook_event_of(action) {
+        let data = webhook_data(
+            ("seat", seat_id),
+            Some(&license.id),
+            before.as_deref(),
+            after.as_deref(),
+        );
+        conn.prepare_cached(ENQUEUE_WEBHOOKS)?.execute(params![
+            id,
+            license.workspace_id,
+            event_type,
+            data,
+            now,
+            now.saturating_add(RETRY_WINDOW_MS),
+            subscribed_pattern(event_type)
+        ])?;
+    }
+    conn.prepare_cached(INSERT_EVENT)?.execute(params![
+        id,
+        license.workspace_id,
+        actor.kind,
+        actor.id,
+        actor.label,
+        action,
+        "seat",
+        seat_id,
+        license.id,
+        before,
+        after,
+        now
+    ])?;
+    Ok(())
+}
+
+fn instance_list(instances: Option<&str>) -> Vec<String> {
+    instances
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or_default()
+}
+
+fn seat_by_id(conn: &Connection, workspace_id: &str, id: &str) -> Result<Seat, StoreError> {
+    conn.prepare_cached(SEAT_BY_ID)?
+        .query_row(params![id, workspace_id], seat_from_row)
+        .optional()?
+        .ok_or(StoreError::NotFound)
+}
+
+/// A row of `seat_select!()`, in its column order.
+fn seat_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Seat> {
+    let vocabulary = |index: usize, name: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown {name}").into(),
+        )
+    };
+    let kind: String = row.get(3)?;
+    let reason: Option<String> = row.get(20)?;
+    Ok(Seat {
+        id: row.get(0)?,
+        workspace_id: row.get(1)?,
+        license_id: row.get(2)?,
+        kind: SeatKind::parse(&kind).ok_or_else(|| vocabulary(3, "seat kind"))?,
+        contact_id: row.get(4)?,
+        contact_name: row.get(5)?,
+        contact_terminated: row.get(6)?,
+        assignee_name: row.get(7)?,
+        device_name: row.get(8)?,
+        serial_key_enc: row.get(9)?,
+        serial_key_masked: row.get(10)?,
+        activated_on: row.get(11)?,
+        fingerprint: row.get(12)?,
+        os_user: row.get(13)?,
+        identifier: row.get(14)?,
+        instances: row.get(15)?,
+        created_at: row.get(16)?,
+        last_seen_at: row.get(17)?,
+        expires_at: row.get(18)?,
+        released_at: row.get(19)?,
+        release_reason: match reason {
+            Some(r) => {
+                Some(ReleaseReason::parse(r.as_str()).ok_or_else(|| vocabulary(20, "reason"))?)
+            }
+            None => None,
+        },
+        reclaimed_on: row.get(21)?,
+    })
+}
