@@ -1,7 +1,7 @@
 //! Licenses by key hash, for the client protocol: every client call starts by finding its
 //! license, and most calls find the same few. An entry is dropped as soon as the live feed
 //! says its license changed (this node's changes at once, other nodes' through
-//! `LISTEN/NOTIFY`), and lives at most [`TTL`] in any case, because a cross-node
+//! `LISTEN/NOTIFY`), and lives at most a TTL (2 s by default) in any case, because a cross-node
 //! notification can be dropped under load.
 //!
 //! Seat decisions never trust a cached row: the statement that counts a seat re-checks
@@ -12,14 +12,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The longest a cached license is used without a change notice.
-pub const TTL: Duration = Duration::from_secs(2);
+/// The longest a cached license is used without a change notice, by default.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(2);
 /// Above this many entries the cache starts over (a bound, not an eviction policy).
 const MAX_ENTRIES: usize = 100_000;
 
-#[derive(Default)]
 pub struct LicenseCache {
     inner: Mutex<Inner>,
+    ttl: Duration,
+}
+
+impl Default for LicenseCache {
+    fn default() -> Self {
+        LicenseCache::new(DEFAULT_TTL)
+    }
 }
 
 #[derive(Default)]
@@ -40,10 +46,17 @@ struct Inner {
 pub struct Ticket(u64);
 
 impl LicenseCache {
+    pub fn new(ttl: Duration) -> LicenseCache {
+        LicenseCache {
+            inner: Mutex::default(),
+            ttl,
+        }
+    }
+
     pub fn get(&self, key_hash: &str) -> Option<Arc<License>> {
         let inner = self.inner.lock().ok()?;
         let (license, stored) = inner.by_hash.get(key_hash)?;
-        (stored.elapsed() < TTL).then(|| license.clone())
+        (stored.elapsed() < self.ttl).then(|| license.clone())
     }
 
     /// Take before reading the license from the database, pass to [`LicenseCache::put`].

@@ -54,6 +54,14 @@ impl Default for LiveHub {
 }
 
 impl LiveHub {
+    /// A hub whose license cache keeps entries at most `ttl` without a change notice.
+    pub fn new(license_ttl: std::time::Duration) -> LiveHub {
+        LiveHub {
+            licenses: crate::license_cache::LicenseCache::new(license_ttl),
+            ..LiveHub::default()
+        }
+    }
+
     pub fn publish(&self, workspace_id: &str, license_id: &str, kind: &str) {
         if crate::license_cache::changes_license(kind) {
             self.licenses.invalidate(license_id);

@@ -29,6 +29,8 @@ pub struct Settings {
     pub client_rate_limit: u32,
     /// How often lapsed leases are swept.
     pub sweep_interval: std::time::Duration,
+    /// The longest the client protocol uses a cached license without a change notice.
+    pub license_cache_ttl: std::time::Duration,
     /// Email and webhook delivery.
     pub notify: crate::notify::NotifySettings,
 }
@@ -43,6 +45,7 @@ impl Settings {
             force: false,
             client_rate_limit: crate::limits::DEFAULT_PER_SECOND,
             sweep_interval: std::time::Duration::from_secs(1),
+            license_cache_ttl: crate::license_cache::DEFAULT_TTL,
             notify: Default::default(),
         }
     }
@@ -122,7 +125,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         limits: std::sync::Arc::new(crate::limits::Limits::new(settings.client_rate_limit)),
         sweep_interval: settings.sweep_interval,
         notifier: std::sync::Arc::new(crate::notify::Notifier::new(settings.notify.clone())?),
-        live: Default::default(),
+        live: std::sync::Arc::new(crate::live::LiveHub::new(settings.license_cache_ttl)),
         login_limits: std::sync::Arc::new(crate::limits::Limits::login()),
     })
 }

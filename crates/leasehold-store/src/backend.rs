@@ -39,10 +39,17 @@ pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET expires_at = $1, last_see
      AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 RETURNING instances";
 
 /// The seat statements both the sqlx paths and SQLite's seat writer run (one text each).
-pub(crate) const ACTIVE_SEAT: &str = concat!(
+/// A holder's live lease (`$3`: its OS user). (No `$n = '' OR …` shortcut in these two:
+/// SQLite re-prepares a statement on every run whose plan depends on such a value.)
+pub(crate) const ACTIVE_LEASE: &str = concat!(
     seat_select!(),
-    "WHERE s.license_id = $1 AND s.kind = $2 AND s.fingerprint = $3 \
-     AND ($4 = '' OR s.os_user = $4) AND s.released_at IS NULL"
+    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.fingerprint = $2 AND s.os_user = $3 \
+     AND s.released_at IS NULL"
+);
+/// A machine's activation.
+pub(crate) const ACTIVE_ACTIVATION: &str = concat!(
+    seat_select!(),
+    "WHERE s.license_id = $1 AND s.kind = 'activation' AND s.fingerprint = $2 AND s.released_at IS NULL"
 );
 pub(crate) const SEAT_BY_ID: &str =
     concat!(seat_select!(), "WHERE s.id = $1 AND s.workspace_id = $2");
@@ -67,18 +74,42 @@ pub(crate) const INSERT_EVENT: &str =
     "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
      subject_type, subject_id, license_id, before_json, after_json, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-/// Queues an event for every webhook of the workspace subscribed to it (`$7`: the
-/// `LIKE` pattern of its type); ids are `event_id.webhook_id`, so queuing twice is once.
+/// Queues an event for every webhook of the workspace subscribed to it (`$7`: its quoted
+/// type, as the webhook's JSON list holds it); ids are `event_id.webhook_id`, so queuing
+/// twice is once. (`LIKE $7` would make SQLite re-prepare the statement whenever `$7`
+/// changes, for its LIKE optimisation; an expression does not.)
 pub(crate) const ENQUEUE_WEBHOOKS: &str =
     "INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, \
      payload, state, attempts, next_attempt_at, retry_until, created_at) \
      SELECT $1 || '.' || w.id, $2, 'webhook', w.id, $3, $4, 'pending', 0, $5, $6, $5 \
-     FROM webhooks w WHERE w.workspace_id = $2 AND w.deleted_at IS NULL AND w.events LIKE $7 \
+     FROM webhooks w WHERE w.workspace_id = $2 AND w.deleted_at IS NULL AND w.events LIKE '%' || $7 || '%' \
      ON CONFLICT (id) DO NOTHING";
 
-/// The `LIKE` pattern that finds webhooks subscribed to `event_type`.
+/// When an admin last released this holder's seat (`$3`: the OS user, `''` for any).
+pub(crate) const LAST_ADMIN_RELEASE: &str =
+    "SELECT MAX(released_at) FROM seats WHERE license_id = $1 \
+     AND fingerprint = $2 AND ($3 = '' OR os_user = $3) AND release_reason = 'admin_release'";
+
+/// Refuses a holder an admin released less than `cooldown_s` before `now`.
+pub(crate) fn check_release_cooldown(
+    last_admin_release: Option<i64>,
+    cooldown_s: i64,
+    now: i64,
+) -> crate::Result<()> {
+    if let Some(released_at) = last_admin_release {
+        let until = released_at.saturating_add(cooldown_s.saturating_mul(1000));
+        if until > now {
+            return Err(crate::StoreError::ReleaseCooldown {
+                retry_after_s: ((until - now) + 999) / 1000,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// How a webhook's JSON list of events holds `event_type`.
 pub(crate) fn subscribed_pattern(event_type: &str) -> String {
-    format!("%\"{event_type}\"%")
+    format!("\"{event_type}\"")
 }
 
 /// How many lapsed leases one transaction ends (bind-parameter and lock-time bound).
@@ -454,24 +485,13 @@ macro_rules! impl_store {
                 if license.release_cooldown_s <= 0 {
                     return Ok(());
                 }
-                let (last,): (Option<i64>,) = sqlx::query_as(
-                    "SELECT MAX(released_at) FROM seats WHERE license_id = $1 AND fingerprint = $2 \
-                     AND ($3 = '' OR os_user = $3) AND release_reason = 'admin_release'",
-                )
-                .bind(&license.id)
-                .bind(fingerprint)
-                .bind(os_user)
-                .fetch_one(&mut **tx)
-                .await?;
-                if let Some(released_at) = last {
-                    let until = released_at + license.release_cooldown_s * 1000;
-                    if until > now {
-                        return Err(StoreError::ReleaseCooldown {
-                            retry_after_s: ((until - now) + 999) / 1000,
-                        });
-                    }
-                }
-                Ok(())
+                let (last,): (Option<i64>,) = sqlx::query_as($crate::backend::LAST_ADMIN_RELEASE)
+                    .bind(&license.id)
+                    .bind(fingerprint)
+                    .bind(os_user)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                $crate::backend::check_release_cooldown(last, license.release_cooldown_s, now)
             }
 
             /// Why a seat could not be counted, from the license as it is now: gone, another
@@ -504,13 +524,17 @@ macro_rules! impl_store {
             }
 
             async fn active_seat_of(tx: &mut Tx, license_id: &str, kind: SeatKind, fingerprint: &str, os_user: Option<&str>) -> Result<Option<Seat>> {
-                Ok(sqlx::query_as::<_, Seat>($crate::backend::ACTIVE_SEAT)
-                .bind(license_id)
-                .bind(kind)
-                .bind(fingerprint)
-                .bind(os_user.unwrap_or(""))
-                .fetch_optional(&mut **tx)
-                .await?)
+                let query = match (kind, os_user) {
+                    (SeatKind::Lease, Some(os_user)) => sqlx::query_as::<_, Seat>($crate::backend::ACTIVE_LEASE)
+                        .bind(license_id)
+                        .bind(fingerprint)
+                        .bind(os_user),
+                    (SeatKind::Activation, None) => sqlx::query_as::<_, Seat>($crate::backend::ACTIVE_ACTIVATION)
+                        .bind(license_id)
+                        .bind(fingerprint),
+                    _ => return Err(StoreError::Corrupt("a lease is held per OS user, an activation per machine".into())),
+                };
+                Ok(query.fetch_optional(&mut **tx).await?)
             }
 
             async fn activate_once(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {

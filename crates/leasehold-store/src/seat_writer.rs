@@ -5,18 +5,22 @@
 //!
 //! **One transaction per batch.** Every operation queued while the previous batch ran is
 //! applied in one `BEGIN IMMEDIATE` transaction, each in its own savepoint (one that
-//! fails rolls back only itself), and one `COMMIT`. The connection runs
-//! `synchronous=FULL`, so that commit's fsync is the group commit: no caller is answered
-//! before its batch is on disk, and a 201 survives kill -9.
+//! fails rolls back only itself), and one `COMMIT`.
+//!
+//! **Answered once on disk.** The commit itself does not fsync (`synchronous=NORMAL`):
+//! the batch's answers go to a second thread that fsyncs the WAL and only then answers,
+//! one fsync for every batch committed meanwhile. So the next batch runs while the last
+//! one syncs, and a 201 still survives kill -9.
 //!
 //! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
 //! each text once. What this writer does not decide (a full or not-in-force license, a
-//! lapsed lease of the same holder, a release cooldown) it hands back as
+//! lapsed lease of the same holder) it hands back as
 //! [`Done::Elsewhere`], and the general path, which refuses and explains, takes over.
 
 use crate::backend::{
-    json, subscribed_pattern, webhook_data, ACTIVE_SEAT, END_SEAT, ENQUEUE_WEBHOOKS, FREE_SEAT,
-    INSERT_EVENT, INSERT_LEASE, RENEW_LEASE, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
+    check_release_cooldown, json, subscribed_pattern, webhook_data, ACTIVE_LEASE, END_SEAT,
+    ENQUEUE_WEBHOOKS, FREE_SEAT, INSERT_EVENT, INSERT_LEASE, LAST_ADMIN_RELEASE, RENEW_LEASE,
+    SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
 };
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
@@ -29,6 +33,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most operations one transaction applies.
 const MAX_BATCH: usize = 512;
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 pub(crate) enum Op {
     Take {
@@ -61,6 +67,13 @@ pub(crate) enum Done {
     Touched(Option<Option<String>>),
 }
 
+/// Workspace → whether it has webhooks, learnt once per batch: the batch is one write
+/// transaction, so no webhook can appear or go while it runs.
+type Webhooks = std::collections::HashMap<String, bool>;
+
+const HAS_WEBHOOKS: &str =
+    "SELECT EXISTS (SELECT 1 FROM webhooks WHERE workspace_id = $1 AND deleted_at IS NULL)";
+
 struct Request {
     op: Op,
     reply: oneshot::Sender<Result<Done, StoreError>>,
@@ -77,14 +90,32 @@ impl SeatWriter {
         let conn = Connection::open(path)?;
         conn.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints (and their fsyncs of the database file) run on their own thread,
+        // not inside this writer's commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(32);
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let wal = std::fs::File::open(&wal_path)
+            .map_err(|e| StoreError::Corrupt(format!("cannot open the WAL to sync it: {e}")))?;
         let (queue, waiting) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("leasehold-seat-writer".into())
-            .spawn(move || run(conn, waiting))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the seat writer: {e}")))?;
+        let (committed, to_sync) = std::sync::mpsc::channel();
+        let thread = |name: &str| std::thread::Builder::new().name(name.into());
+        let cannot =
+            |e: std::io::Error| StoreError::Corrupt(format!("cannot start the seat writer: {e}"));
+        thread("leasehold-seat-sync")
+            .spawn(move || sync(wal, to_sync))
+            .map_err(cannot)?;
+        thread("leasehold-checkpoint")
+            .spawn(move || checkpoint(checkpointer))
+            .map_err(cannot)?;
+        thread("leasehold-seat-writer")
+            .spawn(move || run(conn, waiting, committed))
+            .map_err(cannot)?;
         Ok(SeatWriter { queue })
     }
 
@@ -105,7 +136,17 @@ fn wait_for_lock(attempt: i32) -> bool {
     attempt < 100_000
 }
 
-fn run(conn: Connection, mut waiting: mpsc::UnboundedReceiver<Request>) {
+/// A committed batch's answers, waiting for the fsync that makes them durable.
+type Answers = Vec<(
+    oneshot::Sender<Result<Done, StoreError>>,
+    Result<Done, StoreError>,
+)>;
+
+fn run(
+    conn: Connection,
+    mut waiting: mpsc::UnboundedReceiver<Request>,
+    committed: std::sync::mpsc::Sender<Answers>,
+) {
     while let Some(first) = waiting.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -115,8 +156,42 @@ fn run(conn: Connection, mut waiting: mpsc::UnboundedReceiver<Request>) {
             }
         }
         let outcomes = apply_batch(&conn, &batch);
-        for (request, outcome) in batch.into_iter().zip(outcomes) {
-            let _ = request.reply.send(outcome);
+        let answers: Answers = batch
+            .into_iter()
+            .map(|request| request.reply)
+            .zip(outcomes)
+            .collect();
+        if committed.send(answers).is_err() {
+            return;
+        }
+    }
+}
+
+/// Copies the WAL into the database file in the background, without blocking writers
+/// (`PASSIVE`), so the WAL stays small; SQLite starts it over once all of it is copied.
+fn checkpoint(conn: Connection) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "WAL checkpoint failed");
+        }
+    }
+}
+
+/// Answers committed batches once an fsync that started after their commit is done.
+fn sync(wal: std::fs::File, committed: std::sync::mpsc::Receiver<Answers>) {
+    while let Ok(first) = committed.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = committed.try_recv() {
+            batches.push(more);
+        }
+        let synced = wal.sync_data();
+        for (reply, outcome) in batches.into_iter().flatten() {
+            let outcome = match &synced {
+                Ok(()) => outcome,
+                Err(e) => Err(StoreError::Corrupt(format!("fsync of the WAL failed: {e}"))),
+            };
+            let _ = reply.send(outcome);
         }
     }
 }
@@ -134,9 +209,10 @@ fn apply_batch(conn: &Connection, batch: &[Request]) -> Vec<Result<Done, StoreEr
         return failed_all(&error);
     }
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut hooks = Webhooks::default();
     for request in batch {
         let applied = statement(conn, "SAVEPOINT op").and_then(|()| {
-            let outcome = apply_op(conn, &request.op);
+            let outcome = apply_op(conn, &mut hooks, &request.op);
             let end = match &outcome {
                 Ok(_) => "RELEASE op",
                 Err(_) => "ROLLBACK TO op",
@@ -168,19 +244,19 @@ fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn apply_op(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
+fn apply_op(conn: &Connection, hooks: &mut Webhooks, op: &Op) -> Result<Done, StoreError> {
     match op {
         Op::Take {
             license,
             holder,
             now,
-        } => take(conn, license, holder, *now),
+        } => take(conn, hooks, license, holder, *now),
         Op::Release {
             license,
             lease_id,
             instance,
             now,
-        } => release(conn, license, lease_id, instance, *now),
+        } => release(conn, hooks, license, lease_id, instance, *now),
         Op::Touch {
             lease_id,
             license_id,
@@ -198,20 +274,16 @@ fn apply_op(conn: &Connection, op: &Op) -> Result<Done, StoreError> {
 
 fn take(
     conn: &Connection,
+    hooks: &mut Webhooks,
     license: &License,
     holder: &LeaseHolder,
     now: i64,
 ) -> Result<Done, StoreError> {
     let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
     let held = conn
-        .prepare_cached(ACTIVE_SEAT)?
+        .prepare_cached(ACTIVE_LEASE)?
         .query_row(
-            params![
-                license.id,
-                SeatKind::Lease.as_str(),
-                holder.fingerprint,
-                holder.os_user
-            ],
+            params![license.id, holder.fingerprint, holder.os_user],
             seat_from_row,
         )
         .optional()?;
@@ -234,7 +306,11 @@ fn take(
         return Ok(Done::Taken(Box::new(seat), false));
     }
     if license.release_cooldown_s > 0 {
-        return Ok(Done::Elsewhere);
+        let last: Option<i64> = conn.prepare_cached(LAST_ADMIN_RELEASE)?.query_row(
+            params![license.id, holder.fingerprint, holder.os_user],
+            |row| row.get(0),
+        )?;
+        check_release_cooldown(last, license.release_cooldown_s, now)?;
     }
     let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
         license.id,
@@ -260,6 +336,7 @@ fn take(
     let seat = seat_by_id(conn, &license.workspace_id, &id)?;
     insert_event(
         conn,
+        hooks,
         license,
         &key_actor(license, holder.identifier.as_deref()),
         "seat.taken",
@@ -273,6 +350,7 @@ fn take(
 
 fn release(
     conn: &Connection,
+    hooks: &mut Webhooks,
     license: &License,
     lease_id: &str,
     instance: &str,
@@ -303,6 +381,7 @@ fn release(
         let after = seat_by_id(conn, &license.workspace_id, lease_id)?;
         insert_event(
             conn,
+            hooks,
             license,
             &key_actor(license, seat.identifier.as_deref()),
             "seat.released",
@@ -320,6 +399,7 @@ fn release(
 #[allow(clippy::too_many_arguments)]
 fn insert_event(
     conn: &Connection,
+    hooks: &mut Webhooks,
     license: &License,
     actor: &Actor,
     action: &str,
@@ -329,7 +409,17 @@ fn insert_event(
     now: i64,
 ) -> Result<(), StoreError> {
     let id = new_id();
-    if let Some(event_type) = webhook_event_of(action) {
+    let has_webhooks = match hooks.get(&license.workspace_id) {
+        Some(known) => *known,
+        None => {
+            let known = conn
+                .prepare_cached(HAS_WEBHOOKS)?
+                .query_row(params![license.workspace_id], |row| row.get(0))?;
+            hooks.insert(license.workspace_id.clone(), known);
+            known
+        }
+    };
+    if let Some(event_type) = webhook_event_of(action).filter(|_| has_webhooks) {
         let data = webhook_data(
             ("seat", seat_id),
             Some(&license.id),

@@ -72,6 +72,10 @@ struct ServeArgs {
     /// How often lapsed leases are swept, in milliseconds.
     #[arg(long, env = "LEASEHOLD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     sweep_interval_ms: u64,
+    /// The longest a node uses a cached license for client calls without hearing of a
+    /// change, in milliseconds (changes made on any node drop it at once).
+    #[arg(long, env = "LEASEHOLD_LICENSE_CACHE_MS", default_value_t = 2000)]
+    license_cache_ms: u64,
     #[command(flatten)]
     notify: NotifyArgs,
     #[command(flatten)]
@@ -201,6 +205,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = settings(&args.store)?;
     settings.client_rate_limit = args.client_rate_limit;
     settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
+    settings.license_cache_ttl = std::time::Duration::from_millis(args.license_cache_ms);
     let ms = |v: u64| std::time::Duration::from_millis(v.max(10));
     settings.notify = leasehold_server::notify::NotifySettings {
         smtp_url: args.notify.smtp_url.clone(),

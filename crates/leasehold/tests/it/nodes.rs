@@ -18,6 +18,9 @@ async fn three_nodes_share_one_seat_ledger() {
         dir.path().display().to_string(),
         "--sweep-interval-ms".into(),
         "100".into(),
+        // Cached licenses never lapse by age here: only change notices can drop them.
+        "--license-cache-ms".into(),
+        "600000".into(),
     ];
     // Every node gets the same master key, as an operator would give LEASEHOLD_MASTER_KEY.
     write_master_key(&dir);
@@ -145,6 +148,34 @@ async fn three_nodes_share_one_seat_ledger() {
     expired.sort();
     expired.dedup();
     assert_eq!(expired.len(), 30, "no lease was expired twice");
+
+    // 4. A license cached by node 1's client protocol is dropped when node 0 changes it.
+    let cached = admin.license_with(json!({"seats_total": 2})).await;
+    let validate = || async {
+        nodes[1]
+            .api("")
+            .ok_post(
+                "/v1/client/validate",
+                json!({"key": cached["key"]}),
+                StatusCode::OK,
+            )
+            .await["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(validate().await, "VALID");
+    assert_eq!(validate().await, "VALID", "answered from the cache");
+    admin
+        .patch(
+            &format!("/v1/licenses/{}", id(&cached)),
+            json!({"status": "suspended"}),
+        )
+        .await;
+    assert!(
+        crate::harness::eventually(10, || async { validate().await == "SUSPENDED" }).await,
+        "node 1 heard of the change made on node 0"
+    );
 
     drop(nodes);
     drop_pg_database(&name).await;
