@@ -110,11 +110,16 @@ impl SeatWriter {
         thread("leasehold-seat-sync")
             .spawn(move || sync(wal, to_sync))
             .map_err(cannot)?;
+        // The checkpointer stops with the writer (when the store is dropped).
+        let (writer_alive, writer_gone) = std::sync::mpsc::channel::<()>();
         thread("leasehold-checkpoint")
-            .spawn(move || checkpoint(checkpointer))
+            .spawn(move || checkpoint(checkpointer, writer_gone))
             .map_err(cannot)?;
         thread("leasehold-seat-writer")
-            .spawn(move || run(conn, waiting, committed))
+            .spawn(move || {
+                run(conn, waiting, committed);
+                drop(writer_alive);
+            })
             .map_err(cannot)?;
         Ok(SeatWriter { queue })
     }
@@ -169,9 +174,10 @@ fn run(
 
 /// Copies the WAL into the database file in the background, without blocking writers
 /// (`PASSIVE`), so the WAL stays small; SQLite starts it over once all of it is copied.
-fn checkpoint(conn: Connection) {
-    loop {
-        std::thread::sleep(CHECKPOINT_EVERY);
+fn checkpoint(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        writer_gone.recv_timeout(CHECKPOINT_EVERY)
+    {
         if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(%error, "WAL checkpoint failed");
         }
