@@ -138,6 +138,13 @@ pub(crate) fn webhook_data(
     data.to_string()
 }
 
+/// A lease's instance list, from its stored JSON array.
+pub(crate) fn instance_list(instances: Option<&str>) -> Vec<String> {
+    instances
+        .and_then(|i| serde_json::from_str(i).ok())
+        .unwrap_or_default()
+}
+
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {
     serde_json::to_string(value).ok()
 }
@@ -587,11 +594,7 @@ macro_rules! impl_store {
                 Self::lock_license(&mut tx, &license.id).await?;
                 if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Lease, &holder.fingerprint, Some(&holder.os_user)).await? {
                     if seat.expires_at.unwrap_or(0) >= now {
-                        let mut instances: Vec<String> = seat
-                            .instances
-                            .as_deref()
-                            .and_then(|i| serde_json::from_str(i).ok())
-                            .unwrap_or_default();
+                        let mut instances: Vec<String> = $crate::backend::instance_list(seat.instances.as_deref());
                         if !instances.contains(&holder.instance) {
                             instances.push(holder.instance.clone());
                         }
@@ -1428,7 +1431,7 @@ macro_rules! impl_store {
                 match live {
                     Some(instances) => {
                         let mut list: Vec<String> =
-                            instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+                            $crate::backend::instance_list(instances.as_deref());
                         if !list.iter().any(|i| i == instance) {
                             // An instance the server had not seen: count it in, so its
                             // checkin is awaited too. Rare, so it takes the license lock
@@ -1436,7 +1439,7 @@ macro_rules! impl_store {
                             let mut tx = self.begin_write().await?;
                             Self::lock_license(&mut tx, &license.id).await?;
                             let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-                            list = seat.instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+                            list = $crate::backend::instance_list(seat.instances.as_deref());
                             if seat.released_at.is_none() && !list.iter().any(|i| i == instance) {
                                 list.push(instance.to_string());
                                 sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL")
@@ -1481,7 +1484,7 @@ macro_rules! impl_store {
                     return Ok(true);
                 }
                 let mut instances: Vec<String> =
-                    seat.instances.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+                    $crate::backend::instance_list(seat.instances.as_deref());
                 instances.retain(|i| i != instance);
                 if instances.is_empty() {
                     if Self::end_seat(&mut tx, &seat, ReleaseReason::Checkin, now).await? {

@@ -189,11 +189,7 @@ impl PostgresStore {
         {
             return Ok(None);
         }
-        let mut instances: Vec<String> = seat
-            .instances
-            .as_deref()
-            .and_then(|i| serde_json::from_str(i).ok())
-            .unwrap_or_default();
+        let mut instances: Vec<String> = crate::backend::instance_list(seat.instances.as_deref());
         instances.retain(|i| i != instance);
         if !instances.is_empty() {
             return Ok(None);

@@ -18,9 +18,9 @@
 //! [`Done::Elsewhere`], and the general path, which refuses and explains, takes over.
 
 use crate::backend::{
-    check_release_cooldown, json, subscribed_pattern, webhook_data, ACTIVE_LEASE, END_SEAT,
-    ENQUEUE_WEBHOOKS, FREE_SEAT, INSERT_EVENT, INSERT_LEASE, LAST_ADMIN_RELEASE, RENEW_LEASE,
-    SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
+    check_release_cooldown, instance_list, json, subscribed_pattern, webhook_data, ACTIVE_LEASE,
+    END_SEAT, ENQUEUE_WEBHOOKS, FREE_SEAT, INSERT_EVENT, INSERT_LEASE, LAST_ADMIN_RELEASE,
+    RENEW_LEASE, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
 };
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
@@ -457,12 +457,6 @@ fn insert_event(
         now
     ])?;
     Ok(())
-}
-
-fn instance_list(instances: Option<&str>) -> Vec<String> {
-    instances
-        .and_then(|i| serde_json::from_str(i).ok())
-        .unwrap_or_default()
 }
 
 fn seat_by_id(conn: &Connection, workspace_id: &str, id: &str) -> Result<Seat, StoreError> {
