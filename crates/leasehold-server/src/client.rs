@@ -4,6 +4,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ApiQuery};
+use crate::license_cache::Need;
 use crate::signing::{public_key_base64, signature_header};
 use crate::{convert, AppState};
 use axum::body::{Body, Bytes};
@@ -88,10 +89,12 @@ struct Caller {
 impl Caller {
     /// Finds the license of the key in the body or the `Authorization: License` header.
     /// `Ok(None)` for a key that matches no license.
+    /// `need`: what of the license the answer shows, and so must be current.
     async fn resolve(
         state: &AppState,
         headers: &HeaderMap,
         body_key: Option<&str>,
+        need: Need,
     ) -> ApiResult<Option<Caller>> {
         let key = body_key
             .map(str::to_string)
@@ -115,7 +118,7 @@ impl Caller {
         // Found by keyed hash and confirmed in constant time: the work is the same
         // whether the key exists or not.
         let cache = &state.live.licenses;
-        let found = match cache.get(&key_hash) {
+        let found = match cache.get(&key_hash, need) {
             Some(license) => Some(License::clone(&license)),
             None => {
                 let ticket = cache.ticket();
@@ -144,8 +147,9 @@ impl Caller {
         state: &AppState,
         headers: &HeaderMap,
         body_key: Option<&str>,
+        need: Need,
     ) -> ApiResult<Caller> {
-        Self::resolve(state, headers, body_key)
+        Self::resolve(state, headers, body_key, need)
             .await?
             .ok_or_else(|| {
                 ApiError::new(
@@ -200,8 +204,8 @@ impl Caller {
 
 /// Runs `f` for a resolved caller and signs what it answers.
 macro_rules! answer {
-    ($state:expr, $headers:expr, $key:expr, |$caller:ident| $body:expr) => {{
-        match Caller::require(&$state, &$headers, $key).await {
+    ($state:expr, $headers:expr, $key:expr, $need:expr, |$caller:ident| $body:expr) => {{
+        match Caller::require(&$state, &$headers, $key, $need).await {
             Ok($caller) => {
                 let result = async { $body }.await;
                 publish_refusal(&$state, &$caller, &result);
@@ -260,7 +264,8 @@ async fn validate(
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> Response {
     let checked_at = chrono::Utc::now();
-    let caller = match Caller::resolve(&state, &headers, body.key.as_deref()).await {
+    let caller = match Caller::resolve(&state, &headers, body.key.as_deref(), Need::SeatCount).await
+    {
         Ok(Some(caller)) => caller,
         Ok(None) => {
             let answer = ValidateAnswer {
@@ -310,31 +315,37 @@ async fn activate(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ActivateRequest>,
 ) -> Response {
-    answer!(state, headers, body.key.as_deref(), |caller| {
-        caller.require_in_force()?;
-        caller.require_model(SeatModel::Dedicated)?;
-        let fingerprint = text("fingerprint", &body.fingerprint, 256)?;
-        let identifier = optional("identifier", body.identifier.as_deref(), 200)?;
-        let (seat, created) = state
-            .store
-            .activate(&caller.license, &fingerprint, identifier.as_deref())
-            .await?;
-        caller.publish(&state, "seat.activated");
-        let status = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok((
-            status,
-            Activation {
-                id: seat.id,
-                fingerprint,
-                identifier: seat.identifier,
-                activated_at: convert::time(seat.created_at),
-            },
-        ))
-    })
+    answer!(
+        state,
+        headers,
+        body.key.as_deref(),
+        Need::Settings,
+        |caller| {
+            caller.require_in_force()?;
+            caller.require_model(SeatModel::Dedicated)?;
+            let fingerprint = text("fingerprint", &body.fingerprint, 256)?;
+            let identifier = optional("identifier", body.identifier.as_deref(), 200)?;
+            let (seat, created) = state
+                .store
+                .activate(&caller.license, &fingerprint, identifier.as_deref())
+                .await?;
+            caller.publish(&state, "seat.activated");
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((
+                status,
+                Activation {
+                    id: seat.id,
+                    fingerprint,
+                    identifier: seat.identifier,
+                    activated_at: convert::time(seat.created_at),
+                },
+            ))
+        }
+    )
 }
 
 /// Reads an optional JSON body (GET/DELETE callers may send none).
@@ -356,21 +367,27 @@ async fn deactivate(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    answer!(state, headers, body.key.as_deref(), |caller| {
-        caller.require_model(SeatModel::Dedicated)?;
-        let seat = state
-            .store
-            .deactivate(&caller.license, &fingerprint)
-            .await?;
-        caller.publish(&state, "seat.released");
-        Ok((
-            StatusCode::OK,
-            Deactivated {
-                id: seat.id,
-                released_at: convert::time(seat.released_at.unwrap_or(seat.created_at)),
-            },
-        ))
-    })
+    answer!(
+        state,
+        headers,
+        body.key.as_deref(),
+        Need::Settings,
+        |caller| {
+            caller.require_model(SeatModel::Dedicated)?;
+            let seat = state
+                .store
+                .deactivate(&caller.license, &fingerprint)
+                .await?;
+            caller.publish(&state, "seat.released");
+            Ok((
+                StatusCode::OK,
+                Deactivated {
+                    id: seat.id,
+                    released_at: convert::time(seat.released_at.unwrap_or(seat.created_at)),
+                },
+            ))
+        }
+    )
 }
 
 async fn take_lease(
@@ -378,33 +395,39 @@ async fn take_lease(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LeaseRequest>,
 ) -> Response {
-    answer!(state, headers, body.key.as_deref(), |caller| {
-        caller.require_in_force()?;
-        caller.require_model(SeatModel::Concurrent)?;
-        let holder = LeaseHolder {
-            fingerprint: text("fingerprint", &body.fingerprint, 256)?,
-            os_user: text("os_user", &body.os_user, 256)?,
-            identifier: optional("identifier", body.identifier.as_deref(), 200)?,
-            instance: text("instance", &body.instance, 128)?,
-        };
-        let (seat, created) = state.store.take_lease(&caller.license, &holder).await?;
-        caller.publish(&state, "seat.taken");
-        let status = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        let seat = convert::seat(seat);
-        Ok((
-            status,
-            Lease {
-                id: seat.id,
-                expires_at: seat.expires_at.unwrap_or(seat.created_at),
-                heartbeat_interval_s: heartbeat_interval(&caller.license),
-                instances: seat.instances,
-            },
-        ))
-    })
+    answer!(
+        state,
+        headers,
+        body.key.as_deref(),
+        Need::Settings,
+        |caller| {
+            caller.require_in_force()?;
+            caller.require_model(SeatModel::Concurrent)?;
+            let holder = LeaseHolder {
+                fingerprint: text("fingerprint", &body.fingerprint, 256)?,
+                os_user: text("os_user", &body.os_user, 256)?,
+                identifier: optional("identifier", body.identifier.as_deref(), 200)?,
+                instance: text("instance", &body.instance, 128)?,
+            };
+            let (seat, created) = state.store.take_lease(&caller.license, &holder).await?;
+            caller.publish(&state, "seat.taken");
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let seat = convert::seat(seat);
+            Ok((
+                status,
+                Lease {
+                    id: seat.id,
+                    expires_at: seat.expires_at.unwrap_or(seat.created_at),
+                    heartbeat_interval_s: heartbeat_interval(&caller.license),
+                    instances: seat.instances,
+                },
+            ))
+        }
+    )
 }
 
 async fn heartbeat(
@@ -413,20 +436,26 @@ async fn heartbeat(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<HeartbeatRequest>,
 ) -> Response {
-    answer!(state, headers, body.key.as_deref(), |caller| {
-        let instance = text("instance", &body.instance, 128)?;
-        let expires_at = state
-            .store
-            .heartbeat(&caller.license, &id, &instance)
-            .await?;
-        caller.publish(&state, "seat.heartbeat");
-        Ok((
-            StatusCode::OK,
-            HeartbeatAnswer {
-                expires_at: convert::time(expires_at),
-            },
-        ))
-    })
+    answer!(
+        state,
+        headers,
+        body.key.as_deref(),
+        Need::Settings,
+        |caller| {
+            let instance = text("instance", &body.instance, 128)?;
+            let expires_at = state
+                .store
+                .heartbeat(&caller.license, &id, &instance)
+                .await?;
+            caller.publish(&state, "seat.heartbeat");
+            Ok((
+                StatusCode::OK,
+                HeartbeatAnswer {
+                    expires_at: convert::time(expires_at),
+                },
+            ))
+        }
+    )
 }
 
 async fn release_instance(
@@ -439,21 +468,27 @@ async fn release_instance(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    answer!(state, headers, body.key.as_deref(), |caller| {
-        let released = state
-            .store
-            .release_instance(&caller.license, &id, &instance)
-            .await?;
-        caller.publish(
-            &state,
-            if released {
-                "seat.released"
-            } else {
-                "seat.instance_exited"
-            },
-        );
-        Ok((StatusCode::OK, InstanceReleased { released }))
-    })
+    answer!(
+        state,
+        headers,
+        body.key.as_deref(),
+        Need::Settings,
+        |caller| {
+            let released = state
+                .store
+                .release_instance(&caller.license, &id, &instance)
+                .await?;
+            caller.publish(
+                &state,
+                if released {
+                    "seat.released"
+                } else {
+                    "seat.instance_exited"
+                },
+            );
+            Ok((StatusCode::OK, InstanceReleased { released }))
+        }
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -468,56 +503,62 @@ async fn license_file(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<LicenseFileQuery>,
 ) -> Response {
-    answer!(state, headers, query.key.as_deref(), |caller| {
-        caller.require_in_force()?;
-        let fingerprint = text("fingerprint", &query.fingerprint, 256)?;
-        let license = &caller.license;
-        // A file vouches for a seat this machine holds: its activation, or its lease
-        // (a concurrent seat borrowed for offline use until the file lapses).
-        let kind = match license.seat_model {
-            SeatModel::Dedicated => SeatKind::Activation,
-            SeatModel::Concurrent => SeatKind::Lease,
-        };
-        if !state
-            .store
-            .holds_seat(&license.id, kind, &fingerprint)
-            .await?
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "NOT_ACTIVATED",
-                "this machine holds no seat of this license: activate it or take a lease first",
-            ));
-        }
-        let issued_at = chrono::Utc::now();
-        let mut valid_until =
-            issued_at + chrono::Duration::seconds(license.license_file_ttl_s.min(MAX_FILE_TTL_S));
-        // A file never outlives the license itself.
-        if let Some(last_day) = license.expires_on.and_then(|d| d.succ_opt()) {
-            if let Some(end) = last_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) {
-                valid_until = valid_until.min(end);
+    answer!(
+        state,
+        headers,
+        query.key.as_deref(),
+        Need::SeatCount,
+        |caller| {
+            caller.require_in_force()?;
+            let fingerprint = text("fingerprint", &query.fingerprint, 256)?;
+            let license = &caller.license;
+            // A file vouches for a seat this machine holds: its activation, or its lease
+            // (a concurrent seat borrowed for offline use until the file lapses).
+            let kind = match license.seat_model {
+                SeatModel::Dedicated => SeatKind::Activation,
+                SeatModel::Concurrent => SeatKind::Lease,
+            };
+            if !state
+                .store
+                .holds_seat(&license.id, kind, &fingerprint)
+                .await?
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "NOT_ACTIVATED",
+                    "this machine holds no seat of this license: activate it or take a lease first",
+                ));
             }
+            let issued_at = chrono::Utc::now();
+            let mut valid_until = issued_at
+                + chrono::Duration::seconds(license.license_file_ttl_s.min(MAX_FILE_TTL_S));
+            // A file never outlives the license itself.
+            if let Some(last_day) = license.expires_on.and_then(|d| d.succ_opt()) {
+                if let Some(end) = last_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) {
+                    valid_until = valid_until.min(end);
+                }
+            }
+            let payload = LicenseFilePayload {
+                license: client_license(license),
+                fingerprint,
+                issued_at,
+                valid_until,
+            };
+            let bytes = serde_json::to_vec(&payload).map_err(|_| ApiError::internal())?;
+            use base64::Engine;
+            use ed25519_dalek::Signer;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            Ok((
+                StatusCode::OK,
+                LicenseFile {
+                    format: LICENSE_FILE_FORMAT.into(),
+                    algorithm: "ed25519".into(),
+                    payload: b64.encode(&bytes),
+                    signature: b64.encode(caller.signer.sign(&bytes).to_bytes()),
+                },
+            ))
         }
-        let payload = LicenseFilePayload {
-            license: client_license(license),
-            fingerprint,
-            issued_at,
-            valid_until,
-        };
-        let bytes = serde_json::to_vec(&payload).map_err(|_| ApiError::internal())?;
-        use base64::Engine;
-        use ed25519_dalek::Signer;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        Ok((
-            StatusCode::OK,
-            LicenseFile {
-                format: LICENSE_FILE_FORMAT.into(),
-                algorithm: "ed25519".into(),
-                payload: b64.encode(&bytes),
-                signature: b64.encode(caller.signer.sign(&bytes).to_bytes()),
-            },
-        ))
-    })
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -545,7 +586,7 @@ async fn public_key(
             .await?
             .workspace_id
     } else {
-        Caller::require(&state, &headers, query.key.as_deref())
+        Caller::require(&state, &headers, query.key.as_deref(), Need::Settings)
             .await?
             .license
             .workspace_id

@@ -4,6 +4,11 @@
 //! `LISTEN/NOTIFY`), and lives at most a TTL (2 s by default) in any case, because a cross-node
 //! notification can be dropped under load.
 //!
+//! A seat taken or freed changes only the license's seat count: its entry stays for the
+//! calls that do not show the count (checkouts, heartbeats, checkins) and is read again
+//! by those that do (validation, license files). That keeps a busy license's checkouts
+//! from re-reading it at every seat change.
+//!
 //! Seat decisions never trust a cached row: the statement that counts a seat re-checks
 //! the license's model, status and expiry in the database.
 
@@ -28,15 +33,33 @@ impl Default for LicenseCache {
     }
 }
 
+/// What a caller shows of the license, and so needs current.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Need {
+    /// Its settings, status and expiry.
+    Settings,
+    /// Those and its seat count.
+    SeatCount,
+}
+
+struct Entry {
+    license: Arc<License>,
+    stored: Instant,
+    /// No seat was taken or freed since the license was read.
+    seat_count_current: bool,
+}
+
 #[derive(Default)]
 struct Inner {
-    by_hash: HashMap<String, (Arc<License>, Instant)>,
+    by_hash: HashMap<String, Entry>,
     /// License id → its key hash, to drop an entry by license.
     hash_of: HashMap<String, String>,
-    /// Bumped by every invalidation.
+    /// Bumped by every change notice.
     generation: u64,
-    /// License id → the generation of its last invalidation.
+    /// License id → the generation of its last change.
     changed_at: HashMap<String, u64>,
+    /// License id → the generation of its last seat change.
+    seats_changed_at: HashMap<String, u64>,
     /// Reads that started before the last [`LicenseCache::clear`] are not cached.
     floor: u64,
 }
@@ -53,10 +76,12 @@ impl LicenseCache {
         }
     }
 
-    pub fn get(&self, key_hash: &str) -> Option<Arc<License>> {
+    pub fn get(&self, key_hash: &str, need: Need) -> Option<Arc<License>> {
         let inner = self.inner.lock().ok()?;
-        let (license, stored) = inner.by_hash.get(key_hash)?;
-        (stored.elapsed() < self.ttl).then(|| license.clone())
+        let entry = inner.by_hash.get(key_hash)?;
+        let current = entry.stored.elapsed() < self.ttl
+            && (need == Need::Settings || entry.seat_count_current);
+        current.then(|| entry.license.clone())
     }
 
     /// Take before reading the license from the database, pass to [`LicenseCache::put`].
@@ -70,11 +95,12 @@ impl LicenseCache {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if ticket.0 < inner.floor
-            || inner.changed_at.get(&license.id).copied().unwrap_or(0) > ticket.0
-        {
+        let changed_since =
+            |at: &HashMap<String, u64>| at.get(&license.id).copied().unwrap_or(0) > ticket.0;
+        if ticket.0 < inner.floor || changed_since(&inner.changed_at) {
             return;
         }
+        let seat_count_current = !changed_since(&inner.seats_changed_at);
         if inner.by_hash.len() >= MAX_ENTRIES {
             inner.by_hash.clear();
             inner.hash_of.clear();
@@ -84,12 +110,43 @@ impl LicenseCache {
             .insert(license.id.clone(), key_hash.to_string());
         inner.by_hash.insert(
             key_hash.to_string(),
-            (Arc::new(license.clone()), Instant::now()),
+            Entry {
+                license: Arc::new(license.clone()),
+                stored: Instant::now(),
+                seat_count_current,
+            },
         );
     }
 
+    /// A live event of `kind` happened on the license: drops what it may have changed.
+    pub fn changed(&self, license_id: &str, kind: &str) {
+        match kind {
+            // Neither the license row nor its count.
+            "seat.heartbeat" | "seat.instance_exited" => {}
+            kind if kind.starts_with("seat.") => self.seat_count_changed(license_id),
+            _ => self.invalidate(license_id),
+        }
+    }
+
+    /// A seat was taken or freed: the entry stays, but not for its seat count.
+    fn seat_count_changed(&self, license_id: &str) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner
+            .seats_changed_at
+            .insert(license_id.to_string(), generation);
+        if let Some(hash) = inner.hash_of.get(license_id).cloned() {
+            if let Some(entry) = inner.by_hash.get_mut(&hash) {
+                entry.seat_count_current = false;
+            }
+        }
+    }
+
     /// The license changed (or may have): its entry goes.
-    pub fn invalidate(&self, license_id: &str) {
+    fn invalidate(&self, license_id: &str) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -113,8 +170,90 @@ impl LicenseCache {
     }
 }
 
-/// Whether a live event's kind can mean the license row changed (its settings, status or
-/// seat count). Heartbeats and an instance leaving a shared lease do not.
-pub fn changes_license(kind: &str) -> bool {
-    !matches!(kind, "seat.heartbeat" | "seat.instance_exited")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn license(id: &str, seats_used: i64) -> License {
+        use leasehold_core::{AdminRelease, LicenseStatus, LicenseType, SeatModel};
+        License {
+            id: id.into(),
+            workspace_id: "w".into(),
+            application_id: "a".into(),
+            key_enc: Vec::new(),
+            key_hash: "h".into(),
+            key_masked: "****".into(),
+            licensed_to: "Bench".into(),
+            vendor: None,
+            license_type: LicenseType::Subscription,
+            status: LicenseStatus::Active,
+            seat_model: SeatModel::Concurrent,
+            seats_total: 10,
+            seats_used,
+            version: None,
+            cost_amount_minor: None,
+            cost_currency: None,
+            purchased_on: None,
+            expires_on: None,
+            maintenance_expires_on: None,
+            po_number: None,
+            notes: None,
+            lease_ttl_s: 60,
+            heartbeat_interval_s: 20,
+            license_file_ttl_s: 3600,
+            self_service_releases_per_month: 0,
+            admin_release: AdminRelease::Allowed,
+            release_cooldown_s: 0,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_seat_change_keeps_the_entry_for_settings_only() {
+        let cache = LicenseCache::default();
+        cache.put("h1", &license("l1", 1), cache.ticket());
+        cache.changed("l1", "seat.heartbeat");
+        assert_eq!(
+            cache.get("h1", Need::SeatCount).map(|l| l.seats_used),
+            Some(1)
+        );
+        cache.changed("l1", "seat.taken");
+        assert!(cache.get("h1", Need::SeatCount).is_none());
+        assert_eq!(
+            cache.get("h1", Need::Settings).map(|l| l.seats_used),
+            Some(1)
+        );
+        cache.changed("l1", "license.updated");
+        assert!(cache.get("h1", Need::Settings).is_none());
+    }
+
+    #[test]
+    fn a_read_older_than_a_change_is_not_cached_as_current() {
+        let cache = LicenseCache::default();
+        let before_seat_change = cache.ticket();
+        cache.changed("l1", "seat.released");
+        cache.put("h1", &license("l1", 1), before_seat_change);
+        assert!(cache.get("h1", Need::SeatCount).is_none());
+        assert!(cache.get("h1", Need::Settings).is_some());
+
+        let before_update = cache.ticket();
+        cache.changed("l2", "license.updated");
+        cache.put("h2", &license("l2", 1), before_update);
+        assert!(cache.get("h2", Need::Settings).is_none());
+    }
+
+    #[test]
+    fn entries_lapse_after_the_ttl_and_clear_drops_reads_in_flight() {
+        let cache = LicenseCache::new(Duration::from_millis(1));
+        cache.put("h1", &license("l1", 1), cache.ticket());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cache.get("h1", Need::Settings).is_none());
+
+        let cache = LicenseCache::default();
+        let ticket = cache.ticket();
+        cache.clear();
+        cache.put("h1", &license("l1", 1), ticket);
+        assert!(cache.get("h1", Need::Settings).is_none());
+    }
 }

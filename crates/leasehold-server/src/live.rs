@@ -24,20 +24,29 @@ pub struct LiveEvent {
     pub kind: String,
 }
 
-/// What crosses nodes: the event and the node it happened on.
+/// What crosses nodes in one `NOTIFY`: the changes one node published meanwhile.
 #[derive(Debug, Serialize, Deserialize)]
 struct Wire {
     node: String,
+    changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Change {
     workspace_id: String,
     license_id: String,
     kind: String,
 }
 
+/// The most changes one `NOTIFY` carries (its payload stays far below PostgreSQL's 8000
+/// bytes).
+const CHANGES_PER_NOTIFY: usize = 32;
+
 pub struct LiveHub {
     sender: broadcast::Sender<LiveEvent>,
     node: String,
     /// To the task that NOTIFYs other nodes (set when the store has several).
-    outbound: std::sync::OnceLock<tokio::sync::mpsc::Sender<Wire>>,
+    outbound: std::sync::OnceLock<tokio::sync::mpsc::Sender<Change>>,
     /// The client protocol's licenses, dropped by the changes this feed carries.
     pub licenses: crate::license_cache::LicenseCache,
 }
@@ -63,9 +72,7 @@ impl LiveHub {
     }
 
     pub fn publish(&self, workspace_id: &str, license_id: &str, kind: &str) {
-        if crate::license_cache::changes_license(kind) {
-            self.licenses.invalidate(license_id);
-        }
+        self.licenses.changed(license_id, kind);
         // No subscriber is fine: nobody is watching.
         let _ = self.sender.send(LiveEvent {
             workspace_id: workspace_id.to_string(),
@@ -75,8 +82,7 @@ impl LiveHub {
         if let Some(outbound) = self.outbound.get() {
             // A full queue drops the message rather than slow a checkout; the
             // consoles of other nodes catch up on the next event.
-            let _ = outbound.try_send(Wire {
-                node: self.node.clone(),
+            let _ = outbound.try_send(Change {
                 workspace_id: workspace_id.to_string(),
                 license_id: license_id.to_string(),
                 kind: kind.to_string(),
@@ -87,14 +93,14 @@ impl LiveHub {
     fn deliver_remote(&self, payload: &str) {
         match serde_json::from_str::<Wire>(payload) {
             Ok(wire) if wire.node != self.node => {
-                if crate::license_cache::changes_license(&wire.kind) {
-                    self.licenses.invalidate(&wire.license_id);
+                for change in wire.changes {
+                    self.licenses.changed(&change.license_id, &change.kind);
+                    let _ = self.sender.send(LiveEvent {
+                        workspace_id: change.workspace_id,
+                        license_id: change.license_id,
+                        kind: change.kind,
+                    });
                 }
-                let _ = self.sender.send(LiveEvent {
-                    workspace_id: wire.workspace_id,
-                    license_id: wire.license_id,
-                    kind: wire.kind,
-                });
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "live notifications: unreadable payload"),
@@ -165,13 +171,30 @@ pub async fn spawn_backplane(state: &AppState) -> Vec<tokio::task::JoinHandle<()
             return Vec::new();
         }
     };
-    let (outbound, mut queue) = tokio::sync::mpsc::channel::<Wire>(8192);
+    let (outbound, mut queue) = tokio::sync::mpsc::channel::<Change>(8192);
     if state.live.outbound.set(outbound).is_err() {
         return Vec::new();
     }
     let sender_state = state.clone();
+    // One NOTIFY per batch of what queued meanwhile, repeats dropped (an event only asks
+    // consoles and caches to look again): under load, a NOTIFY carries many changes
+    // instead of each costing PostgreSQL a transaction of its own.
     let notifier = tokio::spawn(async move {
-        while let Some(wire) = queue.recv().await {
+        while let Some(first) = queue.recv().await {
+            let mut changes = vec![first];
+            let mut taken = 1;
+            while changes.len() < CHANGES_PER_NOTIFY && taken < 8 * CHANGES_PER_NOTIFY {
+                taken += 1;
+                match queue.try_recv() {
+                    Ok(change) if changes.contains(&change) => {}
+                    Ok(change) => changes.push(change),
+                    Err(_) => break,
+                }
+            }
+            let wire = Wire {
+                node: sender_state.live.node.clone(),
+                changes,
+            };
             let payload = serde_json::to_string(&wire).unwrap_or_default();
             if let Err(error) = sender_state.store.notify(CHANNEL, &payload).await {
                 tracing::warn!(%error, "live notifications: NOTIFY failed");

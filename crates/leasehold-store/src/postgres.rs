@@ -96,30 +96,7 @@ impl PostgresStore {
     ) -> crate::Result<Option<(Seat, bool)>> {
         let now = now_ms();
         let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
-        let seat = Seat {
-            id: new_id(),
-            workspace_id: license.workspace_id.clone(),
-            license_id: license.id.clone(),
-            kind: SeatKind::Lease,
-            contact_id: None,
-            contact_name: None,
-            contact_terminated: false,
-            assignee_name: None,
-            device_name: None,
-            serial_key_enc: None,
-            serial_key_masked: None,
-            activated_on: None,
-            fingerprint: Some(holder.fingerprint.clone()),
-            os_user: Some(holder.os_user.clone()),
-            identifier: holder.identifier.clone(),
-            instances: json(&[&holder.instance]),
-            created_at: now,
-            last_seen_at: Some(now),
-            expires_at: Some(expires_at),
-            released_at: None,
-            release_reason: None,
-            reclaimed_on: None,
-        };
+        let seat = Seat::new_lease(license, holder, new_id(), now, expires_at);
         let cooldown_until = if license.release_cooldown_s > 0 {
             now.saturating_sub(license.release_cooldown_s.saturating_mul(1000))
         } else {
@@ -163,10 +140,9 @@ impl PostgresStore {
         }
     }
 
-    /// Ends a lease whose last instance leaves in two statements and a commit: the counter
-    /// with the audit event and webhook messages, then the seat (only if it is still as
-    /// read). `None` when the general path must decide (other instances remain, or the
-    /// lease changed meanwhile).
+    /// Ends a lease whose last instance leaves in one statement ([`RELEASE_LEASE`]) after
+    /// reading it. `None` when the general path must decide (other instances remain, or
+    /// the lease changed meanwhile).
     async fn fast_release_instance(
         &self,
         license: &License,
@@ -194,9 +170,7 @@ impl PostgresStore {
         if !instances.is_empty() {
             return Ok(None);
         }
-        let mut after = seat.clone();
-        after.released_at = Some(now);
-        after.release_reason = Some(ReleaseReason::Checkin);
+        let after = seat.ended(now, ReleaseReason::Checkin);
         let (before, after) = (json(&seat), json(&after));
         let actor = key_actor(license, seat.identifier.as_deref());
         let event = SeatEvent::new(
@@ -206,8 +180,6 @@ impl PostgresStore {
             before.as_deref(),
             after.as_deref(),
         );
-        // The license row first, then the seat: the order every path locks them in.
-        let mut tx = self.pool.begin().await?;
         let freed = sqlx::query_scalar::<_, i64>(RELEASE_LEASE)
             .bind(&license.id)
             .bind(&event.id)
@@ -221,25 +193,16 @@ impl PostgresStore {
             .bind(&event.webhook_data)
             .bind(now.saturating_add(crate::outbox::RETRY_WINDOW_MS))
             .bind(crate::backend::subscribed_pattern("seat.released"))
-            .fetch_one(&mut *tx)
-            .await?;
-        let ended = sqlx::query(
-            "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL \
-             AND instances IS NOT DISTINCT FROM $4 AND expires_at IS NOT DISTINCT FROM $5",
-        )
-        .bind(now)
-        .bind(ReleaseReason::Checkin)
-        .bind(lease_id)
-        .bind(&seat.instances)
-        .bind(seat.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if freed != 1 || ended.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(None);
+            .bind(ReleaseReason::Checkin)
+            .bind(&seat.instances)
+            .bind(seat.expires_at)
+            .fetch_one(&self.pool)
+            .await;
+        match freed {
+            Ok(1) => Ok(Some(true)),
+            Ok(_) => Ok(None),
+            Err(error) => Err(error.into()),
         }
-        tx.commit().await?;
-        Ok(Some(true))
     }
 
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -312,10 +275,21 @@ const TAKE_LEASE: &str = "WITH taken AS ( \
      ON CONFLICT (id) DO NOTHING) \
    SELECT COUNT(*) FROM seat";
 
-/// A lease's end at its last instance's checkin, but for the seat row itself: the counter
-/// (`$1`), the `seat.released` event (`$2`…) and its webhook messages. Answers 1.
-const RELEASE_LEASE: &str = "WITH freed AS ( \
-     UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1 RETURNING id, workspace_id), \
+/// A lease's end at its last instance's checkin, in one statement: the license row (`$1`)
+/// locked first, as every path locks it before its seats (the uncorrelated `EXISTS` runs
+/// once, before the seat is touched); then the seat (`$6`), only if it is still as read
+/// (`$14`, `$15`); then the counter, the `seat.released` event (`$2`…) and its webhook
+/// messages. Answers 1 if the lease ended.
+const RELEASE_LEASE: &str = "WITH license AS ( \
+     SELECT id FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \
+   ended AS ( \
+     UPDATE seats SET released_at = $9, release_reason = $13 WHERE id = $6 AND license_id = $1 \
+     AND released_at IS NULL AND instances IS NOT DISTINCT FROM $14 AND expires_at IS NOT DISTINCT FROM $15 \
+     AND EXISTS (SELECT 1 FROM license) \
+     RETURNING license_id), \
+   freed AS ( \
+     UPDATE licenses SET seats_used = seats_used - 1 WHERE id IN (SELECT license_id FROM ended) \
+     RETURNING id, workspace_id), \
    event AS ( \
      INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, \
        subject_id, license_id, before_json, after_json, created_at) \

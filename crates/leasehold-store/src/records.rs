@@ -317,6 +317,52 @@ pub struct Seat {
     pub reclaimed_on: Option<NaiveDate>,
 }
 
+impl Seat {
+    /// A new lease of `holder` on `license`, as `INSERT_LEASE` writes it: built here
+    /// rather than read back.
+    pub(crate) fn new_lease(
+        license: &License,
+        holder: &LeaseHolder,
+        id: String,
+        now: i64,
+        expires_at: i64,
+    ) -> Seat {
+        Seat {
+            id,
+            workspace_id: license.workspace_id.clone(),
+            license_id: license.id.clone(),
+            kind: SeatKind::Lease,
+            contact_id: None,
+            contact_name: None,
+            contact_terminated: false,
+            assignee_name: None,
+            device_name: None,
+            serial_key_enc: None,
+            serial_key_masked: None,
+            activated_on: None,
+            fingerprint: Some(holder.fingerprint.clone()),
+            os_user: Some(holder.os_user.clone()),
+            identifier: holder.identifier.clone(),
+            instances: crate::backend::json(&[&holder.instance]),
+            created_at: now,
+            last_seen_at: Some(now),
+            expires_at: Some(expires_at),
+            released_at: None,
+            release_reason: None,
+            reclaimed_on: None,
+        }
+    }
+
+    /// This lease as `END_SEAT` leaves it.
+    pub(crate) fn ended(&self, now: i64, reason: ReleaseReason) -> Seat {
+        Seat {
+            released_at: Some(now),
+            release_reason: Some(reason),
+            ..self.clone()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct NewAssignment {
     pub contact_id: Option<String>,

@@ -4,8 +4,9 @@
 //! async driver's worker thread.
 //!
 //! **One transaction per batch.** Every operation queued while the previous batch ran is
-//! applied in one `BEGIN IMMEDIATE` transaction, each in its own savepoint (one that
-//! fails rolls back only itself), and one `COMMIT`.
+//! applied in one `BEGIN IMMEDIATE` transaction and one `COMMIT`. Should one operation
+//! fail in the database, the batch is applied again with a savepoint for each, so that
+//! only the failed one is undone.
 //!
 //! **Answered once on disk.** The commit itself does not fsync (`synchronous=NORMAL`):
 //! the batch's answers go to a second thread that fsyncs the WAL and only then answers,
@@ -97,6 +98,8 @@ impl SeatWriter {
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Savepoints' sub-journals in memory, not in temporary files.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.set_prepared_statement_cache_capacity(32);
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
@@ -203,46 +206,81 @@ fn sync(wal: std::fs::File, committed: std::sync::mpsc::Receiver<Answers>) {
 }
 
 /// Applies a batch in one transaction; every outcome is final once this returns (the
-/// commit, and its fsync, is done, or every operation failed).
+/// batch committed, or every operation failed).
+///
+/// Optimistically without savepoints first (a savepoint makes SQLite copy every page it
+/// changes to a sub-journal): an operation that refuses does so before it writes, so
+/// only a database error can leave one half done. Then the batch is rolled back and
+/// applied again with a savepoint per operation, so that one failure undoes only itself.
 fn apply_batch(conn: &Connection, batch: &[Request]) -> Vec<Result<Done, StoreError>> {
-    let failed_all = |error: &rusqlite::Error| -> Vec<Result<Done, StoreError>> {
-        batch
-            .iter()
-            .map(|_| Err(StoreError::Sqlite(error.to_string())))
-            .collect()
-    };
-    if let Err(error) = statement(conn, "BEGIN IMMEDIATE") {
-        return failed_all(&error);
+    match apply_in_transaction(conn, batch, false) {
+        Ok(outcomes) if !outcomes.iter().any(is_database_error) => {
+            match statement(conn, "COMMIT") {
+                Ok(()) => return outcomes,
+                Err(error) => return rolled_back(conn, batch, &error),
+            }
+        }
+        Ok(_) => {
+            if let Err(error) = statement(conn, "ROLLBACK") {
+                return failed(batch, &error);
+            }
+        }
+        Err(error) => return rolled_back(conn, batch, &error),
     }
+    match apply_in_transaction(conn, batch, true) {
+        Ok(outcomes) => match statement(conn, "COMMIT") {
+            Ok(()) => outcomes,
+            Err(error) => rolled_back(conn, batch, &error),
+        },
+        Err(error) => rolled_back(conn, batch, &error),
+    }
+}
+
+/// `BEGIN IMMEDIATE` and every operation, each in a savepoint if `savepoints`; an error
+/// of the transaction itself (not of an operation) is answered as `Err`.
+fn apply_in_transaction(
+    conn: &Connection,
+    batch: &[Request],
+    savepoints: bool,
+) -> rusqlite::Result<Vec<Result<Done, StoreError>>> {
+    statement(conn, "BEGIN IMMEDIATE")?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut hooks = Webhooks::default();
     for request in batch {
-        let applied = statement(conn, "SAVEPOINT op").and_then(|()| {
-            let outcome = apply_op(conn, &mut hooks, &request.op);
-            let end = match &outcome {
-                Ok(_) => "RELEASE op",
-                Err(_) => "ROLLBACK TO op",
-            };
-            statement(conn, end)?;
-            if outcome.is_err() {
-                statement(conn, "RELEASE op")?;
-            }
-            Ok(outcome)
-        });
-        match applied {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(error) => {
-                // The transaction itself is broken: nothing of the batch stays.
-                let _ = statement(conn, "ROLLBACK");
-                return failed_all(&error);
-            }
+        if !savepoints {
+            outcomes.push(apply_op(conn, &mut hooks, &request.op));
+            continue;
         }
+        statement(conn, "SAVEPOINT op")?;
+        let outcome = apply_op(conn, &mut hooks, &request.op);
+        if outcome.is_err() {
+            statement(conn, "ROLLBACK TO op")?;
+        }
+        statement(conn, "RELEASE op")?;
+        outcomes.push(outcome);
     }
-    if let Err(error) = statement(conn, "COMMIT") {
-        let _ = statement(conn, "ROLLBACK");
-        return failed_all(&error);
-    }
-    outcomes
+    Ok(outcomes)
+}
+
+fn is_database_error(outcome: &Result<Done, StoreError>) -> bool {
+    matches!(outcome, Err(StoreError::Sqlite(_)))
+}
+
+/// Nothing of the batch stays: every operation answers the transaction's error.
+fn rolled_back(
+    conn: &Connection,
+    batch: &[Request],
+    error: &rusqlite::Error,
+) -> Vec<Result<Done, StoreError>> {
+    let _ = statement(conn, "ROLLBACK");
+    failed(batch, error)
+}
+
+fn failed(batch: &[Request], error: &rusqlite::Error) -> Vec<Result<Done, StoreError>> {
+    batch
+        .iter()
+        .map(|_| Err(StoreError::Sqlite(error.to_string())))
+        .collect()
 }
 
 fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
@@ -301,14 +339,21 @@ fn take(
         if !instances.contains(&holder.instance) {
             instances.push(holder.instance.clone());
         }
+        let instances = json(&instances);
         conn.prepare_cached(RENEW_LEASE)?.execute(params![
-            json(&instances),
+            instances,
             expires_at,
             now,
             holder.identifier,
             seat.id
         ])?;
-        let seat = seat_by_id(conn, &license.workspace_id, &seat.id)?;
+        let seat = Seat {
+            instances,
+            expires_at: Some(expires_at),
+            last_seen_at: Some(now),
+            identifier: holder.identifier.clone().or(seat.identifier),
+            ..seat
+        };
         return Ok(Done::Taken(Box::new(seat), false));
     }
     if license.release_cooldown_s > 0 {
@@ -327,26 +372,25 @@ fn take(
     if taken == 0 {
         return Ok(Done::Elsewhere);
     }
-    let id = new_id();
+    let seat = Seat::new_lease(license, holder, new_id(), now, expires_at);
     conn.prepare_cached(INSERT_LEASE)?.execute(params![
-        id,
-        license.workspace_id,
-        license.id,
-        holder.fingerprint,
-        holder.os_user,
-        holder.identifier,
-        json(&[&holder.instance]),
+        seat.id,
+        seat.workspace_id,
+        seat.license_id,
+        seat.fingerprint,
+        seat.os_user,
+        seat.identifier,
+        seat.instances,
         now,
         expires_at
     ])?;
-    let seat = seat_by_id(conn, &license.workspace_id, &id)?;
     insert_event(
         conn,
         hooks,
         license,
         &key_actor(license, holder.identifier.as_deref()),
         "seat.taken",
-        &id,
+        &seat.id,
         None,
         json(&seat),
         now,
@@ -384,7 +428,7 @@ fn release(
     if ended == 1 {
         conn.prepare_cached(FREE_SEAT)?
             .execute(params![license.id])?;
-        let after = seat_by_id(conn, &license.workspace_id, lease_id)?;
+        let after = seat.ended(now, ReleaseReason::Checkin);
         insert_event(
             conn,
             hooks,

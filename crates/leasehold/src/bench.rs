@@ -195,6 +195,8 @@ struct Servers {
     token: String,
     _dir: tempfile::TempDir,
     pg_database: Option<(String, String)>,
+    /// The store the servers share, for seeding it directly.
+    database_url: String,
 }
 
 impl Drop for Servers {
@@ -236,6 +238,7 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         database_url: store_args.get(3).cloned(),
         ..leasehold_server::Settings::new(data_dir.clone())
     };
+    let database_url = settings.database_url();
     let state = leasehold_server::open_state(&settings).await?;
     let token = leasehold_server::create_workspace(
         &state,
@@ -275,6 +278,7 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         token,
         _dir: dir,
         pg_database,
+        database_url,
     };
     let client = reqwest::Client::new();
     for base in &servers.bases {
@@ -415,7 +419,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 true,
             )
             .await?;
-            let leases = seed_leases(&servers, &fleet, args.leases, args.connections).await?;
+            let leases = seed_leases(&servers, &fleet, args.leases).await?;
             (fleet, leases)
         }
     };
@@ -448,6 +452,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             None
         };
 
+    let rss = peak_rss_mib(&servers);
     let pg_database = servers.pg_database.clone();
     drop(servers);
     if let Some((admin, name)) = &pg_database {
@@ -478,6 +483,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(b) = &baseline {
         row("baseline (axum+redis)", b);
     }
+    if let Some(rss) = rss {
+        println!("server peak RSS: {rss:.0} MiB");
+    }
     println!(
         "ratio to ceiling: {:.2}{}; over-allocations: {over}",
         measured.throughput() / ceiling.throughput().max(1e-9),
@@ -500,6 +508,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "over_allocations": over,
         "ceiling_per_s": ceiling.throughput().round(),
         "baseline_per_s": baseline.as_ref().map(|b| b.throughput().round()),
+        "server_peak_rss_mib": rss.map(f64::round),
     });
     println!("{summary}");
     Ok(())
@@ -571,53 +580,86 @@ async fn measure(
     .await
 }
 
-/// Takes `count` leases spread over the licenses; answers (lease id, key, instance).
+/// Seeds `count` live leases spread over the licenses, straight into the ledger (through
+/// the API a million would take many minutes): per license one `INSERT … SELECT` and the
+/// matching `seats_used`, in one transaction. Answers (lease id, key, instance).
 async fn seed_leases(
     servers: &Servers,
     fleet: &Fleet,
     count: usize,
-    connections: usize,
 ) -> anyhow::Result<Vec<(String, String, String)>> {
     let started = Instant::now();
-    let fleet_keys: Vec<String> = fleet.licenses.iter().map(|l| l.1.clone()).collect();
-    let fleet_keys = Arc::new(fleet_keys);
-    let workers = connections.clamp(1, 64);
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let base = servers.bases[w % servers.bases.len()].clone();
-        let keys = fleet_keys.clone();
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut out = Vec::new();
-            let mut i = w;
-            while i < count {
-                let key = &keys[i % keys.len()];
-                let body = json!({"key": key, "fingerprint": format!("seed-{i}"), "os_user": "u", "instance": "1"});
-                if let Ok(response) = client.post(format!("{base}/v1/client/leases")).json(&body).send().await {
-                    if let Ok(lease) = response.json::<Value>().await {
-                        if let Some(id) = lease["id"].as_str() {
-                            out.push((id.to_string(), key.clone(), "1".to_string()));
-                        }
-                    }
-                }
-                i += workers;
+    let now = now_ms();
+    let expires_at = now + 3_600_000;
+    let per_license = count.div_ceil(fleet.licenses.len()) as i64;
+    let insert = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
+        INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, instances, \
+        created_at, last_seen_at, expires_at) \
+        SELECT $1 || '-' || CAST(i AS TEXT), (SELECT workspace_id FROM licenses WHERE id = $1), $1, \
+        'lease', 'seed-' || CAST(i AS TEXT), 'u', '[\"i\"]', $2, $2, $4 FROM n";
+    let counter = "UPDATE licenses SET seats_used = seats_used + $1 WHERE id = $2";
+    macro_rules! seed {
+        ($pool:expr) => {{
+            let pool = $pool;
+            for (id, _, _) in &fleet.licenses {
+                let mut tx = pool.begin().await?;
+                sqlx::query(insert)
+                    .bind(id)
+                    .bind(now)
+                    .bind(per_license)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(counter)
+                    .bind(per_license)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
             }
-            out
-        }));
+            if servers.database_url.starts_with("postgres") {
+                sqlx::query("ANALYZE").execute(&pool).await?;
+            }
+        }};
     }
-    let mut leases = Vec::with_capacity(count);
-    for task in tasks {
-        leases.extend(task.await?);
+    if servers.database_url.starts_with("postgres") {
+        seed!(sqlx::PgPool::connect(&servers.database_url).await?);
+    } else {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&servers.database_url)?
+            .busy_timeout(Duration::from_secs(30));
+        seed!(sqlx::SqlitePool::connect_with(options).await?);
+    }
+    let mut leases = Vec::with_capacity(fleet.licenses.len() * per_license as usize);
+    for (id, key, _) in &fleet.licenses {
+        for i in 1..=per_license {
+            leases.push((format!("{id}-{i}"), key.clone(), "i".to_string()));
+        }
     }
     eprintln!(
         "bench: seeded {} leases in {:.1} s",
         leases.len(),
         started.elapsed().as_secs_f64()
     );
-    if leases.is_empty() {
-        bail!("no lease could be seeded");
-    }
     Ok(leases)
+}
+
+/// The peak resident set of each server process, in MiB (Linux; `None` elsewhere).
+fn peak_rss_mib(servers: &Servers) -> Option<f64> {
+    let mut peak: Option<f64> = None;
+    for child in &servers.children {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        peak = Some(peak.map_or(kib / 1024.0, |p: f64| p.max(kib / 1024.0)));
+    }
+    peak
 }
 
 // ---- the baseline: a minimal axum service over Redis ----
