@@ -6,6 +6,7 @@
 mod backend;
 #[macro_use]
 mod outbox;
+mod pg_batch;
 mod postgres;
 mod records;
 mod seat_writer;

@@ -1,11 +1,14 @@
 //! PostgreSQL: one pool; row locks (`FOR NO KEY UPDATE`) where a change reads before it writes,
 //! and the seat counter updated conditionally, so several nodes share one ledger.
 
+use crate::pg_batch::{SeatBatcher, SeatOp};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Takes and checkins, many per transaction.
+    seats: SeatBatcher,
 }
 
 impl PostgresStore {
@@ -19,7 +22,8 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        let seats = SeatBatcher::start(pool.clone());
+        Ok(PostgresStore { pool, seats })
     }
 
     fn writer(&self) -> &PgPool {
@@ -84,11 +88,11 @@ impl PostgresStore {
         Ok(live.map(|(instances,)| instances))
     }
 
-    /// Takes a new lease in one statement, so a hot license's row lock is held for one
-    /// statement and its commit: the conditional counter update (the invariant), the seat,
-    /// its audit event and its webhook messages, as one `WITH` chain. The update also
-    /// requires that the holder has no live lease and is not in a release cooldown. `None`
-    /// when nothing was taken: the general path then decides, and refuses or explains.
+    /// Takes a new lease with the node's other seat operations, many per statement
+    /// (`pg_batch.rs`): the conditional counter update (the invariant), the seat, its
+    /// audit event and its webhook messages. `None` when nothing was taken (the license
+    /// is full or not in force, the holder has a live lease or is in a release cooldown):
+    /// the general path then decides, and refuses or explains.
     async fn fast_take_lease(
         &self,
         license: &License,
@@ -110,39 +114,18 @@ impl PostgresStore {
             None,
             after.as_deref(),
         );
-        let taken = sqlx::query_scalar::<_, i64>(TAKE_LEASE)
-            .bind(&license.id)
-            .bind(SeatModel::Concurrent)
-            .bind(today())
-            .bind(&seat.id)
-            .bind(&holder.fingerprint)
-            .bind(&holder.os_user)
-            .bind(&holder.identifier)
-            .bind(&seat.instances)
-            .bind(now)
-            .bind(expires_at)
-            .bind(cooldown_until)
-            .bind(&event.id)
-            .bind(event.actor_kind)
-            .bind(&event.actor_id)
-            .bind(&event.actor_label)
-            .bind(&after)
-            .bind(&event.webhook_data)
-            .bind(now.saturating_add(crate::outbox::RETRY_WINDOW_MS))
-            .bind(crate::backend::subscribed_pattern("seat.taken"))
-            .fetch_one(&self.pool)
-            .await;
-        match taken {
-            Ok(1) => Ok(Some((seat, true))),
-            Ok(_) => Ok(None),
-            Err(error) if is_unique_violation(&error) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
+        let op = SeatOp::Take {
+            seat: seat.clone(),
+            cooldown_until,
+            event,
+            after,
+        };
+        Ok(self.seats.apply(op).await?.then_some((seat, true)))
     }
 
-    /// Ends a lease whose last instance leaves in one statement ([`RELEASE_LEASE`]) after
-    /// reading it. `None` when the general path must decide (other instances remain, or
-    /// the lease changed meanwhile).
+    /// Ends a lease whose last instance leaves, after reading it, batched like a take.
+    /// `None` when the general path must decide (other instances remain, or the lease
+    /// changed meanwhile).
     async fn fast_release_instance(
         &self,
         license: &License,
@@ -171,38 +154,23 @@ impl PostgresStore {
             return Ok(None);
         }
         let after = seat.ended(now, ReleaseReason::Checkin);
-        let (before, after) = (json(&seat), json(&after));
+        let (before, after_json) = (json(&seat), json(&after));
         let actor = key_actor(license, seat.identifier.as_deref());
         let event = SeatEvent::new(
             license,
             &actor,
             lease_id,
             before.as_deref(),
-            after.as_deref(),
+            after_json.as_deref(),
         );
-        let freed = sqlx::query_scalar::<_, i64>(RELEASE_LEASE)
-            .bind(&license.id)
-            .bind(&event.id)
-            .bind(event.actor_kind)
-            .bind(&event.actor_id)
-            .bind(&event.actor_label)
-            .bind(lease_id)
-            .bind(&before)
-            .bind(&after)
-            .bind(now)
-            .bind(&event.webhook_data)
-            .bind(now.saturating_add(crate::outbox::RETRY_WINDOW_MS))
-            .bind(crate::backend::subscribed_pattern("seat.released"))
-            .bind(ReleaseReason::Checkin)
-            .bind(&seat.instances)
-            .bind(seat.expires_at)
-            .fetch_one(&self.pool)
-            .await;
-        match freed {
-            Ok(1) => Ok(Some(true)),
-            Ok(_) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
+        let op = SeatOp::Release {
+            seat,
+            now,
+            event,
+            before,
+            after: after_json,
+        };
+        Ok(self.seats.apply(op).await?.then_some(true))
     }
 
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -213,12 +181,12 @@ impl PostgresStore {
 const TOUCH_LEASE: &str = crate::backend::TOUCH_LEASE;
 
 /// A seat event's columns, made before the statement that writes it.
-struct SeatEvent {
-    id: String,
-    actor_kind: &'static str,
-    actor_id: Option<String>,
-    actor_label: String,
-    webhook_data: String,
+pub(crate) struct SeatEvent {
+    pub(crate) id: String,
+    pub(crate) actor_kind: &'static str,
+    pub(crate) actor_id: Option<String>,
+    pub(crate) actor_label: String,
+    pub(crate) webhook_data: String,
 }
 
 impl SeatEvent {
@@ -243,66 +211,6 @@ impl SeatEvent {
         }
     }
 }
-
-/// A new lease, whole: `TRY_TAKE_SEAT` for an application (plus: the holder has no live
-/// lease, `$5`/`$6`, and no admin released it after `$11`), `INSERT_LEASE`, the
-/// `seat.taken` event (`$12`…) and its webhook messages. Answers 1 if the seat was taken.
-const TAKE_LEASE: &str = "WITH taken AS ( \
-     UPDATE licenses SET seats_used = seats_used + 1 \
-     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
-     AND status = 'active' AND (expires_on IS NULL OR expires_on >= $3) \
-     AND NOT EXISTS (SELECT 1 FROM seats WHERE license_id = $1 AND kind = 'lease' AND fingerprint = $5 \
-       AND os_user = $6 AND released_at IS NULL) \
-     AND NOT EXISTS (SELECT 1 FROM seats WHERE license_id = $1 AND fingerprint = $5 AND os_user = $6 \
-       AND release_reason = 'admin_release' AND released_at > $11) \
-     RETURNING id, workspace_id), \
-   seat AS ( \
-     INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, identifier, instances, \
-       created_at, last_seen_at, expires_at) \
-     SELECT $4, taken.workspace_id, taken.id, 'lease', $5, $6, $7, $8, $9, $9, $10 FROM taken \
-     RETURNING id, workspace_id, license_id), \
-   event AS ( \
-     INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, \
-       subject_id, license_id, before_json, after_json, created_at) \
-     SELECT $12, seat.workspace_id, $13, $14, $15, 'seat.taken', 'seat', seat.id, seat.license_id, NULL, $16, $9 \
-     FROM seat), \
-   hooks AS ( \
-     INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, attempts, \
-       next_attempt_at, retry_until, created_at) \
-     SELECT $12 || '.' || w.id, seat.workspace_id, 'webhook', w.id, 'seat.taken', $17, 'pending', 0, $9, $18, $9 \
-     FROM seat JOIN webhooks w ON w.workspace_id = seat.workspace_id AND w.deleted_at IS NULL \
-       AND w.events LIKE '%' || $19 || '%' \
-     ON CONFLICT (id) DO NOTHING) \
-   SELECT COUNT(*) FROM seat";
-
-/// A lease's end at its last instance's checkin, in one statement: the license row (`$1`)
-/// locked first, as every path locks it before its seats (the uncorrelated `EXISTS` runs
-/// once, before the seat is touched); then the seat (`$6`), only if it is still as read
-/// (`$14`, `$15`); then the counter, the `seat.released` event (`$2`…) and its webhook
-/// messages. Answers 1 if the lease ended.
-const RELEASE_LEASE: &str = "WITH license AS ( \
-     SELECT id FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \
-   ended AS ( \
-     UPDATE seats SET released_at = $9, release_reason = $13 WHERE id = $6 AND license_id = $1 \
-     AND released_at IS NULL AND instances IS NOT DISTINCT FROM $14 AND expires_at IS NOT DISTINCT FROM $15 \
-     AND EXISTS (SELECT 1 FROM license) \
-     RETURNING license_id), \
-   freed AS ( \
-     UPDATE licenses SET seats_used = seats_used - 1 WHERE id IN (SELECT license_id FROM ended) \
-     RETURNING id, workspace_id), \
-   event AS ( \
-     INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, \
-       subject_id, license_id, before_json, after_json, created_at) \
-     SELECT $2, freed.workspace_id, $3, $4, $5, 'seat.released', 'seat', $6, freed.id, $7, $8, $9 \
-     FROM freed), \
-   hooks AS ( \
-     INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, attempts, \
-       next_attempt_at, retry_until, created_at) \
-     SELECT $2 || '.' || w.id, freed.workspace_id, 'webhook', w.id, 'seat.released', $10, 'pending', 0, $9, $11, $9 \
-     FROM freed JOIN webhooks w ON w.workspace_id = freed.workspace_id AND w.deleted_at IS NULL \
-       AND w.events LIKE '%' || $12 || '%' \
-     ON CONFLICT (id) DO NOTHING) \
-   SELECT COUNT(*) FROM freed";
 
 impl_store!(
     PostgresStore,

@@ -100,6 +100,9 @@ impl SeatWriter {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Savepoints' sub-journals in memory, not in temporary files.
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // 64 MiB of pages instead of SQLite's 2 MiB: the seat indexes' inner pages stay
+        // cached, so a heartbeat among a million leases reads few pages from the OS.
+        conn.pragma_update(None, "cache_size", -65_536)?;
         conn.set_prepared_statement_cache_capacity(32);
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
