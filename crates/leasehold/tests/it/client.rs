@@ -17,6 +17,7 @@ both_stores!(
     heartbeats_keep_a_lease_and_a_crashed_app_frees_its_seat,
     concurrent_checkouts_never_exceed_seats_total,
     concurrent_activations_never_exceed_seats_total,
+    a_seat_operation_failing_in_the_database_fails_alone,
     answers_are_signed_and_tampering_shows,
     a_key_reaches_only_its_own_workspace,
 );
@@ -567,6 +568,110 @@ async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
     active.sort();
     granted.sort();
     assert_eq!(active, granted, "exactly the granted leases are active");
+}
+
+/// Seat operations are applied in batches (SQLite's seat writer, PostgreSQL's batcher).
+/// A trigger makes the database refuse some new leases: those checkouts fail, and only
+/// they: every other one of the same batches is granted, and counter and ledger agree.
+async fn a_seat_operation_failing_in_the_database_fails_alone(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 40}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    match s.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&s.database_url).await.unwrap();
+            sqlx::query(
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON seats WHEN NEW.fingerprint LIKE 'boom%' \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+            sqlx::query(
+                "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.fingerprint LIKE 'boom%' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON seats FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    let machines: Vec<String> = (0..36)
+        .map(|i| {
+            if i % 6 == 3 {
+                format!("boom-{i}")
+            } else {
+                format!("machine-{i}")
+            }
+        })
+        .collect();
+    let tasks: Vec<_> = machines
+        .iter()
+        .map(|machine| {
+            let c = client(s);
+            let body = lease_body(&key, machine, "user", "i1");
+            tokio::spawn(async move { c.post("/v1/client/leases", body).await })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for (machine, task) in machines.iter().zip(tasks) {
+        let (status, body) = task.await.unwrap();
+        if machine.starts_with("boom") {
+            assert_eq!(
+                status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{machine}: {body}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::CREATED, "{machine}: {body}");
+            granted.push(id(&body));
+        }
+    }
+    assert_eq!(granted.len(), 30);
+    let lid = id(&license);
+    assert_eq!(
+        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        30
+    );
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
+        .await;
+    let mut active: Vec<String> = active["items"].as_array().unwrap().iter().map(id).collect();
+    active.sort();
+    granted.sort();
+    assert_eq!(active, granted, "exactly the granted leases are active");
+
+    // Their checkins, all at once, free every seat.
+    let tasks: Vec<_> = granted
+        .iter()
+        .map(|lease| {
+            let c = client(s);
+            let path = format!("/v1/client/leases/{lease}/instances/i1");
+            let body = json!({"key": key});
+            tokio::spawn(async move { c.call(reqwest::Method::DELETE, &path, Some(body)).await })
+        })
+        .collect();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["released"], true);
+    }
+    assert_eq!(
+        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
+        0
+    );
 }
 
 async fn concurrent_activations_never_exceed_seats_total(s: &TestServer) {
