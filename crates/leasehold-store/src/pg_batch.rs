@@ -437,7 +437,10 @@ mod tests {
             .iter()
             .map(|(_, ids)| ids.iter().map(String::as_str).collect())
             .collect();
-        assert_eq!(ids, vec![vec!["t1"], vec!["t2", "t3"], vec!["r1"], vec!["r1"]]);
+        assert_eq!(
+            ids,
+            vec![vec!["t1"], vec!["t2", "t3"], vec!["r1"], vec!["r1"]]
+        );
         assert!(shape.iter().all(|(license, _)| license == "a"));
     }
 }
