@@ -82,7 +82,8 @@ async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next
 
 /// The caller, once its key resolved to a live license.
 struct Caller {
-    license: License,
+    /// Shared with the license cache, not copied per call.
+    license: Arc<License>,
     signer: Arc<SigningKey>,
 }
 
@@ -115,16 +116,20 @@ impl Caller {
         let key = keys::normalize_key(&key).map_err(|m| ApiError::invalid("key", m))?;
         let key_hash = state.master.key_hash(&key);
         state.limits.check_key(&key_hash)?;
-        // Found by keyed hash and confirmed in constant time: the work is the same
-        // whether the key exists or not.
+        // Found by keyed hash (in the cache, or else in the store) and confirmed in
+        // constant time.
         let cache = &state.live.licenses;
         let found = match cache.get(&key_hash, need) {
-            Some(license) => Some(License::clone(&license)),
+            Some(license) => Some(license),
             None => {
                 let ticket = cache.ticket();
-                let found = state.store.license_by_key_hash(&key_hash).await?;
+                let found = state
+                    .store
+                    .license_by_key_hash(&key_hash)
+                    .await?
+                    .map(Arc::new);
                 if let Some(license) = &found {
-                    cache.put(&key_hash, license, ticket);
+                    cache.put(&key_hash, license.clone(), ticket);
                 }
                 found
             }
@@ -590,6 +595,7 @@ async fn public_key(
             .await?
             .license
             .workspace_id
+            .clone()
     };
     let key = state
         .signers

@@ -91,7 +91,7 @@ impl LicenseCache {
 
     /// Caches a license read after `ticket` was taken, unless it changed since: the read
     /// may then have seen the row from before the change.
-    pub fn put(&self, key_hash: &str, license: &License, ticket: Ticket) {
+    pub fn put(&self, key_hash: &str, license: Arc<License>, ticket: Ticket) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -102,8 +102,7 @@ impl LicenseCache {
         }
         let seat_count_current = !changed_since(&inner.seats_changed_at);
         if inner.by_hash.len() >= MAX_ENTRIES {
-            inner.by_hash.clear();
-            inner.hash_of.clear();
+            inner.start_over();
         }
         inner
             .hash_of
@@ -111,7 +110,7 @@ impl LicenseCache {
         inner.by_hash.insert(
             key_hash.to_string(),
             Entry {
-                license: Arc::new(license.clone()),
+                license,
                 stored: Instant::now(),
                 seat_count_current,
             },
@@ -135,13 +134,20 @@ impl LicenseCache {
         };
         inner.generation += 1;
         let generation = inner.generation;
-        inner
-            .seats_changed_at
-            .insert(license_id.to_string(), generation);
-        if let Some(hash) = inner.hash_of.get(license_id).cloned() {
-            if let Some(entry) = inner.by_hash.get_mut(&hash) {
-                entry.seat_count_current = false;
+        let Inner {
+            by_hash,
+            hash_of,
+            seats_changed_at,
+            ..
+        } = &mut *inner;
+        match seats_changed_at.get_mut(license_id) {
+            Some(at) => *at = generation,
+            None => {
+                seats_changed_at.insert(license_id.to_string(), generation);
             }
+        }
+        if let Some(entry) = hash_of.get(license_id).and_then(|h| by_hash.get_mut(h)) {
+            entry.seat_count_current = false;
         }
     }
 
@@ -163,10 +169,20 @@ impl LicenseCache {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        inner.generation += 1;
-        inner.floor = inner.generation;
-        inner.by_hash.clear();
-        inner.hash_of.clear();
+        inner.start_over();
+    }
+}
+
+impl Inner {
+    /// Drops every entry and every change record; reads that started before are not
+    /// cached (their tickets fall below the floor).
+    fn start_over(&mut self) {
+        self.generation += 1;
+        self.floor = self.generation;
+        self.by_hash.clear();
+        self.hash_of.clear();
+        self.changed_at.clear();
+        self.seats_changed_at.clear();
     }
 }
 
@@ -212,7 +228,7 @@ mod tests {
     #[test]
     fn a_seat_change_keeps_the_entry_for_settings_only() {
         let cache = LicenseCache::default();
-        cache.put("h1", &license("l1", 1), cache.ticket());
+        cache.put("h1", Arc::new(license("l1", 1)), cache.ticket());
         cache.changed("l1", "seat.heartbeat");
         assert_eq!(
             cache.get("h1", Need::SeatCount).map(|l| l.seats_used),
@@ -233,27 +249,27 @@ mod tests {
         let cache = LicenseCache::default();
         let before_seat_change = cache.ticket();
         cache.changed("l1", "seat.released");
-        cache.put("h1", &license("l1", 1), before_seat_change);
+        cache.put("h1", Arc::new(license("l1", 1)), before_seat_change);
         assert!(cache.get("h1", Need::SeatCount).is_none());
         assert!(cache.get("h1", Need::Settings).is_some());
 
         let before_update = cache.ticket();
         cache.changed("l2", "license.updated");
-        cache.put("h2", &license("l2", 1), before_update);
+        cache.put("h2", Arc::new(license("l2", 1)), before_update);
         assert!(cache.get("h2", Need::Settings).is_none());
     }
 
     #[test]
     fn entries_lapse_after_the_ttl_and_clear_drops_reads_in_flight() {
         let cache = LicenseCache::new(Duration::from_millis(1));
-        cache.put("h1", &license("l1", 1), cache.ticket());
+        cache.put("h1", Arc::new(license("l1", 1)), cache.ticket());
         std::thread::sleep(Duration::from_millis(5));
         assert!(cache.get("h1", Need::Settings).is_none());
 
         let cache = LicenseCache::default();
         let ticket = cache.ticket();
         cache.clear();
-        cache.put("h1", &license("l1", 1), ticket);
+        cache.put("h1", Arc::new(license("l1", 1)), ticket);
         assert!(cache.get("h1", Need::Settings).is_none());
     }
 }

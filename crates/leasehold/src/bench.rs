@@ -644,22 +644,25 @@ async fn seed_leases(
     Ok(leases)
 }
 
-/// The peak resident set of each server process, in MiB (Linux; `None` elsewhere).
+/// The largest peak resident set of the server processes, in MiB (Linux; `None` when no
+/// process's could be read).
 fn peak_rss_mib(servers: &Servers) -> Option<f64> {
-    let mut peak: Option<f64> = None;
-    for child in &servers.children {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        peak = Some(peak.map_or(kib / 1024.0, |p: f64| p.max(kib / 1024.0)));
-    }
-    peak
+    servers
+        .children
+        .iter()
+        .filter_map(|child| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+            let kib: f64 = status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib / 1024.0)
+        })
+        .reduce(f64::max)
 }
 
 // ---- the baseline: a minimal axum service over Redis ----

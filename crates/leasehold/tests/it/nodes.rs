@@ -165,7 +165,7 @@ async fn three_nodes_share_one_seat_ledger() {
             .to_string()
     };
     assert_eq!(validate().await, "VALID");
-    assert_eq!(validate().await, "VALID", "answered from the cache");
+    assert_eq!(validate().await, "VALID", "valid before the suspension");
     admin
         .patch(
             &format!("/v1/licenses/{}", id(&cached)),
