@@ -1,7 +1,8 @@
 //! Background jobs every node runs. The lease sweeper releases leases whose holders
 //! stopped heartbeating (crash, reboot, closed remote session), in chunks, so a sweep of
-//! many never holds the writer long. Each chunk locks its license first and ends only
-//! leases still active under that lock, so nodes sweeping at once never end one twice.
+//! many never holds the writer long. Within a chunk, each license's leases end in a
+//! transaction that locks the license first and ends only leases still active under that
+//! lock, so nodes sweeping at once never end one twice.
 
 use crate::AppState;
 use tokio::task::JoinHandle;
@@ -40,8 +41,8 @@ pub async fn sweep(state: &AppState) -> u64 {
                 for (workspace_id, license_id) in touched {
                     state.live.publish(workspace_id, license_id, "seat.expired");
                 }
-                // A short chunk is not the end: on PostgreSQL it skips licenses locked by a
-                // checkout or another node's sweep. Only a chunk that ends nothing is.
+                // A short chunk is not taken as the end (another node may have ended some of
+                // its leases meanwhile); a chunk that ends nothing is.
                 if n == 0 {
                     break;
                 }
