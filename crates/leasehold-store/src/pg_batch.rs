@@ -299,7 +299,9 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
             .iter()
             .map(|op| Ok(done.contains(&op.seat().id)))
             .collect(),
-        Err(error) if ops.len() > 1 => {
+        // A statement failed: each operation again on its own, so the failure is only
+        // its own. Anything else (no connection, say) would fail them all the same.
+        Err(error @ sqlx::Error::Database(_)) if ops.len() > 1 => {
             tracing::debug!(%error, size = ops.len(), "seat batch failed; applying one by one");
             let mut outcomes = Vec::with_capacity(ops.len());
             for op in ops {
@@ -312,7 +314,20 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
             }
             outcomes
         }
-        Err(error) => vec![Err(error.into())],
+        Err(error) => {
+            // sqlx's errors don't clone: each operation gets one of the same kind.
+            let again = |error: &sqlx::Error| match error {
+                sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
+                other => sqlx::Error::Protocol(other.to_string()),
+            };
+            let mut outcomes: Vec<Result<bool, StoreError>> = ops
+                .iter()
+                .skip(1)
+                .map(|_| Err(again(&error).into()))
+                .collect();
+            outcomes.insert(0, Err(error.into()));
+            outcomes
+        }
     }
 }
 

@@ -252,6 +252,7 @@ fn apply_in_transaction(
     for request in batch {
         if !savepoints {
             outcomes.push(apply_op(conn, &mut hooks, &request.op));
+            ended_by_sqlite(conn)?;
             continue;
         }
         statement(conn, "SAVEPOINT op")?;
@@ -263,6 +264,19 @@ fn apply_in_transaction(
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// Some errors (a full disk, an I/O error) make SQLite roll the whole transaction back by
+/// itself: the operations after one would then each commit on their own. The batch stops
+/// there, and every operation of it fails (nothing of it stays).
+fn ended_by_sqlite(conn: &Connection) -> rusqlite::Result<()> {
+    if conn.is_autocommit() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+            Some("SQLite rolled the seat batch back".into()),
+        ));
+    }
+    Ok(())
 }
 
 fn is_database_error(outcome: &Result<Done, StoreError>) -> bool {
