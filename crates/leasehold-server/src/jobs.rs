@@ -5,13 +5,29 @@
 //! lock, so nodes sweeping at once never end one twice.
 
 use crate::AppState;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// Leases one sweep transaction ends: small enough that live requests queued behind it
-/// on the writer wait milliseconds, not the whole sweep.
-const SWEEP_CHUNK: i64 = 100;
+/// How long one chunk of a sweep may take: live requests queued behind it on the writer
+/// wait about this long, not the whole sweep. The chunk's size follows
+/// ([`next_chunk`]): a slow machine, a debug build or a busy writer sweeps fewer leases
+/// per chunk.
+const CHUNK_TIME: Duration = Duration::from_millis(5);
+/// Leases the first chunk ends, and the bounds of every chunk.
+const FIRST_CHUNK: i64 = 100;
+const MIN_CHUNK: i64 = 10;
+const MAX_CHUNK: i64 = 500;
 /// Between two chunks, live requests go first.
-const CHUNK_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+const CHUNK_PAUSE: Duration = Duration::from_millis(2);
+
+/// The next chunk's size, after a chunk of `size` that ended `ended` leases in `took`:
+/// scaled to take [`CHUNK_TIME`], growing at most twofold and only after a full chunk.
+fn next_chunk(size: i64, ended: usize, took: Duration) -> i64 {
+    let took_us = took.as_micros().max(1) as f64;
+    let fitting = (size as f64 * CHUNK_TIME.as_micros() as f64 / took_us) as i64;
+    let grown = if ended as i64 >= size { size * 2 } else { size };
+    fitting.min(grown).clamp(MIN_CHUNK, MAX_CHUNK)
+}
 
 pub fn spawn(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -28,9 +44,12 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
 /// Releases every lapsed lease, a chunk at a time; answers how many.
 pub async fn sweep(state: &AppState) -> u64 {
     let mut total = 0;
+    let mut chunk = FIRST_CHUNK;
     loop {
-        match state.store.expire_leases(SWEEP_CHUNK).await {
+        let started = Instant::now();
+        match state.store.expire_leases(chunk).await {
             Ok(expired) => {
+                chunk = next_chunk(chunk, expired.len(), started.elapsed());
                 let n = expired.len() as u64;
                 total += n;
                 // One live event per license a chunk touched, not one per lease.
@@ -60,4 +79,26 @@ pub async fn sweep(state: &AppState) -> u64 {
         tracing::info!(expired = total, "released lapsed leases");
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_chunk_makes_the_next_one_smaller() {
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(25)), 20);
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(10)), 50);
+        // Never below the floor, however slow.
+        assert_eq!(next_chunk(100, 100, Duration::from_secs(1)), MIN_CHUNK);
+    }
+
+    #[test]
+    fn a_quick_full_chunk_makes_the_next_one_at_most_twice_as_big() {
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(1)), 200);
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(4)), 125);
+        assert_eq!(next_chunk(400, 400, Duration::from_micros(10)), MAX_CHUNK);
+        // A short chunk (the end of the sweep, or another node took some) doesn't grow.
+        assert_eq!(next_chunk(100, 30, Duration::from_millis(1)), 100);
+    }
 }

@@ -4,14 +4,24 @@
 //! arguments. Keep the SQL portable: `$n` placeholders, `ON CONFLICT`, `RETURNING`.
 
 /// The seat columns with the holder contact's name and whether they were offboarded.
-macro_rules! seat_select {
+/// A [`Seat`]'s columns, from seats `s` and their contacts `c`.
+macro_rules! seat_columns {
     () => {
-        "SELECT s.id, s.workspace_id, s.license_id, s.kind, s.contact_id, c.name AS contact_name, \
+        "s.id, s.workspace_id, s.license_id, s.kind, s.contact_id, c.name AS contact_name, \
          COALESCE(c.status = 'terminated', FALSE) AS contact_terminated, s.assignee_name, \
          s.device_name, s.serial_key_enc, s.serial_key_masked, s.activated_on, s.fingerprint, \
          s.os_user, s.identifier, s.instances, s.created_at, s.last_seen_at, s.expires_at, \
-         s.released_at, s.release_reason, s.reclaimed_on \
-         FROM seats s LEFT JOIN contacts c ON c.id = s.contact_id "
+         s.released_at, s.release_reason, s.reclaimed_on "
+    };
+}
+
+macro_rules! seat_select {
+    () => {
+        concat!(
+            "SELECT ",
+            seat_columns!(),
+            "FROM seats s LEFT JOIN contacts c ON c.id = s.contact_id "
+        )
     };
 }
 

@@ -14,8 +14,9 @@
 //! fail, the transaction is rolled back and each operation runs again on its own, so a
 //! failure is only its own.
 
+use crate::backend::{json, webhook_data};
 use crate::postgres::SeatEvent;
-use crate::records::{today, Seat};
+use crate::records::{key_actor_of, new_id, now_ms, today, Seat};
 use crate::StoreError;
 use leasehold_core::{ReleaseReason, SeatModel};
 use sqlx::postgres::{PgConnection, PgPool};
@@ -76,65 +77,85 @@ const TAKE_LEASES: &str = "WITH license AS ( \
    SELECT id FROM seat";
 
 /// Leases of license `$1` ended at their last instance's checkin, one per element of the
-/// arrays (`$2`…). The license row is locked first, as every path locks it before its
-/// seats; a seat ends only if it is still as read (its instances and expiry); the counter
-/// moves by the seats ended; each gets its `seat.released` event and webhook messages.
-/// Answers the ids of the seats ended.
-const RELEASE_LEASES: &str = "WITH license AS ( \
-     SELECT id FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \
-   request AS ( \
-     SELECT * FROM UNNEST($2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[], \
-       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
-       AS r(id, instances, expires_at, now, event_id, actor_kind, actor_id, actor_label, before_json, \
+/// arrays (`$2`: lease ids, `$3`: their workspaces, `$4`: the instance list each must still
+/// have, only the leaving instance). The license row is locked first, as every path locks
+/// it before its seats; the counter moves by the seats ended. Answers the ended seats, for
+/// their audit events ([`RELEASE_EVENTS`]). Nothing is read before: a lease that has other
+/// instances, or is already ended, is not matched, and the general path decides.
+const RELEASE_LEASES: &str = concat!(
+    "WITH license AS ( \
+       SELECT id FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \
+     request AS ( \
+       SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(id, workspace_id, instances)), \
+     ended AS ( \
+       UPDATE seats s SET released_at = $5, release_reason = $6 FROM request r \
+       WHERE s.id = r.id AND s.workspace_id = r.workspace_id AND s.license_id = $1 \
+       AND s.kind = 'lease' AND s.released_at IS NULL AND s.instances = r.instances \
+       AND EXISTS (SELECT 1 FROM license) \
+       RETURNING s.*), \
+     freed AS ( \
+       UPDATE licenses SET seats_used = seats_used - (SELECT COUNT(*) FROM ended) \
+       WHERE id = $1 AND EXISTS (SELECT 1 FROM ended) RETURNING id) \
+     SELECT ",
+    seat_columns!(),
+    "FROM ended s LEFT JOIN contacts c ON c.id = s.contact_id"
+);
+
+/// The `seat.released` events of the seats [`RELEASE_LEASES`] ended (license `$1`, at
+/// `$2`), one per element of the arrays (`$3`…), and their webhook messages.
+const RELEASE_EVENTS: &str = "WITH request AS ( \
+     SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+       $9::text[], $10::text[], $11::text[]) \
+       AS r(event_id, seat_id, workspace_id, actor_kind, actor_id, actor_label, before_json, \
          after_json, webhook_data)), \
-   ended AS ( \
-     UPDATE seats s SET released_at = r.now, release_reason = $13 FROM request r \
-     WHERE s.id = r.id AND s.license_id = $1 AND s.released_at IS NULL \
-     AND s.instances IS NOT DISTINCT FROM r.instances AND s.expires_at IS NOT DISTINCT FROM r.expires_at \
-     AND EXISTS (SELECT 1 FROM license) \
-     RETURNING s.id, s.workspace_id), \
-   freed AS ( \
-     UPDATE licenses SET seats_used = seats_used - (SELECT COUNT(*) FROM ended) \
-     WHERE id = $1 AND EXISTS (SELECT 1 FROM ended) RETURNING id), \
    event AS ( \
      INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, \
        subject_id, license_id, before_json, after_json, created_at) \
-     SELECT r.event_id, e.workspace_id, r.actor_kind, r.actor_id, r.actor_label, 'seat.released', 'seat', e.id, $1, \
-       r.before_json, r.after_json, r.now \
-     FROM ended e JOIN request r ON r.id = e.id), \
-   hooks AS ( \
-     INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, attempts, \
-       next_attempt_at, retry_until, created_at) \
-     SELECT r.event_id || '.' || w.id, e.workspace_id, 'webhook', w.id, 'seat.released', r.webhook_data, 'pending', 0, \
-       r.now, r.now + $14, r.now \
-     FROM ended e JOIN request r ON r.id = e.id \
-     JOIN webhooks w ON w.workspace_id = e.workspace_id AND w.deleted_at IS NULL \
-       AND w.events LIKE '%' || $15 || '%' \
-     ON CONFLICT (id) DO NOTHING) \
-   SELECT id FROM ended";
+     SELECT r.event_id, r.workspace_id, r.actor_kind, r.actor_id, r.actor_label, 'seat.released', \
+       'seat', r.seat_id, $1, r.before_json, r.after_json, $2 \
+     FROM request r) \
+   INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, attempts, \
+     next_attempt_at, retry_until, created_at) \
+   SELECT r.event_id || '.' || w.id, r.workspace_id, 'webhook', w.id, 'seat.released', r.webhook_data, \
+     'pending', 0, $2, $2 + $12, $2 \
+   FROM request r \
+   JOIN webhooks w ON w.workspace_id = r.workspace_id AND w.deleted_at IS NULL \
+     AND w.events LIKE '%' || $13 || '%' \
+   ON CONFLICT (id) DO NOTHING";
 
 pub(crate) enum SeatOp {
     /// A new lease, as built for the holder.
     Take {
-        seat: Seat,
+        seat: Box<Seat>,
         cooldown_until: i64,
         event: SeatEvent,
         after: Option<String>,
     },
-    /// The end of `seat` (as read) at its last instance's checkin.
+    /// The end of lease `lease_id` at the checkin of its only instance.
     Release {
-        seat: Seat,
-        now: i64,
-        event: SeatEvent,
-        before: Option<String>,
-        after: Option<String>,
+        lease_id: String,
+        license_id: String,
+        workspace_id: String,
+        /// The key's masked form, the audit actor's label when the lease has no identifier.
+        key_masked: String,
+        /// The instance list the lease must still have: only the leaving instance.
+        instances: String,
     },
 }
 
 impl SeatOp {
-    fn seat(&self) -> &Seat {
+    fn license_id(&self) -> &str {
         match self {
-            SeatOp::Take { seat, .. } | SeatOp::Release { seat, .. } => seat,
+            SeatOp::Take { seat, .. } => &seat.license_id,
+            SeatOp::Release { license_id, .. } => license_id,
+        }
+    }
+
+    /// The seat the operation takes or ends.
+    fn seat_id(&self) -> &str {
+        match self {
+            SeatOp::Take { seat, .. } => &seat.id,
+            SeatOp::Release { lease_id, .. } => lease_id,
         }
     }
 
@@ -143,8 +164,8 @@ impl SeatOp {
     }
 }
 
-/// Runs one license's takes, or its checkins, as one statement; answers the ids of the
-/// seats taken or ended.
+/// Runs one license's takes, or its checkins, (one statement, and for checkins one more
+/// for their audit events); answers the ids of the seats taken or ended.
 async fn run(
     conn: &mut PgConnection,
     license_id: &str,
@@ -185,29 +206,76 @@ async fn run(
                 .fetch_all(conn)
                 .await?
         }
-        Some(SeatOp::Release { .. }) => {
-            sqlx::query_scalar(RELEASE_LEASES)
+        Some(SeatOp::Release { key_masked, .. }) => {
+            let now = now_ms();
+            let ended: Vec<Seat> = sqlx::query_as(RELEASE_LEASES)
                 .bind(license_id)
-                .bind(column!(SeatOp::Release { seat, .. } => seat.id.clone()))
-                .bind(column!(SeatOp::Release { seat, .. } => seat.instances.clone()))
-                .bind(column!(SeatOp::Release { seat, .. } => seat.expires_at))
-                .bind(column!(SeatOp::Release { now, .. } => *now))
-                .bind(column!(SeatOp::Release { event, .. } => event.id.clone()))
-                .bind(column!(SeatOp::Release { event, .. } => event.actor_kind))
-                .bind(column!(SeatOp::Release { event, .. } => event.actor_id.clone()))
-                .bind(column!(SeatOp::Release { event, .. } => event.actor_label.clone()))
-                .bind(column!(SeatOp::Release { before, .. } => before.clone()))
-                .bind(column!(SeatOp::Release { after, .. } => after.clone()))
-                .bind(column!(SeatOp::Release { event, .. } => event.webhook_data.clone()))
+                .bind(column!(SeatOp::Release { lease_id, .. } => lease_id.as_str()))
+                .bind(column!(SeatOp::Release { workspace_id, .. } => workspace_id.as_str()))
+                .bind(column!(SeatOp::Release { instances, .. } => instances.as_str()))
+                .bind(now)
                 .bind(ReleaseReason::Checkin.as_str())
-                .bind(crate::outbox::RETRY_WINDOW_MS)
-                .bind(crate::backend::subscribed_pattern("seat.released"))
-                .fetch_all(conn)
-                .await?
+                .fetch_all(&mut *conn)
+                .await?;
+            if !ended.is_empty() {
+                release_events(conn, license_id, key_masked, now, &ended).await?;
+            }
+            ended.into_iter().map(|seat| seat.id).collect()
         }
         None => Vec::new(),
     };
     Ok(ids.into_iter().collect())
+}
+
+/// Writes the `seat.released` events (and webhook messages) of the leases `ended` (as
+/// they are now; before, they were the same but live).
+async fn release_events(
+    conn: &mut PgConnection,
+    license_id: &str,
+    key_masked: &str,
+    now: i64,
+    ended: &[Seat],
+) -> Result<(), sqlx::Error> {
+    let mut columns: [Vec<Option<String>>; 9] = Default::default();
+    for after in ended {
+        let before = Seat {
+            released_at: None,
+            release_reason: None,
+            ..after.clone()
+        };
+        let (before, after_json) = (json(&before), json(after));
+        let actor = key_actor_of(license_id, key_masked, after.identifier.as_deref());
+        let webhook_data = webhook_data(
+            ("seat", &after.id),
+            Some(license_id),
+            before.as_deref(),
+            after_json.as_deref(),
+        );
+        let row = [
+            Some(new_id()),
+            Some(after.id.clone()),
+            Some(after.workspace_id.clone()),
+            Some(actor.kind.to_string()),
+            actor.id,
+            Some(actor.label),
+            before,
+            after_json,
+            Some(webhook_data),
+        ];
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    let mut query = sqlx::query(RELEASE_EVENTS).bind(license_id).bind(now);
+    for column in columns {
+        query = query.bind(column);
+    }
+    query
+        .bind(crate::outbox::RETRY_WINDOW_MS)
+        .bind(crate::backend::subscribed_pattern("seat.released"))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 type Reply = oneshot::Sender<Result<bool, StoreError>>;
@@ -256,27 +324,28 @@ async fn batches(pool: PgPool, mut waiting: mpsc::UnboundedReceiver<(SeatOp, Rep
 /// decides each once.
 fn statements(ops: &[SeatOp]) -> Vec<(String, Vec<&SeatOp>)> {
     let mut order: Vec<&SeatOp> = ops.iter().collect();
-    order.sort_by(|a, b| {
-        (&a.seat().license_id, !a.is_take()).cmp(&(&b.seat().license_id, !b.is_take()))
-    });
+    order.sort_by(|a, b| (a.license_id(), !a.is_take()).cmp(&(b.license_id(), !b.is_take())));
     let mut statements: Vec<(String, Vec<&SeatOp>)> = Vec::new();
     let mut seen: HashSet<(bool, &str, &str, &str)> = HashSet::new();
     for op in order {
-        let seat = op.seat();
         let key = match op {
-            SeatOp::Take { .. } => (
+            SeatOp::Take { seat, .. } => (
                 true,
                 seat.license_id.as_str(),
                 seat.fingerprint.as_deref().unwrap_or(""),
                 seat.os_user.as_deref().unwrap_or(""),
             ),
-            SeatOp::Release { .. } => (false, seat.license_id.as_str(), seat.id.as_str(), ""),
+            SeatOp::Release {
+                license_id,
+                lease_id,
+                ..
+            } => (false, license_id.as_str(), lease_id.as_str(), ""),
         };
         let fresh = seen.insert(key);
         match statements.last_mut() {
             Some((license, batch))
                 if fresh
-                    && *license == seat.license_id
+                    && license == op.license_id()
                     && batch.first().is_some_and(|b| b.is_take() == op.is_take()) =>
             {
                 batch.push(op)
@@ -286,7 +355,7 @@ fn statements(ops: &[SeatOp]) -> Vec<(String, Vec<&SeatOp>)> {
                     seen.clear();
                     seen.insert(key);
                 }
-                statements.push((seat.license_id.clone(), vec![op]))
+                statements.push((op.license_id().to_string(), vec![op]))
             }
         }
     }
@@ -297,7 +366,7 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
     match in_one_transaction(pool, ops).await {
         Ok(done) => ops
             .iter()
-            .map(|op| Ok(done.contains(&op.seat().id)))
+            .map(|op| Ok(done.contains(op.seat_id())))
             .collect(),
         // A statement failed: each operation again on its own, so the failure is only
         // its own. Anything else (no connection, say) would fail them all the same.
@@ -308,7 +377,7 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
                 outcomes.push(
                     in_one_transaction(pool, std::slice::from_ref(op))
                         .await
-                        .map(|done| done.contains(&op.seat().id))
+                        .map(|done| done.contains(op.seat_id()))
                         .map_err(StoreError::from),
                 );
             }
@@ -331,14 +400,16 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
     }
 }
 
-/// Applies the operations' statements in one transaction (none for a single statement);
-/// answers the ids of the seats taken or ended.
+/// Applies the operations' statements in one transaction (none for a lone statement of
+/// takes); answers the ids of the seats taken or ended.
 async fn in_one_transaction(pool: &PgPool, ops: &[SeatOp]) -> Result<HashSet<String>, sqlx::Error> {
     let statements = statements(ops);
     let mut done = HashSet::new();
     if let [(license_id, ops)] = statements.as_slice() {
-        let mut conn = pool.acquire().await?;
-        return run(&mut conn, license_id, ops).await;
+        if ops.first().is_some_and(|op| op.is_take()) {
+            let mut conn = pool.acquire().await?;
+            return run(&mut conn, license_id, ops).await;
+        }
     }
     let mut tx = pool.begin().await?;
     for (license_id, ops) in &statements {
@@ -392,7 +463,7 @@ mod tests {
 
     fn take(license: &str, id: &str, fingerprint: &str) -> SeatOp {
         SeatOp::Take {
-            seat: seat(license, id, fingerprint),
+            seat: Box::new(seat(license, id, fingerprint)),
             cooldown_until: i64::MAX,
             event: event(),
             after: None,
@@ -401,18 +472,23 @@ mod tests {
 
     fn release(license: &str, id: &str) -> SeatOp {
         SeatOp::Release {
-            seat: seat(license, id, "m"),
-            now: 0,
-            event: event(),
-            before: None,
-            after: None,
+            lease_id: id.into(),
+            license_id: license.into(),
+            workspace_id: "w".into(),
+            key_masked: "key".into(),
+            instances: "[\"1\"]".into(),
         }
     }
 
     fn shape(ops: &[SeatOp]) -> Vec<(String, Vec<String>)> {
         statements(ops)
             .into_iter()
-            .map(|(license, ops)| (license, ops.iter().map(|op| op.seat().id.clone()).collect()))
+            .map(|(license, ops)| {
+                (
+                    license,
+                    ops.iter().map(|op| op.seat_id().to_string()).collect(),
+                )
+            })
             .collect()
     }
 

@@ -115,7 +115,7 @@ impl PostgresStore {
             after.as_deref(),
         );
         let op = SeatOp::Take {
-            seat: seat.clone(),
+            seat: Box::new(seat.clone()),
             cooldown_until,
             event,
             after,
@@ -123,52 +123,24 @@ impl PostgresStore {
         Ok(self.seats.apply(op).await?.then_some((seat, true)))
     }
 
-    /// Ends a lease whose last instance leaves, after reading it, batched like a take.
-    /// `None` when the general path must decide (other instances remain, or the lease
-    /// changed meanwhile).
+    /// Ends a lease at its only instance's checkin, batched like a take, without reading
+    /// it first. `None` when the general path must decide (other instances remain, the
+    /// lease is already ended or is not this license's).
     async fn fast_release_instance(
         &self,
         license: &License,
         lease_id: &str,
         instance: &str,
     ) -> crate::Result<Option<bool>> {
-        let now = now_ms();
-        let seat = match sqlx::query_as::<_, Seat>(crate::backend::SEAT_BY_ID)
-            .bind(lease_id)
-            .bind(&license.workspace_id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            Some(seat) => seat,
-            None => return Ok(None),
+        let Some(instances) = json(&[instance]) else {
+            return Ok(None);
         };
-        if seat.license_id != license.id
-            || seat.kind != SeatKind::Lease
-            || seat.released_at.is_some()
-        {
-            return Ok(None);
-        }
-        let mut instances: Vec<String> = crate::backend::instance_list(seat.instances.as_deref());
-        instances.retain(|i| i != instance);
-        if !instances.is_empty() {
-            return Ok(None);
-        }
-        let after = seat.ended(now, ReleaseReason::Checkin);
-        let (before, after_json) = (json(&seat), json(&after));
-        let actor = key_actor(license, seat.identifier.as_deref());
-        let event = SeatEvent::new(
-            license,
-            &actor,
-            lease_id,
-            before.as_deref(),
-            after_json.as_deref(),
-        );
         let op = SeatOp::Release {
-            seat,
-            now,
-            event,
-            before,
-            after: after_json,
+            lease_id: lease_id.to_string(),
+            license_id: license.id.clone(),
+            workspace_id: license.workspace_id.clone(),
+            key_masked: license.key_masked.clone(),
+            instances,
         };
         Ok(self.seats.apply(op).await?.then_some(true))
     }

@@ -384,10 +384,15 @@ pub struct LeaseHolder {
 
 /// The actor for what a license key's holder does.
 pub fn key_actor(license: &License, identifier: Option<&str>) -> Actor {
+    key_actor_of(&license.id, &license.key_masked, identifier)
+}
+
+/// [`key_actor`] from the license's id and masked key.
+pub(crate) fn key_actor_of(license_id: &str, key_masked: &str, identifier: Option<&str>) -> Actor {
     Actor {
         kind: "license_key",
-        id: Some(license.id.clone()),
-        label: identifier.unwrap_or(&license.key_masked).to_string(),
+        id: Some(license_id.to_string()),
+        label: identifier.unwrap_or(key_masked).to_string(),
     }
 }
 

@@ -425,6 +425,30 @@ async fn instances_share_a_seat_and_each_vm_user_takes_their_own(s: &TestServer)
     assert_eq!(ended["release_reason"], "checkin");
     assert_eq!(ended["os_user"], "ann");
     assert_eq!(ended["identifier"], "vm1-pc");
+    // The audit log has the release once: by the key (labelled with the machine's
+    // identifier), the live lease before (its last instance) and the ended one after.
+    let events = admin
+        .ok_get(&format!("/v1/events?license_id={lid}&limit=200"))
+        .await;
+    let released: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "seat.released" && e["subject_id"] == first["id"])
+        .collect();
+    assert_eq!(released.len(), 1, "{events:#}");
+    let event = released[0];
+    assert_eq!(event["actor"]["kind"], "license_key");
+    assert_eq!(event["actor"]["label"], "vm1-pc");
+    assert_eq!(event["before"]["released_at"], Value::Null);
+    let instances = event["before"]["instances"].to_string();
+    assert!(
+        instances.contains('b') && !instances.contains('a'),
+        "{instances}"
+    );
+    assert_eq!(event["after"]["release_reason"], "checkin");
+    assert_eq!(event["after"]["id"], first["id"]);
+    assert!(!event["after"]["released_at"].is_null());
 }
 
 async fn heartbeats_keep_a_lease_and_a_crashed_app_frees_its_seat(s: &TestServer) {
