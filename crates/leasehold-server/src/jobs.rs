@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 /// wait about this long, not the whole sweep. The chunk's size follows
 /// ([`next_chunk`]): a slow machine, a debug build or a busy writer sweeps fewer leases
 /// per chunk.
-const CHUNK_TIME: Duration = Duration::from_millis(5);
+const CHUNK_TIME: Duration = Duration::from_millis(10);
 /// Leases the first chunk ends, and the bounds of every chunk.
 const FIRST_CHUNK: i64 = 100;
-const MIN_CHUNK: i64 = 10;
+const MIN_CHUNK: i64 = 25;
 const MAX_CHUNK: i64 = 500;
 /// Between two chunks, live requests go first.
 const CHUNK_PAUSE: Duration = Duration::from_millis(2);
@@ -87,16 +87,16 @@ mod tests {
 
     #[test]
     fn a_slow_chunk_makes_the_next_one_smaller() {
-        assert_eq!(next_chunk(100, 100, Duration::from_millis(25)), 20);
-        assert_eq!(next_chunk(100, 100, Duration::from_millis(10)), 50);
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(25)), 40);
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(20)), 50);
         // Never below the floor, however slow.
         assert_eq!(next_chunk(100, 100, Duration::from_secs(1)), MIN_CHUNK);
     }
 
     #[test]
     fn a_quick_full_chunk_makes_the_next_one_at_most_twice_as_big() {
-        assert_eq!(next_chunk(100, 100, Duration::from_millis(1)), 200);
-        assert_eq!(next_chunk(100, 100, Duration::from_millis(4)), 125);
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(2)), 200);
+        assert_eq!(next_chunk(100, 100, Duration::from_millis(8)), 125);
         assert_eq!(next_chunk(400, 400, Duration::from_micros(10)), MAX_CHUNK);
         // A short chunk (the end of the sweep, or another node took some) doesn't grow.
         assert_eq!(next_chunk(100, 30, Duration::from_millis(1)), 100);
