@@ -494,11 +494,17 @@ fn license_json(
     Ok(body)
 }
 
-/// "1299.5" → 129950 minor units (two decimals).
+/// "1299.5" → 129950 minor units (two decimals). Digits only: a cost is never negative,
+/// and "-0.50" must not come out as 50.
 fn parse_money(text: &str) -> Option<i64> {
     let text = text.replace(',', "");
     let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    if fraction.len() > 2 || whole.is_empty() && fraction.is_empty() {
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if fraction.len() > 2
+        || whole.is_empty() && fraction.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+    {
         return None;
     }
     let whole: i64 = if whole.is_empty() {
@@ -1136,5 +1142,11 @@ mod tests {
         assert_eq!(parse_money("12"), Some(1200));
         assert_eq!(parse_money("1.234"), None);
         assert_eq!(parse_money("abc"), None);
+        assert_eq!(parse_money(".5"), Some(50));
+        // Signs anywhere are refused, not folded into a positive amount.
+        assert_eq!(parse_money("-0.50"), None);
+        assert_eq!(parse_money("-1.50"), None);
+        assert_eq!(parse_money("+12"), None);
+        assert_eq!(parse_money("1.-5"), None);
     }
 }
