@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(refuse_nul_in_path))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
@@ -95,6 +96,18 @@ async fn not_found(uri: Uri) -> ApiError {
         "NOT_FOUND",
         format!("no route {}", uri.path()),
     )
+}
+
+/// No id holds a NUL character, and PostgreSQL refuses one in text: a path with `%00`
+/// finds nothing here rather than failing in the database.
+async fn refuse_nul_in_path(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().contains("%00") {
+        return ApiError::not_found().into_response();
+    }
+    next.run(request).await
 }
 
 async fn method_not_allowed() -> Response {

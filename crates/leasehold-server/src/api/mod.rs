@@ -106,11 +106,15 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// A required text field: trimmed, not empty, at most `max` characters.
+/// A required text field: trimmed, not empty, at most `max` characters, no NUL (which
+/// PostgreSQL refuses in text).
 pub(crate) fn required_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if value.contains('\0') {
+        return Err(ApiError::invalid(field, "must not contain NUL characters"));
     }
     if value.chars().count() > max {
         return Err(ApiError::invalid(

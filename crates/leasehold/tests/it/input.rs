@@ -185,4 +185,49 @@ async fn bad_queries_and_raw_bodies_are_refused(s: &TestServer) {
     let (status, answer) = api.get("/v1/no-such-route").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(answer["error"]["code"], "NOT_FOUND");
+
+    // NUL characters (PostgreSQL refuses them in text): a 400 naming the field in a
+    // body, a 404 in a path; never a 500.
+    let license = api
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 2}))
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let (status, answer) = api
+        .post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": "m\u{0}1", "os_user": "u", "instance": "i"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["details"]["field"], "fingerprint");
+    let (status, answer) = api
+        .post(
+            "/v1/applications",
+            json!({"name": "a\u{0}b", "deployment_model": "cloud"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["details"]["field"], "name");
+    for (method, path, body) in [
+        (
+            reqwest::Method::DELETE,
+            "/v1/client/leases/x%00y/instances/i".to_string(),
+            json!({"key": key}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/client/leases/x%00y/heartbeat".to_string(),
+            json!({"key": key, "instance": "i"}),
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/licenses/{}%00", id(&license)),
+            Value::Null,
+        ),
+    ] {
+        let (status, answer) = api
+            .call(method, &path, (!body.is_null()).then_some(body))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {answer}");
+    }
 }
