@@ -8,8 +8,9 @@ use crate::AppState;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
-/// How long one chunk of a sweep may take: live requests queued behind it on the writer
-/// wait about this long, not the whole sweep. The chunk's size follows
+/// How long one chunk of a sweep may take. On SQLite a chunk holds the one writer, and
+/// live requests queued behind it wait about this long, not the whole sweep; on
+/// PostgreSQL it bounds how long each license's row stays locked. The chunk's size follows
 /// ([`next_chunk`]): a slow machine, a debug build or a busy writer sweeps fewer leases
 /// per chunk.
 const CHUNK_TIME: Duration = Duration::from_millis(10);

@@ -3,8 +3,8 @@
 //! between the backends (how a write transaction begins, row locks) comes in as
 //! arguments. Keep the SQL portable: `$n` placeholders, `ON CONFLICT`, `RETURNING`.
 
-/// The seat columns with the holder contact's name and whether they were offboarded.
-/// A [`Seat`]'s columns, from seats `s` and their contacts `c`.
+/// A [`Seat`]'s columns, from seats `s` and their contacts `c`: with the holder
+/// contact's name and whether they were offboarded.
 macro_rules! seat_columns {
     () => {
         "s.id, s.workspace_id, s.license_id, s.kind, s.contact_id, c.name AS contact_name, \
@@ -15,6 +15,7 @@ macro_rules! seat_columns {
     };
 }
 
+/// Seats with their contacts, for a `WHERE` to follow.
 macro_rules! seat_select {
     () => {
         concat!(
