@@ -14,9 +14,9 @@
 //! fail, the transaction is rolled back and each operation runs again on its own, so a
 //! failure is only its own.
 
-use crate::backend::{json, webhook_data};
+use crate::backend::json;
 use crate::postgres::SeatEvent;
-use crate::records::{key_actor_of, new_id, now_ms, today, Seat};
+use crate::records::{key_actor_of, now_ms, today, Seat};
 use crate::StoreError;
 use leasehold_core::{ReleaseReason, SeatModel};
 use sqlx::postgres::{PgConnection, PgPool};
@@ -245,22 +245,23 @@ async fn release_events(
         };
         let (before, after_json) = (json(&before), json(after));
         let actor = key_actor_of(license_id, key_masked, after.identifier.as_deref());
-        let webhook_data = webhook_data(
-            ("seat", &after.id),
-            Some(license_id),
+        let event = SeatEvent::new(
+            license_id,
+            actor,
+            &after.id,
             before.as_deref(),
             after_json.as_deref(),
         );
         let row = [
-            Some(new_id()),
+            Some(event.id),
             Some(after.id.clone()),
             Some(after.workspace_id.clone()),
-            Some(actor.kind.to_string()),
-            actor.id,
-            Some(actor.label),
+            Some(event.actor_kind.to_string()),
+            event.actor_id,
+            Some(event.actor_label),
             before,
             after_json,
-            Some(webhook_data),
+            Some(event.webhook_data),
         ];
         for (column, value) in columns.iter_mut().zip(row) {
             column.push(value);

@@ -108,8 +108,8 @@ impl PostgresStore {
         };
         let after = json(&seat);
         let event = SeatEvent::new(
-            license,
-            &key_actor(license, holder.identifier.as_deref()),
+            &license.id,
+            key_actor(license, holder.identifier.as_deref()),
             &seat.id,
             None,
             after.as_deref(),
@@ -162,9 +162,9 @@ pub(crate) struct SeatEvent {
 }
 
 impl SeatEvent {
-    fn new(
-        license: &License,
-        actor: &Actor,
+    pub(crate) fn new(
+        license_id: &str,
+        actor: Actor,
         seat_id: &str,
         before: Option<&str>,
         after: Option<&str>,
@@ -172,11 +172,11 @@ impl SeatEvent {
         SeatEvent {
             id: new_id(),
             actor_kind: actor.kind,
-            actor_id: actor.id.clone(),
-            actor_label: actor.label.clone(),
+            actor_id: actor.id,
+            actor_label: actor.label,
             webhook_data: crate::backend::webhook_data(
                 ("seat", seat_id),
-                Some(&license.id),
+                Some(license_id),
                 before,
                 after,
             ),
