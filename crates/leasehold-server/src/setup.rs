@@ -33,6 +33,8 @@ pub struct Settings {
     pub license_cache_ttl: std::time::Duration,
     /// Email and webhook delivery.
     pub notify: crate::notify::NotifySettings,
+    /// How the store runs (the SQLite WAL's limit).
+    pub store: leasehold_store::StoreOptions,
 }
 
 impl Settings {
@@ -47,6 +49,7 @@ impl Settings {
             sweep_interval: std::time::Duration::from_secs(1),
             license_cache_ttl: crate::license_cache::DEFAULT_TTL,
             notify: Default::default(),
+            store: Default::default(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl std::fmt::Debug for Settings {
             .field("force", &self.force)
             .field("client_rate_limit", &self.client_rate_limit)
             .field("notify", &self.notify)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -100,7 +104,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         create_private_dir(&settings.data_dir)?;
     }
     let master = load_master_key(settings)?;
-    let store = leasehold_store::open(&url)
+    let store = leasehold_store::open(&url, &settings.store)
         .await
         .with_context(|| format!("opening the store at {}", redact_url(&url)))?;
     let stored = store

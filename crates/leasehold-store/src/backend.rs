@@ -237,6 +237,14 @@ macro_rules! impl_store {
             }
 
             /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
+            /// Answers a refused seat, told to the webhooks first (`seat.denied`) and
+            /// committed with whatever the transaction did before (expiries it made).
+            async fn deny<T>(&self, mut tx: Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: StoreError) -> Result<T> {
+                Self::announce_denial(&mut tx, license, fingerprint, os_user, &refusal).await?;
+                self.commit(tx).await?;
+                Err(refusal)
+            }
+
             async fn announce_denial(tx: &mut Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: &StoreError) -> Result<()> {
                 let data = serde_json::json!({
                     "license_id": license.id,
@@ -570,12 +578,13 @@ macro_rules! impl_store {
                     self.commit(tx).await?;
                     return Ok((seat, false));
                 }
-                Self::check_cooldown(&mut tx, license, fingerprint, "", now).await?;
+                match Self::check_cooldown(&mut tx, license, fingerprint, "", now).await {
+                    Err(refusal @ StoreError::ReleaseCooldown { .. }) => return self.deny(tx, license, fingerprint, None, refusal).await,
+                    other => other?,
+                }
                 if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Dedicated, true).await? {
                     let refusal = Self::refusal(&mut tx, license, SeatModel::Dedicated, true).await?;
-                    Self::announce_denial(&mut tx, license, fingerprint, None, &refusal).await?;
-                    self.commit(tx).await?;
-                    return Err(refusal);
+                    return self.deny(tx, license, fingerprint, None, refusal).await;
                 }
                 let id = new_id();
                 sqlx::query(
@@ -626,17 +635,18 @@ macro_rules! impl_store {
                         Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
                     }
                 }
-                Self::check_cooldown(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await?;
+                match Self::check_cooldown(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await {
+                    Err(refusal @ StoreError::ReleaseCooldown { .. }) => return self.deny(tx, license, &holder.fingerprint, Some(&holder.os_user), refusal).await,
+                    other => other?,
+                }
                 if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await? {
                     // Before refusing, free what crashed apps left behind.
                     if Self::expire_license_leases(&mut tx, license, now, EXPIRE_CHUNK).await?.is_empty()
                         || !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await?
                     {
                         let refusal = Self::refusal(&mut tx, license, SeatModel::Concurrent, true).await?;
-                        Self::announce_denial(&mut tx, license, &holder.fingerprint, Some(&holder.os_user), &refusal).await?;
-                        // Keep the expiries just made, even though this checkout is refused.
-                        self.commit(tx).await?;
-                        return Err(refusal);
+                        // The expiries just made are kept, even though this checkout is refused.
+                        return self.deny(tx, license, &holder.fingerprint, Some(&holder.os_user), refusal).await;
                     }
                 }
                 let id = new_id();

@@ -90,11 +90,29 @@ pub enum Backend {
     Postgres,
 }
 
+/// How a store runs, beyond what its URL says.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// SQLite: the WAL's size in bytes past which the seat writer makes it start over.
+    /// Under steady writes SQLite alone would let the WAL grow without end; each start-over
+    /// pauses seat writes for the few milliseconds the writer copies its last frames and
+    /// syncs the database file.
+    pub sqlite_wal_limit: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            sqlite_wal_limit: 1 << 30,
+        }
+    }
+}
+
 /// Opens the store a URL names (`sqlite://PATH` or `postgres://…`) and applies its
 /// migrations. Any other scheme is refused.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, options).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PostgresStore::open(url).await?))
     } else {

@@ -13,6 +13,15 @@
 //! one fsync for every batch committed meanwhile. So the next batch runs while the last
 //! one syncs, and a 201 still survives kill -9.
 //!
+//! **A bounded WAL.** SQLite starts the WAL over only at a write that finds every frame
+//! already copied into the database file, which never happens while batches follow each
+//! other without a pause: the background checkpointer copies what was there when it
+//! started, and meanwhile the writer appends more. So once the WAL passes its limit and a
+//! background checkpoint leaves frames behind, the writer copies those last few itself
+//! between two batches; its next batch then starts the WAL over, and the file is cut back
+//! to the limit (`journal_size_limit`). The background pass has copied the bulk by then,
+//! so the writer's pause is short.
+//!
 //! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
 //! each text once. What this writer does not decide (a full or not-in-force license, a
 //! lapsed lease of the same holder) it hands back as
@@ -29,13 +38,21 @@ use crate::StoreError;
 use leasehold_core::{ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most operations one transaction applies.
 const MAX_BATCH: usize = 512;
-/// How often the WAL is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How often the WAL is checkpointed (a checkpoint with nothing to copy costs
+/// microseconds; a shorter wait lets less pile up past the limit).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// At most this many frames are left for the writer to copy when the WAL starts over
+/// (the background checkpointer copies again until the tail is this short)...
+const WRITER_TAIL_FRAMES: u64 = 256;
+/// ... or until it has tried this many more times.
+const MAX_CATCH_UP_PASSES: usize = 4;
 
 pub(crate) enum Op {
     Take {
@@ -87,7 +104,9 @@ pub(crate) struct SeatWriter {
 impl SeatWriter {
     /// Opens a write connection to the (already migrated) database file and starts the
     /// writer thread.
-    pub(crate) fn start(path: &Path) -> Result<SeatWriter, StoreError> {
+    /// starts the writer thread. `wal_limit` is the WAL's size in bytes past which the
+    /// writer finishes a checkpoint itself so that the WAL starts over (module docs).
+    pub(crate) fn start(path: &Path, wal_limit: u64) -> Result<SeatWriter, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -95,6 +114,17 @@ impl SeatWriter {
         // Checkpoints (and their fsyncs of the database file) run on their own thread,
         // not inside this writer's commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // When this connection starts the WAL over, it cuts a file that grew to twice the
+        // limit back (a file just past the limit is reused as it is: cutting it costs the
+        // writer milliseconds, and its pages would be written again).
+        let size_limit = wal_limit.saturating_mul(2).min(i64::MAX as u64) as i64;
+        conn.pragma_update(None, "journal_size_limit", size_limit)?;
+        let page_size: u64 = conn.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        let log = Wal {
+            // A frame is a 24-byte header and a page.
+            limit_frames: wal_limit / (page_size + 24),
+            restart_due: Arc::new(AtomicBool::new(false)),
+        };
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -118,12 +148,13 @@ impl SeatWriter {
             .map_err(cannot)?;
         // The checkpointer stops with the writer (when the store is dropped).
         let (writer_alive, writer_gone) = std::sync::mpsc::channel::<()>();
+        let checkpointer_log = log.clone();
         thread("leasehold-checkpoint")
-            .spawn(move || checkpoint(checkpointer, writer_gone))
+            .spawn(move || checkpoint(checkpointer, &checkpointer_log, writer_gone))
             .map_err(cannot)?;
         thread("leasehold-seat-writer")
             .spawn(move || {
-                run(conn, waiting, committed);
+                run(conn, &log, waiting, committed);
                 drop(writer_alive);
             })
             .map_err(cannot)?;
@@ -153,12 +184,30 @@ type Answers = Vec<(
     Result<Done, StoreError>,
 )>;
 
+/// What the checkpointer and the writer share about the WAL.
+#[derive(Clone)]
+struct Wal {
+    /// Past this many frames, the WAL should start over.
+    limit_frames: u64,
+    /// Set by the checkpointer: the WAL is past its limit; the writer copies the frames
+    /// appended since the background checkpoint before its next batch.
+    restart_due: Arc<AtomicBool>,
+}
+
 fn run(
     conn: Connection,
+    wal: &Wal,
     mut waiting: mpsc::UnboundedReceiver<Request>,
     committed: std::sync::mpsc::Sender<Answers>,
 ) {
     while let Some(first) = waiting.blocking_recv() {
+        if wal.restart_due.swap(false, Ordering::Relaxed) {
+            // No transaction is open here, so this copies every frame (unless a reader
+            // still needs one), and the next batch's write starts the WAL over.
+            if let Err(error) = wal_checkpoint(&conn) {
+                tracing::warn!(%error, "WAL checkpoint before starting it over failed");
+            }
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match waiting.try_recv() {
@@ -179,15 +228,53 @@ fn run(
 }
 
 /// Copies the WAL into the database file in the background, without blocking writers
-/// (`PASSIVE`), so the WAL stays small; SQLite starts it over once all of it is copied.
-fn checkpoint(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
+/// (`PASSIVE`); SQLite starts the WAL over once all of it is copied. When the WAL is past
+/// its limit, the writer is asked to copy what was appended meanwhile.
+fn checkpoint(conn: Connection, wal: &Wal, writer_gone: std::sync::mpsc::Receiver<()>) {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
         writer_gone.recv_timeout(CHECKPOINT_EVERY)
     {
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(%error, "WAL checkpoint failed");
+        let mut frames = match wal_checkpoint(&conn) {
+            Ok((frames, _)) => frames,
+            Err(error) => {
+                tracing::warn!(%error, "WAL checkpoint failed");
+                continue;
+            }
+        };
+        // `frames` is the WAL as the checkpoint found it, all of it copied unless a
+        // reader still needed some; the writer appended more meanwhile. A WAL past its
+        // limit has not started over on its own.
+        if frames <= wal.limit_frames {
+            continue;
+        }
+        // Copy again what was appended during the last pass, until little is left (each
+        // pass is shorter than the one before), so the writer's own pass is short.
+        for _ in 0..MAX_CATCH_UP_PASSES {
+            match wal_checkpoint(&conn) {
+                Ok((now, _)) if now >= frames => {
+                    let appended = now - frames;
+                    frames = now;
+                    if appended <= WRITER_TAIL_FRAMES {
+                        break;
+                    }
+                }
+                // Started over meanwhile (or failed): nothing to hand over.
+                _ => break,
+            }
+        }
+        if frames > wal.limit_frames {
+            wal.restart_due.store(true, Ordering::Relaxed);
         }
     }
+}
+
+/// A `PASSIVE` checkpoint: the WAL's frames, and how many of them are now copied.
+fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        let frames: i64 = row.get(1)?;
+        let copied: i64 = row.get(2)?;
+        Ok((frames.max(0) as u64, copied.max(0) as u64))
+    })
 }
 
 /// Answers committed batches once an fsync that started after their commit is done.
@@ -378,7 +465,10 @@ fn take(
             params![license.id, holder.fingerprint, holder.os_user],
             |row| row.get(0),
         )?;
-        check_release_cooldown(last, license.release_cooldown_s, now)?;
+        if check_release_cooldown(last, license.release_cooldown_s, now).is_err() {
+            // The general path refuses it and tells the webhooks (`seat.denied`).
+            return Ok(Done::Elsewhere);
+        }
     }
     let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
         license.id,

@@ -17,3 +17,4 @@ mod reminders;
 mod scale;
 mod sdk;
 mod tracking;
+mod wal;
