@@ -154,18 +154,29 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = parts.headers.get(header::AUTHORIZATION).is_some();
+        Principal::authenticate(state, &parts.headers, parts.method.is_safe()).await
+    }
+}
+
+impl Principal {
+    /// Who these request headers (a bearer token, or for a `safe` request a console
+    /// session cookie) speak for, as the store says now; 401 for nobody. Long-lived
+    /// answers (the live stream) call it again to notice a revoked token or an ended
+    /// session.
+    pub async fn authenticate(
+        state: &AppState,
+        headers: &axum::http::HeaderMap,
+        safe: bool,
+    ) -> Result<Principal, ApiError> {
+        let bearer = headers.get(header::AUTHORIZATION).is_some();
         // A console session may read the API (the live stream, fragments); changes need a
         // token, so a cross-site form can never make one with the session cookie.
-        if !bearer && parts.method.is_safe() {
-            if let Some(session) =
-                crate::console::session_from_headers(state, &parts.headers).await?
-            {
+        if !bearer && safe {
+            if let Some(session) = crate::console::session_from_headers(state, headers).await? {
                 return Ok(session.principal);
             }
         }
-        let token = parts
-            .headers
+        let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))

@@ -38,12 +38,14 @@ impl Limits {
         }
     }
 
-    /// Sign-in attempts: 10 a minute per key (an account, or an IP on the portal).
+    /// Sign-in attempts: 10 a minute per key (an account, or an IP on the portal), and
+    /// on the console 30 a minute per IP, across accounts (one address trying many
+    /// accounts; an office behind one address still signs in).
     pub fn login() -> Limits {
-        let per_minute = NonZeroU32::new(10).map(Quota::per_minute);
+        let per_minute = |n| NonZeroU32::new(n).map(Quota::per_minute);
         Limits {
-            by_ip: None,
-            by_key: per_minute.map(RateLimiter::keyed),
+            by_ip: per_minute(30).map(RateLimiter::keyed),
+            by_key: per_minute(10).map(RateLimiter::keyed),
         }
     }
 

@@ -5,6 +5,7 @@ use crate::error::ApiResult;
 use crate::extract::{ApiQuery, Principal};
 use crate::AppState;
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use leasehold_core::Permission;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ use tokio::sync::broadcast;
 
 /// The PostgreSQL channel live events cross nodes on.
 const CHANNEL: &str = "leasehold_live";
+/// How often an open stream checks that its token or session still holds.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveEvent {
@@ -128,15 +131,43 @@ pub struct StreamQuery {
 pub async fn stream(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> ApiResult<Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>>> {
     principal.require(Permission::LicenseView)?;
     let mut receiver = state.live.subscribe();
     let workspace_id = principal.workspace_id;
+    // Only what authenticates is kept for the rechecks, not every header of the request.
+    let mut credentials = HeaderMap::new();
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        for value in headers.get_all(&name) {
+            credentials.append(name.clone(), value.clone());
+        }
+    }
     let stream = async_stream::stream! {
         yield Ok(Event::default().event("ready").data("{}"));
+        let mut recheck = tokio::time::interval_at(
+            tokio::time::Instant::now() + RECHECK_EVERY,
+            RECHECK_EVERY,
+        );
         loop {
-            match receiver.recv().await {
+            let received = tokio::select! {
+                received = receiver.recv() => received,
+                _ = recheck.tick() => {
+                    // A revoked token, an ended session, a removed member or a role that
+                    // may no longer view licenses ends the stream (a browser reconnects,
+                    // is refused, and stops).
+                    let still = Principal::authenticate(&state, &credentials, true).await;
+                    match still {
+                        Ok(p) if p.workspace_id == workspace_id
+                            && p.require(Permission::LicenseView).is_ok() => continue,
+                        // The store failing for a moment is no reason to drop the console.
+                        Err(e) if e.status.is_server_error() => continue,
+                        _ => break,
+                    }
+                }
+            };
+            match received {
                 Ok(event) if event.kind == "lagged" && event.workspace_id.is_empty() => {
                     yield Ok(Event::default().event("lagged").data("{}"));
                 }

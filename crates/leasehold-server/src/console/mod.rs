@@ -13,7 +13,7 @@ mod view;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{token_hash, Principal};
 use crate::AppState;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -196,6 +196,7 @@ async fn login_page(
 async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     // Double-submit: the form's token must match the cookie set with the form.
@@ -210,11 +211,8 @@ async fn login(
         .map(|e| e.trim().to_lowercase())
         .unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
-    if state
-        .login_limits
-        .check_key(&format!("login:{email}"))
-        .is_err()
-    {
+    let limits = &state.login_limits;
+    if limits.check_ip(peer.ip()).is_err() || limits.check_key(&format!("login:{email}")).is_err() {
         return view::error_page(
             None,
             StatusCode::TOO_MANY_REQUESTS,

@@ -213,13 +213,8 @@ async fn release(
         Ok(None) => return Redirect::to("/portal").into_response(),
         Err(error) => return error.into_response(),
     };
-    let sent = form.get("_csrf").cloned().unwrap_or_default();
-    if !constant_time_eq(sent.as_bytes(), csrf.as_bytes()) {
-        return view::error_page(
-            None,
-            StatusCode::FORBIDDEN,
-            "The form expired; reload the page.",
-        );
+    if let Some(refused) = csrf_refused(&form, &csrf) {
+        return refused;
     }
     let seats = match state
         .store
@@ -265,7 +260,34 @@ async fn release(
     seats_page(&state, &license, &csrf, Some(message)).await
 }
 
-async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// A 403 page unless the form carries the session's CSRF token.
+fn csrf_refused(form: &HashMap<String, String>, csrf: &str) -> Option<Response> {
+    let sent = form.get("_csrf").map(String::as_str).unwrap_or_default();
+    (!constant_time_eq(sent.as_bytes(), csrf.as_bytes())).then(|| {
+        view::error_page(
+            None,
+            StatusCode::FORBIDDEN,
+            "The form expired; reload the page.",
+        )
+    })
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    // Only the page's own form ends a session (another site cannot sign a customer out);
+    // without a session there is nothing to end but the cookie.
+    match portal_session(&state, &headers).await {
+        Ok(Some((_, csrf))) => {
+            if let Some(refused) = csrf_refused(&form, &csrf) {
+                return refused;
+            }
+        }
+        Ok(None) => {}
+        Err(error) => return error.into_response(),
+    }
     if let Some(token) = cookie(&headers, PORTAL_COOKIE) {
         let _ = state.store.delete_session(&token_hash(&token)).await;
     }

@@ -3,11 +3,13 @@
 use crate::harness::{both_stores, id, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
+use std::time::Duration;
 
 both_stores!(
     requests_without_a_valid_token_are_unauthorized,
     roles_grant_exactly_their_permissions,
     revoked_tokens_stop_working,
+    a_revoked_tokens_live_stream_ends,
     another_workspaces_objects_do_not_exist,
 );
 
@@ -112,6 +114,80 @@ async fn revoked_tokens_stop_working(s: &TestServer) {
     assert_eq!(ci.get("/v1/licenses").await.0, StatusCode::UNAUTHORIZED);
 }
 
+/// The live stream authenticates once when it opens; it checks again every few seconds,
+/// so a revoked token (or an ended console session) stops receiving seat changes.
+async fn a_revoked_tokens_live_stream_ends(s: &TestServer) {
+    let owner = s.workspace("Acme").await;
+    let license = owner
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 100}))
+        .await;
+    let created = owner
+        .ok_post(
+            "/v1/tokens",
+            json!({"name": "wall screen", "role": "viewer"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/events/stream", s.base))
+        .bearer_auth(created["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut seen = String::new();
+    while !seen.contains("ready") {
+        seen.push_str(&next_text(&mut stream).await.unwrap());
+    }
+    let take = |fingerprint: &str| json!({"key": license["key"], "fingerprint": fingerprint, "os_user": "u", "instance": "1"});
+    s.anonymous()
+        .ok_post("/v1/client/leases", take("before"), StatusCode::CREATED)
+        .await;
+    while !seen.contains("seat.taken") {
+        seen.push_str(&next_text(&mut stream).await.unwrap());
+    }
+
+    let (status, _) = owner.delete(&format!("/v1/tokens/{}", id(&created))).await;
+    assert_eq!(status, StatusCode::OK);
+    // Within the recheck interval the stream ends, and nothing after the revocation
+    // reaches it.
+    let ended_at = tokio::time::Instant::now() + Duration::from_secs(12);
+    for round in 0.. {
+        s.anonymous()
+            .ok_post(
+                "/v1/client/leases",
+                take(&format!("after-{round}")),
+                StatusCode::CREATED,
+            )
+            .await;
+        // Read what came for half a second; stop once the stream ends.
+        let read_until = tokio::time::Instant::now() + Duration::from_millis(500);
+        let ended = loop {
+            match tokio::time::timeout_at(read_until, stream.chunk()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None) | Err(_)) => break true,
+                Err(_) => break false,
+            }
+        };
+        if ended {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < ended_at,
+            "the stream of a revoked token is still open"
+        );
+    }
+}
+
+/// The stream's next chunk as text (`None` once it ended), within 15 s.
+async fn next_text(stream: &mut reqwest::Response) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(15), stream.chunk())
+        .await
+        .expect("the stream answered or ended in time")
+        .unwrap()
+        .map(|chunk| String::from_utf8_lossy(&chunk).into_owned())
+}
+
 async fn another_workspaces_objects_do_not_exist(s: &TestServer) {
     let acme = s.workspace("Acme").await;
     let globex = s.workspace("Globex").await;
@@ -199,4 +275,40 @@ async fn another_workspaces_objects_do_not_exist(s: &TestServer) {
     let read = acme.ok_get(&format!("/v1/licenses/{lid}")).await;
     assert_eq!(read["seats_total"], 2);
     assert_eq!(read["seats_used"], 1);
+}
+
+/// Console sign-in is limited per account and per address: one address trying many
+/// accounts is stopped after 30 attempts a minute, even with a right password then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_sign_in_attempts_are_limited_per_address() {
+    let s = crate::harness::TestServer::start(crate::harness::Backend::Sqlite).await;
+    s.workspace("Acme").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |email: String, password: &'static str| {
+        browser
+            .post(format!("{}/login", s.base))
+            // The form's double-submitted CSRF token: cookie and field agree.
+            .header(reqwest::header::COOKIE, "lh_login_csrf=t")
+            .form(&[
+                ("_csrf", "t"),
+                ("email", email.as_str()),
+                ("password", password),
+            ])
+            .send()
+    };
+    for i in 0..30 {
+        let r = sign_in(format!("nobody{i}@example.com"), "guess")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "attempt {i}");
+        assert_eq!(r.headers()["location"], "/login?error=invalid");
+    }
+    let r = sign_in("owner@example.com".into(), "correct horse battery")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
 }

@@ -504,6 +504,32 @@ async fn the_portal_shows_only_its_own_key_and_releases_a_seat() {
         api.ok_get(&format!("/v1/licenses/{}", id(&other))).await["seats_used"],
         1
     );
+
+    // Signing out takes the page's own form: a request without its CSRF token is refused
+    // and the session goes on.
+    let forged = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/portal/logout', {method: 'POST', redirect: 'manual',
+                 headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+                 body: '_csrf=forged'}).then(r => done(r.status), e => done(String(e)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forged, json!(403));
+    b.goto("/portal").await;
+    assert!(
+        b.wait_text("#portal-figure", "0 / 2", 10).await,
+        "still signed in"
+    );
+    b.click("form[action='/portal/logout'] button").await;
+    b.goto("/portal").await;
+    assert!(
+        b.exists("#portal-key").await,
+        "signed out: the key form again"
+    );
     b.close().await;
     s.stop().await;
 }

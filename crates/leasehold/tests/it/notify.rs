@@ -768,3 +768,78 @@ async fn two_nodes_deliver_each_message_once() {
     drop(nodes);
     crate::harness::drop_pg_database(&name).await;
 }
+
+/// A holder refused for the admin-release cooldown is announced like a full license:
+/// `seat.denied`, on the lease path (the SQLite seat writer hands it to the general path,
+/// PostgreSQL's batch skips it) and on the activation path.
+async fn a_cooldown_refusal_is_announced(backend: Backend) {
+    let s = TestServer::start_with(backend, local).await;
+    let receiver = Receiver::start(0, false).await;
+    let admin = s.workspace("Acme").await;
+    admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["seat.denied"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let c = s.anonymous();
+    for (model, path, body) in [
+        (
+            "concurrent",
+            "/v1/client/leases",
+            json!({"fingerprint": "lease-m", "os_user": "ann", "instance": "i1"}),
+        ),
+        (
+            "dedicated",
+            "/v1/client/activations",
+            json!({"fingerprint": "node-m"}),
+        ),
+    ] {
+        let license = admin
+            .license_with(json!({"seat_model": model, "seats_total": 5, "policy": {"release_cooldown_s": 600}}))
+            .await;
+        let mut request = body.clone();
+        request["key"] = license["key"].clone();
+        let seat = c.ok_post(path, request.clone(), StatusCode::CREATED).await;
+        admin
+            .ok_post(
+                &format!("/v1/seats/{}/reclaim", id(&seat)),
+                json!({}),
+                StatusCode::OK,
+            )
+            .await;
+        let (status, refused) = c.post(path, request).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{model}: {refused}");
+        assert_eq!(refused["error"]["code"], "RELEASE_COOLDOWN");
+    }
+    let got = receiver.wait_for(|got| got.len() >= 2).await;
+    let mut fingerprints: Vec<&str> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.json["type"], "seat.denied");
+            assert!(
+                r.json["data"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("admin released"),
+                "{}",
+                r.body
+            );
+            r.json["data"]["fingerprint"].as_str().unwrap()
+        })
+        .collect();
+    fingerprints.sort();
+    assert_eq!(fingerprints, ["lease-m", "node-m"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_refusal_is_announced_sqlite() {
+    a_cooldown_refusal_is_announced(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_refusal_is_announced_postgres() {
+    a_cooldown_refusal_is_announced(Backend::Postgres).await;
+}
