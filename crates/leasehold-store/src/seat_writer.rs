@@ -45,9 +45,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most operations one transaction applies.
 const MAX_BATCH: usize = 512;
-/// How often the WAL is checkpointed (a checkpoint with nothing to copy costs
-/// microseconds; a shorter wait lets less pile up past the limit).
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// At most this many frames are left for the writer to copy when the WAL starts over
 /// (the background checkpointer copies again until the tail is this short)...
 const WRITER_TAIL_FRAMES: u64 = 256;
@@ -104,9 +101,12 @@ pub(crate) struct SeatWriter {
 impl SeatWriter {
     /// Opens a write connection to the (already migrated) database file and starts the
     /// writer thread.
-    /// starts the writer thread. `wal_limit` is the WAL's size in bytes past which the
-    /// writer finishes a checkpoint itself so that the WAL starts over (module docs).
-    pub(crate) fn start(path: &Path, wal_limit: u64) -> Result<SeatWriter, StoreError> {
+    /// starts the writer thread, and the checkpointer's (module docs).
+    pub(crate) fn start(
+        path: &Path,
+        options: &crate::StoreOptions,
+    ) -> Result<SeatWriter, StoreError> {
+        let wal_limit = options.sqlite_wal_limit;
         let conn = Connection::open(path)?;
         conn.busy_handler(Some(wait_for_lock))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -123,6 +123,7 @@ impl SeatWriter {
         let log = Wal {
             // A frame is a 24-byte header and a page.
             limit_frames: wal_limit / (page_size + 24),
+            checkpoint_every: options.sqlite_checkpoint_every,
             restart_due: Arc::new(AtomicBool::new(false)),
         };
         let checkpointer = Connection::open(path)?;
@@ -189,6 +190,8 @@ type Answers = Vec<(
 struct Wal {
     /// Past this many frames, the WAL should start over.
     limit_frames: u64,
+    /// How often the checkpointer copies the WAL into the database.
+    checkpoint_every: Duration,
     /// Set by the checkpointer: the WAL is past its limit; the writer copies the frames
     /// appended since the background checkpoint before its next batch.
     restart_due: Arc<AtomicBool>,
@@ -232,7 +235,7 @@ fn run(
 /// its limit, the writer is asked to copy what was appended meanwhile.
 fn checkpoint(conn: Connection, wal: &Wal, writer_gone: std::sync::mpsc::Receiver<()>) {
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-        writer_gone.recv_timeout(CHECKPOINT_EVERY)
+        writer_gone.recv_timeout(wal.checkpoint_every)
     {
         let mut frames = match wal_checkpoint(&conn) {
             Ok((frames, _)) => frames,

@@ -111,10 +111,7 @@ impl SqliteStore {
             .connect_with(options.clone().read_only(true))
             .await?;
         let seats = match wal {
-            Some(_) => Some(SeatWriter::start(
-                options.get_filename(),
-                tuning.sqlite_wal_limit,
-            )?),
+            Some(_) => Some(SeatWriter::start(options.get_filename(), tuning)?),
             None => None,
         };
         Ok(SqliteStore {

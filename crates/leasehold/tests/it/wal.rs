@@ -31,6 +31,8 @@ fn wal_state(wal: &Path) -> Option<(u32, u64)> {
 async fn steady_seat_writes_keep_the_wal_bounded() {
     let s = TestServer::start_with(Backend::Sqlite, |settings| {
         settings.store.sqlite_wal_limit = LIMIT;
+        // Checked often, so that little is appended past so small a limit.
+        settings.store.sqlite_checkpoint_every = std::time::Duration::from_millis(50);
     })
     .await;
     let wal = Path::new(s.database_url.trim_start_matches("sqlite://")).with_extension("db-wal");
