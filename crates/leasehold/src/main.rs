@@ -59,6 +59,10 @@ struct StoreArgs {
     /// Start even if the master key differs from the one the store was written with.
     #[arg(long)]
     force: bool,
+    /// SQLite: the WAL's size in MiB past which it is copied into the database and started
+    /// over (under steady writes it would otherwise grow without end).
+    #[arg(long, env = "LEASEHOLD_SQLITE_WAL_LIMIT_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    sqlite_wal_limit_mib: u64,
 }
 
 #[derive(Args)]
@@ -76,10 +80,6 @@ struct ServeArgs {
     /// change, in milliseconds (changes made on any node drop it at once).
     #[arg(long, env = "LEASEHOLD_LICENSE_CACHE_MS", default_value_t = 2000)]
     license_cache_ms: u64,
-    /// SQLite: the WAL's size in MiB past which it is copied into the database and started
-    /// over (under steady writes it would otherwise grow without end).
-    #[arg(long, env = "LEASEHOLD_SQLITE_WAL_LIMIT_MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
-    sqlite_wal_limit_mib: u64,
     #[command(flatten)]
     notify: NotifyArgs,
     #[command(flatten)]
@@ -170,6 +170,10 @@ fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
         database_url: args.database_url.clone(),
         master_key,
         force: args.force,
+        store: leasehold_store::StoreOptions {
+            sqlite_wal_limit: args.sqlite_wal_limit_mib << 20,
+            ..Default::default()
+        },
         ..Settings::new(args.data_dir.clone())
     })
 }
@@ -216,7 +220,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     settings.client_rate_limit = args.client_rate_limit;
     settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
     settings.license_cache_ttl = std::time::Duration::from_millis(args.license_cache_ms);
-    settings.store.sqlite_wal_limit = args.sqlite_wal_limit_mib << 20;
     let ms = |v: u64| std::time::Duration::from_millis(v.max(10));
     settings.notify = leasehold_server::notify::NotifySettings {
         smtp_url: args.notify.smtp_url.clone(),

@@ -313,6 +313,16 @@ async fn license_files_verify_offline_and_back_the_sdk_when_the_server_is_down(s
 
 /// Checkouts acknowledged with 201 survive kill -9 of the server.
 async fn no_acknowledged_seat_is_lost_on_kill_9(store_args: Vec<String>) {
+    no_acknowledged_seat_is_lost_on_kill_9_after(store_args, 200, None).await;
+}
+
+/// Kills the server once `before_kill` seats are acknowledged. With `wal`, the SQLite WAL
+/// file, it must also have started over (`--sqlite-wal-limit-mib`) by then.
+async fn no_acknowledged_seat_is_lost_on_kill_9_after(
+    store_args: Vec<String>,
+    before_kill: usize,
+    wal: Option<std::path::PathBuf>,
+) {
     let token = init_store(&store_args, "Acme");
     let mut server = ServerProcess::start(&store_args).await;
     let admin = server.api(&token);
@@ -342,7 +352,24 @@ async fn no_acknowledged_seat_is_lost_on_kill_9(store_args: Vec<String>) {
             }
         }));
     }
-    assert!(eventually(20, || async { acknowledged.lock().unwrap().len() >= 200 }).await);
+    let first_sequence = wal
+        .as_deref()
+        .map(|wal| crate::wal::wal_state(wal).unwrap().0);
+    assert!(
+        eventually(60, || async {
+            acknowledged.lock().unwrap().len() >= before_kill
+        })
+        .await
+    );
+    if let (Some(wal), Some(first)) = (wal.as_deref(), first_sequence) {
+        assert!(
+            eventually(20, || async {
+                crate::wal::wal_state(wal).unwrap().0 != first
+            })
+            .await,
+            "the WAL started over before the kill"
+        );
+    }
     server.kill_9();
     for worker in workers {
         let _ = worker.await;
@@ -393,6 +420,24 @@ async fn no_acknowledged_seat_is_lost_on_kill_9_sqlite() {
         "--data-dir".into(),
         dir.path().display().to_string(),
     ])
+    .await;
+}
+
+/// The same across SQLite WAL start-overs: a 1 MiB limit makes the WAL start over every
+/// few hundred checkouts while they go on.
+#[tokio::test]
+async fn no_acknowledged_seat_is_lost_on_kill_9_across_wal_start_overs() {
+    let dir = tempfile::tempdir().unwrap();
+    no_acknowledged_seat_is_lost_on_kill_9_after(
+        vec![
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+            "--sqlite-wal-limit-mib".into(),
+            "1".into(),
+        ],
+        2_000,
+        Some(dir.path().join("leasehold.db-wal")),
+    )
     .await;
 }
 

@@ -18,7 +18,7 @@ const HEARTBEATS: u64 = 5_000;
 
 /// The WAL header's checkpoint sequence number (bytes 12..16, big-endian), which SQLite
 /// increments each time it starts the WAL over; and the file's size.
-fn wal_state(wal: &Path) -> Option<(u32, u64)> {
+pub fn wal_state(wal: &Path) -> Option<(u32, u64)> {
     use std::io::Read;
     let mut file = std::fs::File::open(wal).ok()?;
     let mut header = [0u8; 16];
