@@ -236,7 +236,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
             /// Answers a refused seat, told to the webhooks first (`seat.denied`) and
             /// committed with whatever the transaction did before (expiries it made).
             async fn deny<T>(&self, mut tx: Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: StoreError) -> Result<T> {
@@ -245,6 +244,7 @@ macro_rules! impl_store {
                 Err(refusal)
             }
 
+            /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
             async fn announce_denial(tx: &mut Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: &StoreError) -> Result<()> {
                 let data = serde_json::json!({
                     "license_id": license.id,

@@ -16,11 +16,12 @@
 //! **A bounded WAL.** SQLite starts the WAL over only at a write that finds every frame
 //! already copied into the database file, which never happens while batches follow each
 //! other without a pause: the background checkpointer copies what was there when it
-//! started, and meanwhile the writer appends more. So once the WAL passes its limit and a
-//! background checkpoint leaves frames behind, the writer copies those last few itself
-//! between two batches; its next batch then starts the WAL over, and the file is cut back
-//! to the limit (`journal_size_limit`). The background pass has copied the bulk by then,
-//! so the writer's pause is short.
+//! started, and meanwhile the writer appends more. So once a checkpoint finds the WAL past
+//! its limit, the checkpointer copies again what was appended during its last pass (a few
+//! times, until little is left), and the writer copies the rest itself between two
+//! batches; its next batch then starts the WAL over. A file that grew past twice the limit
+//! is cut back (`journal_size_limit`). The writer's pause (10–90 ms measured, mostly the
+//! fsync of the database file) comes once per limit's worth of writes.
 //!
 //! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
 //! each text once. What this writer does not decide (a full or not-in-force license, a
@@ -100,8 +101,7 @@ pub(crate) struct SeatWriter {
 
 impl SeatWriter {
     /// Opens a write connection to the (already migrated) database file and starts the
-    /// writer thread.
-    /// starts the writer thread, and the checkpointer's (module docs).
+    /// writer thread, and the checkpointer's (module docs).
     pub(crate) fn start(
         path: &Path,
         options: &crate::StoreOptions,
@@ -238,7 +238,7 @@ fn checkpoint(conn: Connection, wal: &Wal, writer_gone: std::sync::mpsc::Receive
         writer_gone.recv_timeout(wal.checkpoint_every)
     {
         let mut frames = match wal_checkpoint(&conn) {
-            Ok((frames, _)) => frames,
+            Ok(frames) => frames,
             Err(error) => {
                 tracing::warn!(%error, "WAL checkpoint failed");
                 continue;
@@ -254,7 +254,7 @@ fn checkpoint(conn: Connection, wal: &Wal, writer_gone: std::sync::mpsc::Receive
         // pass is shorter than the one before), so the writer's own pass is short.
         for _ in 0..MAX_CATCH_UP_PASSES {
             match wal_checkpoint(&conn) {
-                Ok((now, _)) if now >= frames => {
+                Ok(now) if now >= frames => {
                     let appended = now - frames;
                     frames = now;
                     if appended <= WRITER_TAIL_FRAMES {
@@ -271,12 +271,11 @@ fn checkpoint(conn: Connection, wal: &Wal, writer_gone: std::sync::mpsc::Receive
     }
 }
 
-/// A `PASSIVE` checkpoint: the WAL's frames, and how many of them are now copied.
-fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+/// A `PASSIVE` checkpoint; answers how many frames the WAL held when it began.
+fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         let frames: i64 = row.get(1)?;
-        let copied: i64 = row.get(2)?;
-        Ok((frames.max(0) as u64, copied.max(0) as u64))
+        Ok(frames.max(0) as u64)
     })
 }
 

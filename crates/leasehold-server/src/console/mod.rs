@@ -216,7 +216,7 @@ async fn login(
         return view::error_page(
             None,
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-in attempts for this account; wait a minute and try again.",
+            "Too many sign-in attempts from this address or for this account; wait a minute and try again.",
         );
     }
     let members = match state.store.members_by_email(&email).await {
