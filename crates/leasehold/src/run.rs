@@ -65,6 +65,9 @@ fn refusal(error: &Error) -> u8 {
 }
 
 pub async fn run(args: RunArgs) -> u8 {
+    // Listened for before anything else: a signal that came while the seat was being
+    // taken used to kill `run` by default, leaving the seat to expire instead of checked in.
+    let mut signals = Signals::listen();
     let client = match Client::new(&args.server, &args.key) {
         Ok(client) => client,
         Err(e) => return fail(&e.to_string(), exit::LICENSE_INVALID),
@@ -134,17 +137,19 @@ pub async fn run(args: RunArgs) -> u8 {
                     told_waiting = true;
                 }
                 // A checkin can free a seat before the hinted expiry: poll at least every 2 s.
-                tokio::time::sleep(
-                    Duration::from_secs(retry)
-                        .min(Duration::from_secs(2))
-                        .min(left),
-                )
-                .await;
+                let poll = Duration::from_secs(retry)
+                    .min(Duration::from_secs(2))
+                    .min(left);
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    // Interrupted while waiting: no seat is held.
+                    stop = signals.next() => return stop.exit_code(),
+                }
             }
             Err(error) => return fail(&error.to_string(), refusal(&error)),
         }
     };
-    let code = run_program(&args.command).await;
+    let code = run_program(&args.command, &mut signals).await;
     if let Seat::Lease(guard) = seat {
         if let Err(error) = guard.release().await {
             eprintln!("leasehold: could not check the seat in ({error}); it frees itself when the lease expires");
@@ -158,8 +163,9 @@ fn fail(message: &str, code: u8) -> u8 {
     code
 }
 
-/// Runs the program to its end, passing SIGINT/SIGTERM on to it; answers its exit code.
-async fn run_program(command: &[String]) -> u8 {
+/// Runs the program to its end, passing SIGINT/SIGTERM on to it (one that came before
+/// it started too); answers its exit code.
+async fn run_program(command: &[String], signals: &mut Signals) -> u8 {
     let Some((program, rest)) = command.split_first() else {
         return exit::CANNOT_START;
     };
@@ -167,28 +173,86 @@ async fn run_program(command: &[String]) -> u8 {
         Ok(child) => child,
         Err(e) => return fail(&format!("cannot start {program}: {e}"), exit::CANNOT_START),
     };
-    #[cfg(unix)]
-    {
-        use nix::sys::signal::{kill, Signal};
-        use nix::unistd::Pid;
-        use tokio::signal::unix::{signal, SignalKind};
-        let pid = child.id().map(|id| Pid::from_raw(id as i32));
-        let (Ok(mut interrupt), Ok(mut terminate)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return exit_code(child.wait().await);
-        };
-        loop {
-            tokio::select! {
-                status = child.wait() => return exit_code(status),
-                _ = interrupt.recv() => { if let Some(pid) = pid { let _ = kill(pid, Signal::SIGINT); } }
-                _ = terminate.recv() => { if let Some(pid) = pid { let _ = kill(pid, Signal::SIGTERM); } }
-            }
+    let pid = child.id();
+    loop {
+        tokio::select! {
+            status = child.wait() => return exit_code(status),
+            stop = signals.next() => stop.pass_on(pid),
         }
     }
-    #[cfg(not(unix))]
-    exit_code(child.wait().await)
+}
+
+/// A signal asking `run` (and its program) to stop.
+#[derive(Clone, Copy)]
+enum Stop {
+    Interrupt,
+    Terminate,
+}
+
+impl Stop {
+    /// 128 + the signal's number, as a shell reports a program it ended.
+    fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => 130,
+            Stop::Terminate => 143,
+        }
+    }
+
+    /// Sends the same signal to the program.
+    fn pass_on(self, pid: Option<u32>) {
+        #[cfg(unix)]
+        if let Some(pid) = pid {
+            use nix::sys::signal::{kill, Signal};
+            let signal = match self {
+                Stop::Interrupt => Signal::SIGINT,
+                Stop::Terminate => Signal::SIGTERM,
+            };
+            let _ = kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+        #[cfg(not(unix))]
+        let _ = pid;
+    }
+}
+
+/// SIGINT and SIGTERM, listened for from the start of `run`, so none is lost or kills it.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+                _ => None,
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next signal; never, where signals cannot be listened for.
+    async fn next(&mut self) -> Stop {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.streams {
+            return tokio::select! {
+                _ = interrupt.recv() => Stop::Interrupt,
+                _ = terminate.recv() => Stop::Terminate,
+            };
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_ok() {
+            return Stop::Interrupt;
+        }
+        std::future::pending().await
+    }
 }
 
 fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> u8 {

@@ -136,6 +136,48 @@ async fn leasehold_run_checks_in_when_it_is_terminated(s: &TestServer) {
     );
     let seats = admin.ok_get(&format!("/v1/licenses/{lid}/seats")).await;
     assert_eq!(seats["items"][0]["release_reason"], "checkin");
+
+    // Terminated while it waits for a seat (another holder has the only one): it stops
+    // at once with 128 + SIGTERM, holding nothing.
+    s.anonymous()
+        .ok_post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": "other", "os_user": "u", "instance": "1"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mut waiting = run_cmd(&s.base, &key, &["--wait", "60"], &["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let stderr = waiting.stderr.take().unwrap();
+    let told = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("waiting up to"))
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), told)
+            .await
+            .unwrap()
+            .unwrap(),
+        "run said it waits for a seat"
+    );
+    Command::new("kill")
+        .args(["-TERM", &waiting.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || waiting.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(143), "stopped by SIGTERM while waiting");
+    assert_eq!(
+        seats_used(&admin, &lid).await,
+        1,
+        "only the other holder's seat"
+    );
 }
 
 /// The child half of `sdk_guard_checks_in_when_its_process_gets_sigterm`: holds a lease
