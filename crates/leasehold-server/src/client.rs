@@ -5,16 +5,15 @@
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ApiQuery};
 use crate::license_cache::Need;
-use crate::signing::{public_key_base64, signature_header};
+use crate::signing::{public_key_base64, Signer};
 use crate::{convert, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use ed25519_dalek::SigningKey;
 use leasehold_core::secrets::constant_time_eq;
 use leasehold_core::{effective_status, keys, EffectiveStatus, SeatKind, SeatModel};
 use leasehold_proto::*;
@@ -49,7 +48,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 /// The key that signs an answer, when it belongs to a workspace.
 #[derive(Clone)]
-struct SignWith(Arc<SigningKey>);
+struct SignWith(Arc<Signer>);
 
 /// Signs every answer's exact body bytes: with the workspace's key when the handler
 /// resolved one, with the server's key otherwise (unknown key, malformed request).
@@ -65,7 +64,7 @@ async fn sign_answers(State(state): State<AppState>, request: Request, next: Nex
         Ok(bytes) => bytes,
         Err(_) => return ApiError::internal().into_response(),
     };
-    if let Ok(value) = HeaderValue::from_str(&signature_header(&key, &bytes)) {
+    if let Some(value) = key.header(&bytes) {
         parts.headers.insert(SIGNATURE_HEADER, value);
     }
     Response::from_parts(parts, Body::from(bytes))
@@ -84,7 +83,7 @@ async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next
 struct Caller {
     /// Shared with the license cache, not copied per call.
     license: Arc<License>,
-    signer: Arc<SigningKey>,
+    signer: Arc<Signer>,
 }
 
 impl Caller {

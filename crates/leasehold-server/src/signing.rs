@@ -2,20 +2,96 @@
 //! for the server, which signs answers that belong to no workspace (an unknown key).
 
 use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::http::HeaderValue;
 use base64::Engine;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use leasehold_core::secrets::MasterKey;
 use leasehold_store::Store;
 use rand::RngCore;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const SERVER_KEY: &str = "server_signing_key";
 
+/// Bodies up to this size have their signatures remembered ...
+const REMEMBERED_BODY_BYTES: usize = 1024;
+/// ... up to about this many bytes for all keys together (then all are forgotten at once).
+const MEMO_BYTES: usize = 1 << 20;
+/// What one remembered signature costs besides its body: the header value and the map.
+const MEMO_ENTRY_BYTES: usize = 160;
+
+/// The signatures of recent small answer bodies, by signing key (its public half).
+#[derive(Default)]
+struct Memo {
+    by_key: HashMap<[u8; 32], HashMap<Bytes, HeaderValue>>,
+    bytes: usize,
+}
+
+/// A signing key that remembers the signatures of the small bodies it signed last.
+/// Ed25519 is deterministic (one key and one message give one signature), so a body
+/// answered again gets exactly the signature signing would give, without the ~20 µs of
+/// signing: heartbeats of the same millisecond (their answer is only `expires_at`),
+/// checkins, unchanged validations. The design's "once per distinct answer body".
+pub struct Signer {
+    key: SigningKey,
+    public: [u8; 32],
+    /// Shared by every key of the server, so memory stays bounded however many
+    /// workspaces answer.
+    memo: Arc<Mutex<Memo>>,
+}
+
+impl Signer {
+    fn new(key: SigningKey, memo: Arc<Mutex<Memo>>) -> Signer {
+        let public = key.verifying_key().to_bytes();
+        Signer { key, public, memo }
+    }
+
+    /// The `Leasehold-Signature` value for these exact body bytes:
+    /// `ed25519=<base64 signature>`.
+    pub fn header(&self, bytes: &[u8]) -> Option<HeaderValue> {
+        let remember = bytes.len() <= REMEMBERED_BODY_BYTES;
+        if remember {
+            let known = self.memo.lock().ok().and_then(|memo| {
+                memo.by_key
+                    .get(&self.public)
+                    .and_then(|signed| signed.get(bytes).cloned())
+            });
+            if known.is_some() {
+                return known;
+            }
+        }
+        let value = HeaderValue::from_str(&signature_header(&self.key, bytes)).ok()?;
+        if remember {
+            if let Ok(mut memo) = self.memo.lock() {
+                let cost = bytes.len() + MEMO_ENTRY_BYTES;
+                if memo.bytes + cost > MEMO_BYTES {
+                    *memo = Memo::default();
+                }
+                memo.bytes += cost;
+                memo.by_key
+                    .entry(self.public)
+                    .or_default()
+                    .insert(Bytes::copy_from_slice(bytes), value.clone());
+            }
+        }
+        Some(value)
+    }
+}
+
+impl std::ops::Deref for Signer {
+    type Target = SigningKey;
+
+    fn deref(&self) -> &SigningKey {
+        &self.key
+    }
+}
+
 pub struct Signers {
     master: MasterKey,
-    server: Arc<SigningKey>,
-    workspaces: RwLock<HashMap<String, Arc<SigningKey>>>,
+    server: Arc<Signer>,
+    workspaces: RwLock<HashMap<String, Arc<Signer>>>,
+    memo: Arc<Mutex<Memo>>,
 }
 
 fn new_seed() -> [u8; 32] {
@@ -43,14 +119,16 @@ impl Signers {
         let stored = store.meta_get_or_put(&name, &candidate).await?;
         let sealed = base64::engine::general_purpose::STANDARD.decode(stored)?;
         let server = unseal(&master, &sealed)?;
+        let memo = Arc::new(Mutex::new(Memo::default()));
         Ok(Signers {
             master,
-            server: Arc::new(server),
+            server: Arc::new(Signer::new(server, memo.clone())),
             workspaces: RwLock::new(HashMap::new()),
+            memo,
         })
     }
 
-    pub fn server(&self) -> Arc<SigningKey> {
+    pub fn server(&self) -> Arc<Signer> {
         self.server.clone()
     }
 
@@ -59,7 +137,7 @@ impl Signers {
         &self,
         store: &dyn Store,
         workspace_id: &str,
-    ) -> Result<Arc<SigningKey>, ApiError> {
+    ) -> Result<Arc<Signer>, ApiError> {
         if let Some(key) = self
             .workspaces
             .read()
@@ -71,10 +149,11 @@ impl Signers {
         let sealed = store
             .workspace_signing_key(workspace_id, self.master.encrypt(&new_seed()))
             .await?;
-        let key = Arc::new(unseal(&self.master, &sealed).map_err(|error| {
+        let key = unseal(&self.master, &sealed).map_err(|error| {
             tracing::error!(%error, workspace_id, "the workspace signing key does not decrypt");
             ApiError::internal()
-        })?);
+        })?;
+        let key = Arc::new(Signer::new(key, self.memo.clone()));
         if let Ok(mut map) = self.workspaces.write() {
             map.insert(workspace_id.to_string(), key.clone());
         }
@@ -83,7 +162,7 @@ impl Signers {
 }
 
 /// `ed25519=<base64 signature>` of `bytes`.
-pub fn signature_header(key: &SigningKey, bytes: &[u8]) -> String {
+fn signature_header(key: &SigningKey, bytes: &[u8]) -> String {
     format!(
         "ed25519={}",
         base64::engine::general_purpose::STANDARD.encode(key.sign(bytes).to_bytes())
@@ -92,4 +171,104 @@ pub fn signature_header(key: &SigningKey, bytes: &[u8]) -> String {
 
 pub fn public_key_base64(key: &SigningKey) -> String {
     base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signature, Verifier};
+
+    fn signers(n: usize) -> Vec<Signer> {
+        let memo = Arc::new(Mutex::new(Memo::default()));
+        (0..n)
+            .map(|_| Signer::new(SigningKey::from_bytes(&new_seed()), memo.clone()))
+            .collect()
+    }
+
+    /// The signature a header carries, checked against `key`'s public half.
+    fn verifies(key: &Signer, bytes: &[u8], header: &HeaderValue) -> bool {
+        let Some(b64) = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("ed25519="))
+        else {
+            return false;
+        };
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            return false;
+        };
+        let Ok(signature) = Signature::from_slice(&raw) else {
+            return false;
+        };
+        key.verifying_key().verify(bytes, &signature).is_ok()
+    }
+
+    fn remembered(key: &Signer, bytes: &[u8]) -> Option<HeaderValue> {
+        let memo = key.memo.lock().unwrap();
+        memo.by_key.get(&key.public)?.get(bytes).cloned()
+    }
+
+    #[test]
+    fn a_body_signed_again_gets_the_remembered_signature() {
+        let key = signers(1).remove(0);
+        let body = br#"{"expires_at":"2026-11-24T04:00:00.000Z"}"#;
+        let first = key.header(body).unwrap();
+        assert_eq!(first, signature_header(&key, body).as_str());
+        assert!(verifies(&key, body, &first));
+        assert_eq!(remembered(&key, body), Some(first.clone()));
+        // What is remembered is what is answered, without signing again: a planted
+        // value comes back.
+        let planted = HeaderValue::from_static("ed25519=planted");
+        key.memo
+            .lock()
+            .unwrap()
+            .by_key
+            .entry(key.public)
+            .or_default()
+            .insert(Bytes::copy_from_slice(body), planted.clone());
+        assert_eq!(key.header(body).unwrap(), planted);
+        let other = br#"{"expires_at":"2026-11-24T04:00:00.001Z"}"#;
+        let other_header = key.header(other).unwrap();
+        assert!(verifies(&key, other, &other_header));
+        assert!(!verifies(&key, other, &first));
+    }
+
+    #[test]
+    fn each_key_is_answered_only_with_its_own_signatures() {
+        let keys = signers(2);
+        let body = br#"{"released":true}"#;
+        let by_a = keys[0].header(body).unwrap();
+        let by_b = keys[1].header(body).unwrap();
+        assert_ne!(by_a, by_b);
+        assert!(verifies(&keys[0], body, &by_a) && verifies(&keys[1], body, &by_b));
+        assert!(!verifies(&keys[1], body, &by_a));
+        assert_eq!(keys[1].header(body).unwrap(), by_b);
+        assert_eq!(keys[0].header(body).unwrap(), by_a);
+    }
+
+    #[test]
+    fn large_bodies_are_signed_but_not_remembered_and_the_memo_stays_bounded() {
+        let keys = signers(3);
+        let large = vec![b'x'; REMEMBERED_BODY_BYTES + 1];
+        assert!(verifies(&keys[0], &large, &keys[0].header(&large).unwrap()));
+        assert!(remembered(&keys[0], &large).is_none());
+        for i in 0..6_000 {
+            let key = &keys[i % keys.len()];
+            let body = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(i % 900));
+            assert!(verifies(
+                key,
+                body.as_bytes(),
+                &key.header(body.as_bytes()).unwrap()
+            ));
+            let memo = key.memo.lock().unwrap();
+            assert!(memo.bytes <= MEMO_BYTES);
+            let kept: usize = memo
+                .by_key
+                .values()
+                .flat_map(|signed| signed.keys())
+                .map(|body| body.len() + MEMO_ENTRY_BYTES)
+                .sum();
+            assert_eq!(kept, memo.bytes);
+        }
+    }
 }

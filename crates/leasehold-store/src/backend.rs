@@ -81,6 +81,15 @@ pub(crate) const SET_INSTANCES: &str =
 pub(crate) const END_SEAT: &str =
     "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL";
 pub(crate) const FREE_SEAT: &str = "UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1";
+/// A license's lapsed leases (`$2`: now), oldest first, at most `$3`.
+pub(crate) const LAPSED_LEASES: &str = concat!(
+    seat_select!(),
+    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2 \
+     ORDER BY s.expires_at LIMIT $3"
+);
+/// Frees `$1` seats of license `$2` at once (the expired leases of a sweep's chunk).
+pub(crate) const FREE_SEATS: &str =
+    "UPDATE licenses SET seats_used = seats_used - $1 WHERE id = $2";
 pub(crate) const INSERT_EVENT: &str =
     "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
      subject_type, subject_id, license_id, before_json, after_json, created_at) \
@@ -438,11 +447,7 @@ macro_rules! impl_store {
             /// set-wide statements (the caller holds the license lock): the sweeper's chunk, and
             /// the on-demand expiry before a checkout is refused.
             async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64, limit: i64) -> Result<Vec<Seat>> {
-                let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>(concat!(
-                    seat_select!(),
-                    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2 \
-                     ORDER BY s.expires_at LIMIT $3"
-                ))
+                let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>($crate::backend::LAPSED_LEASES)
                 .bind(&license.id)
                 .bind(now)
                 .bind(limit)
@@ -465,7 +470,7 @@ macro_rules! impl_store {
                 if expired.is_empty() {
                     return Ok(expired);
                 }
-                sqlx::query("UPDATE licenses SET seats_used = seats_used - $1 WHERE id = $2")
+                sqlx::query($crate::backend::FREE_SEATS)
                     .bind(expired.len() as i64)
                     .bind(&license.id)
                     .execute(&mut **tx)
@@ -1525,48 +1530,56 @@ macro_rules! impl_store {
                 Ok(false)
             }
 
-            async fn expire_leases(&self, limit: i64) -> Result<Vec<Seat>> {
+            async fn expire_leases(&self, from: &str, limit: i64) -> Result<$crate::SweepChunk> {
                 let now = now_ms();
                 let limit = limit.max(1);
-                // Which licenses have lapsed leases; then each license is locked first (like
-                // every other path). At most `limit` leases end per call, each license's in its
-                // own short transaction.
-                // The oldest `limit` lapsed leases, read in index order (a DISTINCT would
-                // visit every lapsed lease on each chunk), name the licenses to sweep.
-                let oldest: Vec<String> = sqlx::query_scalar(
-                    "SELECT license_id FROM seats WHERE kind = 'lease' AND released_at IS NULL \
-                     AND expires_at < $1 ORDER BY expires_at LIMIT $2",
+                // The licenses with lapsed leases, in id order from where the sweep got to:
+                // one probe of the per-license expiry index for each concurrent license
+                // holding seats (a lapsed lease holds one until it ends), so a sweep visits
+                // each license about once however many chunks it takes.
+                let licenses: Vec<String> = sqlx::query_scalar(
+                    "SELECT l.id FROM licenses l WHERE l.seat_model = 'concurrent' AND l.seats_used > 0 \
+                     AND l.id >= $1 AND EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id \
+                     AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2) \
+                     ORDER BY l.id LIMIT $3",
                 )
+                .bind(from)
                 .bind(now)
                 .bind(limit)
                 .fetch_all(self.reader())
                 .await?;
-                let mut licenses: Vec<String> = Vec::new();
-                for license_id in oldest {
-                    if !licenses.contains(&license_id) {
-                        licenses.push(license_id);
-                    }
-                }
-                let mut expired = Vec::new();
+                let mut chunk = $crate::SweepChunk::default();
                 for license_id in licenses {
-                    let budget = limit - expired.len() as i64;
+                    let budget = limit - chunk.expired.len() as i64;
                     if budget <= 0 {
                         break;
                     }
-                    let mut tx = self.begin_write().await?;
-                    // Waits for a checkout holding the lock (it is brief) rather than skip: a
-                    // skipped license would end the sweep early. Another node sweeping the same
-                    // license is waited for too, and then finds its leases already ended.
-                    let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
-                        .bind(&license_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(license) = license {
-                        expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
-                    }
-                    self.commit(tx).await?;
+                    // SQLite: on the seat writer, inside its batch.
+                    let ended = match self.fast_expire_leases(&license_id, now, budget).await? {
+                        Some(ended) => ended,
+                        None => {
+                            // PostgreSQL: the license is locked first, like on every other
+                            // path. Waits for a checkout holding the lock (it is brief) rather
+                            // than skip: a skipped license would end the sweep early. Another
+                            // node sweeping the same license is waited for too, and then finds
+                            // its leases already ended.
+                            let mut tx = self.begin_write().await?;
+                            let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
+                                .bind(&license_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                            let ended = match license {
+                                Some(license) => Self::expire_license_leases(&mut tx, &license, now, budget).await?,
+                                None => Vec::new(),
+                            };
+                            self.commit(tx).await?;
+                            ended
+                        }
+                    };
+                    chunk.expired.extend(ended);
+                    chunk.resume_at = Some(license_id);
                 }
-                Ok(expired)
+                Ok(chunk)
             }
 
             async fn workspace_signing_key(&self, workspace_id: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {

@@ -131,6 +131,16 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
 /// What the domain needs from storage. Every call that changes data writes its
 /// audit event in the same transaction; every call is scoped to one workspace and
 /// answers [`StoreError::NotFound`] for another workspace's objects.
+/// What one chunk of a lease sweep did.
+#[derive(Debug, Default)]
+pub struct SweepChunk {
+    /// The leases that ended, as they were before.
+    pub expired: Vec<Seat>,
+    /// The last license the chunk visited, where the sweep's next chunk starts (its
+    /// budget may have run out before that license's lapsed leases did).
+    pub resume_at: Option<String>,
+}
+
 #[async_trait]
 pub trait Store: Notifications + Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -308,9 +318,10 @@ pub trait Store: Notifications + Send + Sync + 'static {
         lease_id: &str,
         instance: &str,
     ) -> Result<bool>;
-    /// Releases up to `limit` leases whose expiry has passed, across all licenses.
-    /// Safe to run on several nodes at once. Answers how many it released.
-    async fn expire_leases(&self, limit: i64) -> Result<Vec<Seat>>;
+    /// One chunk of a lease sweep: releases up to `limit` leases whose expiry has passed,
+    /// visiting the licenses that hold them in id order from `from` (`""`: the first).
+    /// Safe to run on several nodes at once.
+    async fn expire_leases(&self, from: &str, limit: i64) -> Result<SweepChunk>;
     /// The workspace's encrypted signing key, set to `candidate` if it has none yet.
     async fn workspace_signing_key(
         &self,

@@ -88,6 +88,16 @@ impl PostgresStore {
         Ok(live.map(|(instances,)| instances))
     }
 
+    /// A sweep's chunk takes the general path (each license under its row lock).
+    async fn fast_expire_leases(
+        &self,
+        _license_id: &str,
+        _now: i64,
+        _limit: i64,
+    ) -> crate::Result<Option<Vec<Seat>>> {
+        Ok(None)
+    }
+
     /// Takes a new lease with the node's other seat operations, many per statement
     /// (`pg_batch.rs`): the conditional counter update (the invariant), the seat, its
     /// audit event and its webhook messages. `None` when nothing was taken (the license

@@ -1,7 +1,8 @@
 //! SQLite's seat writer: the hot seat operations (take a lease, release an instance,
-//! heartbeat) run on one dedicated thread that owns a write connection and its prepared
-//! statements, so a statement costs microseconds instead of a round trip through an
-//! async driver's worker thread.
+//! heartbeat) and the sweeper's chunks run on one dedicated thread that owns a write
+//! connection and its prepared statements, so a statement costs microseconds instead of
+//! a round trip through an async driver's worker thread, and the sweep never contends
+//! with the hot operations for SQLite's write lock.
 //!
 //! **One transaction per batch.** Every operation queued while the previous batch ran is
 //! applied in one `BEGIN IMMEDIATE` transaction and one `COMMIT`. Should one operation
@@ -30,8 +31,8 @@
 
 use crate::backend::{
     check_release_cooldown, instance_list, json, subscribed_pattern, webhook_data, ACTIVE_LEASE,
-    END_SEAT, ENQUEUE_WEBHOOKS, FREE_SEAT, INSERT_EVENT, INSERT_LEASE, LAST_ADMIN_RELEASE,
-    RENEW_LEASE, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
+    END_SEAT, ENQUEUE_WEBHOOKS, FREE_SEAT, FREE_SEATS, INSERT_EVENT, INSERT_LEASE, LAPSED_LEASES,
+    LAST_ADMIN_RELEASE, RENEW_LEASE, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
 };
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
@@ -70,6 +71,12 @@ pub(crate) enum Op {
         expires_at: i64,
         now: i64,
     },
+    /// A sweep's chunk: up to `limit` of the license's lapsed leases end.
+    Expire {
+        license: License,
+        now: i64,
+        limit: i64,
+    },
 }
 
 pub(crate) enum Done {
@@ -81,6 +88,8 @@ pub(crate) enum Done {
     Released(bool),
     /// The live lease's instance list, or `None` when it is not live.
     Touched(Option<Option<String>>),
+    /// The leases that ended, as they were before.
+    Expired(Vec<Seat>),
 }
 
 /// Workspace → whether it has webhooks, learnt once per batch: the batch is one write
@@ -419,7 +428,54 @@ fn apply_op(conn: &Connection, hooks: &mut Webhooks, op: &Op) -> Result<Done, St
                 })
                 .optional()?,
         )),
+        Op::Expire {
+            license,
+            now,
+            limit,
+        } => expire(conn, hooks, license, *now, *limit),
     }
+}
+
+/// Ends up to `limit` of the license's lapsed leases, oldest first, as the general
+/// path's `expire_license_leases` does: each with its `seat.expired` event.
+fn expire(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    now: i64,
+    limit: i64,
+) -> Result<Done, StoreError> {
+    let lapsed = conn
+        .prepare_cached(LAPSED_LEASES)?
+        .query_map(params![license.id, now, limit], seat_from_row)?
+        .collect::<rusqlite::Result<Vec<Seat>>>()?;
+    let mut expired = Vec::with_capacity(lapsed.len());
+    for seat in lapsed {
+        let ended = conn.prepare_cached(END_SEAT)?.execute(params![
+            now,
+            ReleaseReason::Expired.as_str(),
+            seat.id
+        ])?;
+        if ended == 1 {
+            insert_event(
+                conn,
+                hooks,
+                license,
+                &Actor::system(),
+                "seat.expired",
+                &seat.id,
+                json(&seat),
+                None,
+                now,
+            )?;
+            expired.push(seat);
+        }
+    }
+    if !expired.is_empty() {
+        conn.prepare_cached(FREE_SEATS)?
+            .execute(params![expired.len() as i64, license.id])?;
+    }
+    Ok(Done::Expired(expired))
 }
 
 fn take(

@@ -843,3 +843,117 @@ async fn a_cooldown_refusal_is_announced_sqlite() {
 async fn a_cooldown_refusal_is_announced_postgres() {
     a_cooldown_refusal_is_announced(Backend::Postgres).await;
 }
+
+/// Leases the sweeper ends (on SQLite inside the seat writer's batches, on PostgreSQL
+/// under each license's lock) are each audited once, by the system, with the live lease
+/// as it was, and announced as `seat.expired`; a lease that kept heartbeating is not.
+async fn swept_leases_are_audited_and_announced(backend: Backend) {
+    let s = TestServer::start_with(backend, |settings| {
+        local(settings);
+        settings.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let receiver = Receiver::start(0, false).await;
+    let admin = s.workspace("Acme").await;
+    admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["seat.expired"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let license = admin
+        .license_with(
+            json!({"seat_model": "concurrent", "seats_total": 5, "policy": {"lease_ttl_s": 2}}),
+        )
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let lid = id(&license);
+    let c = s.anonymous();
+    let mut leases = Vec::new();
+    for machine in ["m1", "m2", "m3"] {
+        let lease = c
+            .ok_post(
+                "/v1/client/leases",
+                json!({"key": key, "fingerprint": machine, "os_user": "ann", "instance": "i1"}),
+                StatusCode::CREATED,
+            )
+            .await;
+        leases.push(id(&lease));
+    }
+    // m3 keeps heartbeating while the other two lapse and are swept.
+    let mut waited = 0;
+    let got = loop {
+        waited += 1;
+        assert!(
+            waited < 80,
+            "{backend:?}: no expiry announced: {:#?}",
+            receiver.got()
+        );
+        c.ok_post(
+            &format!("/v1/client/leases/{}/heartbeat", leases[2]),
+            json!({"key": key, "instance": "i1"}),
+            StatusCode::OK,
+        )
+        .await;
+        let got = receiver.got();
+        if got.len() >= 2 {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut announced: Vec<String> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r.json["type"], "seat.expired");
+            assert_eq!(r.json["data"]["license_id"], lid);
+            assert_eq!(r.json["data"]["seat"]["os_user"], "ann");
+            r.json["data"]["seat"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    announced.sort();
+    let mut lapsed = leases[..2].to_vec();
+    lapsed.sort();
+    assert_eq!(
+        announced, lapsed,
+        "{backend:?}: each lapsed lease announced once"
+    );
+    let license = admin.ok_get(&format!("/v1/licenses/{lid}")).await;
+    assert_eq!(
+        license["seats_used"], 1,
+        "{backend:?}: only m3 holds a seat"
+    );
+    let events = admin
+        .ok_get(&format!(
+            "/v1/events?license_id={lid}&action=seat.expired&limit=200"
+        ))
+        .await;
+    let events = events["items"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{backend:?}: {events:#?}");
+    for event in events {
+        assert_eq!(event["actor"]["kind"], "system");
+        assert!(lapsed.contains(&event["subject_id"].as_str().unwrap().to_string()));
+        assert_eq!(event["before"]["released_at"], Value::Null);
+        assert_eq!(event["before"]["kind"], "lease");
+    }
+    let seats = admin.ok_get(&format!("/v1/licenses/{lid}/seats")).await;
+    for seat in seats["items"].as_array().unwrap() {
+        let expected = if seat["id"] == leases[2].as_str() {
+            Value::Null
+        } else {
+            json!("expired")
+        };
+        assert_eq!(seat["release_reason"], expected, "{backend:?}: {seat:#}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swept_leases_are_audited_and_announced_sqlite() {
+    swept_leases_are_audited_and_announced(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swept_leases_are_audited_and_announced_postgres() {
+    swept_leases_are_audited_and_announced(Backend::Postgres).await;
+}
