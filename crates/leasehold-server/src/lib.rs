@@ -32,9 +32,26 @@ use tower_http::trace::TraceLayer;
 
 pub use setup::{create_workspace, open_state, Settings};
 
-/// What every handler shares.
+/// What every handler shares: one pointer, so the clone each extractor and middleware
+/// makes per request is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub master: MasterKey,
     pub signers: Arc<signing::Signers>,

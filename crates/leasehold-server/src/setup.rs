@@ -122,7 +122,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         }
     }
     let signers = crate::signing::Signers::load(store.as_ref(), master.clone()).await?;
-    Ok(AppState {
+    Ok(AppState::new(crate::Shared {
         store,
         master,
         signers: std::sync::Arc::new(signers),
@@ -131,7 +131,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         notifier: std::sync::Arc::new(crate::notify::Notifier::new(settings.notify.clone())?),
         live: std::sync::Arc::new(crate::live::LiveHub::new(settings.license_cache_ttl)),
         login_limits: std::sync::Arc::new(crate::limits::Limits::login()),
-    })
+    }))
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
