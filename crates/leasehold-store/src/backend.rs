@@ -1537,8 +1537,8 @@ macro_rules! impl_store {
                 // one probe of the per-license expiry index for each concurrent license
                 // holding seats (a lapsed lease holds one until it ends), so a sweep visits
                 // each license about once however many chunks it takes.
-                let licenses: Vec<String> = sqlx::query_scalar(
-                    "SELECT l.id FROM licenses l WHERE l.seat_model = 'concurrent' AND l.seats_used > 0 \
+                let licenses: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT l.id, l.workspace_id FROM licenses l WHERE l.seat_model = 'concurrent' AND l.seats_used > 0 \
                      AND l.id >= $1 AND EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id \
                      AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2) \
                      ORDER BY l.id LIMIT $3",
@@ -1549,13 +1549,13 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await?;
                 let mut chunk = $crate::SweepChunk::default();
-                for license_id in licenses {
+                for (license_id, workspace_id) in licenses {
                     let budget = limit - chunk.expired.len() as i64;
                     if budget <= 0 {
                         break;
                     }
                     // SQLite: on the seat writer, inside its batch.
-                    let ended = match self.fast_expire_leases(&license_id, now, budget).await? {
+                    let ended = match self.fast_expire_leases((&workspace_id, &license_id), now, budget).await? {
                         Some(ended) => ended,
                         None => {
                             // PostgreSQL: the license is locked first, like on every other

@@ -128,9 +128,6 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// What the domain needs from storage. Every call that changes data writes its
-/// audit event in the same transaction; every call is scoped to one workspace and
-/// answers [`StoreError::NotFound`] for another workspace's objects.
 /// What one chunk of a lease sweep did.
 #[derive(Debug, Default)]
 pub struct SweepChunk {
@@ -141,6 +138,9 @@ pub struct SweepChunk {
     pub resume_at: Option<String>,
 }
 
+/// What the domain needs from storage. Every call that changes data writes its
+/// audit event in the same transaction; every call is scoped to one workspace and
+/// answers [`StoreError::NotFound`] for another workspace's objects.
 #[async_trait]
 pub trait Store: Notifications + Send + Sync + 'static {
     fn backend(&self) -> Backend;

@@ -91,7 +91,7 @@ impl PostgresStore {
     /// A sweep's chunk takes the general path (each license under its row lock).
     async fn fast_expire_leases(
         &self,
-        _license_id: &str,
+        _license: (&str, &str),
         _now: i64,
         _limit: i64,
     ) -> crate::Result<Option<Vec<Seat>>> {

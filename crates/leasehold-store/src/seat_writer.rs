@@ -73,7 +73,8 @@ pub(crate) enum Op {
     },
     /// A sweep's chunk: up to `limit` of the license's lapsed leases end.
     Expire {
-        license: License,
+        workspace_id: String,
+        license_id: String,
         now: i64,
         limit: i64,
     },
@@ -429,10 +430,11 @@ fn apply_op(conn: &Connection, hooks: &mut Webhooks, op: &Op) -> Result<Done, St
                 .optional()?,
         )),
         Op::Expire {
-            license,
+            workspace_id,
+            license_id,
             now,
             limit,
-        } => expire(conn, hooks, license, *now, *limit),
+        } => expire(conn, hooks, (workspace_id, license_id), *now, *limit),
     }
 }
 
@@ -441,13 +443,13 @@ fn apply_op(conn: &Connection, hooks: &mut Webhooks, op: &Op) -> Result<Done, St
 fn expire(
     conn: &Connection,
     hooks: &mut Webhooks,
-    license: &License,
+    (workspace_id, license_id): (&str, &str),
     now: i64,
     limit: i64,
 ) -> Result<Done, StoreError> {
     let lapsed = conn
         .prepare_cached(LAPSED_LEASES)?
-        .query_map(params![license.id, now, limit], seat_from_row)?
+        .query_map(params![license_id, now, limit], seat_from_row)?
         .collect::<rusqlite::Result<Vec<Seat>>>()?;
     let mut expired = Vec::with_capacity(lapsed.len());
     for seat in lapsed {
@@ -460,7 +462,7 @@ fn expire(
             insert_event(
                 conn,
                 hooks,
-                license,
+                (workspace_id, license_id),
                 &Actor::system(),
                 "seat.expired",
                 &seat.id,
@@ -473,7 +475,7 @@ fn expire(
     }
     if !expired.is_empty() {
         conn.prepare_cached(FREE_SEATS)?
-            .execute(params![expired.len() as i64, license.id])?;
+            .execute(params![expired.len() as i64, license_id])?;
     }
     Ok(Done::Expired(expired))
 }
@@ -552,7 +554,7 @@ fn take(
     insert_event(
         conn,
         hooks,
-        license,
+        (&license.workspace_id, &license.id),
         &key_actor(license, holder.identifier.as_deref()),
         "seat.taken",
         &seat.id,
@@ -597,7 +599,7 @@ fn release(
         insert_event(
             conn,
             hooks,
-            license,
+            (&license.workspace_id, &license.id),
             &key_actor(license, seat.identifier.as_deref()),
             "seat.released",
             lease_id,
@@ -615,7 +617,7 @@ fn release(
 fn insert_event(
     conn: &Connection,
     hooks: &mut Webhooks,
-    license: &License,
+    (workspace_id, license_id): (&str, &str),
     actor: &Actor,
     action: &str,
     seat_id: &str,
@@ -624,26 +626,26 @@ fn insert_event(
     now: i64,
 ) -> Result<(), StoreError> {
     let id = new_id();
-    let has_webhooks = match hooks.get(&license.workspace_id) {
+    let has_webhooks = match hooks.get(workspace_id) {
         Some(known) => *known,
         None => {
             let known = conn
                 .prepare_cached(HAS_WEBHOOKS)?
-                .query_row(params![license.workspace_id], |row| row.get(0))?;
-            hooks.insert(license.workspace_id.clone(), known);
+                .query_row(params![workspace_id], |row| row.get(0))?;
+            hooks.insert(workspace_id.to_string(), known);
             known
         }
     };
     if let Some(event_type) = webhook_event_of(action).filter(|_| has_webhooks) {
         let data = webhook_data(
             ("seat", seat_id),
-            Some(&license.id),
+            Some(license_id),
             before.as_deref(),
             after.as_deref(),
         );
         conn.prepare_cached(ENQUEUE_WEBHOOKS)?.execute(params![
             id,
-            license.workspace_id,
+            workspace_id,
             event_type,
             data,
             now,
@@ -653,14 +655,14 @@ fn insert_event(
     }
     conn.prepare_cached(INSERT_EVENT)?.execute(params![
         id,
-        license.workspace_id,
+        workspace_id,
         actor.kind,
         actor.id,
         actor.label,
         action,
         "seat",
         seat_id,
-        license.id,
+        license_id,
         before,
         after,
         now

@@ -231,30 +231,20 @@ impl SqliteStore {
     /// database).
     async fn fast_expire_leases(
         &self,
-        license_id: &str,
+        (workspace_id, license_id): (&str, &str),
         now: i64,
         limit: i64,
     ) -> crate::Result<Option<Vec<crate::Seat>>> {
         let Some(seats) = &self.seats else {
             return Ok(None);
         };
-        // The license's id and workspace never change, so a read outside the writer's
-        // transaction names it well enough; the writer decides which leases end.
-        let license = sqlx::query_as::<_, crate::License>("SELECT * FROM licenses WHERE id = $1")
-            .bind(license_id)
-            .fetch_optional(&self.readers)
-            .await?;
-        let Some(license) = license else {
-            return Ok(Some(Vec::new()));
+        let op = Op::Expire {
+            workspace_id: workspace_id.to_string(),
+            license_id: license_id.to_string(),
+            now,
+            limit,
         };
-        match seats
-            .apply(Op::Expire {
-                license,
-                now,
-                limit,
-            })
-            .await?
-        {
+        match seats.apply(op).await? {
             Done::Expired(expired) => Ok(Some(expired)),
             _ => Err(unexpected()),
         }
