@@ -57,7 +57,7 @@ pub struct Shared {
     pub signers: Arc<signing::Signers>,
     pub limits: Arc<limits::Limits>,
     pub live: Arc<live::LiveHub>,
-    /// Sign-in attempts per account (console) and per IP (portal).
+    /// Sign-in attempts per account and per IP (console), and per IP (portal).
     pub login_limits: Arc<limits::Limits>,
     /// How often the lease sweeper runs.
     pub sweep_interval: std::time::Duration,
