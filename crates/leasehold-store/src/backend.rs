@@ -127,6 +127,23 @@ pub(crate) fn check_release_cooldown(
     Ok(())
 }
 
+/// The `seat.denied` webhook message's data: who was refused a seat of `license`, and why.
+pub(crate) fn denial_data(
+    license: &crate::License,
+    fingerprint: &str,
+    os_user: Option<&str>,
+    refusal: &crate::StoreError,
+) -> String {
+    serde_json::json!({
+        "license_id": license.id,
+        "fingerprint": fingerprint,
+        "os_user": os_user,
+        "reason": refusal.to_string(),
+        "seats_total": license.seats_total,
+    })
+    .to_string()
+}
+
 /// How a webhook's JSON list of events holds `event_type`.
 pub(crate) fn subscribed_pattern(event_type: &str) -> String {
     format!("\"{event_type}\"")
@@ -255,14 +272,8 @@ macro_rules! impl_store {
 
             /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
             async fn announce_denial(tx: &mut Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: &StoreError) -> Result<()> {
-                let data = serde_json::json!({
-                    "license_id": license.id,
-                    "fingerprint": fingerprint,
-                    "os_user": os_user,
-                    "reason": refusal.to_string(),
-                    "seats_total": license.seats_total,
-                });
-                Self::enqueue_webhooks(tx, &license.workspace_id, "seat.denied", &new_id(), &data.to_string(), now_ms()).await
+                let data = $crate::backend::denial_data(license, fingerprint, os_user, refusal);
+                Self::enqueue_webhooks(tx, &license.workspace_id, "seat.denied", &new_id(), &data, now_ms()).await
             }
 
             async fn locked_license(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {
@@ -511,10 +522,10 @@ macro_rules! impl_store {
                 Ok(expired)
             }
 
-            /// Refuses a holder an admin released less than `release_cooldown_s` ago.
-            async fn check_cooldown(tx: &mut Tx, license: &License, fingerprint: &str, os_user: &str, now: i64) -> Result<()> {
+            /// The refusal of a holder an admin released less than `release_cooldown_s` ago.
+            async fn cooldown_refusal(tx: &mut Tx, license: &License, fingerprint: &str, os_user: &str, now: i64) -> Result<Option<StoreError>> {
                 if license.release_cooldown_s <= 0 {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let (last,): (Option<i64>,) = sqlx::query_as($crate::backend::LAST_ADMIN_RELEASE)
                     .bind(&license.id)
@@ -522,7 +533,7 @@ macro_rules! impl_store {
                     .bind(os_user)
                     .fetch_one(&mut **tx)
                     .await?;
-                $crate::backend::check_release_cooldown(last, license.release_cooldown_s, now)
+                Ok($crate::backend::check_release_cooldown(last, license.release_cooldown_s, now).err())
             }
 
             /// Why a seat could not be counted, from the license as it is now: gone, another
@@ -583,9 +594,8 @@ macro_rules! impl_store {
                     self.commit(tx).await?;
                     return Ok((seat, false));
                 }
-                match Self::check_cooldown(&mut tx, license, fingerprint, "", now).await {
-                    Err(refusal @ StoreError::ReleaseCooldown { .. }) => return self.deny(tx, license, fingerprint, None, refusal).await,
-                    other => other?,
+                if let Some(refusal) = Self::cooldown_refusal(&mut tx, license, fingerprint, "", now).await? {
+                    return self.deny(tx, license, fingerprint, None, refusal).await;
                 }
                 if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Dedicated, true).await? {
                     let refusal = Self::refusal(&mut tx, license, SeatModel::Dedicated, true).await?;
@@ -640,9 +650,8 @@ macro_rules! impl_store {
                         Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
                     }
                 }
-                match Self::check_cooldown(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await {
-                    Err(refusal @ StoreError::ReleaseCooldown { .. }) => return self.deny(tx, license, &holder.fingerprint, Some(&holder.os_user), refusal).await,
-                    other => other?,
+                if let Some(refusal) = Self::cooldown_refusal(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await? {
+                    return self.deny(tx, license, &holder.fingerprint, Some(&holder.os_user), refusal).await;
                 }
                 if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await? {
                     // Before refusing, free what crashed apps left behind.
@@ -1548,35 +1557,29 @@ macro_rules! impl_store {
                 .bind(limit)
                 .fetch_all(self.reader())
                 .await?;
+                // SQLite: the whole chunk on the seat writer, inside its batch.
+                if let Some(chunk) = self.fast_expire_leases(&licenses, now, limit).await? {
+                    return Ok(chunk);
+                }
+                // PostgreSQL: each license locked first, like on every other path. Waits
+                // for a checkout holding the lock (it is brief) rather than skip: a skipped
+                // license would end the sweep early. Another node sweeping the same license
+                // is waited for too, and then finds its leases already ended.
                 let mut chunk = $crate::SweepChunk::default();
-                for (license_id, workspace_id) in licenses {
+                for (license_id, _) in licenses {
                     let budget = limit - chunk.expired.len() as i64;
                     if budget <= 0 {
                         break;
                     }
-                    // SQLite: on the seat writer, inside its batch.
-                    let ended = match self.fast_expire_leases((&workspace_id, &license_id), now, budget).await? {
-                        Some(ended) => ended,
-                        None => {
-                            // PostgreSQL: the license is locked first, like on every other
-                            // path. Waits for a checkout holding the lock (it is brief) rather
-                            // than skip: a skipped license would end the sweep early. Another
-                            // node sweeping the same license is waited for too, and then finds
-                            // its leases already ended.
-                            let mut tx = self.begin_write().await?;
-                            let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
-                                .bind(&license_id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                            let ended = match license {
-                                Some(license) => Self::expire_license_leases(&mut tx, &license, now, budget).await?,
-                                None => Vec::new(),
-                            };
-                            self.commit(tx).await?;
-                            ended
-                        }
-                    };
-                    chunk.expired.extend(ended);
+                    let mut tx = self.begin_write().await?;
+                    let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
+                        .bind(&license_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(license) = license {
+                        chunk.expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
+                    }
+                    self.commit(tx).await?;
                     chunk.resume_at = Some(license_id);
                 }
                 Ok(chunk)

@@ -91,10 +91,10 @@ impl PostgresStore {
     /// A sweep's chunk takes the general path (each license under its row lock).
     async fn fast_expire_leases(
         &self,
-        _license: (&str, &str),
+        _licenses: &[(String, String)],
         _now: i64,
         _limit: i64,
-    ) -> crate::Result<Option<Vec<Seat>>> {
+    ) -> crate::Result<Option<crate::SweepChunk>> {
         Ok(None)
     }
 

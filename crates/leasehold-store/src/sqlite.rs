@@ -199,6 +199,7 @@ impl SqliteStore {
         match seats.apply(op).await? {
             Done::Taken(seat, created) => Ok(Some((*seat, created))),
             Done::Elsewhere => Ok(None),
+            Done::Refused(refusal) => Err(refusal),
             _ => Err(unexpected()),
         }
     }
@@ -225,27 +226,29 @@ impl SqliteStore {
         }
     }
 
-    /// Ends up to `limit` of a license's lapsed leases on the seat writer, inside its
-    /// batch: a sweep's chunk no longer takes SQLite's write lock from the seat writer
-    /// (which waited for it in 100 µs steps). `None` without a seat writer (in-memory
-    /// database).
+    /// A sweep's chunk on the seat writer, as one operation of its batch: up to `limit`
+    /// lapsed leases of `licenses` (id, workspace) end. The sweep then never takes
+    /// SQLite's write lock from the seat writer (which waited for it in 100 µs steps).
+    /// `None` without a seat writer (in-memory database).
     async fn fast_expire_leases(
         &self,
-        (workspace_id, license_id): (&str, &str),
+        licenses: &[(String, String)],
         now: i64,
         limit: i64,
-    ) -> crate::Result<Option<Vec<crate::Seat>>> {
+    ) -> crate::Result<Option<crate::SweepChunk>> {
         let Some(seats) = &self.seats else {
             return Ok(None);
         };
-        let op = Op::Expire {
-            workspace_id: workspace_id.to_string(),
-            license_id: license_id.to_string(),
-            now,
-            limit,
-        };
-        match seats.apply(op).await? {
-            Done::Expired(expired) => Ok(Some(expired)),
+        let licenses = licenses.to_vec();
+        match seats
+            .apply(Op::Expire {
+                licenses,
+                now,
+                limit,
+            })
+            .await?
+        {
+            Done::Expired(chunk) => Ok(Some(chunk)),
             _ => Err(unexpected()),
         }
     }

@@ -556,6 +556,88 @@ async fn the_sweeper_releases_lapsed_leases_without_any_checkout() {
     }
 }
 
+/// A sweep goes through the licenses with lapsed leases in id order, a chunk at a time,
+/// and each chunk says where the next starts: a chunk whose budget runs out inside a
+/// license leaves that license's other lapsed leases to the next one, and no license is
+/// visited twice or skipped.
+#[tokio::test]
+async fn a_sweep_resumes_where_its_last_chunk_stopped() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        // The test sweeps by hand; the background sweeper stays out of the way.
+        let s = TestServer::start_with(backend, |settings| {
+            settings.sweep_interval = Duration::from_secs(3600)
+        })
+        .await;
+        let admin = s.workspace("Acme").await;
+        let mut licenses = Vec::new();
+        for _ in 0..3 {
+            let license = admin
+                .license_with(
+                    json!({"seat_model": "concurrent", "seats_total": 5, "policy": {"lease_ttl_s": 1}}),
+                )
+                .await;
+            let key = license["key"].as_str().unwrap();
+            for user in ["a", "b", "c"] {
+                client(&s)
+                    .ok_post(
+                        "/v1/client/leases",
+                        lease_body(key, "vm", user, "i"),
+                        StatusCode::CREATED,
+                    )
+                    .await;
+            }
+            licenses.push(id(&license));
+        }
+        licenses.sort();
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+
+        let store = &s.state.store;
+        let mut from = String::new();
+        let mut chunks = Vec::new();
+        loop {
+            let chunk = store.expire_leases(&from, 4).await.unwrap();
+            if chunk.expired.is_empty() {
+                break;
+            }
+            let mut per_license: Vec<(String, usize)> = Vec::new();
+            for seat in &chunk.expired {
+                match per_license.last_mut() {
+                    Some((license, n)) if *license == seat.license_id => *n += 1,
+                    _ => per_license.push((seat.license_id.clone(), 1)),
+                }
+            }
+            from = chunk
+                .resume_at
+                .clone()
+                .expect("a chunk that ended leases says where it got to");
+            assert_eq!(Some(&from), per_license.last().map(|(l, _)| l));
+            chunks.push(per_license);
+            assert!(chunks.len() <= 4, "{backend:?}: the sweep does not end");
+        }
+        let (l0, l1, l2) = (&licenses[0], &licenses[1], &licenses[2]);
+        assert_eq!(
+            chunks,
+            vec![
+                vec![(l0.clone(), 3), (l1.clone(), 1)],
+                vec![(l1.clone(), 2), (l2.clone(), 2)],
+                vec![(l2.clone(), 1)],
+            ],
+            "{backend:?}: chunks of 4 leases, in license order, each lease once"
+        );
+        for license in &licenses {
+            let read = admin.ok_get(&format!("/v1/licenses/{license}")).await;
+            assert_eq!(read["seats_used"], 0, "{backend:?}");
+            let events = admin
+                .ok_get(&format!(
+                    "/v1/events?license_id={license}&action=seat.expired&limit=200"
+                ))
+                .await;
+            assert_eq!(events["items"].as_array().unwrap().len(), 3, "{backend:?}");
+        }
+        s.stop().await;
+    }
+}
+
 async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
     let admin = s.workspace("Acme").await;
     let license = admin
