@@ -81,10 +81,12 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     let identifier = args.identifier.clone().or_else(host_name);
     let holder = Holder::this_machine(&args.app_salt, identifier.as_deref());
-    let answer = match client
-        .validate(Some(&holder.fingerprint), Some(&holder.os_user))
-        .await
-    {
+    // Stopped before a seat is taken: nothing is held, and the program never starts.
+    let answer = tokio::select! {
+        answer = client.validate(Some(&holder.fingerprint), Some(&holder.os_user)) => answer,
+        stop = signals.next() => return stop.exit_code(),
+    };
+    let answer = match answer {
         Ok(answer) => answer,
         Err(e) => return fail(&e.to_string(), refusal(&e)),
     };
@@ -100,13 +102,32 @@ pub async fn run(args: RunArgs) -> u8 {
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     let mut told_waiting = false;
     let seat = loop {
-        let taken = match license.seat_model {
-            SeatModel::Concurrent => client
-                .lease_with(&holder, false)
-                .await
-                .map(|guard| Seat::Lease(Box::new(guard))),
-            SeatModel::Dedicated => client.activate(&holder).await.map(|_| Seat::Activation),
+        let take = async {
+            match license.seat_model {
+                SeatModel::Concurrent => client
+                    .lease_with(&holder, false)
+                    .await
+                    .map(|guard| Seat::Lease(Box::new(guard))),
+                SeatModel::Dedicated => client.activate(&holder).await.map(|_| Seat::Activation),
+            }
         };
+        tokio::pin!(take);
+        // A signal while the seat is being taken: the answer is still awaited (the server
+        // may have counted the seat), a seat taken is checked back in, and the program
+        // never starts.
+        let mut stopped = None;
+        let taken = loop {
+            tokio::select! {
+                taken = &mut take => break taken,
+                stop = signals.next(), if stopped.is_none() => stopped = Some(stop),
+            }
+        };
+        if let Some(stop) = stopped {
+            if let Ok(Seat::Lease(guard)) = taken {
+                check_in(*guard).await;
+            }
+            return stop.exit_code();
+        }
         match taken {
             Ok(seat) => break seat,
             Err(error) if matches!(error.code(), Some("NO_SEATS") | Some("RELEASE_COOLDOWN")) => {
@@ -151,11 +172,15 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     let code = run_program(&args.command, &mut signals).await;
     if let Seat::Lease(guard) = seat {
-        if let Err(error) = guard.release().await {
-            eprintln!("leasehold: could not check the seat in ({error}); it frees itself when the lease expires");
-        }
+        check_in(*guard).await;
     }
     code
+}
+
+async fn check_in(guard: LeaseGuard) {
+    if let Err(error) = guard.release().await {
+        eprintln!("leasehold: could not check the seat in ({error}); it frees itself when the lease expires");
+    }
 }
 
 fn fail(message: &str, code: u8) -> u8 {
@@ -163,8 +188,7 @@ fn fail(message: &str, code: u8) -> u8 {
     code
 }
 
-/// Runs the program to its end, passing SIGINT/SIGTERM on to it (one that came before
-/// it started too); answers its exit code.
+/// Runs the program to its end, passing SIGINT/SIGTERM on to it; answers its exit code.
 async fn run_program(command: &[String], signals: &mut Signals) -> u8 {
     let Some((program, rest)) = command.split_first() else {
         return exit::CANNOT_START;

@@ -12,6 +12,7 @@ use std::time::Duration;
 both_stores!(
     leasehold_run_holds_a_seat_while_the_program_runs,
     leasehold_run_checks_in_when_it_is_terminated,
+    leasehold_run_stopped_while_taking_its_seat_checks_it_in_and_never_starts_the_program,
     license_files_verify_offline_and_back_the_sdk_when_the_server_is_down,
 );
 
@@ -178,6 +179,121 @@ async fn leasehold_run_checks_in_when_it_is_terminated(s: &TestServer) {
         1,
         "only the other holder's seat"
     );
+}
+
+/// Terminated after it asked for a seat but before the answer came: `run` waits for the
+/// answer, checks the seat it was given back in, exits 143, and never starts the program.
+/// A proxy between `run` and the server holds the checkout's answer until the signal is
+/// sent.
+async fn leasehold_run_stopped_while_taking_its_seat_checks_it_in_and_never_starts_the_program(
+    s: &TestServer,
+) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1}))
+        .await;
+    let (key, lid) = (license["key"].as_str().unwrap().to_string(), id(&license));
+    let proxy = HoldingProxy::start(&s.base, "POST /v1/client/leases ").await;
+    let marker = tempfile::tempdir().unwrap();
+    let started = marker.path().join("started");
+    let program = format!("touch {}; sleep 60", started.display());
+    let mut run = run_cmd(&proxy.base, &key, &[], &["sh", "-c", &program])
+        .spawn()
+        .unwrap();
+    // The server counted the seat; its answer is held on the way back.
+    assert!(eventually(10, || async { seats_used(&admin, &lid).await == 1 }).await);
+    assert!(
+        eventually(10, || async { proxy.holding() }).await,
+        "the checkout's answer is held"
+    );
+    Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.release();
+    let status = tokio::task::spawn_blocking(move || run.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(143), "stopped by SIGTERM: 128 + 15");
+    assert!(!started.exists(), "the program was never started");
+    assert_eq!(
+        seats_used(&admin, &lid).await,
+        0,
+        "the seat it was given was checked in"
+    );
+    let seats = admin.ok_get(&format!("/v1/licenses/{lid}/seats")).await;
+    assert_eq!(seats["items"][0]["release_reason"], "checkin");
+}
+
+/// A TCP proxy to a server that forwards everything, except that once a request starting
+/// with `held` passed through, the server's next bytes on that connection wait for
+/// [`HoldingProxy::release`].
+struct HoldingProxy {
+    base: String,
+    holding: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    released: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl HoldingProxy {
+    async fn start(server: &str, held: &'static str) -> HoldingProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = server.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let holding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let released = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (hold, release) = (holding.clone(), released.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut client_in, mut client_out) = client.into_split();
+                let (mut server_in, mut server_out) = server.into_split();
+                let asked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let seen = asked.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_in.read(&mut buf).await {
+                        if buf[..n].starts_with(held.as_bytes()) {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        if server_out.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (hold, release) = (hold.clone(), release.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = server_in.read(&mut buf).await {
+                        if asked.swap(false, Ordering::SeqCst) {
+                            hold.store(true, Ordering::SeqCst);
+                            release.notified().await;
+                            hold.store(false, Ordering::SeqCst);
+                        }
+                        if client_out.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingProxy {
+            base,
+            holding,
+            released,
+        }
+    }
+
+    fn holding(&self) -> bool {
+        self.holding.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn release(&self) {
+        self.released.notify_one();
+    }
 }
 
 /// The child half of `sdk_guard_checks_in_when_its_process_gets_sigterm`: holds a lease
