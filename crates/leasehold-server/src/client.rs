@@ -72,7 +72,8 @@ async fn sign_answers(State(state): State<AppState>, request: Request, next: Nex
 
 async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(ConnectInfo(address)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        if let Err(refused) = state.limits.check_ip(address.ip()) {
+        let ip = state.client_ip(address.ip(), request.headers());
+        if let Err(refused) = state.limits.check_ip(ip) {
             return refused.into_response();
         }
     }
@@ -583,10 +584,7 @@ async fn public_key(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer "));
     let workspace_id = if bearer && query.key.is_none() {
-        let mut parts = axum::http::Request::new(()).into_parts().0;
-        parts.headers = headers.clone();
-        use axum::extract::FromRequestParts;
-        crate::extract::Principal::from_request_parts(&mut parts, &state)
+        crate::extract::Principal::authenticate(&state, &headers, true)
             .await?
             .workspace_id
     } else {

@@ -54,15 +54,57 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub master: MasterKey,
-    pub signers: Arc<signing::Signers>,
-    pub limits: Arc<limits::Limits>,
-    pub live: Arc<live::LiveHub>,
+    pub signers: signing::Signers,
+    pub limits: limits::Limits,
+    pub live: live::LiveHub,
     /// Sign-in attempts per account and per IP (console), and per IP (portal).
-    pub login_limits: Arc<limits::Limits>,
+    pub login_limits: limits::Limits,
     /// How often the lease sweeper runs.
     pub sweep_interval: std::time::Duration,
     /// Sends webhooks and emails from the outbox.
-    pub notifier: Arc<notify::Notifier>,
+    pub notifier: notify::Notifier,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Shared {
+    /// The client's address, for the per-address limits: the connection's, unless it
+    /// comes from a trusted proxy; then the nearest address in `X-Forwarded-For` that is
+    /// not a trusted proxy itself (what a client writes there is not believed past it).
+    pub fn client_ip(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> std::net::IpAddr {
+        client_ip(&self.trusted_proxies, peer, headers)
+    }
+}
+
+fn client_ip(
+    trusted: &[ipnet::IpNet],
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            // Not an address: nothing before it can be told apart; the proxy's it is.
+            Err(_) => return peer,
+        }
+    }
+    peer
 }
 
 /// A new API token: `lh_` and 256 random bits.
@@ -156,4 +198,77 @@ pub async fn serve(
         job.abort();
     }
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ip;
+    use axum::http::{HeaderMap, HeaderValue};
+    use std::net::IpAddr;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_connections_address_counts_unless_it_is_a_trusted_proxy() {
+        let spoofed = forwarded(&["203.0.113.9"]);
+        assert_eq!(
+            client_ip(&[], ip("198.51.100.1"), &spoofed),
+            ip("198.51.100.1")
+        );
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(
+            client_ip(&trusted, ip("198.51.100.1"), &spoofed),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(&trusted, ip("10.1.2.3"), &spoofed),
+            ip("203.0.113.9")
+        );
+        // No header: the proxy's own address.
+        assert_eq!(
+            client_ip(&trusted, ip("10.1.2.3"), &HeaderMap::new()),
+            ip("10.1.2.3")
+        );
+    }
+
+    #[test]
+    fn the_nearest_untrusted_hop_is_the_client() {
+        let trusted = [
+            "10.0.0.0/8".parse().unwrap(),
+            "192.0.2.7/32".parse().unwrap(),
+        ];
+        // A client wrote its own "1.1.1.1" in front; the proxies appended the rest.
+        let headers = forwarded(&["1.1.1.1, 203.0.113.9", "192.0.2.7"]);
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &headers),
+            ip("203.0.113.9")
+        );
+        // Every hop trusted: the connection's.
+        let headers = forwarded(&["10.0.0.5, 192.0.2.7"]);
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &headers),
+            ip("10.0.0.2")
+        );
+        // Garbage nearest: nothing before it is believed.
+        let headers = forwarded(&["203.0.113.9, not-an-address"]);
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &headers),
+            ip("10.0.0.2")
+        );
+        let v6 = ["::1/128".parse().unwrap()];
+        assert_eq!(
+            client_ip(&v6, ip("::1"), &forwarded(&["2001:db8::1"])),
+            ip("2001:db8::1")
+        );
+    }
 }

@@ -35,6 +35,9 @@ pub struct Settings {
     pub notify: crate::notify::NotifySettings,
     /// How the store runs (the SQLite WAL's limit).
     pub store: leasehold_store::StoreOptions,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` is believed for
+    /// the per-address limits; none by default.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Settings {
@@ -50,6 +53,7 @@ impl Settings {
             license_cache_ttl: crate::license_cache::DEFAULT_TTL,
             notify: Default::default(),
             store: Default::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -70,6 +74,7 @@ impl std::fmt::Debug for Settings {
             .field("client_rate_limit", &self.client_rate_limit)
             .field("notify", &self.notify)
             .field("store", &self.store)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -125,12 +130,13 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
     Ok(AppState::new(crate::Shared {
         store,
         master,
-        signers: std::sync::Arc::new(signers),
-        limits: std::sync::Arc::new(crate::limits::Limits::new(settings.client_rate_limit)),
+        signers,
+        limits: crate::limits::Limits::new(settings.client_rate_limit),
         sweep_interval: settings.sweep_interval,
-        notifier: std::sync::Arc::new(crate::notify::Notifier::new(settings.notify.clone())?),
-        live: std::sync::Arc::new(crate::live::LiveHub::new(settings.license_cache_ttl)),
-        login_limits: std::sync::Arc::new(crate::limits::Limits::login()),
+        notifier: crate::notify::Notifier::new(settings.notify.clone())?,
+        live: crate::live::LiveHub::new(settings.license_cache_ttl),
+        login_limits: crate::limits::Limits::login(),
+        trusted_proxies: settings.trusted_proxies.clone(),
     }))
 }
 

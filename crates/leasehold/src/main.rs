@@ -73,6 +73,10 @@ struct ServeArgs {
     /// Client requests per second allowed per IP and per license key (bursts of 10×); 0 = off.
     #[arg(long, env = "LEASEHOLD_CLIENT_RATE_LIMIT", default_value_t = leasehold_server::limits::DEFAULT_PER_SECOND)]
     client_rate_limit: u32,
+    /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For`
+    /// names the client for the per-address limits, e.g. `10.0.0.0/8,127.0.0.1`.
+    #[arg(long, env = "LEASEHOLD_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// How often lapsed leases are swept, in milliseconds.
     #[arg(long, env = "LEASEHOLD_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     sweep_interval_ms: u64,
@@ -131,6 +135,14 @@ struct InitArgs {
     store: StoreArgs,
 }
 
+/// An address (`127.0.0.1`, `::1`) or a network (`10.0.0.0/8`).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an address nor a network like 10.0.0.0/8"))
+}
+
 /// Known `LEASEHOLD_*` variables; others are warned about (a typo is silent otherwise).
 const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_DATA_DIR",
@@ -140,6 +152,7 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_MASTER_KEY_FILE",
     "LEASEHOLD_LOG",
     "LEASEHOLD_CLIENT_RATE_LIMIT",
+    "LEASEHOLD_TRUSTED_PROXIES",
     "LEASEHOLD_SWEEP_INTERVAL_MS",
     "LEASEHOLD_LICENSE_CACHE_MS",
     "LEASEHOLD_SQLITE_WAL_LIMIT_MIB",
@@ -219,6 +232,7 @@ async fn main() -> std::process::ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = settings(&args.store)?;
     settings.client_rate_limit = args.client_rate_limit;
+    settings.trusted_proxies = args.trusted_proxies.clone();
     settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
     settings.license_cache_ttl = std::time::Duration::from_millis(args.license_cache_ms);
     let ms = |v: u64| std::time::Duration::from_millis(v.max(10));

@@ -116,8 +116,7 @@ impl ConsoleSession {
 
     /// Refuses a form whose CSRF token is not this session's.
     pub fn check_csrf(&self, form: &HashMap<String, String>) -> Result<(), Box<Response>> {
-        let sent = form.get("_csrf").map(String::as_str).unwrap_or("");
-        if constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
+        if form_carries_csrf(form, &self.csrf) {
             Ok(())
         } else {
             Err(Box::new(view::error_page(
@@ -127,6 +126,12 @@ impl ConsoleSession {
             )))
         }
     }
+}
+
+/// Whether a posted form carries the session's CSRF token (compared in constant time).
+pub(crate) fn form_carries_csrf(form: &HashMap<String, String>, csrf: &str) -> bool {
+    let sent = form.get("_csrf").map(String::as_str).unwrap_or_default();
+    constant_time_eq(sent.as_bytes(), csrf.as_bytes())
 }
 
 /// The member session of this request's cookie, if it is live.
@@ -212,7 +217,11 @@ async fn login(
         .unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     let limits = &state.login_limits;
-    if limits.check_ip(peer.ip()).is_err() || limits.check_key(&format!("login:{email}")).is_err() {
+    if limits
+        .check_ip(state.client_ip(peer.ip(), &headers))
+        .is_err()
+        || limits.check_key(&format!("login:{email}")).is_err()
+    {
         return view::error_page(
             None,
             StatusCode::TOO_MANY_REQUESTS,

@@ -100,7 +100,7 @@ async fn sign_in(
     if expected.is_empty() || !constant_time_eq(expected.as_bytes(), sent.as_bytes()) {
         return sign_in_page(&headers, Some("The form expired; please try again."));
     }
-    let ip = peer.ip().to_string();
+    let ip = state.client_ip(peer.ip(), &headers).to_string();
     if state
         .login_limits
         .check_key(&format!("portal:{ip}"))
@@ -262,8 +262,7 @@ async fn release(
 
 /// A 403 page unless the form carries the session's CSRF token.
 fn csrf_refused(form: &HashMap<String, String>, csrf: &str) -> Option<Response> {
-    let sent = form.get("_csrf").map(String::as_str).unwrap_or_default();
-    (!constant_time_eq(sent.as_bytes(), csrf.as_bytes())).then(|| {
+    (!super::form_carries_csrf(form, csrf)).then(|| {
         view::error_page(
             None,
             StatusCode::FORBIDDEN,

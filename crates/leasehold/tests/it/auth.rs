@@ -10,6 +10,7 @@ both_stores!(
     roles_grant_exactly_their_permissions,
     revoked_tokens_stop_working,
     a_revoked_tokens_live_stream_ends,
+    a_console_sessions_live_stream_ends_at_sign_out,
     another_workspaces_objects_do_not_exist,
 );
 
@@ -149,8 +150,101 @@ async fn a_revoked_tokens_live_stream_ends(s: &TestServer) {
 
     let (status, _) = owner.delete(&format!("/v1/tokens/{}", id(&created))).await;
     assert_eq!(status, StatusCode::OK);
-    // Within the recheck interval the stream ends, and nothing after the revocation
-    // reaches it.
+    assert_stream_ends(
+        s,
+        &license,
+        stream,
+        "the stream of a revoked token is still open",
+    )
+    .await;
+}
+
+/// A console page's live stream (authenticated by the session cookie) ends once the
+/// session does: here at sign-out, which deletes it as its expiry would.
+async fn a_console_sessions_live_stream_ends_at_sign_out(s: &TestServer) {
+    let owner = s.workspace("Acme").await;
+    let license = owner
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 100}))
+        .await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(format!("{}/login", s.base))
+        .header(reqwest::header::COOKIE, "lh_login_csrf=t")
+        .form(&[
+            ("_csrf", "t"),
+            ("email", "owner@example.com"),
+            ("password", "correct horse battery"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let session = signed_in
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("lh_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let cookie = format!("lh_session={session}");
+    let mut stream = browser
+        .get(format!("{}/v1/events/stream", s.base))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut seen = String::new();
+    while !seen.contains("ready") {
+        seen.push_str(&next_text(&mut stream).await.unwrap());
+    }
+    // The sign-out form's CSRF token, from a console page.
+    let page = browser
+        .get(format!("{}/", s.base))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries the session's CSRF token")
+        .to_string();
+    let signed_out = browser
+        .post(format!("{}/logout", s.base))
+        .header(reqwest::header::COOKIE, &cookie)
+        .form(&[("_csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER);
+    assert_stream_ends(
+        s,
+        &license,
+        stream,
+        "the stream of a signed-out session is still open",
+    )
+    .await;
+}
+
+/// Seats keep changing on `license`; `stream` must end within the recheck interval
+/// (and a few seconds more), having received nothing it should not.
+async fn assert_stream_ends(
+    s: &TestServer,
+    license: &serde_json::Value,
+    mut stream: reqwest::Response,
+    still_open: &str,
+) {
+    let take = |fingerprint: &str| json!({"key": license["key"], "fingerprint": fingerprint, "os_user": "u", "instance": "1"});
     let ended_at = tokio::time::Instant::now() + Duration::from_secs(12);
     for round in 0.. {
         s.anonymous()
@@ -172,10 +266,7 @@ async fn a_revoked_tokens_live_stream_ends(s: &TestServer) {
         if ended {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < ended_at,
-            "the stream of a revoked token is still open"
-        );
+        assert!(tokio::time::Instant::now() < ended_at, "{still_open}");
     }
 }
 
@@ -297,18 +388,69 @@ async fn console_sign_in_attempts_are_limited_per_address() {
                 ("email", email.as_str()),
                 ("password", password),
             ])
-            .send()
     };
     for i in 0..30 {
+        // A client's own X-Forwarded-For is not believed: no proxy is trusted here.
         let r = sign_in(format!("nobody{i}@example.com"), "guess")
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "attempt {i}");
         assert_eq!(r.headers()["location"], "/login?error=invalid");
     }
     let r = sign_in("owner@example.com".into(), "correct horse battery")
+        .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
+}
+
+/// Behind a trusted reverse proxy, the per-address limit counts the address the proxy
+/// forwards: one client spraying passwords is stopped, another behind the same proxy is
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_sign_in_limits_count_the_forwarded_address() {
+    let s = crate::harness::TestServer::start_with(crate::harness::Backend::Sqlite, |settings| {
+        settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    s.workspace("Acme").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |from: &str, email: String, password: &'static str| {
+        browser
+            .post(format!("{}/login", s.base))
+            .header(reqwest::header::COOKIE, "lh_login_csrf=t")
+            .header("x-forwarded-for", from.to_string())
+            .form(&[
+                ("_csrf", "t"),
+                ("email", email.as_str()),
+                ("password", password),
+            ])
+            .send()
+    };
+    for i in 0..30 {
+        let r = sign_in("203.0.113.1", format!("nobody{i}@example.com"), "guess")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "attempt {i}");
+    }
+    let sprayer = sign_in("203.0.113.1", "nobody@example.com".into(), "guess")
+        .await
+        .unwrap();
+    assert_eq!(sprayer.status(), StatusCode::TOO_MANY_REQUESTS);
+    let owner = sign_in(
+        "203.0.113.2",
+        "owner@example.com".into(),
+        "correct horse battery",
+    )
+    .await
+    .unwrap();
+    assert_eq!(owner.status(), StatusCode::SEE_OTHER);
+    assert_eq!(owner.headers()["location"], "/", "signed in");
     s.stop().await;
 }
