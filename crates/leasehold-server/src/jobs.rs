@@ -1,7 +1,7 @@
 //! Background jobs every node runs. The lease sweeper releases leases whose holders
 //! stopped heartbeating (crash, reboot, closed remote session), in chunks, so a sweep of
-//! many never holds the writer long. A sweep visits the licenses holding lapsed leases
-//! in id order, each about once. Each license's leases end in one transaction that ends
+//! many never holds the writer long. A pass visits the licenses holding seats in id
+//! order, each about once, probing each for lapsed leases. Each license's leases end in one transaction that ends
 //! only leases still active in it (SQLite: on the seat writer; PostgreSQL: under the
 //! license's row lock), so nodes sweeping at once never end one twice.
 
@@ -32,54 +32,74 @@ fn next_chunk(size: i64, ended: usize, took: Duration) -> i64 {
     fitting.min(grown).clamp(MIN_CHUNK, MAX_CHUNK)
 }
 
+/// The most licenses the background sweep probes per tick: an idle pass costs about 3 µs
+/// a license on SQLite (probing 100,000 licenses took 330 ms), so with more licenses
+/// holding seats than this, a pass spans several ticks and picks up where the last
+/// stopped. A full license never waits for it: a checkout ends that license's lapsed
+/// leases itself before it refuses.
+const PROBES_PER_TICK: usize = 10_000;
+
 pub fn spawn(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cursor = String::new();
         loop {
             tick.tick().await;
-            sweep(&state).await;
+            sweep_from(&state, &mut cursor, PROBES_PER_TICK).await;
             state.limits.retain_recent();
         }
     })
 }
 
-/// Releases every lapsed lease, a chunk at a time; answers how many.
+/// Releases every lapsed lease, a chunk at a time, in one whole pass; answers how many.
 pub async fn sweep(state: &AppState) -> u64 {
+    sweep_from(state, &mut String::new(), usize::MAX).await
+}
+
+/// Sweeps from the license `cursor` names until the last license, or until `max_probes`
+/// licenses were probed; leaves `cursor` where the next pass starts (`""`: the first).
+async fn sweep_from(state: &AppState, cursor: &mut String, max_probes: usize) -> u64 {
     let mut total = 0;
+    let mut probed = 0;
     let mut chunk = FIRST_CHUNK;
-    let mut from = String::new();
     loop {
         let started = Instant::now();
-        match state.store.expire_leases(&from, chunk).await {
-            Ok(swept) => {
-                let expired = swept.expired;
-                if let Some(license_id) = swept.resume_at {
-                    from = license_id;
-                }
-                chunk = next_chunk(chunk, expired.len(), started.elapsed());
-                let n = expired.len() as u64;
-                total += n;
-                // One live event per license a chunk touched, not one per lease.
-                let touched: std::collections::BTreeSet<(&str, &str)> = expired
-                    .iter()
-                    .map(|s| (s.workspace_id.as_str(), s.license_id.as_str()))
-                    .collect();
-                for (workspace_id, license_id) in touched {
-                    state.live.publish(workspace_id, license_id, "seat.expired");
-                }
-                // A short chunk is not taken as the end (another node may have ended some of
-                // its leases meanwhile); a chunk that ends nothing is.
-                if n == 0 {
-                    break;
-                }
-                // A pause between chunks: the live requests queued meanwhile go first.
-                tokio::time::sleep(CHUNK_PAUSE).await;
-            }
+        let swept = match state.store.expire_leases(cursor, chunk).await {
+            Ok(swept) => swept,
             Err(error) => {
                 tracing::warn!(%error, "lease sweep failed; retrying next tick");
                 break;
             }
+        };
+        let n = swept.expired.len() as u64;
+        if n > 0 {
+            chunk = next_chunk(chunk, swept.expired.len(), started.elapsed());
+        }
+        total += n;
+        probed += swept.probed;
+        // One live event per license a chunk touched, not one per lease.
+        let touched: std::collections::BTreeSet<(&str, &str)> = swept
+            .expired
+            .iter()
+            .map(|s| (s.workspace_id.as_str(), s.license_id.as_str()))
+            .collect();
+        for (workspace_id, license_id) in touched {
+            state.live.publish(workspace_id, license_id, "seat.expired");
+        }
+        match swept.resume_at {
+            Some(license_id) => *cursor = license_id,
+            None => {
+                cursor.clear();
+                break;
+            }
+        }
+        if probed >= max_probes {
+            break;
+        }
+        if n > 0 {
+            // A pause between chunks: the live requests queued meanwhile go first.
+            tokio::time::sleep(CHUNK_PAUSE).await;
         }
     }
     if total > 0 {

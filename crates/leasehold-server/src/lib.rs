@@ -85,19 +85,22 @@ fn client_ip(
     peer: std::net::IpAddr,
     headers: &axum::http::HeaderMap,
 ) -> std::net::IpAddr {
+    // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .collect();
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        // A line that is not text cannot be read: nothing before the proxy is believed.
+        let Ok(value) = value.to_str() else {
+            return peer;
+        };
+        hops.extend(value.split(',').map(str::trim));
+    }
     for hop in hops.iter().rev() {
-        match hop.parse::<std::net::IpAddr>() {
+        match hop.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) if is_trusted(&ip) => continue,
             Ok(ip) => return ip,
             // Not an address: nothing before it can be told apart; the proxy's it is.
@@ -269,6 +272,25 @@ mod tests {
         assert_eq!(
             client_ip(&v6, ip("::1"), &forwarded(&["2001:db8::1"])),
             ip("2001:db8::1")
+        );
+        // An IPv4 proxy seen through a dual-stack listener is still the trusted one.
+        assert_eq!(
+            client_ip(
+                &trusted,
+                ip("::ffff:10.0.0.2"),
+                &forwarded(&["::ffff:203.0.113.9"])
+            ),
+            ip("203.0.113.9")
+        );
+        // A line that is not text: the proxy's address.
+        let mut headers = forwarded(&["203.0.113.9"]);
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"198.51.100.\xff").unwrap(),
+        );
+        assert_eq!(
+            client_ip(&trusted, ip("10.0.0.2"), &headers),
+            ip("10.0.0.2")
         );
     }
 }

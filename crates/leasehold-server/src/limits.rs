@@ -31,7 +31,7 @@ impl Limits {
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
         match &self.by_ip {
-            Some(limiter) => limiter.check_key(&ip).map_err(|not_until| {
+            Some(limiter) => limiter.check_key(&bucket_of(ip)).map_err(|not_until| {
                 refused(not_until.wait_time_from(DefaultClock::default().now()))
             }),
             None => Ok(()),
@@ -72,6 +72,18 @@ impl Limits {
     }
 }
 
+/// What an address is limited as: itself, or for IPv6 its /64 (one machine or home
+/// network usually has a whole /64 to pick addresses from).
+pub fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 fn refused(wait: std::time::Duration) -> ApiError {
     let seconds = wait.as_secs_f64().ceil() as u64;
     ApiError::new(
@@ -81,4 +93,33 @@ fn refused(wait: std::time::Duration) -> ApiError {
     )
     .with_details(serde_json::json!({ "retry_after_s": seconds.max(1) }))
     .retry_after(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_network_is_limited_as_one_and_ipv4_mapped_addresses_as_ipv4() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            bucket_of(ip("2001:db8:1:2:aaaa::1")),
+            bucket_of(ip("2001:db8:1:2::ffff"))
+        );
+        assert_ne!(
+            bucket_of(ip("2001:db8:1:2::1")),
+            bucket_of(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(bucket_of(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(bucket_of(ip("192.0.2.1")), ip("192.0.2.1"));
+        let limits = Limits::login();
+        for _ in 0..30 {
+            assert!(limits.check_ip(ip("2001:db8::1")).is_ok());
+        }
+        assert!(limits.check_ip(ip("2001:db8::2")).is_err(), "same /64");
+        assert!(
+            limits.check_ip(ip("2001:db8:0:1::1")).is_ok(),
+            "another /64"
+        );
+    }
 }

@@ -1542,46 +1542,66 @@ macro_rules! impl_store {
             async fn expire_leases(&self, from: &str, limit: i64) -> Result<$crate::SweepChunk> {
                 let now = now_ms();
                 let limit = limit.max(1);
-                // The licenses with lapsed leases, in id order from where the sweep got to:
-                // one probe of the per-license expiry index for each concurrent license
-                // holding seats (a lapsed lease holds one until it ends), so a sweep visits
-                // each license about once however many chunks it takes.
-                let licenses: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT l.id, l.workspace_id FROM licenses l WHERE l.seat_model = 'concurrent' AND l.seats_used > 0 \
-                     AND l.id >= $1 AND EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id \
+                // The next licenses that could hold lapsed leases, in id order from where the
+                // sweep got to: one probe of the per-license expiry index for each concurrent
+                // license holding seats (a lapsed lease holds one until it ends), at most
+                // SWEEP_PROBES of them, so that a chunk's cost is bounded however many
+                // licenses there are.
+                let probed: Vec<(String, String, bool)> = sqlx::query_as(
+                    "SELECT l.id, l.workspace_id, EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id \
                      AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2) \
+                     FROM licenses l WHERE l.seat_model = 'concurrent' AND l.seats_used > 0 AND l.id >= $1 \
                      ORDER BY l.id LIMIT $3",
                 )
                 .bind(from)
                 .bind(now)
-                .bind(limit)
+                .bind($crate::SWEEP_PROBES)
                 .fetch_all(self.reader())
                 .await?;
-                // SQLite: the whole chunk on the seat writer, inside its batch.
-                if let Some(chunk) = self.fast_expire_leases(&licenses, now, limit).await? {
-                    return Ok(chunk);
-                }
-                // PostgreSQL: each license locked first, like on every other path. Waits
-                // for a checkout holding the lock (it is brief) rather than skip: a skipped
-                // license would end the sweep early. Another node sweeping the same license
-                // is waited for too, and then finds its leases already ended.
-                let mut chunk = $crate::SweepChunk::default();
-                for (license_id, _) in licenses {
-                    let budget = limit - chunk.expired.len() as i64;
-                    if budget <= 0 {
-                        break;
+                let reached_the_end = (probed.len() as i64) < $crate::SWEEP_PROBES;
+                let probed_count = probed.len();
+                let after = probed.last().map(|(id, _, _)| id.clone());
+                let licenses: Vec<(String, String)> = probed
+                    .into_iter()
+                    .filter(|(_, _, lapsed)| *lapsed)
+                    .map(|(id, workspace_id, _)| (id, workspace_id))
+                    .collect();
+                let mut chunk = if licenses.is_empty() {
+                    $crate::SweepChunk::default()
+                } else if let Some(chunk) = self.fast_expire_leases(&licenses, now, limit).await? {
+                    // SQLite: the whole chunk on the seat writer, inside its batch.
+                    chunk
+                } else {
+                    // PostgreSQL: each license locked first, like on every other path. Waits
+                    // for a checkout holding the lock (it is brief) rather than skip: a
+                    // skipped license would be missed until the next pass. Another node
+                    // sweeping the same license is waited for too, and then finds its
+                    // leases already ended.
+                    let mut chunk = $crate::SweepChunk::default();
+                    for (license_id, _) in licenses {
+                        let budget = limit - chunk.expired.len() as i64;
+                        if budget <= 0 {
+                            break;
+                        }
+                        let mut tx = self.begin_write().await?;
+                        let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
+                            .bind(&license_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if let Some(license) = license {
+                            chunk.expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
+                        }
+                        self.commit(tx).await?;
+                        chunk.resume_at = Some(license_id);
                     }
-                    let mut tx = self.begin_write().await?;
-                    let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
-                        .bind(&license_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(license) = license {
-                        chunk.expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
-                    }
-                    self.commit(tx).await?;
-                    chunk.resume_at = Some(license_id);
+                    chunk
+                };
+                // A budget that ran out resumes at the license it ran out in; otherwise the
+                // next chunk starts after the licenses probed here, or the pass is over.
+                if (chunk.expired.len() as i64) < limit {
+                    chunk.resume_at = if reached_the_end { None } else { after };
                 }
+                chunk.probed = probed_count;
                 Ok(chunk)
             }
 

@@ -320,8 +320,9 @@ fn sync(wal: std::fs::File, committed: std::sync::mpsc::Receiver<Answers>) {
 /// batch committed, or every operation failed).
 ///
 /// Optimistically without savepoints first (a savepoint makes SQLite copy every page it
-/// changes to a sub-journal): an operation that refuses does so before it writes, so
-/// only a database error can leave one half done. Then the batch is rolled back and
+/// changes to a sub-journal): an operation that refuses does so before it writes, or
+/// answers its refusal as an outcome with what it wrote (`Done::Refused`), so only a
+/// database error can leave one half done. Then the batch is rolled back and
 /// applied again with a savepoint per operation, so that one failure undoes only itself.
 fn apply_batch(conn: &Connection, batch: &[Request]) -> Vec<Result<Done, StoreError>> {
     match apply_in_transaction(conn, batch, false) {

@@ -182,7 +182,8 @@ impl SqliteStore {
         }
     }
 
-    /// Takes a lease on the seat writer; `None` when the general path must decide.
+    /// Takes a lease on the seat writer; `None` when the general path must decide, an
+    /// error for a holder in a release cooldown (refused and announced there).
     async fn fast_take_lease(
         &self,
         license: &crate::License,

@@ -114,12 +114,19 @@ pub async fn run(args: RunArgs) -> u8 {
         tokio::pin!(take);
         // A signal while the seat is being taken: the answer is still awaited (the server
         // may have counted the seat), a seat taken is checked back in, and the program
-        // never starts.
+        // never starts. A second signal stops at once (a seat taken then expires).
         let mut stopped = None;
         let taken = loop {
             tokio::select! {
+                biased;
+                stop = signals.next() => match stopped {
+                    None => {
+                        eprintln!("leasehold: stopping once the seat request is answered");
+                        stopped = Some(stop);
+                    }
+                    Some(_) => return stop.exit_code(),
+                },
                 taken = &mut take => break taken,
-                stop = signals.next(), if stopped.is_none() => stopped = Some(stop),
             }
         };
         if let Some(stop) = stopped {

@@ -206,9 +206,7 @@ async fn login(
 ) -> Response {
     // Double-submit: the form's token must match the cookie set with the form.
     let cookie_token = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    let form_token = form.get("_csrf").cloned().unwrap_or_default();
-    if cookie_token.is_empty() || !constant_time_eq(cookie_token.as_bytes(), form_token.as_bytes())
-    {
+    if cookie_token.is_empty() || !form_carries_csrf(&form, &cookie_token) {
         return Redirect::to("/login?error=expired").into_response();
     }
     let email = form

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use leasehold_core::keys;
-use leasehold_core::secrets::constant_time_eq;
 use leasehold_core::SeatKind;
 use leasehold_store::{License, Session};
 use maud::html;
@@ -96,11 +95,10 @@ async fn sign_in(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let expected = cookie(&headers, "lh_portal_csrf").unwrap_or_default();
-    let sent = form.get("_csrf").cloned().unwrap_or_default();
-    if expected.is_empty() || !constant_time_eq(expected.as_bytes(), sent.as_bytes()) {
+    if expected.is_empty() || !super::form_carries_csrf(&form, &expected) {
         return sign_in_page(&headers, Some("The form expired; please try again."));
     }
-    let ip = state.client_ip(peer.ip(), &headers).to_string();
+    let ip = crate::limits::bucket_of(state.client_ip(peer.ip(), &headers)).to_string();
     if state
         .login_limits
         .check_key(&format!("portal:{ip}"))

@@ -236,8 +236,8 @@ async fn a_console_sessions_live_stream_ends_at_sign_out(s: &TestServer) {
     .await;
 }
 
-/// Seats keep changing on `license`; `stream` must end within the recheck interval
-/// (and a few seconds more), having received nothing it should not.
+/// Seats keep changing on `license`; `stream` must end within the recheck interval (and a
+/// few seconds more).
 async fn assert_stream_ends(
     s: &TestServer,
     license: &serde_json::Value,

@@ -200,6 +200,7 @@ async fn leasehold_run_stopped_while_taking_its_seat_checks_it_in_and_never_star
     let mut run = run_cmd(&proxy.base, &key, &[], &["sh", "-c", &program])
         .spawn()
         .unwrap();
+    let stderr = run.stderr.take().unwrap();
     // The server counted the seat; its answer is held on the way back.
     assert!(eventually(10, || async { seats_used(&admin, &lid).await == 1 }).await);
     assert!(
@@ -210,7 +211,21 @@ async fn leasehold_run_stopped_while_taking_its_seat_checks_it_in_and_never_star
         .args(["-TERM", &run.id().to_string()])
         .status()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Released only once run has taken the signal in.
+    let told = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("stopping once the seat request is answered"))
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), told)
+            .await
+            .unwrap()
+            .unwrap(),
+        "run said it stops once answered"
+    );
     proxy.release();
     let status = tokio::task::spawn_blocking(move || run.wait())
         .await
