@@ -38,6 +38,8 @@ fn next_chunk(size: i64, ended: usize, took: Duration) -> i64 {
 /// stopped. A full license never waits for it: a checkout ends that license's lapsed
 /// leases itself before it refuses.
 const PROBES_PER_TICK: usize = 10_000;
+/// The most licenses one chunk probes.
+const PROBES_PER_CHUNK: i64 = 1_000;
 
 pub fn spawn(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -65,7 +67,11 @@ async fn sweep_from(state: &AppState, cursor: &mut String, max_probes: usize) ->
     let mut chunk = FIRST_CHUNK;
     loop {
         let started = Instant::now();
-        let swept = match state.store.expire_leases(cursor, chunk).await {
+        let swept = match state
+            .store
+            .expire_leases(cursor, chunk, PROBES_PER_CHUNK)
+            .await
+        {
             Ok(swept) => swept,
             Err(error) => {
                 tracing::warn!(%error, "lease sweep failed; retrying next tick");

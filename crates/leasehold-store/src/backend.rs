@@ -1539,14 +1539,17 @@ macro_rules! impl_store {
                 Ok(false)
             }
 
-            async fn expire_leases(&self, from: &str, limit: i64) -> Result<$crate::SweepChunk> {
+            async fn expire_leases(&self, from: &str, limit: i64, probes: i64) -> Result<$crate::SweepChunk> {
                 let now = now_ms();
                 let limit = limit.max(1);
+                // Two at least: the next chunk starts at the last license probed (its budget
+                // may have run out in it), so one probe would never get past it.
+                let probes = probes.max(2);
                 // The next licenses that could hold lapsed leases, in id order from where the
                 // sweep got to: one probe of the per-license expiry index for each concurrent
                 // license holding seats (a lapsed lease holds one until it ends), at most
-                // SWEEP_PROBES of them, so that a chunk's cost is bounded however many
-                // licenses there are.
+                // `probes` of them, so that a chunk's cost is bounded however many licenses
+                // there are.
                 let probed: Vec<(String, String, bool)> = sqlx::query_as(
                     "SELECT l.id, l.workspace_id, EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id \
                      AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2) \
@@ -1555,10 +1558,10 @@ macro_rules! impl_store {
                 )
                 .bind(from)
                 .bind(now)
-                .bind($crate::SWEEP_PROBES)
+                .bind(probes)
                 .fetch_all(self.reader())
                 .await?;
-                let reached_the_end = (probed.len() as i64) < $crate::SWEEP_PROBES;
+                let reached_the_end = (probed.len() as i64) < probes;
                 let probed_count = probed.len();
                 let after = probed.last().map(|(id, _, _)| id.clone());
                 let licenses: Vec<(String, String)> = probed

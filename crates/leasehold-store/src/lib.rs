@@ -141,10 +141,6 @@ pub struct SweepChunk {
     pub probed: usize,
 }
 
-/// The most licenses one sweep chunk probes for lapsed leases (one index probe each,
-/// about 3 µs on SQLite).
-pub const SWEEP_PROBES: i64 = 1_000;
-
 /// What the domain needs from storage. Every call that changes data writes its
 /// audit event in the same transaction; every call is scoped to one workspace and
 /// answers [`StoreError::NotFound`] for another workspace's objects.
@@ -325,11 +321,10 @@ pub trait Store: Notifications + Send + Sync + 'static {
         lease_id: &str,
         instance: &str,
     ) -> Result<bool>;
-    /// One chunk of a lease sweep: probes up to [`SWEEP_PROBES`] concurrent licenses
-    /// holding seats, in id order from `from` (`""`: the first), and releases up to
-    /// `limit` of their leases whose expiry has passed. Safe to run on several nodes at
-    /// once.
-    async fn expire_leases(&self, from: &str, limit: i64) -> Result<SweepChunk>;
+    /// One chunk of a lease sweep: probes up to `probes` (at least 2) concurrent licenses
+    /// holding seats, in id order from `from` (`""`: the first), and releases up to `limit` of
+    /// their leases whose expiry has passed. Safe to run on several nodes at once.
+    async fn expire_leases(&self, from: &str, limit: i64, probes: i64) -> Result<SweepChunk>;
     /// The workspace's encrypted signing key, set to `candidate` if it has none yet.
     async fn workspace_signing_key(
         &self,

@@ -586,16 +586,18 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
                     )
                     .await;
             }
-            licenses.push(id(&license));
+            licenses.push((id(&license), key.to_string()));
         }
         licenses.sort();
+        let keys: Vec<String> = licenses.iter().map(|(_, key)| key.clone()).collect();
+        let licenses: Vec<String> = licenses.into_iter().map(|(id, _)| id).collect();
         tokio::time::sleep(Duration::from_millis(1_100)).await;
 
         let store = &s.state.store;
         let mut from = String::new();
         let mut chunks = Vec::new();
         loop {
-            let chunk = store.expire_leases(&from, 4).await.unwrap();
+            let chunk = store.expire_leases(&from, 4, 1_000).await.unwrap();
             assert_eq!(chunk.probed, 3 - chunks.len().min(2), "{backend:?}");
             let mut per_license: Vec<(String, usize)> = Vec::new();
             for seat in &chunk.expired {
@@ -636,6 +638,36 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
                 .await;
             assert_eq!(events["items"].as_array().unwrap().len(), 3, "{backend:?}");
         }
+
+        // Chunks probe a bounded number of licenses and go on from there: the first
+        // license holds a live lease, the other two lapsed ones; two probes a chunk.
+        let c = client(&s);
+        let take = |key: &str| {
+            c.ok_post(
+                "/v1/client/leases",
+                lease_body(key, "vm2", "a", "i"),
+                StatusCode::CREATED,
+            )
+        };
+        take(&keys[1]).await;
+        take(&keys[2]).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        take(&keys[0]).await;
+        let first = store.expire_leases("", 100, 2).await.unwrap();
+        assert_eq!(first.probed, 2, "{backend:?}");
+        assert_eq!(first.expired.len(), 1, "{backend:?}");
+        assert_eq!(first.expired[0].license_id, licenses[1], "{backend:?}");
+        assert_eq!(first.resume_at.as_ref(), Some(&licenses[1]), "{backend:?}");
+        let second = store.expire_leases(&licenses[1], 100, 2).await.unwrap();
+        assert_eq!(
+            second.probed, 1,
+            "{backend:?}: the first two hold no seat now"
+        );
+        assert_eq!(second.expired.len(), 1, "{backend:?}");
+        assert_eq!(second.expired[0].license_id, licenses[2], "{backend:?}");
+        assert_eq!(second.resume_at, None, "{backend:?}: the pass is over");
+        let live = admin.ok_get(&format!("/v1/licenses/{}", licenses[0])).await;
+        assert_eq!(live["seats_used"], 1, "{backend:?}: the live lease stays");
         s.stop().await;
     }
 }
