@@ -129,17 +129,13 @@ async fn a_revoked_tokens_live_stream_ends(s: &TestServer) {
             StatusCode::CREATED,
         )
         .await;
-    let mut stream = reqwest::Client::new()
-        .get(format!("{}/v1/events/stream", s.base))
-        .bearer_auth(created["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
+    let mut stream = ready(
+        reqwest::Client::new()
+            .get(format!("{}/v1/events/stream", s.base))
+            .bearer_auth(created["token"].as_str().unwrap()),
+    )
+    .await;
     let mut seen = String::new();
-    while !seen.contains("ready") {
-        seen.push_str(&next_text(&mut stream).await.unwrap());
-    }
     let take = |fingerprint: &str| json!({"key": license["key"], "fingerprint": fingerprint, "os_user": "u", "instance": "1"});
     s.anonymous()
         .ok_post("/v1/client/leases", take("before"), StatusCode::CREATED)
@@ -192,17 +188,12 @@ async fn a_console_sessions_live_stream_ends_at_sign_out(s: &TestServer) {
         .expect("a session cookie")
         .to_string();
     let cookie = format!("lh_session={session}");
-    let mut stream = browser
-        .get(format!("{}/v1/events/stream", s.base))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    let mut seen = String::new();
-    while !seen.contains("ready") {
-        seen.push_str(&next_text(&mut stream).await.unwrap());
-    }
+    let stream = ready(
+        browser
+            .get(format!("{}/v1/events/stream", s.base))
+            .header(reqwest::header::COOKIE, &cookie),
+    )
+    .await;
     // The sign-out form's CSRF token, from a console page.
     let page = browser
         .get(format!("{}/", s.base))
@@ -268,6 +259,17 @@ async fn assert_stream_ends(
         }
         assert!(tokio::time::Instant::now() < ended_at, "{still_open}");
     }
+}
+
+/// The live stream `request` opens, once it said it is ready.
+async fn ready(request: reqwest::RequestBuilder) -> reqwest::Response {
+    let mut stream = request.send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut seen = String::new();
+    while !seen.contains("ready") {
+        seen.push_str(&next_text(&mut stream).await.unwrap());
+    }
+    stream
 }
 
 /// The stream's next chunk as text (`None` once it ended), within 15 s.

@@ -31,6 +31,20 @@ fn run_cmd(base: &str, key: &str, extra: &[&str], program: &[&str]) -> Command {
     command
 }
 
+/// Whether a line of `stderr` contains `text` within 20 s.
+async fn says(stderr: std::process::ChildStderr, text: &'static str) -> bool {
+    let told = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains(text))
+    });
+    tokio::time::timeout(Duration::from_secs(20), told)
+        .await
+        .is_ok_and(|told| told.unwrap_or(false))
+}
+
 async fn seats_used(admin: &Api, license_id: &str) -> i64 {
     admin.ok_get(&format!("/v1/licenses/{license_id}")).await["seats_used"]
         .as_i64()
@@ -151,18 +165,8 @@ async fn leasehold_run_checks_in_when_it_is_terminated(s: &TestServer) {
         .spawn()
         .unwrap();
     let stderr = waiting.stderr.take().unwrap();
-    let told = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.contains("waiting up to"))
-    });
     assert!(
-        tokio::time::timeout(Duration::from_secs(20), told)
-            .await
-            .unwrap()
-            .unwrap(),
+        says(stderr, "waiting up to").await,
         "run said it waits for a seat"
     );
     Command::new("kill")
@@ -212,18 +216,8 @@ async fn leasehold_run_stopped_while_taking_its_seat_checks_it_in_and_never_star
         .status()
         .unwrap();
     // Released only once run has taken the signal in.
-    let told = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.contains("stopping once the seat request is answered"))
-    });
     assert!(
-        tokio::time::timeout(Duration::from_secs(20), told)
-            .await
-            .unwrap()
-            .unwrap(),
+        says(stderr, "stopping once the seat request is answered").await,
         "run said it stops once answered"
     );
     proxy.release();
