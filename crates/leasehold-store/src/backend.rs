@@ -70,6 +70,15 @@ pub(crate) const SEAT_BY_ID: &str =
 pub(crate) const TRY_TAKE_SEAT: &str = "UPDATE licenses SET seats_used = seats_used + 1 \
      WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
      AND ($3 = FALSE OR (status = 'active' AND (expires_on IS NULL OR expires_on >= $4)))";
+/// A concurrent license in force (`$2`: today) that refused a take: its seat counts, for
+/// the refusal. No row: deleted, another seat model or not in force (the general path
+/// explains those).
+pub(crate) const FULL_LICENSE: &str = "SELECT seats_total, seats_used FROM licenses \
+     WHERE id = $1 AND deleted_at IS NULL AND seat_model = 'concurrent' \
+     AND status = 'active' AND (expires_on IS NULL OR expires_on >= $2)";
+/// When the license's next live lease expires (a refusal's `retry_after_s`).
+pub(crate) const NEXT_LEASE_EXPIRY: &str = "SELECT MIN(expires_at) FROM seats \
+     WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL";
 pub(crate) const INSERT_LEASE: &str = "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \
      identifier, instances, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, 'lease', $4, $5, $6, $7, $8, $8, $9)";
 /// A live lease taken again by another instance of its holder.
@@ -552,9 +561,7 @@ macro_rules! impl_store {
                         other => return Ok(StoreError::NotInForce(other)),
                     }
                 }
-                let (next_expiry_ms,): (Option<i64>,) = sqlx::query_as(
-                    "SELECT MIN(expires_at) FROM seats WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL",
-                )
+                let (next_expiry_ms,): (Option<i64>,) = sqlx::query_as($crate::backend::NEXT_LEASE_EXPIRY)
                 .bind(&license.id)
                 .fetch_one(&mut **tx)
                 .await?;

@@ -25,16 +25,18 @@
 //! fsync of the database file) comes once per limit's worth of writes.
 //!
 //! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
-//! each text once. What this writer does not decide (a full or not-in-force license, a
-//! lapsed lease of the same holder) it hands back as [`Done::Elsewhere`], and the general
-//! path, which refuses and explains, takes over. A holder in a release cooldown it
-//! refuses itself, announcing the refusal as the general path would.
+//! each text once. A full license (after ending its lapsed leases) and a holder in a
+//! release cooldown it refuses itself, announcing the refusal as the general path would,
+//! so a crowd waiting for a seat never takes the write lock from it. What it does not
+//! decide (a license gone or not in force, a lapsed lease of the same holder) it hands
+//! back as [`Done::Elsewhere`], and the general path, which refuses and explains, takes
+//! over.
 
 use crate::backend::{
     check_release_cooldown, denial_data, instance_list, json, subscribed_pattern, webhook_data,
-    ACTIVE_LEASE, END_SEAT, ENQUEUE_WEBHOOKS, FREE_SEAT, FREE_SEATS, INSERT_EVENT, INSERT_LEASE,
-    LAPSED_LEASES, LAST_ADMIN_RELEASE, RENEW_LEASE, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE,
-    TRY_TAKE_SEAT,
+    ACTIVE_LEASE, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, FULL_LICENSE,
+    INSERT_EVENT, INSERT_LEASE, LAPSED_LEASES, LAST_ADMIN_RELEASE, NEXT_LEASE_EXPIRY, RENEW_LEASE,
+    SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
 };
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
@@ -561,14 +563,42 @@ fn take(
             return deny(conn, hooks, license, holder, refusal, now);
         }
     }
-    let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
-        license.id,
-        SeatModel::Concurrent.as_str(),
-        true,
-        today()
-    ])?;
-    if taken == 0 {
-        return Ok(Done::Elsewhere);
+    let try_take = || -> Result<bool, StoreError> {
+        let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
+            license.id,
+            SeatModel::Concurrent.as_str(),
+            true,
+            today()
+        ])?;
+        Ok(taken == 1)
+    };
+    if !try_take()? {
+        let seats: Option<(i64, i64)> = conn
+            .prepare_cached(FULL_LICENSE)?
+            .query_row(params![license.id, today()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        // Gone, or not in force: the general path explains.
+        let Some((seats_total, seats_used)) = seats else {
+            return Ok(Done::Elsewhere);
+        };
+        // Full: before refusing, free what crashed apps left behind, as the general path
+        // does (the expiries stay, even if this take is refused).
+        let workspace_and_license = (license.workspace_id.as_str(), license.id.as_str());
+        let expired = expire_license(conn, hooks, workspace_and_license, now, EXPIRE_CHUNK)?;
+        if expired.is_empty() || !try_take()? {
+            let seats_used = seats_used - expired.len() as i64;
+            let next_expiry_ms: Option<i64> = conn
+                .prepare_cached(NEXT_LEASE_EXPIRY)?
+                .query_row(params![license.id], |row| row.get(0))?;
+            let refusal = StoreError::NoSeats {
+                seats_total,
+                seats_used,
+                next_expiry_ms,
+            };
+            return deny(conn, hooks, license, holder, refusal, now);
+        }
     }
     let seat = Seat::new_lease(license, holder, new_id(), now, expires_at);
     conn.prepare_cached(INSERT_LEASE)?.execute(params![

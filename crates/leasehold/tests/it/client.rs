@@ -556,6 +556,56 @@ async fn the_sweeper_releases_lapsed_leases_without_any_checkout() {
     }
 }
 
+/// A full license ends its lapsed leases itself before it refuses (no sweeper runs here):
+/// each audited as `seat.expired` by the system; the seats they held are taken again, and
+/// the refusal after that counts the seats as they are.
+#[tokio::test]
+async fn a_full_license_frees_its_lapsed_leases_before_refusing() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let s = TestServer::start_with(backend, |settings| {
+            settings.sweep_interval = Duration::from_secs(3600)
+        })
+        .await;
+        let admin = s.workspace("Acme").await;
+        let license = admin
+            .license_with(
+                json!({"seat_model": "concurrent", "seats_total": 2, "policy": {"lease_ttl_s": 1}}),
+            )
+            .await;
+        let (key, lid) = (license["key"].as_str().unwrap(), id(&license));
+        let c = client(&s);
+        let take = |machine: &str| c.post("/v1/client/leases", lease_body(key, machine, "u", "i"));
+        for machine in ["m1", "m2"] {
+            assert_eq!(take(machine).await.0, StatusCode::CREATED, "{backend:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        for machine in ["m3", "m4"] {
+            let (status, body) = take(machine).await;
+            assert_eq!(status, StatusCode::CREATED, "{backend:?}: {body}");
+        }
+        let (status, denied) = take("m5").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{backend:?}");
+        assert_eq!(denied["error"]["code"], "NO_SEATS");
+        assert_eq!(denied["error"]["details"]["seats_total"], 2);
+        assert_eq!(denied["error"]["details"]["seats_used"], 2);
+        let retry = denied["error"]["details"]["retry_after_s"]
+            .as_i64()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{backend:?}: {retry}");
+        let events = admin
+            .ok_get(&format!(
+                "/v1/events?license_id={lid}&action=seat.expired&limit=200"
+            ))
+            .await;
+        let expired = events["items"].as_array().unwrap();
+        assert_eq!(expired.len(), 2, "{backend:?}: m1 and m2 lapsed, each once");
+        assert!(expired.iter().all(|e| e["actor"]["kind"] == "system"));
+        let read = admin.ok_get(&format!("/v1/licenses/{lid}")).await;
+        assert_eq!(read["seats_used"], 2, "{backend:?}");
+        s.stop().await;
+    }
+}
+
 /// A sweep goes through the licenses holding seats in id order, a chunk at a time, and
 /// each chunk says where the next starts: a chunk whose budget runs out inside a license
 /// leaves that license's other lapsed leases to the next one, no lease ends twice, no
