@@ -1576,20 +1576,20 @@ macro_rules! impl_store {
                     .filter(|(_, _, lapsed)| *lapsed)
                     .map(|(id, workspace_id, _)| (id, workspace_id))
                     .collect();
-                let mut chunk = if licenses.is_empty() {
-                    $crate::SweepChunk::default()
-                } else if let Some(chunk) = self.fast_expire_leases(&licenses, now, limit).await? {
+                let expired = if licenses.is_empty() {
+                    Vec::new()
+                } else if let Some(expired) = self.fast_expire_leases(&licenses, now, limit).await? {
                     // SQLite: the whole chunk on the seat writer, inside its batch.
-                    chunk
+                    expired
                 } else {
                     // PostgreSQL: each license locked first, like on every other path. Waits
                     // for a checkout holding the lock (it is brief) rather than skip: a
                     // skipped license would be missed until the next pass. Another node
                     // sweeping the same license is waited for too, and then finds its
                     // leases already ended.
-                    let mut chunk = $crate::SweepChunk::default();
+                    let mut expired = Vec::new();
                     for (license_id, _) in licenses {
-                        let budget = limit - chunk.expired.len() as i64;
+                        let budget = limit - expired.len() as i64;
                         if budget <= 0 {
                             break;
                         }
@@ -1599,20 +1599,23 @@ macro_rules! impl_store {
                             .fetch_optional(&mut *tx)
                             .await?;
                         if let Some(license) = license {
-                            chunk.expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
+                            expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
                         }
                         self.commit(tx).await?;
-                        chunk.resume_at = Some(license_id);
                     }
-                    chunk
+                    expired
                 };
-                // A budget that ran out resumes at the license it ran out in; otherwise the
-                // next chunk starts after the licenses probed here, or the pass is over.
-                if (chunk.expired.len() as i64) < limit {
-                    chunk.resume_at = if reached_the_end { None } else { after };
-                }
-                chunk.probed = probed_count;
-                Ok(chunk)
+                // A budget that ran out resumes at the license it ran out in (the last lease's:
+                // licenses are visited in order); otherwise the next chunk starts after the
+                // licenses probed here, or the pass is over.
+                let resume_at = if expired.len() as i64 >= limit {
+                    expired.last().map(|seat| seat.license_id.clone())
+                } else if reached_the_end {
+                    None
+                } else {
+                    after
+                };
+                Ok($crate::SweepChunk { expired, resume_at, probed: probed_count })
             }
 
             async fn workspace_signing_key(&self, workspace_id: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {

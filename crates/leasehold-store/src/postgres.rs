@@ -94,7 +94,7 @@ impl PostgresStore {
         _licenses: &[(String, String)],
         _now: i64,
         _limit: i64,
-    ) -> crate::Result<Option<crate::SweepChunk>> {
+    ) -> crate::Result<Option<Vec<Seat>>> {
         Ok(None)
     }
 

@@ -40,7 +40,7 @@ use crate::backend::{
 };
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
-use crate::{StoreError, SweepChunk};
+use crate::StoreError;
 use leasehold_core::{ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -95,8 +95,8 @@ pub(crate) enum Done {
     Released(bool),
     /// The live lease's instance list, or `None` when it is not live.
     Touched(Option<Option<String>>),
-    /// The leases that ended, as they were before, and the last license visited.
-    Expired(SweepChunk),
+    /// The leases that ended, as they were before.
+    Expired(Vec<Seat>),
 }
 
 /// Workspace → whether it has webhooks, learnt once per batch: the batch is one write
@@ -458,18 +458,22 @@ fn expire(
     licenses: &[(String, String)],
     now: i64,
     limit: i64,
-) -> Result<SweepChunk, StoreError> {
-    let mut chunk = SweepChunk::default();
+) -> Result<Vec<Seat>, StoreError> {
+    let mut expired = Vec::new();
     for (license_id, workspace_id) in licenses {
-        let budget = limit - chunk.expired.len() as i64;
+        let budget = limit - expired.len() as i64;
         if budget <= 0 {
             break;
         }
-        let ended = expire_license(conn, hooks, (workspace_id, license_id), now, budget)?;
-        chunk.expired.extend(ended);
-        chunk.resume_at = Some(license_id.clone());
+        expired.extend(expire_license(
+            conn,
+            hooks,
+            (workspace_id, license_id),
+            now,
+            budget,
+        )?);
     }
-    Ok(chunk)
+    Ok(expired)
 }
 
 /// Ends up to `limit` of the license's lapsed leases, oldest first, as the general

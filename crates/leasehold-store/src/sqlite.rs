@@ -236,7 +236,7 @@ impl SqliteStore {
         licenses: &[(String, String)],
         now: i64,
         limit: i64,
-    ) -> crate::Result<Option<crate::SweepChunk>> {
+    ) -> crate::Result<Option<Vec<crate::Seat>>> {
         let Some(seats) = &self.seats else {
             return Ok(None);
         };
@@ -249,7 +249,7 @@ impl SqliteStore {
             })
             .await?
         {
-            Done::Expired(chunk) => Ok(Some(chunk)),
+            Done::Expired(expired) => Ok(Some(expired)),
             _ => Err(unexpected()),
         }
     }

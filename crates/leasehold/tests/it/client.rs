@@ -27,6 +27,16 @@ fn client(s: &TestServer) -> Api {
     s.anonymous()
 }
 
+/// A concurrent license of `seats` whose leases lapse one second after their last
+/// heartbeat.
+async fn lapsing_license(admin: &Api, seats: i64) -> Value {
+    admin
+        .license_with(
+            json!({"seat_model": "concurrent", "seats_total": seats, "policy": {"lease_ttl_s": 1}}),
+        )
+        .await
+}
+
 fn lease_body(key: &str, machine: &str, user: &str, instance: &str) -> Value {
     json!({"key": key, "fingerprint": machine, "os_user": user, "identifier": format!("{machine}-pc"), "instance": instance})
 }
@@ -518,11 +528,7 @@ async fn the_sweeper_releases_lapsed_leases_without_any_checkout() {
         })
         .await;
         let admin = s.workspace("Acme").await;
-        let license = admin
-            .license_with(
-                json!({"seat_model": "concurrent", "seats_total": 3, "policy": {"lease_ttl_s": 1}}),
-            )
-            .await;
+        let license = lapsing_license(&admin, 3).await;
         let key = license["key"].as_str().unwrap();
         for user in ["a", "b", "c"] {
             client(&s)
@@ -562,16 +568,9 @@ async fn the_sweeper_releases_lapsed_leases_without_any_checkout() {
 #[tokio::test]
 async fn a_full_license_frees_its_lapsed_leases_before_refusing() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let s = TestServer::start_with(backend, |settings| {
-            settings.sweep_interval = Duration::from_secs(3600)
-        })
-        .await;
+        let s = TestServer::without_sweeper(backend).await;
         let admin = s.workspace("Acme").await;
-        let license = admin
-            .license_with(
-                json!({"seat_model": "concurrent", "seats_total": 2, "policy": {"lease_ttl_s": 1}}),
-            )
-            .await;
+        let license = lapsing_license(&admin, 2).await;
         let (key, lid) = (license["key"].as_str().unwrap(), id(&license));
         let c = client(&s);
         let take = |machine: &str| c.post("/v1/client/leases", lease_body(key, machine, "u", "i"));
@@ -613,19 +612,12 @@ async fn a_full_license_frees_its_lapsed_leases_before_refusing() {
 #[tokio::test]
 async fn a_sweep_resumes_where_its_last_chunk_stopped() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        // The test sweeps by hand; the background sweeper stays out of the way.
-        let s = TestServer::start_with(backend, |settings| {
-            settings.sweep_interval = Duration::from_secs(3600)
-        })
-        .await;
+        // The test sweeps by hand.
+        let s = TestServer::without_sweeper(backend).await;
         let admin = s.workspace("Acme").await;
         let mut licenses = Vec::new();
         for _ in 0..3 {
-            let license = admin
-                .license_with(
-                    json!({"seat_model": "concurrent", "seats_total": 5, "policy": {"lease_ttl_s": 1}}),
-                )
-                .await;
+            let license = lapsing_license(&admin, 5).await;
             let key = license["key"].as_str().unwrap();
             for user in ["a", "b", "c"] {
                 client(&s)

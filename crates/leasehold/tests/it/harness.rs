@@ -60,6 +60,15 @@ impl TestServer {
         Self::start_with(backend, |_| {}).await
     }
 
+    /// Starts with the background sweeper parked, for tests that sweep by hand or need
+    /// lapsed leases to stay until a checkout meets them.
+    pub async fn without_sweeper(backend: Backend) -> TestServer {
+        Self::start_with(backend, |settings| {
+            settings.sweep_interval = std::time::Duration::from_secs(3600)
+        })
+        .await
+    }
+
     /// Starts with the test defaults (no client rate limit), adjusted by `adjust`.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
