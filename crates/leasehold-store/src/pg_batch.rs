@@ -5,9 +5,10 @@
 //! operation per transaction moves one seat per lock hold. Here, the operations queued on
 //! this node while its last batch ran are applied together: per license (in id order,
 //! so two nodes' batches never wait on each other in a cycle) one statement for its
-//! takes ([`TAKE_LEASES`]) and one for its checkins ([`RELEASE_LEASES`]), each locking
-//! the license row, deciding every operation of the batch under that lock, and moving the
-//! counter once. All in one transaction, one commit.
+//! takes and checkins ([`APPLY_SEATS`]), locking the license row, deciding every
+//! operation of the batch under that lock, and moving the counter once. A batch of one
+//! license is that one statement, so the lock is held for one statement and its commit;
+//! the checkins' leases, for their audit events, are read before it, outside the lock.
 //!
 //! An operation that decides nothing (a full license, a holder with a live lease, a
 //! changed lease) writes nothing; the general path then decides. Should a statement
@@ -20,24 +21,50 @@ use crate::records::{key_actor_of, now_ms, today, Seat};
 use crate::StoreError;
 use leasehold_core::{ReleaseReason, SeatModel};
 use sqlx::postgres::{PgConnection, PgPool};
-use std::collections::HashSet;
+use sqlx::Connection;
+use std::collections::{HashMap, HashSet};
 use tokio::sync::{mpsc, oneshot};
 
 /// The most operations one transaction applies.
 const MAX_BATCH: usize = 256;
 
-/// New leases on license `$1`, one per element of the arrays (`$4`…, in order). The
-/// license row is locked and checked first (`TRY_TAKE_SEAT`'s conditions for an
-/// application); a holder an admin released after its `cooldown_until` is skipped; the
-/// first requests that fit the free seats are inserted, except a holder that already has
-/// a live lease (the unique index of live leases decides, `ON CONFLICT DO NOTHING`); the
-/// counter moves by the seats inserted; each gets its `seat.taken` event and webhook
-/// messages. Answers the ids of the seats taken.
-const TAKE_LEASES: &str = "WITH license AS ( \
-     SELECT id, workspace_id, seats_total - seats_used AS free FROM licenses \
-     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
-     AND status = 'active' AND (expires_on IS NULL OR expires_on >= $3) \
-     FOR NO KEY UPDATE), \
+/// One license's new leases and ended leases, in one statement (and, alone in its
+/// batch, one transaction: the license row's lock is then held for one statement and
+/// its commit).
+///
+/// The license row (`$1`) is locked first, as every path locks it before its seats.
+///
+/// - **Ended leases** (`$18`…, one per element): a lease is ended only if it is still as
+///   it was read before the statement (live, with only the leaving instance, the same
+///   expiry and last heartbeat), so the `seat.released` event built from that read is
+///   the truth; a lease that changed meanwhile is not matched, and the general path
+///   decides.
+/// - **New leases** (`$4`…, one per element, in order): only while the license is in
+///   force (`TRY_TAKE_SEAT`'s conditions for an application); a holder an admin released
+///   after its `cooldown_until` is skipped; the first requests that fit the seats free
+///   before this statement are inserted, except a holder that already has a live lease
+///   (the unique index of live leases decides, `ON CONFLICT DO NOTHING`).
+///
+/// The counter moves once, by the seats taken less the seats ended (the seats taken
+/// never exceed the seats free before, so the invariant holds whatever is ended). Each
+/// seat taken or ended gets its audit event and webhook messages. Answers the ids of
+/// the seats taken and ended.
+const APPLY_SEATS: &str = "WITH license AS ( \
+     SELECT id, workspace_id, \
+       CASE WHEN seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 AND status = 'active' \
+         AND (expires_on IS NULL OR expires_on >= $3) THEN seats_total - seats_used ELSE 0 END AS free \
+     FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \
+   leaving AS ( \
+     SELECT * FROM UNNEST($18::text[], $19::text[], $20::text[], $21::int8[], $22::int8[], $23::text[], \
+       $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], $29::text[]) \
+       AS l(id, workspace_id, instances, expires_at, last_seen_at, event_id, actor_kind, actor_id, \
+         actor_label, before_json, after_json, webhook_data)), \
+   ended AS ( \
+     UPDATE seats s SET released_at = $30, release_reason = $31 FROM leaving l \
+     WHERE EXISTS (SELECT 1 FROM license) AND s.id = l.id AND s.workspace_id = l.workspace_id \
+       AND s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.instances = l.instances \
+       AND s.expires_at = l.expires_at AND s.last_seen_at IS NOT DISTINCT FROM l.last_seen_at \
+     RETURNING s.id), \
    request AS ( \
      SELECT * FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], \
        $10::int8[], $11::int8[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], \
@@ -55,73 +82,41 @@ const TAKE_LEASES: &str = "WITH license AS ( \
      SELECT id, workspace_id, $1, 'lease', fingerprint, os_user, identifier, instances, now, now, expires_at \
      FROM chosen ORDER BY n \
      ON CONFLICT (license_id, fingerprint, os_user) WHERE released_at IS NULL AND kind = 'lease' DO NOTHING \
-     RETURNING id, workspace_id), \
-   taken AS ( \
-     UPDATE licenses SET seats_used = seats_used + (SELECT COUNT(*) FROM seat) \
-     WHERE id = $1 AND EXISTS (SELECT 1 FROM seat) RETURNING id), \
+     RETURNING id), \
+   counted AS ( \
+     UPDATE licenses SET seats_used = seats_used + (SELECT COUNT(*) FROM seat) - (SELECT COUNT(*) FROM ended) \
+     WHERE id = $1 AND (EXISTS (SELECT 1 FROM seat) OR EXISTS (SELECT 1 FROM ended)) RETURNING id), \
+   written AS ( \
+     SELECT c.event_id, c.workspace_id, c.actor_kind, c.actor_id, c.actor_label, 'seat.taken' AS action, \
+       c.id AS seat_id, NULL::text AS before_json, c.after_json, c.webhook_data, c.now, $33 AS subscribed \
+     FROM seat JOIN chosen c ON c.id = seat.id \
+     UNION ALL \
+     SELECT l.event_id, l.workspace_id, l.actor_kind, l.actor_id, l.actor_label, 'seat.released', \
+       l.id, l.before_json, l.after_json, l.webhook_data, $30, $34 \
+     FROM ended JOIN leaving l ON l.id = ended.id), \
    event AS ( \
      INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, \
        subject_id, license_id, before_json, after_json, created_at) \
-     SELECT c.event_id, c.workspace_id, c.actor_kind, c.actor_id, c.actor_label, 'seat.taken', 'seat', c.id, $1, \
-       NULL, c.after_json, c.now \
-     FROM seat JOIN chosen c ON c.id = seat.id), \
+     SELECT event_id, workspace_id, actor_kind, actor_id, actor_label, action, 'seat', seat_id, $1, \
+       before_json, after_json, now \
+     FROM written), \
    hooks AS ( \
      INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, attempts, \
        next_attempt_at, retry_until, created_at) \
-     SELECT c.event_id || '.' || w.id, c.workspace_id, 'webhook', w.id, 'seat.taken', c.webhook_data, 'pending', 0, \
-       c.now, c.now + $18, c.now \
-     FROM seat JOIN chosen c ON c.id = seat.id \
-     JOIN webhooks w ON w.workspace_id = c.workspace_id AND w.deleted_at IS NULL \
-       AND w.events LIKE '%' || $19 || '%' \
+     SELECT x.event_id || '.' || w.id, x.workspace_id, 'webhook', w.id, x.action, x.webhook_data, 'pending', 0, \
+       x.now, x.now + $32, x.now \
+     FROM written x \
+     JOIN webhooks w ON w.workspace_id = x.workspace_id AND w.deleted_at IS NULL \
+       AND w.events LIKE '%' || x.subscribed || '%' \
      ON CONFLICT (id) DO NOTHING) \
-   SELECT id FROM seat";
+   SELECT id FROM seat UNION ALL SELECT id FROM ended";
 
-/// Leases of license `$1` ended at their last instance's checkin, one per element of the
-/// arrays (`$2`: lease ids, `$3`: their workspaces, `$4`: the instance list each must still
-/// have, only the leaving instance). The license row is locked first, as every path locks
-/// it before its seats; the counter moves by the seats ended. Answers the ended seats, for
-/// their audit events ([`RELEASE_EVENTS`]). Nothing is read before: a lease that has other
-/// instances, or is already ended, is not matched, and the general path decides.
-const RELEASE_LEASES: &str = concat!(
-    "WITH license AS ( \
-       SELECT id FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \
-     request AS ( \
-       SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(id, workspace_id, instances)), \
-     ended AS ( \
-       UPDATE seats s SET released_at = $5, release_reason = $6 FROM request r \
-       WHERE s.id = r.id AND s.workspace_id = r.workspace_id AND s.license_id = $1 \
-       AND s.kind = 'lease' AND s.released_at IS NULL AND s.instances = r.instances \
-       AND EXISTS (SELECT 1 FROM license) \
-       RETURNING s.*), \
-     freed AS ( \
-       UPDATE licenses SET seats_used = seats_used - (SELECT COUNT(*) FROM ended) \
-       WHERE id = $1 AND EXISTS (SELECT 1 FROM ended) RETURNING id) \
-     SELECT ",
-    seat_columns!(),
-    "FROM ended s LEFT JOIN contacts c ON c.id = s.contact_id"
+/// The live leases a batch's checkins would end, as they are before the batch's
+/// statements (`$1`: their ids): their `seat.released` events are built from these.
+const LEAVING_LEASES: &str = concat!(
+    seat_select!(),
+    "WHERE s.id = ANY($1) AND s.kind = 'lease' AND s.released_at IS NULL"
 );
-
-/// The `seat.released` events of the seats [`RELEASE_LEASES`] ended (license `$1`, at
-/// `$2`), one per element of the arrays (`$3`…), and their webhook messages.
-const RELEASE_EVENTS: &str = "WITH request AS ( \
-     SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-       $9::text[], $10::text[], $11::text[]) \
-       AS r(event_id, seat_id, workspace_id, actor_kind, actor_id, actor_label, before_json, \
-         after_json, webhook_data)), \
-   event AS ( \
-     INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, \
-       subject_id, license_id, before_json, after_json, created_at) \
-     SELECT r.event_id, r.workspace_id, r.actor_kind, r.actor_id, r.actor_label, 'seat.released', \
-       'seat', r.seat_id, $1, r.before_json, r.after_json, $2 \
-     FROM request r) \
-   INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, payload, state, attempts, \
-     next_attempt_at, retry_until, created_at) \
-   SELECT r.event_id || '.' || w.id, r.workspace_id, 'webhook', w.id, 'seat.released', r.webhook_data, \
-     'pending', 0, $2, $2 + $12, $2 \
-   FROM request r \
-   JOIN webhooks w ON w.workspace_id = r.workspace_id AND w.deleted_at IS NULL \
-     AND w.events LIKE '%' || $13 || '%' \
-   ON CONFLICT (id) DO NOTHING";
 
 pub(crate) enum SeatOp {
     /// A new lease, as built for the holder.
@@ -164,119 +159,197 @@ impl SeatOp {
     }
 }
 
-/// Runs one license's takes, or its checkins, (one statement, and for checkins one more
-/// for their audit events); answers the ids of the seats taken or ended.
+/// Runs one license's takes and checkins ([`APPLY_SEATS`]); answers the ids of the
+/// seats taken or ended. A checkin whose lease is not in `leaving` as it must be (this
+/// license's, live, with only the leaving instance) is left to the general path.
 async fn run(
     conn: &mut PgConnection,
     license_id: &str,
     ops: &[&SeatOp],
+    leaving: &HashMap<String, Seat>,
 ) -> Result<HashSet<String>, sqlx::Error> {
-    macro_rules! column {
-        ($pattern:pat => $value:expr) => {
-            ops.iter()
-                .map(|op| match op {
-                    $pattern => $value,
-                    _ => unreachable!("one statement runs one kind of operation"),
-                })
-                .collect::<Vec<_>>()
-        };
-    }
-    let ids: Vec<String> = match ops.first() {
-        Some(SeatOp::Take { .. }) => {
-            sqlx::query_scalar(TAKE_LEASES)
-                .bind(license_id)
-                .bind(SeatModel::Concurrent.as_str())
-                .bind(today())
-                .bind(column!(SeatOp::Take { seat, .. } => seat.id.clone()))
-                .bind(column!(SeatOp::Take { seat, .. } => seat.fingerprint.clone()))
-                .bind(column!(SeatOp::Take { seat, .. } => seat.os_user.clone()))
-                .bind(column!(SeatOp::Take { seat, .. } => seat.identifier.clone()))
-                .bind(column!(SeatOp::Take { seat, .. } => seat.instances.clone()))
-                .bind(column!(SeatOp::Take { seat, .. } => seat.created_at))
-                .bind(column!(SeatOp::Take { seat, .. } => seat.expires_at))
-                .bind(column!(SeatOp::Take { cooldown_until, .. } => *cooldown_until))
-                .bind(column!(SeatOp::Take { event, .. } => event.id.clone()))
-                .bind(column!(SeatOp::Take { event, .. } => event.actor_kind))
-                .bind(column!(SeatOp::Take { event, .. } => event.actor_id.clone()))
-                .bind(column!(SeatOp::Take { event, .. } => event.actor_label.clone()))
-                .bind(column!(SeatOp::Take { after, .. } => after.clone()))
-                .bind(column!(SeatOp::Take { event, .. } => event.webhook_data.clone()))
-                .bind(crate::outbox::RETRY_WINDOW_MS)
-                .bind(crate::backend::subscribed_pattern("seat.taken"))
-                .fetch_all(conn)
-                .await?
-        }
-        Some(SeatOp::Release { key_masked, .. }) => {
-            let now = now_ms();
-            let ended: Vec<Seat> = sqlx::query_as(RELEASE_LEASES)
-                .bind(license_id)
-                .bind(column!(SeatOp::Release { lease_id, .. } => lease_id.as_str()))
-                .bind(column!(SeatOp::Release { workspace_id, .. } => workspace_id.as_str()))
-                .bind(column!(SeatOp::Release { instances, .. } => instances.as_str()))
-                .bind(now)
-                .bind(ReleaseReason::Checkin.as_str())
-                .fetch_all(&mut *conn)
-                .await?;
-            if !ended.is_empty() {
-                release_events(conn, license_id, key_masked, now, &ended).await?;
+    let now = now_ms();
+    let mut takes = Takes::default();
+    let mut ends = Ends::default();
+    for op in ops {
+        match op {
+            SeatOp::Take {
+                seat,
+                cooldown_until,
+                event,
+                after,
+            } => takes.push(seat, *cooldown_until, event, after),
+            SeatOp::Release {
+                lease_id,
+                workspace_id,
+                key_masked,
+                instances,
+                ..
+            } => {
+                let Some(lease) = leaving.get(lease_id).filter(|lease| {
+                    lease.license_id == license_id
+                        && &lease.workspace_id == workspace_id
+                        && lease.instances.as_ref() == Some(instances)
+                }) else {
+                    continue;
+                };
+                ends.push(lease, key_masked, now);
             }
-            ended.into_iter().map(|seat| seat.id).collect()
         }
-        None => Vec::new(),
-    };
+    }
+    if takes.id.is_empty() && ends.id.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<String> = sqlx::query_scalar(APPLY_SEATS)
+        .bind(license_id)
+        .bind(SeatModel::Concurrent.as_str())
+        .bind(today())
+        .bind(takes.id)
+        .bind(takes.fingerprint)
+        .bind(takes.os_user)
+        .bind(takes.identifier)
+        .bind(takes.instances)
+        .bind(takes.now)
+        .bind(takes.expires_at)
+        .bind(takes.cooldown_until)
+        .bind(takes.event_id)
+        .bind(takes.actor_kind)
+        .bind(takes.actor_id)
+        .bind(takes.actor_label)
+        .bind(takes.after_json)
+        .bind(takes.webhook_data)
+        .bind(ends.id)
+        .bind(ends.workspace_id)
+        .bind(ends.instances)
+        .bind(ends.expires_at)
+        .bind(ends.last_seen_at)
+        .bind(ends.event_id)
+        .bind(ends.actor_kind)
+        .bind(ends.actor_id)
+        .bind(ends.actor_label)
+        .bind(ends.before_json)
+        .bind(ends.after_json)
+        .bind(ends.webhook_data)
+        .bind(now)
+        .bind(ReleaseReason::Checkin.as_str())
+        .bind(crate::outbox::RETRY_WINDOW_MS)
+        .bind(crate::backend::subscribed_pattern("seat.taken"))
+        .bind(crate::backend::subscribed_pattern("seat.released"))
+        .fetch_all(conn)
+        .await?;
     Ok(ids.into_iter().collect())
 }
 
-/// Writes the `seat.released` events (and webhook messages) of the leases `ended` (as
-/// they are now; before, they were the same but live).
-async fn release_events(
-    conn: &mut PgConnection,
-    license_id: &str,
-    key_masked: &str,
-    now: i64,
-    ended: &[Seat],
-) -> Result<(), sqlx::Error> {
-    let mut columns: [Vec<Option<String>>; 9] = Default::default();
-    for after in ended {
-        let before = Seat {
-            released_at: None,
-            release_reason: None,
-            ..after.clone()
-        };
-        let (before, after_json) = (json(&before), json(after));
-        let actor = key_actor_of(license_id, key_masked, after.identifier.as_deref());
+/// [`APPLY_SEATS`]'s new leases, a column each.
+#[derive(Default)]
+struct Takes {
+    id: Vec<String>,
+    fingerprint: Vec<Option<String>>,
+    os_user: Vec<Option<String>>,
+    identifier: Vec<Option<String>>,
+    instances: Vec<Option<String>>,
+    now: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+    cooldown_until: Vec<i64>,
+    event_id: Vec<String>,
+    actor_kind: Vec<&'static str>,
+    actor_id: Vec<Option<String>>,
+    actor_label: Vec<String>,
+    after_json: Vec<Option<String>>,
+    webhook_data: Vec<String>,
+}
+
+impl Takes {
+    fn push(
+        &mut self,
+        seat: &Seat,
+        cooldown_until: i64,
+        event: &SeatEvent,
+        after: &Option<String>,
+    ) {
+        self.id.push(seat.id.clone());
+        self.fingerprint.push(seat.fingerprint.clone());
+        self.os_user.push(seat.os_user.clone());
+        self.identifier.push(seat.identifier.clone());
+        self.instances.push(seat.instances.clone());
+        self.now.push(seat.created_at);
+        self.expires_at.push(seat.expires_at);
+        self.cooldown_until.push(cooldown_until);
+        self.event_id.push(event.id.clone());
+        self.actor_kind.push(event.actor_kind);
+        self.actor_id.push(event.actor_id.clone());
+        self.actor_label.push(event.actor_label.clone());
+        self.after_json.push(after.clone());
+        self.webhook_data.push(event.webhook_data.clone());
+    }
+}
+
+/// [`APPLY_SEATS`]'s ended leases, a column each: the lease as read (the statement
+/// ends it only if it is still so) and its `seat.released` event.
+#[derive(Default)]
+struct Ends {
+    id: Vec<String>,
+    workspace_id: Vec<String>,
+    instances: Vec<Option<String>>,
+    expires_at: Vec<Option<i64>>,
+    last_seen_at: Vec<Option<i64>>,
+    event_id: Vec<String>,
+    actor_kind: Vec<&'static str>,
+    actor_id: Vec<Option<String>>,
+    actor_label: Vec<String>,
+    before_json: Vec<Option<String>>,
+    after_json: Vec<Option<String>>,
+    webhook_data: Vec<String>,
+}
+
+impl Ends {
+    fn push(&mut self, lease: &Seat, key_masked: &str, now: i64) {
+        let before = json(lease);
+        let after = json(&lease.ended(now, ReleaseReason::Checkin));
+        let actor = key_actor_of(&lease.license_id, key_masked, lease.identifier.as_deref());
         let event = SeatEvent::new(
-            license_id,
+            &lease.license_id,
             actor,
-            &after.id,
+            &lease.id,
             before.as_deref(),
-            after_json.as_deref(),
+            after.as_deref(),
         );
-        let row = [
-            Some(event.id),
-            Some(after.id.clone()),
-            Some(after.workspace_id.clone()),
-            Some(event.actor_kind.to_string()),
-            event.actor_id,
-            Some(event.actor_label),
-            before,
-            after_json,
-            Some(event.webhook_data),
-        ];
-        for (column, value) in columns.iter_mut().zip(row) {
-            column.push(value);
-        }
+        self.id.push(lease.id.clone());
+        self.workspace_id.push(lease.workspace_id.clone());
+        self.instances.push(lease.instances.clone());
+        self.expires_at.push(lease.expires_at);
+        self.last_seen_at.push(lease.last_seen_at);
+        self.event_id.push(event.id);
+        self.actor_kind.push(event.actor_kind);
+        self.actor_id.push(event.actor_id);
+        self.actor_label.push(event.actor_label);
+        self.before_json.push(before);
+        self.after_json.push(after);
+        self.webhook_data.push(event.webhook_data);
     }
-    let mut query = sqlx::query(RELEASE_EVENTS).bind(license_id).bind(now);
-    for column in columns {
-        query = query.bind(column);
+}
+
+/// The live leases the batch's checkins would end, by id, as they are now.
+async fn leaving_leases(
+    conn: &mut PgConnection,
+    ops: &[SeatOp],
+) -> Result<HashMap<String, Seat>, sqlx::Error> {
+    let ids: Vec<&str> = ops
+        .iter()
+        .filter(|op| !op.is_take())
+        .map(SeatOp::seat_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
     }
-    query
-        .bind(crate::outbox::RETRY_WINDOW_MS)
-        .bind(crate::backend::subscribed_pattern("seat.released"))
-        .execute(conn)
+    let leases: Vec<Seat> = sqlx::query_as(LEAVING_LEASES)
+        .bind(ids)
+        .fetch_all(conn)
         .await?;
-    Ok(())
+    Ok(leases
+        .into_iter()
+        .map(|lease| (lease.id.clone(), lease))
+        .collect())
 }
 
 type Reply = oneshot::Sender<Result<bool, StoreError>>;
@@ -320,9 +393,9 @@ async fn batches(pool: PgPool, mut waiting: mpsc::UnboundedReceiver<(SeatOp, Rep
     }
 }
 
-/// The batch's statements: per license in id order, its takes, then its checkins. A
-/// seat or holder that appears twice goes to a later statement, so that a statement
-/// decides each once.
+/// The batch's statements: one per license, in id order (so two nodes' batches lock
+/// licenses in one order). A seat or holder that appears twice goes to a later
+/// statement, so that a statement decides each once.
 fn statements(ops: &[SeatOp]) -> Vec<(String, Vec<&SeatOp>)> {
     let mut order: Vec<&SeatOp> = ops.iter().collect();
     order.sort_by(|a, b| (a.license_id(), !a.is_take()).cmp(&(b.license_id(), !b.is_take())));
@@ -344,13 +417,7 @@ fn statements(ops: &[SeatOp]) -> Vec<(String, Vec<&SeatOp>)> {
         };
         let fresh = seen.insert(key);
         match statements.last_mut() {
-            Some((license, batch))
-                if fresh
-                    && license == op.license_id()
-                    && batch.first().is_some_and(|b| b.is_take() == op.is_take()) =>
-            {
-                batch.push(op)
-            }
+            Some((license, batch)) if fresh && license == op.license_id() => batch.push(op),
             _ => {
                 if !fresh {
                     seen.clear();
@@ -401,20 +468,20 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
     }
 }
 
-/// Applies the operations' statements in one transaction (none for a lone statement of
-/// takes); answers the ids of the seats taken or ended.
+/// Applies the operations' statements in one transaction (a lone statement is its own);
+/// answers the ids of the seats taken or ended. The checkins' leases are read first,
+/// before any lock is taken.
 async fn in_one_transaction(pool: &PgPool, ops: &[SeatOp]) -> Result<HashSet<String>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let leaving = leaving_leases(&mut conn, ops).await?;
     let statements = statements(ops);
-    let mut done = HashSet::new();
     if let [(license_id, ops)] = statements.as_slice() {
-        if ops.first().is_some_and(|op| op.is_take()) {
-            let mut conn = pool.acquire().await?;
-            return run(&mut conn, license_id, ops).await;
-        }
+        return run(&mut conn, license_id, ops, &leaving).await;
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
+    let mut done = HashSet::new();
     for (license_id, ops) in &statements {
-        done.extend(run(&mut tx, license_id, ops).await?);
+        done.extend(run(&mut tx, license_id, ops, &leaving).await?);
     }
     tx.commit().await?;
     Ok(done)
@@ -494,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn statements_go_by_license_in_id_order_takes_before_checkins() {
+    fn a_statement_per_license_in_id_order() {
         let ops = [
             release("b", "r1"),
             take("b", "t1", "m1"),
@@ -502,12 +569,7 @@ mod tests {
             release("a", "r2"),
             take("b", "t3", "m3"),
         ];
-        let expected = [
-            ("a", vec!["t2"]),
-            ("a", vec!["r2"]),
-            ("b", vec!["t1", "t3"]),
-            ("b", vec!["r1"]),
-        ];
+        let expected = [("a", vec!["t2", "r2"]), ("b", vec!["t1", "t3", "r1"])];
         let expected: Vec<(String, Vec<String>)> = expected
             .into_iter()
             .map(|(l, ids)| (l.to_string(), ids.into_iter().map(String::from).collect()))
@@ -529,10 +591,7 @@ mod tests {
             .iter()
             .map(|(_, ids)| ids.iter().map(String::as_str).collect())
             .collect();
-        assert_eq!(
-            ids,
-            vec![vec!["t1"], vec!["t2", "t3"], vec!["r1"], vec!["r1"]]
-        );
+        assert_eq!(ids, vec![vec!["t1"], vec!["t2", "t3", "r1"], vec!["r1"]]);
         assert!(shape.iter().all(|(license, _)| license == "a"));
     }
 }

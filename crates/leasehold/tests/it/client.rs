@@ -16,6 +16,7 @@ both_stores!(
     instances_share_a_seat_and_each_vm_user_takes_their_own,
     heartbeats_keep_a_lease_and_a_crashed_app_frees_its_seat,
     concurrent_checkouts_never_exceed_seats_total,
+    checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log,
     concurrent_activations_never_exceed_seats_total,
     a_seat_operation_failing_in_the_database_fails_alone,
     answers_are_signed_and_tampering_shows,
@@ -739,6 +740,95 @@ async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
     }
     assert_eq!(granted.len(), 25);
     assert_ledger_holds(&admin, &id(&license), &mut granted).await;
+}
+
+/// Checkouts and checkins of one license arrive together (one batch, and on PostgreSQL
+/// one statement, takes and ends them): the counter and the ledger agree throughout, and
+/// the audit log has each take and each end once, an end with the live lease before and
+/// the ended one after.
+async fn checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 8}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    // 24 machines, each checking out and in 4 times; every sixth keeps its last lease.
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let c = client(s);
+            let key = key.clone();
+            tokio::spawn(async move {
+                let (mut granted, mut kept) = (0, None);
+                for cycle in 0..4 {
+                    let body = lease_body(&key, &format!("machine-{i}"), "user", "i1");
+                    let (status, lease) = c.post("/v1/client/leases", body).await;
+                    match status {
+                        StatusCode::CREATED => granted += 1,
+                        StatusCode::CONFLICT => {
+                            assert_eq!(lease["error"]["code"], "NO_SEATS");
+                            continue;
+                        }
+                        other => panic!("unexpected {other}: {lease}"),
+                    }
+                    if i % 6 == 0 && cycle == 3 {
+                        kept = Some(id(&lease));
+                        break;
+                    }
+                    let path = format!("/v1/client/leases/{}/instances/i1", id(&lease));
+                    let (status, answer) = c
+                        .call(reqwest::Method::DELETE, &path, Some(json!({"key": key})))
+                        .await;
+                    assert_eq!(status, StatusCode::OK, "{answer}");
+                    assert_eq!(answer["released"], true);
+                }
+                (granted, kept)
+            })
+        })
+        .collect();
+    let (mut granted, mut kept) = (0, Vec::new());
+    for task in tasks {
+        let (n, lease) = task.await.unwrap();
+        granted += n;
+        kept.extend(lease);
+    }
+    assert!(granted >= 24, "most checkouts were granted: {granted}");
+    assert_ledger_holds(&admin, &lid, &mut kept).await;
+
+    let events = |action: &'static str| {
+        let admin = &admin;
+        let lid = &lid;
+        async move {
+            let page = admin
+                .ok_get(&format!(
+                    "/v1/events?license_id={lid}&action={action}&limit=200"
+                ))
+                .await;
+            page["items"].as_array().unwrap().clone()
+        }
+    };
+    let taken = events("seat.taken").await;
+    let released = events("seat.released").await;
+    assert_eq!(taken.len(), granted, "one seat.taken per lease granted");
+    assert_eq!(
+        released.len(),
+        granted - kept.len(),
+        "one seat.released per lease checked in"
+    );
+    let mut subjects: Vec<&str> = released
+        .iter()
+        .map(|e| e["subject_id"].as_str().unwrap())
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), released.len(), "each lease ended once");
+    for event in &released {
+        assert_eq!(event["before"]["id"], event["subject_id"]);
+        assert_eq!(event["before"]["released_at"], Value::Null, "{event}");
+        assert_eq!(event["after"]["release_reason"], "checkin", "{event}");
+        assert!(!event["after"]["released_at"].is_null(), "{event}");
+        assert_eq!(event["actor"]["kind"], "license_key");
+    }
 }
 
 /// The counter counts exactly the granted leases, and they are the active ones.
