@@ -48,7 +48,7 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
         let mut cursor = String::new();
         loop {
             tick.tick().await;
-            sweep_from(&state, &mut cursor, PROBES_PER_TICK).await;
+            sweep_from(&state, &mut cursor, PROBES_PER_TICK, PROBES_PER_CHUNK).await;
             state.limits.retain_recent();
         }
     })
@@ -56,12 +56,18 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
 
 /// Releases every lapsed lease, a chunk at a time, in one whole pass; answers how many.
 pub async fn sweep(state: &AppState) -> u64 {
-    sweep_from(state, &mut String::new(), usize::MAX).await
+    sweep_from(state, &mut String::new(), usize::MAX, PROBES_PER_CHUNK).await
 }
 
 /// Sweeps from the license `cursor` names until the last license, or until `max_probes`
-/// licenses were probed; leaves `cursor` where the next pass starts (`""`: the first).
-async fn sweep_from(state: &AppState, cursor: &mut String, max_probes: usize) -> u64 {
+/// licenses were probed, `probes_per_chunk` at most per chunk; leaves `cursor` where the
+/// next pass starts (`""`: the first). A background tick is one call (public for tests).
+pub async fn sweep_from(
+    state: &AppState,
+    cursor: &mut String,
+    max_probes: usize,
+    probes_per_chunk: i64,
+) -> u64 {
     let mut total = 0;
     let mut probed = 0;
     let mut chunk = FIRST_CHUNK;
@@ -69,7 +75,7 @@ async fn sweep_from(state: &AppState, cursor: &mut String, max_probes: usize) ->
         let started = Instant::now();
         let swept = match state
             .store
-            .expire_leases(cursor, chunk, PROBES_PER_CHUNK)
+            .expire_leases(cursor, chunk, probes_per_chunk)
             .await
         {
             Ok(swept) => swept,

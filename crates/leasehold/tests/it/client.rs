@@ -711,6 +711,42 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
         assert_eq!(second.resume_at, None, "{backend:?}: the pass is over");
         let live = admin.ok_get(&format!("/v1/licenses/{}", licenses[0])).await;
         assert_eq!(live["seats_used"], 1, "{backend:?}: the live lease stays");
+
+        // A background tick stops after its probe budget, and the next tick goes on
+        // from where it stopped: lapsed leases on all three licenses, two probes a tick.
+        for key in &keys {
+            c.ok_post(
+                "/v1/client/leases",
+                lease_body(key, "vm3", "a", "i"),
+                StatusCode::CREATED,
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let seats_used = |license: &String| {
+            let admin = &admin;
+            let path = format!("/v1/licenses/{license}");
+            async move { admin.ok_get(&path).await["seats_used"].clone() }
+        };
+        let mut cursor = String::new();
+        let first = leasehold_server::jobs::sweep_from(&s.state, &mut cursor, 2, 2).await;
+        assert_eq!(
+            first, 3,
+            "{backend:?}: vm2 and vm3 of the first, vm3 of the second"
+        );
+        assert_eq!(cursor, licenses[1], "{backend:?}");
+        assert_eq!(seats_used(&licenses[1]).await, 0, "{backend:?}");
+        assert_eq!(
+            seats_used(&licenses[2]).await,
+            1,
+            "{backend:?}: past the tick's budget"
+        );
+        let second = leasehold_server::jobs::sweep_from(&s.state, &mut cursor, 2, 2).await;
+        assert_eq!(second, 1, "{backend:?}");
+        assert_eq!(cursor, "", "{backend:?}: the pass is over");
+        for license in &licenses {
+            assert_eq!(seats_used(license).await, 0, "{backend:?}");
+        }
         s.stop().await;
     }
 }
