@@ -400,10 +400,7 @@ async fn instances_share_a_seat_and_each_vm_user_takes_their_own(s: &TestServer)
         "another user of the same VM is another seat"
     );
     let lid = id(&license);
-    assert_eq!(
-        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
-        2
-    );
+    assert_eq!(admin.seats_used(&lid).await, 2);
 
     let exit = |instance: &'static str| {
         let c = c.clone();
@@ -415,16 +412,10 @@ async fn instances_share_a_seat_and_each_vm_user_takes_their_own(s: &TestServer)
     };
     let (_, a) = exit("a").await;
     assert_eq!(a["released"], false, "b still runs");
-    assert_eq!(
-        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
-        2
-    );
+    assert_eq!(admin.seats_used(&lid).await, 2);
     let (_, b) = exit("b").await;
     assert_eq!(b["released"], true, "the last instance frees the seat");
-    assert_eq!(
-        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
-        1
-    );
+    assert_eq!(admin.seats_used(&lid).await, 1);
     let seats = admin.ok_get(&format!("/v1/licenses/{lid}/seats")).await;
     let ended = seats["items"]
         .as_array()
@@ -592,16 +583,10 @@ async fn a_full_license_frees_its_lapsed_leases_before_refusing() {
             .as_i64()
             .unwrap();
         assert!((1..=2).contains(&retry), "{backend:?}: {retry}");
-        let events = admin
-            .ok_get(&format!(
-                "/v1/events?license_id={lid}&action=seat.expired&limit=200"
-            ))
-            .await;
-        let expired = events["items"].as_array().unwrap();
+        let expired = admin.events(&lid, "seat.expired").await;
         assert_eq!(expired.len(), 2, "{backend:?}: m1 and m2 lapsed, each once");
         assert!(expired.iter().all(|e| e["actor"]["kind"] == "system"));
-        let read = admin.ok_get(&format!("/v1/licenses/{lid}")).await;
-        assert_eq!(read["seats_used"], 2, "{backend:?}");
+        assert_eq!(admin.seats_used(&lid).await, 2, "{backend:?}");
         s.stop().await;
     }
 }
@@ -672,14 +657,9 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
             "{backend:?}: chunks of 4 leases, in license order, each lease once"
         );
         for license in &licenses {
-            let read = admin.ok_get(&format!("/v1/licenses/{license}")).await;
-            assert_eq!(read["seats_used"], 0, "{backend:?}");
-            let events = admin
-                .ok_get(&format!(
-                    "/v1/events?license_id={license}&action=seat.expired&limit=200"
-                ))
-                .await;
-            assert_eq!(events["items"].as_array().unwrap().len(), 3, "{backend:?}");
+            assert_eq!(admin.seats_used(license).await, 0, "{backend:?}");
+            let events = admin.events(license, "seat.expired").await;
+            assert_eq!(events.len(), 3, "{backend:?}");
         }
 
         // Chunks probe a bounded number of licenses and go on from there: the first
@@ -709,8 +689,11 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
         assert_eq!(second.expired.len(), 1, "{backend:?}");
         assert_eq!(second.expired[0].license_id, licenses[2], "{backend:?}");
         assert_eq!(second.resume_at, None, "{backend:?}: the pass is over");
-        let live = admin.ok_get(&format!("/v1/licenses/{}", licenses[0])).await;
-        assert_eq!(live["seats_used"], 1, "{backend:?}: the live lease stays");
+        assert_eq!(
+            admin.seats_used(&licenses[0]).await,
+            1,
+            "{backend:?}: the live lease stays"
+        );
 
         // A background tick stops after its probe budget, and the next tick goes on
         // from where it stopped: lapsed leases on all three licenses, two probes a tick.
@@ -723,11 +706,6 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
             .await;
         }
         tokio::time::sleep(Duration::from_millis(1_100)).await;
-        let seats_used = |license: &String| {
-            let admin = &admin;
-            let path = format!("/v1/licenses/{license}");
-            async move { admin.ok_get(&path).await["seats_used"].clone() }
-        };
         let mut cursor = String::new();
         let first = leasehold_server::jobs::sweep_from(&s.state, &mut cursor, 2, 2).await;
         assert_eq!(
@@ -735,9 +713,9 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
             "{backend:?}: vm2 and vm3 of the first, vm3 of the second"
         );
         assert_eq!(cursor, licenses[1], "{backend:?}");
-        assert_eq!(seats_used(&licenses[1]).await, 0, "{backend:?}");
+        assert_eq!(admin.seats_used(&licenses[1]).await, 0, "{backend:?}");
         assert_eq!(
-            seats_used(&licenses[2]).await,
+            admin.seats_used(&licenses[2]).await,
             1,
             "{backend:?}: past the tick's budget"
         );
@@ -745,7 +723,7 @@ async fn a_sweep_resumes_where_its_last_chunk_stopped() {
         assert_eq!(second, 1, "{backend:?}");
         assert_eq!(cursor, "", "{backend:?}: the pass is over");
         for license in &licenses {
-            assert_eq!(seats_used(license).await, 0, "{backend:?}");
+            assert_eq!(admin.seats_used(license).await, 0, "{backend:?}");
         }
         s.stop().await;
     }
@@ -831,20 +809,8 @@ async fn checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log(s: &Te
     assert!(granted >= 24, "most checkouts were granted: {granted}");
     assert_ledger_holds(&admin, &lid, &mut kept).await;
 
-    let events = |action: &'static str| {
-        let admin = &admin;
-        let lid = &lid;
-        async move {
-            let page = admin
-                .ok_get(&format!(
-                    "/v1/events?license_id={lid}&action={action}&limit=200"
-                ))
-                .await;
-            page["items"].as_array().unwrap().clone()
-        }
-    };
-    let taken = events("seat.taken").await;
-    let released = events("seat.released").await;
+    let taken = admin.events(&lid, "seat.taken").await;
+    let released = admin.events(&lid, "seat.released").await;
     assert_eq!(taken.len(), granted, "one seat.taken per lease granted");
     assert_eq!(
         released.len(),
@@ -869,10 +835,7 @@ async fn checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log(s: &Te
 
 /// The counter counts exactly the granted leases, and they are the active ones.
 async fn assert_ledger_holds(admin: &Api, lid: &str, granted: &mut [String]) {
-    assert_eq!(
-        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
-        granted.len()
-    );
+    assert_eq!(admin.seats_used(lid).await, granted.len());
     let active = admin
         .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
         .await;
@@ -970,10 +933,7 @@ async fn a_seat_operation_failing_in_the_database_fails_alone(s: &TestServer) {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["released"], true);
     }
-    assert_eq!(
-        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
-        0
-    );
+    assert_eq!(admin.seats_used(&lid).await, 0);
 }
 
 async fn concurrent_activations_never_exceed_seats_total(s: &TestServer) {
@@ -1001,10 +961,7 @@ async fn concurrent_activations_never_exceed_seats_total(s: &TestServer) {
     }
     assert_eq!(machines.len(), 20);
     let lid = id(&license);
-    assert_eq!(
-        admin.ok_get(&format!("/v1/licenses/{lid}")).await["seats_used"],
-        20
-    );
+    assert_eq!(admin.seats_used(&lid).await, 20);
     let active = admin
         .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
         .await;

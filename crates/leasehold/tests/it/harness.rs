@@ -230,6 +230,21 @@ impl Api {
         value
     }
 
+    /// The license's `seats_used`, as the admin API reads it.
+    pub async fn seats_used(&self, license_id: &str) -> Value {
+        self.ok_get(&format!("/v1/licenses/{license_id}")).await["seats_used"].clone()
+    }
+
+    /// The license's audit events of one action (the first 200, newest first).
+    pub async fn events(&self, license_id: &str, action: &str) -> Vec<Value> {
+        let page = self
+            .ok_get(&format!(
+                "/v1/events?license_id={license_id}&action={action}&limit=200"
+            ))
+            .await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn application(&self, name: &str) -> String {
         let app = self
             .ok_post(

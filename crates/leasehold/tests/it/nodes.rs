@@ -133,14 +133,9 @@ async fn three_nodes_share_one_seat_ledger() {
         .await,
         "the sweepers freed the lapsed seats"
     );
-    let events = admin
-        .ok_get(&format!(
-            "/v1/events?license_id={sid}&action=seat.expired&limit=200"
-        ))
-        .await;
-    let mut expired: Vec<String> = events["items"]
-        .as_array()
-        .unwrap()
+    let mut expired: Vec<String> = admin
+        .events(&sid, "seat.expired")
+        .await
         .iter()
         .map(|e| e["subject_id"].as_str().unwrap().to_string())
         .collect();

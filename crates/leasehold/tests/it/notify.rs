@@ -923,12 +923,7 @@ async fn swept_leases_are_audited_and_announced(backend: Backend) {
         license["seats_used"], 1,
         "{backend:?}: only m3 holds a seat"
     );
-    let events = admin
-        .ok_get(&format!(
-            "/v1/events?license_id={lid}&action=seat.expired&limit=200"
-        ))
-        .await;
-    let events = events["items"].as_array().unwrap();
+    let events = admin.events(&lid, "seat.expired").await;
     assert_eq!(events.len(), 2, "{backend:?}: {events:#?}");
     for event in events {
         assert_eq!(event["actor"]["kind"], "system");
