@@ -284,3 +284,52 @@ impl_notifications!(
     backend = Backend::Sqlite,
     skip_locked = ""
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How SQLite would run `sql` on a migrated database: its query plan's lines.
+    async fn plan(sql: &str) -> Vec<String> {
+        let path = std::env::temp_dir().join(format!("leasehold-plan-{}.db", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::open(&url, &crate::StoreOptions::default())
+            .await
+            .expect("a new database opens");
+        let conn = rusqlite::Connection::open(&path).expect("the file opens");
+        let mut explain = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("the statement is valid");
+        let lines = explain
+            // The listing's parameters: workspace, cursor, license, action, limit.
+            .query_map(rusqlite::params!["w", "", "l", "", 50], |row| {
+                row.get::<_, String>(3)
+            })
+            .expect("explained")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("explained");
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        lines
+    }
+
+    #[tokio::test]
+    async fn one_licenses_audit_log_is_read_through_its_own_index() {
+        let lines = plan(crate::backend::LICENSE_EVENTS).await;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("USING INDEX events_license")),
+            "{lines:?}"
+        );
+        let lines = plan(crate::backend::WORKSPACE_EVENTS).await;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("USING INDEX events_workspace")),
+            "{lines:?}"
+        );
+    }
+}
