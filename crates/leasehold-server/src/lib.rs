@@ -63,14 +63,14 @@ pub struct Shared {
     pub sweep_interval: std::time::Duration,
     /// Sends webhooks and emails from the outbox.
     pub notifier: notify::Notifier,
-    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    /// Reverse proxies whose `X-Forwarded-For` (or `Forwarded`) names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Shared {
     /// The client's address, for the per-address limits: the connection's, unless it
-    /// comes from a trusted proxy; then the nearest address in `X-Forwarded-For` that is
-    /// not a trusted proxy itself (what a client writes there is not believed past it).
+    /// comes from a trusted proxy; then the nearest address in `X-Forwarded-For` (or, when
+    /// that is absent, `Forwarded`) that is not a trusted proxy itself (what a client writes there is not believed past it).
     pub fn client_ip(
         &self,
         peer: std::net::IpAddr,
@@ -91,13 +91,19 @@ fn client_ip(
     if !is_trusted(&peer) {
         return peer;
     }
+    // `X-Forwarded-For` if the proxies sent it, else the standard `Forwarded` (RFC 7239).
+    let (header, hop_of): (&str, fn(&str) -> &str) = if headers.contains_key("x-forwarded-for") {
+        ("x-forwarded-for", str::trim)
+    } else {
+        ("forwarded", forwarded_for)
+    };
     let mut hops = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
+    for value in headers.get_all(header) {
         // A line that is not text cannot be read: nothing before the proxy is believed.
         let Ok(value) = value.to_str() else {
             return peer;
         };
-        hops.extend(value.split(',').map(str::trim));
+        hops.extend(value.split(',').map(hop_of));
     }
     for hop in hops.iter().rev() {
         match hop.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
@@ -108,6 +114,29 @@ fn client_ip(
         }
     }
     peer
+}
+
+/// The address in one element of a `Forwarded` header (`for=192.0.2.60;proto=https`,
+/// `for="[2001:db8::17]:4711"`), without quotes, brackets or port. An element without
+/// `for`, or with an obfuscated or `unknown` one, gives text that is not an address.
+fn forwarded_for(element: &str) -> &str {
+    let Some(value) = element.split(';').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then_some(value.trim())
+    }) else {
+        return "";
+    };
+    let value = value.trim_matches('"');
+    if let Some(bracketed) = value.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or_default();
+    }
+    match value.split_once(':') {
+        // An IPv4 address and its port (an unbracketed IPv6 address has more colons).
+        Some((address, port)) if !port.contains(':') => address,
+        _ => value,
+    }
 }
 
 /// A new API token: `lh_` and 256 random bits.
@@ -242,6 +271,45 @@ mod tests {
             client_ip(&trusted, ip("10.1.2.3"), &HeaderMap::new()),
             ip("10.1.2.3")
         );
+    }
+
+    #[test]
+    fn the_standard_forwarded_header_is_read_when_x_forwarded_for_is_absent() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("forwarded", HeaderValue::from_str(value).unwrap());
+            }
+            headers
+        };
+        let proxy = ip("10.0.0.2");
+        // A client's own element in front; the proxy appended the nearest.
+        let headers = with(&["for=1.1.1.1, for=203.0.113.9;proto=https;by=10.0.0.2"]);
+        assert_eq!(client_ip(&trusted, proxy, &headers), ip("203.0.113.9"));
+        // Quoted, with ports, IPv6 in brackets, parameter names in any case.
+        let headers = with(&[r#"For="203.0.113.9:4711""#]);
+        assert_eq!(client_ip(&trusted, proxy, &headers), ip("203.0.113.9"));
+        let headers = with(&[r#"for="[2001:db8:cafe::17]:4711", for=10.0.0.9"#]);
+        assert_eq!(
+            client_ip(&trusted, proxy, &headers),
+            ip("2001:db8:cafe::17")
+        );
+        // Obfuscated, unknown, or no `for` nearest: the proxy's own address.
+        for unreadable in ["for=_hidden", "for=unknown", "proto=https"] {
+            let headers = with(&["for=203.0.113.9", unreadable]);
+            assert_eq!(client_ip(&trusted, proxy, &headers), proxy, "{unreadable}");
+        }
+        // Not believed from an untrusted connection.
+        let headers = with(&["for=203.0.113.9"]);
+        assert_eq!(
+            client_ip(&trusted, ip("198.51.100.1"), &headers),
+            ip("198.51.100.1")
+        );
+        // X-Forwarded-For, when sent, is the one read.
+        let mut headers = with(&["for=203.0.113.9"]);
+        headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.4"));
+        assert_eq!(client_ip(&trusted, proxy, &headers), ip("198.51.100.4"));
     }
 
     #[test]
