@@ -5,7 +5,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ApiQuery};
 use crate::license_cache::Need;
-use crate::signing::{public_key_base64, Signer};
+use crate::signing::Signer;
 use crate::{convert, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -551,7 +551,6 @@ async fn license_file(
             };
             let bytes = serde_json::to_vec(&payload).map_err(|_| ApiError::internal())?;
             use base64::Engine;
-            use ed25519_dalek::Signer;
             let b64 = base64::engine::general_purpose::STANDARD;
             Ok((
                 StatusCode::OK,
@@ -600,6 +599,6 @@ async fn public_key(
         .await?;
     Ok(Json(PublicKey {
         algorithm: "ed25519".into(),
-        public_key: public_key_base64(&key),
+        public_key: key.public_key_base64(),
     }))
 }

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 use base64::Engine;
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use leasehold_core::secrets::MasterKey;
 use leasehold_store::Store;
 use rand::RngCore;
@@ -49,6 +49,16 @@ impl Signer {
         Signer { key, public, memo }
     }
 
+    /// The signature of `bytes` (a license file's payload), never remembered.
+    pub fn sign(&self, bytes: &[u8]) -> Signature {
+        self.key.sign(bytes)
+    }
+
+    /// The public half, as the public-key endpoint answers it.
+    pub fn public_key_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.public)
+    }
+
     /// The `Leasehold-Signature` value for these exact body bytes:
     /// `ed25519=<base64 signature>`.
     pub fn header(&self, bytes: &[u8]) -> Option<HeaderValue> {
@@ -82,14 +92,6 @@ impl Signer {
             }
         }
         Some(value)
-    }
-}
-
-impl std::ops::Deref for Signer {
-    type Target = SigningKey;
-
-    fn deref(&self) -> &SigningKey {
-        &self.key
     }
 }
 
@@ -175,14 +177,10 @@ fn signature_header(key: &SigningKey, bytes: &[u8]) -> String {
     )
 }
 
-pub fn public_key_base64(key: &SigningKey) -> String {
-    base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signature, Verifier};
+    use ed25519_dalek::Verifier;
 
     fn signers(n: usize) -> Vec<Signer> {
         let memo = Arc::new(Mutex::new(Memo::default()));
@@ -206,7 +204,7 @@ mod tests {
         let Ok(signature) = Signature::from_slice(&raw) else {
             return false;
         };
-        key.verifying_key().verify(bytes, &signature).is_ok()
+        key.key.verifying_key().verify(bytes, &signature).is_ok()
     }
 
     fn remembered(key: &Signer, bytes: &[u8]) -> Option<HeaderValue> {
@@ -219,7 +217,7 @@ mod tests {
         let key = signers(1).remove(0);
         let body = br#"{"expires_at":"2026-11-24T04:00:00.000Z"}"#;
         let first = key.header(body).unwrap();
-        assert_eq!(first, signature_header(&key, body).as_str());
+        assert_eq!(first, signature_header(&key.key, body).as_str());
         assert!(verifies(&key, body, &first));
         assert_eq!(remembered(&key, body), Some(first.clone()));
         // What is remembered is what is answered, without signing again: a planted

@@ -26,6 +26,18 @@ macro_rules! seat_select {
     };
 }
 
+/// A license in force on `$today` (the placeholder naming today's date): active and not
+/// expired. One text for every statement that decides a take.
+macro_rules! in_force {
+    ($today:literal) => {
+        concat!(
+            "status = 'active' AND (expires_on IS NULL OR expires_on >= ",
+            $today,
+            ")"
+        )
+    };
+}
+
 macro_rules! license_select {
     () => {
         "SELECT * FROM licenses WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL"
@@ -76,15 +88,21 @@ pub(crate) const SEAT_BY_ID: &str =
 /// Counts one more seat if one is free: the invariant, in one statement. It re-checks what
 /// the caller read before its transaction: the seat model and, for applications
 /// (`$3`, in force), that the license is active on `$4` (today).
-pub(crate) const TRY_TAKE_SEAT: &str = "UPDATE licenses SET seats_used = seats_used + 1 \
+pub(crate) const TRY_TAKE_SEAT: &str = concat!(
+    "UPDATE licenses SET seats_used = seats_used + 1 \
      WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
-     AND ($3 = FALSE OR (status = 'active' AND (expires_on IS NULL OR expires_on >= $4)))";
+     AND ($3 = FALSE OR (",
+    in_force!("$4"),
+    "))"
+);
 /// A concurrent license in force (`$2`: today) that refused a take: its seat counts, for
 /// the refusal. No row: deleted, another seat model or not in force (the general path
 /// explains those).
-pub(crate) const FULL_LICENSE: &str = "SELECT seats_total, seats_used FROM licenses \
-     WHERE id = $1 AND deleted_at IS NULL AND seat_model = 'concurrent' \
-     AND status = 'active' AND (expires_on IS NULL OR expires_on >= $2)";
+pub(crate) const FULL_LICENSE: &str = concat!(
+    "SELECT seats_total, seats_used FROM licenses \
+     WHERE id = $1 AND deleted_at IS NULL AND seat_model = 'concurrent' AND ",
+    in_force!("$2")
+);
 /// When the license's next live lease expires (a refusal's `retry_after_s`).
 pub(crate) const NEXT_LEASE_EXPIRY: &str = "SELECT MIN(expires_at) FROM seats \
      WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL";

@@ -49,10 +49,12 @@ const MAX_BATCH: usize = 256;
 /// never exceed the seats free before, so the invariant holds whatever is ended). Each
 /// seat taken or ended gets its audit event and webhook messages. Answers the ids of
 /// the seats taken and ended.
-const APPLY_SEATS: &str = "WITH license AS ( \
+const APPLY_SEATS: &str = concat!(
+    "WITH license AS ( \
      SELECT id, workspace_id, \
-       CASE WHEN seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 AND status = 'active' \
-         AND (expires_on IS NULL OR expires_on >= $3) THEN seats_total - seats_used ELSE 0 END AS free \
+       CASE WHEN seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 AND ",
+    in_force!("$3"),
+    " THEN seats_total - seats_used ELSE 0 END AS free \
      FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \
    leaving AS ( \
      SELECT * FROM UNNEST($18::text[], $19::text[], $20::text[], $21::int8[], $22::int8[], $23::text[], \
@@ -109,7 +111,8 @@ const APPLY_SEATS: &str = "WITH license AS ( \
      JOIN webhooks w ON w.workspace_id = x.workspace_id AND w.deleted_at IS NULL \
        AND w.events LIKE '%' || x.subscribed || '%' \
      ON CONFLICT (id) DO NOTHING) \
-   SELECT id FROM seat UNION ALL SELECT id FROM ended";
+   SELECT id FROM seat UNION ALL SELECT id FROM ended"
+);
 
 /// The live leases a batch's checkins would end, as they are before the batch's
 /// statements (`$1`: their ids): their `seat.released` events are built from these.
