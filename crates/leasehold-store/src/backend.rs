@@ -1479,7 +1479,7 @@ macro_rules! impl_store {
                 Ok(after)
             }
 
-            async fn take_lease(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)> {
+            async fn take_lease(&self, license: &std::sync::Arc<License>, holder: &LeaseHolder) -> Result<(Seat, bool)> {
                 if let Some(taken) = self.fast_take_lease(license, holder).await? {
                     return Ok(taken);
                 }
@@ -1537,7 +1537,7 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn release_instance(&self, license: &License, lease_id: &str, instance: &str) -> Result<bool> {
+            async fn release_instance(&self, license: &std::sync::Arc<License>, lease_id: &str, instance: &str) -> Result<bool> {
                 if let Some(released) = self.fast_release_instance(license, lease_id, instance).await? {
                     return Ok(released);
                 }

@@ -311,13 +311,18 @@ pub trait Store: Notifications + Send + Sync + 'static {
     /// Releases a machine's seat to move it, within the policy's monthly limit.
     async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat>;
     /// Takes a concurrent seat for (fingerprint, os_user), or joins the one it holds (`false`).
-    async fn take_lease(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)>;
+    /// (`license` is shared, not copied: SQLite's seat writer keeps it for the batch.)
+    async fn take_lease(
+        &self,
+        license: &Arc<License>,
+        holder: &LeaseHolder,
+    ) -> Result<(Seat, bool)>;
     /// Pushes a live lease's expiry; [`StoreError::LeaseExpired`] when it has lapsed.
     async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64>;
     /// One instance exits; answers whether that freed the seat.
     async fn release_instance(
         &self,
-        license: &License,
+        license: &Arc<License>,
         lease_id: &str,
         instance: &str,
     ) -> Result<bool>;

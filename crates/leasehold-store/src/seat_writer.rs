@@ -59,12 +59,12 @@ const MAX_CATCH_UP_PASSES: usize = 4;
 
 pub(crate) enum Op {
     Take {
-        license: License,
+        license: Arc<License>,
         holder: LeaseHolder,
         now: i64,
     },
     Release {
-        license: License,
+        license: Arc<License>,
         lease_id: String,
         instance: String,
         now: i64,

@@ -186,7 +186,7 @@ impl SqliteStore {
     /// error for a holder in a release cooldown (refused and announced there).
     async fn fast_take_lease(
         &self,
-        license: &crate::License,
+        license: &Arc<crate::License>,
         holder: &crate::LeaseHolder,
     ) -> crate::Result<Option<(crate::Seat, bool)>> {
         let Some(seats) = &self.seats else {
@@ -208,7 +208,7 @@ impl SqliteStore {
     /// Releases an instance on the seat writer; `None` without one (in-memory database).
     async fn fast_release_instance(
         &self,
-        license: &crate::License,
+        license: &Arc<crate::License>,
         lease_id: &str,
         instance: &str,
     ) -> crate::Result<Option<bool>> {
