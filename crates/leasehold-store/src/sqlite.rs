@@ -315,21 +315,19 @@ mod tests {
         lines
     }
 
+    /// Fails unless SQLite plans `sql` through `index`.
+    async fn assert_read_through(sql: &str, index: &str) {
+        let lines = plan(sql).await;
+        let using = format!("USING INDEX {index}");
+        assert!(
+            lines.iter().any(|l| l.contains(&using)),
+            "{index}: {lines:?}"
+        );
+    }
+
     #[tokio::test]
     async fn one_licenses_audit_log_is_read_through_its_own_index() {
-        let lines = plan(crate::backend::LICENSE_EVENTS).await;
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("USING INDEX events_license")),
-            "{lines:?}"
-        );
-        let lines = plan(crate::backend::WORKSPACE_EVENTS).await;
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("USING INDEX events_workspace")),
-            "{lines:?}"
-        );
+        assert_read_through(crate::backend::LICENSE_EVENTS, "events_license").await;
+        assert_read_through(crate::backend::WORKSPACE_EVENTS, "events_workspace").await;
     }
 }
