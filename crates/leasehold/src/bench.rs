@@ -3,6 +3,7 @@
 //! generator: the HTTP ceiling of this machine (the server's own `GET /healthz`) and, for
 //! checkout and heartbeat, the usual alternative — a minimal axum service over Redis with
 //! a Lua sorted-set semaphore. Over-allocations are counted from the ledger afterwards.
+//! With `--url` it drives running servers instead, through their API only.
 
 use anyhow::{bail, Context};
 use axum::extract::State;
@@ -36,9 +37,11 @@ pub enum StoreKind {
 pub struct BenchArgs {
     #[arg(long, value_enum)]
     scenario: Scenario,
-    #[arg(long, value_enum, default_value = "sqlite")]
-    store: StoreKind,
-    /// Server processes (PostgreSQL only for more than one).
+    /// The store of the servers it starts (sqlite by default); with `--url`, only the
+    /// label the summary gives the servers' store ("remote" without it).
+    #[arg(long, value_enum)]
+    store: Option<StoreKind>,
+    /// Server processes it starts (PostgreSQL only for more than one).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
     /// Concurrent connections of the load generator.
@@ -73,6 +76,27 @@ pub struct BenchArgs {
     /// Skip the Redis baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Drive running servers instead of starting them: their base URLs, comma-separated
+    /// (connections are spread over them). Everything goes through their API; start them
+    /// with `--client-rate-limit 0`, or the limiter's 429s are what gets measured.
+    #[arg(long, value_delimiter = ',', value_parser = parse_base_url)]
+    url: Vec<String>,
+    /// With `--url`: an API token (license.manage) of the workspace the bench creates its
+    /// application and licenses in; they are deleted after the run.
+    #[arg(long, env = "LEASEHOLD_BENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// A server's base URL: http(s), no query, no trailing slash kept.
+fn parse_base_url(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("expected http://HOST[:PORT] or https://…".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a base URL has no query or fragment".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// What one measurement found.
@@ -80,6 +104,8 @@ pub struct BenchArgs {
 struct Measured {
     requests: u64,
     errors: u64,
+    /// Answers 429 (the server's client rate limit): answered, but not the work asked.
+    throttled: u64,
     seconds: f64,
     latencies_us: Vec<u32>,
 }
@@ -149,6 +175,7 @@ async fn drive(
         if let Ok(m) = task.await {
             total.requests += m.requests;
             total.errors += m.errors;
+            total.throttled += m.throttled;
             total.latencies_us.extend(m.latencies_us);
         }
     }
@@ -174,6 +201,9 @@ async fn timed(
     let (ok, answer) = match result {
         Ok(response) if !response.status().is_server_error() => {
             let success = response.status().is_success();
+            if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                measured.throttled += 1;
+            }
             let answer = response.json::<Value>().await.unwrap_or(Value::Null);
             (success, answer)
         }
@@ -190,13 +220,17 @@ async fn timed(
 }
 
 struct Servers {
+    /// The processes started (none with `--url`).
     children: Vec<Child>,
     bases: Vec<String>,
     token: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     pg_database: Option<(String, String)>,
-    /// The store the servers share, for seeding it directly.
-    database_url: String,
+    /// The store the servers share, for seeding it directly (`None` with `--url`: the
+    /// bench then takes its leases through the API).
+    database_url: Option<String>,
+    /// What the summary calls the store.
+    store: String,
 }
 
 impl Drop for Servers {
@@ -208,12 +242,46 @@ impl Drop for Servers {
     }
 }
 
+/// The running servers `--url` names, once each answers `/healthz`.
+async fn connect_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
+    if args.nodes != 1 {
+        bail!("--nodes is for the servers the bench starts; with --url, list every node's URL");
+    }
+    let Some(token) = args.token.clone().filter(|t| !t.trim().is_empty()) else {
+        bail!("--url needs --token (or LEASEHOLD_BENCH_TOKEN): an API token with license.manage");
+    };
+    let client = reqwest::Client::new();
+    for base in &args.url {
+        let answer = client
+            .get(format!("{base}/healthz"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .with_context(|| format!("{base} does not answer"))?;
+        if !answer.status().is_success() {
+            bail!("{base}/healthz answered {}", answer.status());
+        }
+    }
+    Ok(Servers {
+        children: Vec::new(),
+        bases: args.url.clone(),
+        token,
+        _dir: None,
+        pg_database: None,
+        database_url: None,
+        store: args
+            .store
+            .map_or("remote".to_string(), |s| format!("{s:?}").to_lowercase()),
+    })
+}
+
 async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
+    let store = args.store.unwrap_or(StoreKind::Sqlite);
     let dir = tempfile::tempdir()?;
     let data_dir: PathBuf = dir.path().to_path_buf();
     let mut store_args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
     let mut pg_database = None;
-    if args.store == StoreKind::Postgres {
+    if store == StoreKind::Postgres {
         use sqlx::Connection;
         let name = format!("lh_bench_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&args.pg_url)
@@ -276,9 +344,10 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         children,
         bases,
         token,
-        _dir: dir,
+        _dir: Some(dir),
         pg_database,
-        database_url,
+        database_url: Some(database_url),
+        store: format!("{store:?}").to_lowercase(),
     };
     let client = reqwest::Client::new();
     for base in &servers.bases {
@@ -303,6 +372,7 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
 }
 
 struct Fleet {
+    application_id: String,
     licenses: Vec<(String, String, i64)>,
 }
 
@@ -322,13 +392,16 @@ async fn create_licenses(
         .await?
         .json()
         .await?;
+    let Some(application_id) = app["id"].as_str().map(str::to_string) else {
+        bail!("creating the bench's application failed (is the token one with license.manage?): {app}");
+    };
     let mut licenses = Vec::new();
     for _ in 0..count {
         let license: Value = client
             .post(format!("{base}/v1/licenses"))
             .bearer_auth(&servers.token)
             .json(&json!({
-                "application_id": app["id"], "licensed_to": "Bench", "type": "subscription",
+                "application_id": application_id, "licensed_to": "Bench", "type": "subscription",
                 "seat_model": if concurrent { "concurrent" } else { "dedicated" }, "seats_total": seats,
                 "policy": {"lease_ttl_s": 3600}
             }))
@@ -341,7 +414,10 @@ async fn create_licenses(
         };
         licenses.push((id.to_string(), key.to_string(), seats));
     }
-    Ok(Fleet { licenses })
+    Ok(Fleet {
+        application_id,
+        licenses,
+    })
 }
 
 /// Active ledger rows against `seats_used` and `seats_total`, for every license.
@@ -387,13 +463,18 @@ async fn over_allocations(servers: &Servers, fleet: &Fleet) -> anyhow::Result<u6
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let servers = start_servers(&args).await?;
+    let servers = if args.url.is_empty() {
+        start_servers(&args).await?
+    } else {
+        connect_servers(&args).await?
+    };
     let duration = Duration::from_secs(args.duration.max(1));
     let licenses = args.licenses.max(1);
     let scenario = args.scenario;
+    let nodes = servers.bases.len();
     eprintln!(
-        "bench: {scenario:?} on {:?}, {} node(s), {} connections, {} s",
-        args.store, args.nodes, args.connections, args.duration
+        "bench: {scenario:?} on {}, {nodes} node(s), {} connections, {} s",
+        servers.store, args.connections, args.duration
     );
 
     let machines_per_license = (args.machines / licenses).max(1);
@@ -428,6 +509,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let measured = measure(&servers.bases, &args, &fleet, &leases, machines_per_license).await;
     let over = over_allocations(&servers, &fleet).await?;
+    if servers.children.is_empty() {
+        delete_fleet(&servers, &fleet).await?;
+    }
 
     // The ceiling: the same load generator against the server's own /healthz.
     let ceiling = drive(
@@ -454,6 +538,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let rss = peak_rss_mib(&servers);
     let pg_database = servers.pg_database.clone();
+    let store = servers.store.clone();
     drop(servers);
     if let Some((admin, name)) = &pg_database {
         use sqlx::Connection;
@@ -486,6 +571,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(rss) = rss {
         println!("server peak RSS: {rss:.0} MiB");
     }
+    for (name, m) in [("scenario", &measured), ("ceiling", &ceiling)] {
+        if m.throttled > 0 {
+            println!(
+                "warning: {} {name} answers were 429 (the server's client rate limit): \
+                 start it with --client-rate-limit 0",
+                m.throttled
+            );
+        }
+    }
     println!(
         "ratio to ceiling: {:.2}{}; over-allocations: {over}",
         measured.throughput() / ceiling.throughput().max(1e-9),
@@ -499,8 +593,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let summary = json!({
         "scenario": format!("{scenario:?}").to_lowercase(),
-        "store": format!("{:?}", args.store).to_lowercase(),
-        "nodes": args.nodes,
+        "store": store,
+        "nodes": nodes,
         "throughput_per_s": measured.throughput().round(),
         "p50_ms": (measured.percentile_ms(0.50) * 100.0).round() / 100.0,
         "p99_ms": (measured.percentile_ms(0.99) * 100.0).round() / 100.0,
@@ -588,6 +682,9 @@ async fn seed_leases(
     fleet: &Fleet,
     count: usize,
 ) -> anyhow::Result<Vec<(String, String, String)>> {
+    let Some(database_url) = servers.database_url.as_deref() else {
+        return take_leases(servers, fleet, count).await;
+    };
     let started = Instant::now();
     let now = now_ms();
     let expires_at = now + 3_600_000;
@@ -617,16 +714,16 @@ async fn seed_leases(
                     .await?;
                 tx.commit().await?;
             }
-            if servers.database_url.starts_with("postgres") {
+            if database_url.starts_with("postgres") {
                 sqlx::query("ANALYZE").execute(&pool).await?;
             }
         }};
     }
-    if servers.database_url.starts_with("postgres") {
-        seed!(sqlx::PgPool::connect(&servers.database_url).await?);
+    if database_url.starts_with("postgres") {
+        seed!(sqlx::PgPool::connect(database_url).await?);
     } else {
         use std::str::FromStr;
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&servers.database_url)?
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(database_url)?
             .busy_timeout(Duration::from_secs(30));
         seed!(sqlx::SqlitePool::connect_with(options).await?);
     }
@@ -642,6 +739,87 @@ async fn seed_leases(
         started.elapsed().as_secs_f64()
     );
     Ok(leases)
+}
+
+/// Takes `count` leases spread over the licenses through the client API, 64 at a time
+/// (servers the bench did not start: it cannot reach their store). Answers (lease id,
+/// key, instance).
+async fn take_leases(
+    servers: &Servers,
+    fleet: &Fleet,
+    count: usize,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    const AT_ONCE: usize = 64;
+    let started = Instant::now();
+    let per_license = count.div_ceil(fleet.licenses.len());
+    let wanted: Vec<(String, usize)> = fleet
+        .licenses
+        .iter()
+        .flat_map(|(_, key, _)| (1..=per_license).map(move |i| (key.clone(), i)))
+        .collect();
+    let wanted = Arc::new(wanted);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..AT_ONCE {
+        let (wanted, next) = (wanted.clone(), next.clone());
+        let base = servers.bases[t % servers.bases.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut taken = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((key, i)) = wanted.get(n) else {
+                    return anyhow::Ok(taken);
+                };
+                let answer = client
+                    .post(format!("{base}/v1/client/leases"))
+                    .json(&json!({"key": key, "fingerprint": format!("seed-{i}"), "os_user": "u", "instance": "i"}))
+                    .send()
+                    .await?;
+                let status = answer.status();
+                let body: Value = answer.json().await.unwrap_or(Value::Null);
+                match body["id"].as_str() {
+                    Some(id) if status.is_success() => {
+                        taken.push((id.to_string(), key.clone(), "i".to_string()))
+                    }
+                    _ => bail!("taking a lease to seed answered {status}: {body}"),
+                }
+            }
+        }));
+    }
+    let mut leases = Vec::with_capacity(wanted.len());
+    for task in tasks {
+        leases.extend(task.await.context("a seeding task failed")??);
+    }
+    eprintln!(
+        "bench: took {} leases through the API in {:.1} s",
+        leases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(leases)
+}
+
+/// Deletes what the bench made on servers it did not start: its licenses (their leases
+/// end with them), then its application.
+async fn delete_fleet(servers: &Servers, fleet: &Fleet) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let base = &servers.bases[0];
+    let paths = fleet
+        .licenses
+        .iter()
+        .map(|(id, _, _)| format!("/v1/licenses/{id}"))
+        .chain([format!("/v1/applications/{}", fleet.application_id)]);
+    for path in paths {
+        let answer = client
+            .delete(format!("{base}{path}"))
+            .bearer_auth(&servers.token)
+            .send()
+            .await?;
+        if !answer.status().is_success() {
+            bail!("deleting {path} answered {}", answer.status());
+        }
+    }
+    Ok(())
 }
 
 /// The largest peak resident set of the server processes, in MiB (Linux; `None` when no

@@ -1,0 +1,174 @@
+//! `leasehold bench --url`: the benchmark drives a server it did not start, through its
+//! API only, reads the ledger back through the API and cleans up after itself.
+
+use crate::harness::{both_stores, TestServer};
+use serde_json::Value;
+use std::process::Command;
+
+both_stores!(bench_drives_a_running_server_through_its_api);
+
+/// Runs `leasehold bench` with `args` off the runtime's threads (the server under test
+/// answers on them); answers (success, stdout, stderr).
+async fn bench(args: Vec<String>) -> (bool, String, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_leasehold"))
+            .arg("bench")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("LEASEHOLD_BENCH_TOKEN")
+            .output()
+            .expect("the binary runs")
+    })
+    .await
+    .expect("the bench task");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The summary: the last line the bench prints.
+fn summary(stdout: &str) -> Value {
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn args(base: &str, token: &str, more: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--url", base, "--token", token]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(
+        [
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--licenses",
+            "2",
+            "--no-baseline",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
+
+async fn bench_drives_a_running_server_through_its_api(s: &TestServer) {
+    let api = s.workspace("Acme").await;
+    let token = api.token.clone().expect("the owner's token");
+
+    // Checkout: 2 licenses of 3 seats (5 machines each), so some takes are refused.
+    let (ok, out, err) = bench(args(
+        &s.base,
+        &token,
+        &["--scenario", "checkout", "--machines", "10"],
+    ))
+    .await;
+    assert!(ok, "bench failed: {err}\n{out}");
+    let result = summary(&out);
+    assert_eq!(result["scenario"], "checkout");
+    assert_eq!(
+        result["store"], "remote",
+        "no --store: the servers' store is unknown"
+    );
+    assert_eq!(result["nodes"], 1);
+    assert_eq!(result["errors"], 0, "{out}");
+    assert_eq!(result["over_allocations"], 0, "{out}");
+    assert!(
+        result["throughput_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{out}"
+    );
+    assert!(
+        result["ceiling_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{out}"
+    );
+    assert!(
+        result["server_peak_rss_mib"].is_null(),
+        "not its process: {out}"
+    );
+    assert!(
+        !out.contains("429"),
+        "the test server has no rate limit: {out}"
+    );
+
+    // The load reached this server: its audit log has the takes and checkins ...
+    let taken = api.ok_get("/v1/events?action=seat.taken&limit=10").await;
+    assert!(
+        !taken["items"].as_array().expect("a page").is_empty(),
+        "{taken}"
+    );
+    let released = api.ok_get("/v1/events?action=seat.released&limit=10").await;
+    assert!(
+        !released["items"].as_array().expect("a page").is_empty(),
+        "{released}"
+    );
+    // ... and the bench deleted what it made.
+    let licenses = api.ok_get("/v1/licenses").await;
+    assert_eq!(
+        licenses["items"].as_array().map(Vec::len),
+        Some(0),
+        "{licenses}"
+    );
+    let applications = api.ok_get("/v1/applications").await;
+    assert_eq!(
+        applications["items"].as_array().map(Vec::len),
+        Some(0),
+        "{applications}"
+    );
+
+    // Heartbeat: the leases are taken through the API (no access to the store).
+    let (ok, out, err) = bench(args(
+        &s.base,
+        &token,
+        &[
+            "--scenario",
+            "heartbeat",
+            "--leases",
+            "6",
+            "--store",
+            "sqlite",
+        ],
+    ))
+    .await;
+    assert!(ok, "bench failed: {err}\n{out}");
+    assert!(err.contains("took 6 leases through the API"), "{err}");
+    let result = summary(&out);
+    assert_eq!(result["scenario"], "heartbeat");
+    assert_eq!(
+        result["store"], "sqlite",
+        "--store labels the servers' store"
+    );
+    assert_eq!(result["errors"], 0, "{out}");
+    assert_eq!(result["over_allocations"], 0, "{out}");
+
+    // Refusals: no token, a token that may not manage licenses, not a server's URL.
+    let (ok, _, err) = bench(vec![
+        "--url".into(),
+        s.base.clone(),
+        "--scenario".into(),
+        "validate".into(),
+    ])
+    .await;
+    assert!(!ok && err.contains("--url needs --token"), "{err}");
+    let viewer = api.token("viewer").await;
+    let (ok, _, err) = bench(args(
+        &s.base,
+        viewer.token.as_deref().expect("a token"),
+        &["--scenario", "validate"],
+    ))
+    .await;
+    assert!(!ok && err.contains("license.manage"), "{err}");
+    let (ok, _, err) = bench(vec![
+        "--url".into(),
+        "ftp://127.0.0.1/".into(),
+        "--token".into(),
+        token.clone(),
+        "--scenario".into(),
+        "validate".into(),
+    ])
+    .await;
+    assert!(!ok && err.contains("http://HOST"), "{err}");
+}
