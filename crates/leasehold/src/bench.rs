@@ -782,6 +782,9 @@ async fn take_leases(
                     Some(id) if status.is_success() => {
                         taken.push((id.to_string(), key.clone(), "i".to_string()))
                     }
+                    _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => bail!(
+                        "taking a lease to seed answered 429: start the server with --client-rate-limit 0"
+                    ),
                     _ => bail!("taking a lease to seed answered {status}: {body}"),
                 }
             }

@@ -172,3 +172,24 @@ async fn bench_drives_a_running_server_through_its_api(s: &TestServer) {
     .await;
     assert!(!ok && err.contains("http://HOST"), "{err}");
 }
+
+/// A server whose client rate limit is on: seeding stops with the way out, not a
+/// measurement of 429s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_names_the_rate_limit_of_a_server_that_throttles_it() {
+    let s = TestServer::start_with(crate::harness::Backend::Sqlite, |settings| {
+        settings.client_rate_limit = 2
+    })
+    .await;
+    let api = s.workspace("Acme").await;
+    let token = api.token.clone().expect("the owner's token");
+    let (ok, out, err) = bench(args(
+        &s.base,
+        &token,
+        &["--scenario", "heartbeat", "--leases", "200"],
+    ))
+    .await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("--client-rate-limit 0"), "{err}");
+    s.stop().await;
+}
