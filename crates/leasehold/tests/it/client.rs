@@ -1137,14 +1137,18 @@ async fn client_calls_are_rate_limited_per_ip_and_key() {
     let s =
         TestServer::start_with(Backend::Sqlite, |settings| settings.client_rate_limit = 2).await;
     let admin = s.workspace("Acme").await;
-    let license = admin.license(1).await;
+    // Three keys: the address's burst runs out first, each key's not.
+    let mut licenses = Vec::new();
+    for _ in 0..3 {
+        licenses.push(admin.license(1).await);
+    }
     let c = client(&s);
     let mut limited = None;
-    for _ in 0..40 {
+    for n in 0..40 {
         let response = c
             .client
             .post(format!("{}/v1/client/validate", s.base))
-            .json(&json!({"key": license["key"]}))
+            .json(&json!({"key": licenses[n % 3]["key"]}))
             .send()
             .await
             .unwrap();
@@ -1155,6 +1159,11 @@ async fn client_calls_are_rate_limited_per_ip_and_key() {
     }
     let response = limited.expect("2/s with a burst of 20 must refuse 40 at once");
     assert!(response.headers().contains_key("retry-after"));
+    let signature = response.headers()["leasehold-signature"].to_str().unwrap();
+    assert!(
+        signature.starts_with("ed25519="),
+        "the limiter's refusal is signed too: {signature}"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
     s.stop().await;
