@@ -69,8 +69,9 @@ pub struct Shared {
 
 impl Shared {
     /// The client's address, for the per-address limits: the connection's, unless it
-    /// comes from a trusted proxy; then the nearest address in `X-Forwarded-For` (or, when
-    /// that is absent, `Forwarded`) that is not a trusted proxy itself (what a client writes there is not believed past it).
+    /// comes from a trusted proxy; then the nearest address in `X-Forwarded-For` (or,
+    /// when that is absent, `Forwarded`) that is not a trusted proxy itself (what a
+    /// client writes there is not believed past it).
     pub fn client_ip(
         &self,
         peer: std::net::IpAddr,

@@ -233,6 +233,13 @@ struct Servers {
     store: String,
 }
 
+impl Servers {
+    /// Servers `--url` named: the bench reaches them through their API only.
+    fn remote(&self) -> bool {
+        self.database_url.is_none()
+    }
+}
+
 impl Drop for Servers {
     fn drop(&mut self) {
         for child in &mut self.children {
@@ -508,10 +515,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let leases = Arc::new(leases);
 
     let measured = measure(&servers.bases, &args, &fleet, &leases, machines_per_license).await;
-    let over = over_allocations(&servers, &fleet).await?;
-    if servers.children.is_empty() {
+    let over = over_allocations(&servers, &fleet).await;
+    if servers.remote() {
         delete_fleet(&servers, &fleet).await?;
     }
+    let over = over?;
 
     // The ceiling: the same load generator against the server's own /healthz.
     let ceiling = drive(
