@@ -2,7 +2,7 @@
 //! connections at one scenario, and measures in the same run, with the same load
 //! generator: the HTTP ceiling of this machine (the server's own `GET /healthz`) and, for
 //! checkout and heartbeat, the usual alternative — a minimal axum service over Redis with
-//! a Lua sorted-set semaphore. Over-allocations are counted from the ledger afterwards.
+//! a Lua sorted-set semaphore, in its own process as the server is. Over-allocations are counted from the ledger afterwards.
 //! With `--url` it drives running servers instead, through their API only.
 
 use anyhow::{bail, Context};
@@ -356,26 +356,29 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         database_url: Some(database_url),
         store: format!("{store:?}").to_lowercase(),
     };
-    let client = reqwest::Client::new();
     for base in &servers.bases {
-        let mut up = false;
-        for _ in 0..400 {
-            if client
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        if !up {
+        if !answers(&format!("{base}/readyz")).await {
             bail!("the server at {base} did not start");
         }
     }
     Ok(servers)
+}
+
+/// Whether `url` answers a success within ten seconds: a process the bench started is up.
+async fn answers(url: &str) -> bool {
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
 }
 
 struct Fleet {
@@ -944,36 +947,97 @@ async fn baseline_heartbeat(State(b): State<Baseline>, Json(r): Json<SeatRequest
     }
 }
 
+/// `leasehold bench-baseline` (hidden): the baseline service, run by the bench as its own
+/// process, as the servers under test are, so that it shares neither the load generator's
+/// runtime nor its threads.
+#[derive(clap::Args, Debug)]
+pub struct BaselineArgs {
+    /// Where it listens.
+    #[arg(long)]
+    listen: std::net::SocketAddr,
+    /// Redis it keeps its seats in.
+    #[arg(long)]
+    redis_url: String,
+    /// The prefix of its Redis keys.
+    #[arg(long)]
+    prefix: String,
+    /// A JSON file of each license's seats total, `{"license id": seats}`.
+    #[arg(long)]
+    seats: PathBuf,
+}
+
+/// Serves the baseline until killed.
+pub async fn serve_baseline(args: BaselineArgs) -> anyhow::Result<()> {
+    let seats: HashMap<String, i64> = serde_json::from_slice(
+        &std::fs::read(&args.seats).with_context(|| format!("reading {}", args.seats.display()))?,
+    )
+    .context("the seats file")?;
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let redis = redis::aio::ConnectionManager::new(client)
+        .await
+        .context("connecting to Redis")?;
+    let app = Router::new()
+        .route("/healthz", axum::routing::get(|| async { StatusCode::OK }))
+        .route("/take", post(baseline_take))
+        .route("/release", post(baseline_release))
+        .route("/heartbeat", post(baseline_heartbeat))
+        .with_state(Baseline {
+            redis,
+            seats: Arc::new(seats),
+            prefix: args.prefix,
+        });
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Kills the baseline's process when the measurement is over, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn redis_baseline(
     args: &BenchArgs,
     fleet: &Fleet,
     machines_per_license: usize,
 ) -> anyhow::Result<Measured> {
     let client = redis::Client::open(args.redis_url.as_str())?;
-    let redis = redis::aio::ConnectionManager::new(client)
+    let mut redis = redis::aio::ConnectionManager::new(client)
         .await
         .context("connecting to Redis")?;
-    let baseline = Baseline {
-        redis,
-        seats: Arc::new(
-            fleet
-                .licenses
-                .iter()
-                .map(|(id, _, seats)| (id.clone(), *seats))
-                .collect(),
-        ),
-        prefix: format!("lhbench:{}:", uuid::Uuid::new_v4().simple()),
-    };
-    let app = Router::new()
-        .route("/take", post(baseline_take))
-        .route("/release", post(baseline_release))
-        .route("/heartbeat", post(baseline_heartbeat))
-        .with_state(baseline.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let prefix = format!("lhbench:{}:", uuid::Uuid::new_v4().simple());
+    let dir = tempfile::tempdir()?;
+    let seats_file = dir.path().join("seats.json");
+    let seats: HashMap<&str, i64> = fleet
+        .licenses
+        .iter()
+        .map(|(id, _, seats)| (id.as_str(), *seats))
+        .collect();
+    std::fs::write(&seats_file, serde_json::to_vec(&seats)?)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _process = KillOnDrop(
+        Command::new(std::env::current_exe()?)
+            .arg("bench-baseline")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis-url", &args.redis_url, "--prefix", &prefix])
+            .arg("--seats")
+            .arg(&seats_file)
+            .env("LEASEHOLD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    if !answers(&format!("{base}/healthz")).await {
+        bail!("the baseline service did not start");
+    }
     let ids: Arc<Vec<String>> = Arc::new(fleet.licenses.iter().map(|l| l.0.clone()).collect());
     let duration = Duration::from_secs(args.duration.max(1));
     let measured = if args.scenario == Scenario::Heartbeat {
@@ -1034,12 +1098,10 @@ async fn redis_baseline(
         )
         .await
     };
-    server.abort();
     // Clean the bench's keys up.
-    let mut redis = baseline.redis.clone();
     for id in ids.iter() {
         let _: redis::RedisResult<i64> = redis::cmd("DEL")
-            .arg(format!("{}{id}", baseline.prefix))
+            .arg(format!("{prefix}{id}"))
             .query_async(&mut redis)
             .await;
     }

@@ -31,6 +31,9 @@ enum Command {
     /// Measure the server: throughput and latency of a scenario, against this machine's
     /// HTTP ceiling and a Redis-based baseline, measured in the same run.
     Bench(bench::BenchArgs),
+    /// The bench's Redis baseline service, which `bench` runs as its own process.
+    #[command(hide = true)]
+    BenchBaseline(bench::BaselineArgs),
     /// Check an offline license file: signature, time window and (optionally) machine.
     /// Exit 0 valid, 1 bad signature, 2 expired or not yet valid, 3 another machine, 4 unreadable.
     VerifyLicenseFile(VerifyArgs),
@@ -217,6 +220,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Init(args) => init(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchBaseline(args) => bench::serve_baseline(args).await,
         Command::Run(args) => return std::process::ExitCode::from(run::run(args).await),
         Command::VerifyLicenseFile(args) => return std::process::ExitCode::from(verify(args)),
     };
