@@ -488,41 +488,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     let machines_per_license = (args.machines / licenses).max(1);
-    let (fleet, leases) = match scenario {
-        Scenario::Validate => (
-            create_licenses(&servers, licenses, 10, false).await?,
-            Vec::new(),
+    let (seats, concurrent) = match scenario {
+        Scenario::Validate => (10, false),
+        // Fewer seats than machines, so some checkouts are refused and the invariant is exercised.
+        Scenario::Checkout => ((machines_per_license as i64 * 3 / 5).max(1), true),
+        Scenario::Heartbeat | Scenario::Mixed => (
+            args.leases.div_ceil(licenses) as i64 + machines_per_license as i64,
+            true,
         ),
-        Scenario::Checkout => {
-            // Fewer seats than machines, so some checkouts are refused and the invariant is exercised.
-            let seats = (machines_per_license as i64 * 3 / 5).max(1);
-            (
-                create_licenses(&servers, licenses, seats, true).await?,
-                Vec::new(),
-            )
-        }
-        Scenario::Heartbeat | Scenario::Mixed => {
-            let per_license = args.leases.div_ceil(licenses) as i64;
-            let fleet = create_licenses(
-                &servers,
-                licenses,
-                per_license + machines_per_license as i64,
-                true,
-            )
-            .await?;
-            let leases = seed_leases(&servers, &fleet, args.leases).await?;
-            (fleet, leases)
-        }
     };
-    let fleet = Arc::new(fleet);
-    let leases = Arc::new(leases);
-
-    let measured = measure(&servers.bases, &args, &fleet, &leases, machines_per_license).await;
-    let over = over_allocations(&servers, &fleet).await;
+    let fleet = Arc::new(create_licenses(&servers, licenses, seats, concurrent).await?);
+    let outcome = async {
+        let leases = match scenario {
+            Scenario::Heartbeat | Scenario::Mixed => {
+                seed_leases(&servers, &fleet, args.leases).await?
+            }
+            Scenario::Validate | Scenario::Checkout => Vec::new(),
+        };
+        let leases = Arc::new(leases);
+        let measured = measure(&servers.bases, &args, &fleet, &leases, machines_per_license).await;
+        anyhow::Ok((measured, over_allocations(&servers, &fleet).await?))
+    }
+    .await;
+    // What the bench made on servers it did not start goes, however the run ended.
     if servers.remote() {
         delete_fleet(&servers, &fleet).await?;
     }
-    let over = over?;
+    let (measured, over) = outcome?;
 
     // The ceiling: the same load generator against the server's own /healthz.
     let ceiling = drive(

@@ -1,5 +1,6 @@
-//! `leasehold bench --url`: the benchmark drives a server it did not start, through its
-//! API only, reads the ledger back through the API and cleans up after itself.
+//! `leasehold bench`: with `--url` it drives a server it did not start, through its API
+//! only, reads the ledger back through the API and cleans up after itself; its Redis
+//! baseline is a service of its own, in its own process.
 
 use crate::harness::{both_stores, TestServer};
 use serde_json::Value;
@@ -191,5 +192,119 @@ async fn bench_names_the_rate_limit_of_a_server_that_throttles_it() {
     .await;
     assert!(!ok, "{out}");
     assert!(err.contains("--client-rate-limit 0"), "{err}");
+    // The run failed after making its licenses; it deleted them all the same.
+    let licenses = api.ok_get("/v1/licenses").await;
+    assert_eq!(
+        licenses["items"].as_array().map(Vec::len),
+        Some(0),
+        "{licenses}"
+    );
     s.stop().await;
+}
+
+/// The baseline service the bench measures against: a Lua sorted-set semaphore over
+/// Redis that never hands out more than a license's seats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_baseline_takes_at_most_the_seats_and_frees_them() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let seats = dir.path().join("seats.json");
+    std::fs::write(&seats, r#"{"L": 2}"#).expect("the seats file");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut service = Command::new(env!("CARGO_BIN_EXE_leasehold"))
+        .arg("bench-baseline")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--redis-url", "redis://127.0.0.1:6379"])
+        .args([
+            "--prefix",
+            &format!("lhtest:{}:", uuid::Uuid::new_v4().simple()),
+        ])
+        .arg("--seats")
+        .arg(&seats)
+        .spawn()
+        .expect("the baseline starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "the baseline service did not answer");
+    let call = |path: &'static str, license: &'static str, holder: &'static str| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"license": license, "holder": holder}))
+                .send()
+                .await
+                .expect("the baseline answers")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(call("/take", "L", "a").await, 201);
+    assert_eq!(call("/take", "L", "b").await, 201);
+    assert_eq!(call("/take", "L", "c").await, 409, "two seats, both taken");
+    assert_eq!(call("/take", "L", "a").await, 200, "a holder's own seat");
+    assert_eq!(call("/take", "other", "a").await, 404);
+    assert_eq!(call("/heartbeat", "L", "b").await, 200);
+    assert_eq!(call("/release", "L", "a").await, 200);
+    assert_eq!(
+        call("/heartbeat", "L", "a").await,
+        410,
+        "a let go of its seat"
+    );
+    assert_eq!(call("/take", "L", "c").await, 201, "a's seat went to c");
+    // Empty sorted sets leave Redis.
+    assert_eq!(call("/release", "L", "b").await, 200);
+    assert_eq!(call("/release", "L", "c").await, 200);
+    let _ = service.kill();
+    let _ = service.wait();
+}
+
+/// A run of its own: the baseline is measured, and its process ends with the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_the_baseline_and_stops_its_process() {
+    let (ok, out, err) = bench(
+        [
+            "--scenario",
+            "checkout",
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--licenses",
+            "2",
+            "--machines",
+            "20",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(ok, "bench failed: {err}\n{out}");
+    let result = summary(&out);
+    assert_eq!(result["store"], "sqlite");
+    assert_eq!(result["errors"], 0, "{out}");
+    assert_eq!(result["over_allocations"], 0, "{out}");
+    assert!(
+        result["baseline_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{err}\n{out}"
+    );
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains("bench-baseline") && cmdline.contains("lhbench:"))
+        .collect();
+    assert!(left.is_empty(), "the baseline outlived the bench: {left:?}");
 }
