@@ -106,6 +106,9 @@ struct Measured {
     errors: u64,
     /// Answers 429 (the server's client rate limit): answered, but not the work asked.
     throttled: u64,
+    /// Other 4xx answers: a full license's refusal (expected in checkout), a heartbeat's
+    /// lease gone (never expected: it would measure refusals, not heartbeats).
+    refused: u64,
     seconds: f64,
     latencies_us: Vec<u32>,
 }
@@ -176,6 +179,7 @@ async fn drive(
             total.requests += m.requests;
             total.errors += m.errors;
             total.throttled += m.throttled;
+            total.refused += m.refused;
             total.latencies_us.extend(m.latencies_us);
         }
     }
@@ -203,6 +207,8 @@ async fn timed(
             let success = response.status().is_success();
             if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 measured.throttled += 1;
+            } else if response.status().is_client_error() {
+                measured.refused += 1;
             }
             let answer = response.json::<Value>().await.unwrap_or(Value::Null);
             (success, answer)
@@ -581,6 +587,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                  start it with --client-rate-limit 0",
                 m.throttled
             );
+        }
+    }
+    if scenario == Scenario::Heartbeat {
+        let measurements = [
+            Some(("leasehold", &measured)),
+            baseline.as_ref().map(|b| ("baseline", b)),
+        ];
+        for (name, m) in measurements.into_iter().flatten() {
+            if m.refused > 0 {
+                println!(
+                    "warning: {} of the {name}'s heartbeats were refused (their lease was gone)",
+                    m.refused
+                );
+            }
         }
     }
     println!(
@@ -1033,16 +1053,23 @@ async fn redis_baseline(
     let ids: Arc<Vec<String>> = Arc::new(fleet.licenses.iter().map(|l| l.0.clone()).collect());
     let duration = Duration::from_secs(args.duration.max(1));
     let measured = if args.scenario == Scenario::Heartbeat {
-        // Seed the same number of holders, then heartbeat them.
-        let seeder = reqwest::Client::new();
-        let seeded = args.leases.min(50_000);
-        for i in 0..seeded {
-            let body = json!({"license": ids[i % ids.len()], "holder": format!("seed-{i}")});
-            seeder
-                .post(format!("{base}/take"))
-                .json(&body)
-                .send()
-                .await?;
+        // The same number of holders as the server's leases, seeded straight into Redis
+        // as the server's are into its ledger, then heartbeat.
+        let seeded = args.leases;
+        let expires_at = now_ms() + 3_600_000;
+        for start in (0..seeded).step_by(10_000) {
+            let mut pipe = redis::pipe();
+            for i in start..(start + 10_000).min(seeded) {
+                pipe.cmd("ZADD")
+                    .arg(format!("{prefix}{}", ids[i % ids.len()]))
+                    .arg(expires_at)
+                    .arg(format!("seed-{i}"))
+                    .ignore();
+            }
+            let () = pipe
+                .query_async(&mut redis)
+                .await
+                .context("seeding the baseline's holders")?;
         }
         drive(
             std::slice::from_ref(&base),

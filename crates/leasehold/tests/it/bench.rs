@@ -300,6 +300,36 @@ async fn bench_measures_the_baseline_and_stops_its_process() {
         result["baseline_per_s"].as_f64().unwrap_or(0.0) > 0.0,
         "{err}\n{out}"
     );
+
+    // Heartbeats: the baseline's holders are seeded as the server's leases are, so
+    // neither measures refusals.
+    let (ok, out, err) = bench(
+        [
+            "--scenario",
+            "heartbeat",
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--licenses",
+            "2",
+            "--leases",
+            "40",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(ok, "bench failed: {err}\n{out}");
+    let result = summary(&out);
+    assert_eq!(result["errors"], 0, "{out}");
+    assert!(
+        result["baseline_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "{err}\n{out}"
+    );
+    assert!(!out.contains("refused"), "{out}");
+
     let left: Vec<String> = std::fs::read_dir("/proc")
         .expect("/proc")
         .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
