@@ -35,24 +35,16 @@ fn summary(stdout: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// A run of seconds on two licenses.
+const SHORT_RUN: [&str; 6] = ["--duration", "1", "--connections", "4", "--licenses", "2"];
+
 fn args(base: &str, token: &str, more: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["--url", base, "--token", token]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    args.extend(
-        [
-            "--duration",
-            "1",
-            "--connections",
-            "4",
-            "--licenses",
-            "2",
-            "--no-baseline",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    args.extend(SHORT_RUN.iter().map(|s| s.to_string()));
+    args.push("--no-baseline".to_string());
     args.extend(more.iter().map(|s| s.to_string()));
     args
 }
@@ -270,64 +262,36 @@ async fn the_redis_baseline_takes_at_most_the_seats_and_frees_them() {
     let _ = service.wait();
 }
 
-/// A run of its own: the baseline is measured, and its process ends with the run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_measures_the_baseline_and_stops_its_process() {
-    let (ok, out, err) = bench(
-        [
-            "--scenario",
-            "checkout",
-            "--duration",
-            "1",
-            "--connections",
-            "4",
-            "--licenses",
-            "2",
-            "--machines",
-            "20",
-        ]
+/// A short bench run of `scenario` on a server of its own, baseline included: it must
+/// succeed without errors and measure the baseline. Answers (summary, stdout).
+async fn own_run(scenario: &str, more: &[&str]) -> (Value, String) {
+    let args: Vec<String> = ["--scenario", scenario]
         .iter()
+        .chain(&SHORT_RUN)
+        .chain(more)
         .map(|s| s.to_string())
-        .collect(),
-    )
-    .await;
+        .collect();
+    let (ok, out, err) = bench(args).await;
     assert!(ok, "bench failed: {err}\n{out}");
     let result = summary(&out);
-    assert_eq!(result["store"], "sqlite");
     assert_eq!(result["errors"], 0, "{out}");
-    assert_eq!(result["over_allocations"], 0, "{out}");
     assert!(
         result["baseline_per_s"].as_f64().unwrap_or(0.0) > 0.0,
         "{err}\n{out}"
     );
+    (result, out)
+}
+
+/// Runs of its own: the baseline is measured, and its process ends with the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_the_baseline_and_stops_its_process() {
+    let (result, out) = own_run("checkout", &["--machines", "20"]).await;
+    assert_eq!(result["store"], "sqlite");
+    assert_eq!(result["over_allocations"], 0, "{out}");
 
     // Heartbeats: the baseline's holders are seeded as the server's leases are, so
     // neither measures refusals.
-    let (ok, out, err) = bench(
-        [
-            "--scenario",
-            "heartbeat",
-            "--duration",
-            "1",
-            "--connections",
-            "4",
-            "--licenses",
-            "2",
-            "--leases",
-            "40",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    )
-    .await;
-    assert!(ok, "bench failed: {err}\n{out}");
-    let result = summary(&out);
-    assert_eq!(result["errors"], 0, "{out}");
-    assert!(
-        result["baseline_per_s"].as_f64().unwrap_or(0.0) > 0.0,
-        "{err}\n{out}"
-    );
+    let (_, out) = own_run("heartbeat", &["--leases", "40"]).await;
     assert!(!out.contains("refused"), "{out}");
 
     let left: Vec<String> = std::fs::read_dir("/proc")
