@@ -362,29 +362,37 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         database_url: Some(database_url),
         store: format!("{store:?}").to_lowercase(),
     };
-    for base in &servers.bases {
-        if !answers(&format!("{base}/readyz")).await {
-            bail!("the server at {base} did not start");
-        }
+    let mut servers = servers;
+    for (child, base) in servers.children.iter_mut().zip(&servers.bases) {
+        wait_until_up(child, &format!("{base}/readyz"))
+            .await
+            .with_context(|| format!("the server at {base} did not start"))?;
     }
     Ok(servers)
 }
 
-/// Whether `url` answers a success within ten seconds: a process the bench started is up.
-async fn answers(url: &str) -> bool {
-    let client = reqwest::Client::new();
-    for _ in 0..400 {
+/// Waits until the bench's `process` answers a success at `url`; an error if it exits
+/// first or does not answer within about ten seconds.
+async fn wait_until_up(process: &mut Child, url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = process.try_wait()? {
+            bail!("it exited ({status})");
+        }
         if client
             .get(url)
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            return true;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    false
+    bail!("it did not answer within 10 s")
 }
 
 struct Fleet {
@@ -411,29 +419,44 @@ async fn create_licenses(
     let Some(application_id) = app["id"].as_str().map(str::to_string) else {
         bail!("creating the bench's application failed (is the token one with license.manage?): {app}");
     };
-    let mut licenses = Vec::new();
-    for _ in 0..count {
-        let license: Value = client
-            .post(format!("{base}/v1/licenses"))
-            .bearer_auth(&servers.token)
-            .json(&json!({
-                "application_id": application_id, "licensed_to": "Bench", "type": "subscription",
-                "seat_model": if concurrent { "concurrent" } else { "dedicated" }, "seats_total": seats,
-                "policy": {"lease_ttl_s": 3600}
-            }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let (Some(id), Some(key)) = (license["id"].as_str(), license["key"].as_str()) else {
-            bail!("creating a license failed: {license}");
-        };
-        licenses.push((id.to_string(), key.to_string(), seats));
-    }
-    Ok(Fleet {
+    let mut fleet = Fleet {
         application_id,
-        licenses,
-    })
+        licenses: Vec::new(),
+    };
+    for _ in 0..count {
+        let created = async {
+            let license: Value = client
+                .post(format!("{base}/v1/licenses"))
+                .bearer_auth(&servers.token)
+                .json(&json!({
+                    "application_id": fleet.application_id, "licensed_to": "Bench", "type": "subscription",
+                    "seat_model": if concurrent { "concurrent" } else { "dedicated" }, "seats_total": seats,
+                    "policy": {"lease_ttl_s": 3600}
+                }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let (Some(id), Some(key)) = (license["id"].as_str(), license["key"].as_str()) else {
+                bail!("creating a license failed: {license}");
+            };
+            anyhow::Ok((id.to_string(), key.to_string(), seats))
+        }
+        .await;
+        match created {
+            Ok(license) => fleet.licenses.push(license),
+            Err(error) => {
+                // What was made before the failure goes, on servers the bench did not start.
+                if servers.remote() {
+                    if let Err(cleanup) = delete_fleet(servers, &fleet).await {
+                        eprintln!("bench: {cleanup:#}");
+                    }
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(fleet)
 }
 
 /// Active ledger rows against `seats_used` and `seats_total`, for every license.
@@ -516,11 +539,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::Ok((measured, over_allocations(&servers, &fleet).await?))
     }
     .await;
-    // What the bench made on servers it did not start goes, however the run ended.
-    if servers.remote() {
-        delete_fleet(&servers, &fleet).await?;
-    }
+    // What the bench made on servers it did not start goes, however the run ended; the
+    // run's own error, if any, is the one reported.
+    let cleanup = match servers.remote() {
+        true => delete_fleet(&servers, &fleet).await,
+        false => Ok(()),
+    };
     let (measured, over) = outcome?;
+    cleanup?;
 
     // The ceiling: the same load generator against the server's own /healthz.
     let ceiling = drive(
@@ -597,7 +623,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         for (name, m) in measurements.into_iter().flatten() {
             if m.refused > 0 {
                 println!(
-                    "warning: {} of the {name}'s heartbeats were refused (their lease was gone)",
+                    "warning: {} of the {name}'s heartbeats were refused (4xx: a lease that is \
+                     gone answers 404 or 410)",
                     m.refused
                 );
             }
@@ -782,11 +809,12 @@ async fn take_leases(
         .collect();
     let wanted = Arc::new(wanted);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
+    // A JoinSet: when one task fails, the others are aborted as it drops.
+    let mut tasks = tokio::task::JoinSet::new();
     for t in 0..AT_ONCE {
         let (wanted, next) = (wanted.clone(), next.clone());
         let base = servers.bases[t % servers.bases.len()].clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let client = reqwest::Client::new();
             let mut taken = Vec::new();
             loop {
@@ -811,11 +839,11 @@ async fn take_leases(
                     _ => bail!("taking a lease to seed answered {status}: {body}"),
                 }
             }
-        }));
+        });
     }
     let mut leases = Vec::with_capacity(wanted.len());
-    for task in tasks {
-        leases.extend(task.await.context("a seeding task failed")??);
+    while let Some(task) = tasks.join_next().await {
+        leases.extend(task.context("a seeding task failed")??);
     }
     eprintln!(
         "bench: took {} leases through the API in {:.1} s",
@@ -835,15 +863,24 @@ async fn delete_fleet(servers: &Servers, fleet: &Fleet) -> anyhow::Result<()> {
         .iter()
         .map(|(id, _, _)| format!("/v1/licenses/{id}"))
         .chain([format!("/v1/applications/{}", fleet.application_id)]);
+    let mut failures = Vec::new();
     for path in paths {
-        let answer = client
+        match client
             .delete(format!("{base}{path}"))
             .bearer_auth(&servers.token)
             .send()
-            .await?;
-        if !answer.status().is_success() {
-            bail!("deleting {path} answered {}", answer.status());
+            .await
+        {
+            Ok(answer) if answer.status().is_success() => {}
+            Ok(answer) => failures.push(format!("{path} answered {}", answer.status())),
+            Err(error) => failures.push(format!("{path}: {error}")),
         }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "deleting the bench's records failed: {}",
+            failures.join("; ")
+        );
     }
     Ok(())
 }
@@ -967,8 +1004,9 @@ pub struct BaselineArgs {
     /// Where it listens.
     #[arg(long)]
     listen: std::net::SocketAddr,
-    /// Redis it keeps its seats in.
-    #[arg(long)]
+    /// Redis it keeps its seats in (from the environment, so that a password in it is
+    /// not on a command line).
+    #[arg(long, env = "LEASEHOLD_BENCH_REDIS_URL", hide_env_values = true)]
     redis_url: String,
     /// The prefix of its Redis keys.
     #[arg(long)]
@@ -1035,11 +1073,12 @@ async fn redis_baseline(
         .local_addr()?
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let _process = KillOnDrop(
+    let mut process = KillOnDrop(
         Command::new(std::env::current_exe()?)
             .arg("bench-baseline")
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--redis-url", &args.redis_url, "--prefix", &prefix])
+            .args(["--prefix", &prefix])
+            .env("LEASEHOLD_BENCH_REDIS_URL", &args.redis_url)
             .arg("--seats")
             .arg(&seats_file)
             .env("LEASEHOLD_LOG", "warn")
@@ -1047,31 +1086,32 @@ async fn redis_baseline(
             .stderr(Stdio::inherit())
             .spawn()?,
     );
-    if !answers(&format!("{base}/healthz")).await {
-        bail!("the baseline service did not start");
-    }
+    wait_until_up(&mut process.0, &format!("{base}/healthz"))
+        .await
+        .context("the baseline service did not start")?;
     let ids: Arc<Vec<String>> = Arc::new(fleet.licenses.iter().map(|l| l.0.clone()).collect());
     let duration = Duration::from_secs(args.duration.max(1));
-    let measured = if args.scenario == Scenario::Heartbeat {
-        // The same number of holders as the server's leases, seeded straight into Redis
-        // as the server's are into its ledger, then heartbeat.
-        let seeded = args.leases;
-        let expires_at = now_ms() + 3_600_000;
-        for start in (0..seeded).step_by(10_000) {
-            let mut pipe = redis::pipe();
-            for i in start..(start + 10_000).min(seeded) {
-                pipe.cmd("ZADD")
-                    .arg(format!("{prefix}{}", ids[i % ids.len()]))
-                    .arg(expires_at)
-                    .arg(format!("seed-{i}"))
-                    .ignore();
+    let outcome = async {
+        let measured = if args.scenario == Scenario::Heartbeat {
+            // The same number of holders as the server's leases, seeded straight into Redis
+            // as the server's are into its ledger, then heartbeat.
+            let seeded = args.leases;
+            let expires_at = now_ms() + 3_600_000;
+            for start in (0..seeded).step_by(10_000) {
+                let mut pipe = redis::pipe();
+                for i in start..(start + 10_000).min(seeded) {
+                    pipe.cmd("ZADD")
+                        .arg(format!("{prefix}{}", ids[i % ids.len()]))
+                        .arg(expires_at)
+                        .arg(format!("seed-{i}"))
+                        .ignore();
+                }
+                let () = pipe
+                    .query_async(&mut redis)
+                    .await
+                    .context("seeding the baseline's holders")?;
             }
-            let () = pipe
-                .query_async(&mut redis)
-                .await
-                .context("seeding the baseline's holders")?;
-        }
-        drive(
+            drive(
             std::slice::from_ref(&base),
             args.connections,
             duration,
@@ -1089,40 +1129,43 @@ async fn redis_baseline(
             None,
         )
         .await
-    } else {
-        let release: Follow = Arc::new(|request: &Value, _| {
-            Some((
-                reqwest::Method::POST,
-                "/release".to_string(),
-                request.clone(),
-            ))
-        });
-        drive(
-            std::slice::from_ref(&base),
-            args.connections,
-            duration,
-            |_| {
-                let ids = ids.clone();
-                Box::new(move |rng: &mut rand::rngs::StdRng| {
-                    let license = &ids[rng.gen_range(0..ids.len())];
-                    let machine = rng.gen_range(0..machines_per_license);
-                    (
-                        reqwest::Method::POST,
-                        "/take".to_string(),
-                        Some(json!({"license": license, "holder": format!("m{machine}/u")})),
-                    )
-                })
-            },
-            Some(release),
-        )
-        .await
-    };
-    // Clean the bench's keys up.
+        } else {
+            let release: Follow = Arc::new(|request: &Value, _| {
+                Some((
+                    reqwest::Method::POST,
+                    "/release".to_string(),
+                    request.clone(),
+                ))
+            });
+            drive(
+                std::slice::from_ref(&base),
+                args.connections,
+                duration,
+                |_| {
+                    let ids = ids.clone();
+                    Box::new(move |rng: &mut rand::rngs::StdRng| {
+                        let license = &ids[rng.gen_range(0..ids.len())];
+                        let machine = rng.gen_range(0..machines_per_license);
+                        (
+                            reqwest::Method::POST,
+                            "/take".to_string(),
+                            Some(json!({"license": license, "holder": format!("m{machine}/u")})),
+                        )
+                    })
+                },
+                Some(release),
+            )
+            .await
+        };
+        anyhow::Ok(measured)
+    }
+    .await;
+    // Clean the bench's keys up, however the measurement ended.
     for id in ids.iter() {
         let _: redis::RedisResult<i64> = redis::cmd("DEL")
             .arg(format!("{prefix}{id}"))
             .query_async(&mut redis)
             .await;
     }
-    Ok(measured)
+    outcome
 }

@@ -11,12 +11,25 @@ both_stores!(bench_drives_a_running_server_through_its_api);
 /// Runs `leasehold bench` with `args` off the runtime's threads (the server under test
 /// answers on them); answers (success, stdout, stderr).
 async fn bench(args: Vec<String>) -> (bool, String, String) {
+    bench_with(args, &[]).await
+}
+
+/// The environment variable that marks the processes a test's bench runs start.
+const MARK: &str = "LHTEST_BENCH_MARK";
+
+/// `bench`, with more environment variables.
+async fn bench_with(args: Vec<String>, vars: &[(&str, &str)]) -> (bool, String, String) {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_leasehold"))
             .arg("bench")
             .args(args)
             .env("NO_COLOR", "1")
             .env_remove("LEASEHOLD_BENCH_TOKEN")
+            .envs(vars)
             .output()
             .expect("the binary runs")
     })
@@ -184,13 +197,12 @@ async fn bench_names_the_rate_limit_of_a_server_that_throttles_it() {
     .await;
     assert!(!ok, "{out}");
     assert!(err.contains("--client-rate-limit 0"), "{err}");
-    // The run failed after making its licenses; it deleted them all the same.
-    let licenses = api.ok_get("/v1/licenses").await;
-    assert_eq!(
-        licenses["items"].as_array().map(Vec::len),
-        Some(0),
-        "{licenses}"
-    );
+    // The run failed after making its application and licenses; it deleted them all
+    // the same.
+    for path in ["/v1/licenses", "/v1/applications"] {
+        let page = api.ok_get(path).await;
+        assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+    }
     s.stop().await;
 }
 
@@ -205,18 +217,20 @@ async fn the_redis_baseline_takes_at_most_the_seats_and_frees_them() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut service = Command::new(env!("CARGO_BIN_EXE_leasehold"))
-        .arg("bench-baseline")
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--redis-url", "redis://127.0.0.1:6379"])
-        .args([
-            "--prefix",
-            &format!("lhtest:{}:", uuid::Uuid::new_v4().simple()),
-        ])
-        .arg("--seats")
-        .arg(&seats)
-        .spawn()
-        .expect("the baseline starts");
+    let redis_url = std::env::var("LEASEHOLD_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
+    let prefix = format!("lhtest:{}:", uuid::Uuid::new_v4().simple());
+    let _service = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_leasehold"))
+            .arg("bench-baseline")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--prefix", &prefix])
+            .arg("--seats")
+            .arg(&seats)
+            .env("LEASEHOLD_BENCH_REDIS_URL", &redis_url)
+            .spawn()
+            .expect("the baseline starts"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut up = false;
@@ -227,7 +241,10 @@ async fn the_redis_baseline_takes_at_most_the_seats_and_frees_them() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert!(up, "the baseline service did not answer");
+    assert!(
+        up,
+        "the baseline service did not answer (is Redis up at {redis_url}?)"
+    );
     let call = |path: &'static str, license: &'static str, holder: &'static str| {
         let client = client.clone();
         let url = format!("{base}{path}");
@@ -255,23 +272,44 @@ async fn the_redis_baseline_takes_at_most_the_seats_and_frees_them() {
         "a let go of its seat"
     );
     assert_eq!(call("/take", "L", "c").await, 201, "a's seat went to c");
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("Redis");
+    let holders: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}L"))
+        .query(&mut redis)
+        .expect("ZCARD");
+    assert_eq!(holders, 2, "b and c");
     // Empty sorted sets leave Redis.
     assert_eq!(call("/release", "L", "b").await, 200);
     assert_eq!(call("/release", "L", "c").await, 200);
-    let _ = service.kill();
-    let _ = service.wait();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(format!("{prefix}L"))
+        .query(&mut redis)
+        .expect("EXISTS");
+    assert_eq!(exists, 0);
+}
+
+/// A process a test started, killed however the test ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A short bench run of `scenario` on a server of its own, baseline included: it must
 /// succeed without errors and measure the baseline. Answers (summary, stdout).
-async fn own_run(scenario: &str, more: &[&str]) -> (Value, String) {
+async fn own_run(scenario: &str, more: &[&str], mark: &str) -> (Value, String) {
     let args: Vec<String> = ["--scenario", scenario]
         .iter()
         .chain(&SHORT_RUN)
         .chain(more)
         .map(|s| s.to_string())
         .collect();
-    let (ok, out, err) = bench(args).await;
+    let (ok, out, err) = bench_with(args, &[(MARK, mark)]).await;
     assert!(ok, "bench failed: {err}\n{out}");
     let result = summary(&out);
     assert_eq!(result["errors"], 0, "{out}");
@@ -285,20 +323,28 @@ async fn own_run(scenario: &str, more: &[&str]) -> (Value, String) {
 /// Runs of its own: the baseline is measured, and its process ends with the run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_the_baseline_and_stops_its_process() {
-    let (result, out) = own_run("checkout", &["--machines", "20"]).await;
+    // The processes these runs start inherit a mark of their own.
+    let mark = uuid::Uuid::new_v4().to_string();
+    let (result, out) = own_run("checkout", &["--machines", "20"], &mark).await;
     assert_eq!(result["store"], "sqlite");
     assert_eq!(result["over_allocations"], 0, "{out}");
 
     // Heartbeats: the baseline's holders are seeded as the server's leases are, so
     // neither measures refusals.
-    let (_, out) = own_run("heartbeat", &["--leases", "40"]).await;
+    // More holders than one seeding pipeline's 10,000.
+    let (_, out) = own_run("heartbeat", &["--leases", "10050"], &mark).await;
     assert!(!out.contains("refused"), "{out}");
 
+    let marked = format!("{MARK}={mark}");
     let left: Vec<String> = std::fs::read_dir("/proc")
         .expect("/proc")
-        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter_map(|entry| {
+            let dir = entry.ok()?.path();
+            let environ = std::fs::read(dir.join("environ")).ok()?;
+            let marked = environ.split(|b| *b == 0).any(|v| v == marked.as_bytes());
+            marked.then(|| std::fs::read(dir.join("cmdline")).ok())?
+        })
         .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
-        .filter(|cmdline| cmdline.contains("bench-baseline") && cmdline.contains("lhbench:"))
         .collect();
-    assert!(left.is_empty(), "the baseline outlived the bench: {left:?}");
+    assert!(left.is_empty(), "processes outlived the bench: {left:?}");
 }
