@@ -545,6 +545,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         true => delete_fleet(&servers, &fleet).await,
         false => Ok(()),
     };
+    if let (Err(_), Err(error)) = (&outcome, &cleanup) {
+        eprintln!("bench: {error:#}");
+    }
     let (measured, over) = outcome?;
     cleanup?;
 
@@ -809,41 +812,67 @@ async fn take_leases(
         .collect();
     let wanted = Arc::new(wanted);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // A JoinSet: when one task fails, the others are aborted as it drops.
+    // When one task fails, the others take no more leases; they finish the request they
+    // have in flight, so none is still taking when the caller cleans up.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..AT_ONCE {
-        let (wanted, next) = (wanted.clone(), next.clone());
+        let (wanted, next, failed) = (wanted.clone(), next.clone(), failed.clone());
         let base = servers.bases[t % servers.bases.len()].clone();
         tasks.spawn(async move {
             let client = reqwest::Client::new();
             let mut taken = Vec::new();
-            loop {
+            let outcome = loop {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    break Ok(());
+                }
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some((key, i)) = wanted.get(n) else {
-                    return anyhow::Ok(taken);
+                    break Ok(());
                 };
-                let answer = client
+                let answer = match client
                     .post(format!("{base}/v1/client/leases"))
                     .json(&json!({"key": key, "fingerprint": format!("seed-{i}"), "os_user": "u", "instance": "i"}))
                     .send()
-                    .await?;
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(error) => break Err(anyhow::Error::from(error)),
+                };
                 let status = answer.status();
                 let body: Value = answer.json().await.unwrap_or(Value::Null);
                 match body["id"].as_str() {
                     Some(id) if status.is_success() => {
                         taken.push((id.to_string(), key.clone(), "i".to_string()))
                     }
-                    _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => bail!(
+                    _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => break Err(anyhow::anyhow!(
                         "taking a lease to seed answered 429: start the server with --client-rate-limit 0"
-                    ),
-                    _ => bail!("taking a lease to seed answered {status}: {body}"),
+                    )),
+                    _ => break Err(anyhow::anyhow!("taking a lease to seed answered {status}: {body}")),
                 }
+            };
+            if outcome.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
+            outcome.map(|()| taken)
         });
     }
+    // Every task is waited for; the first failure is the answer.
     let mut leases = Vec::with_capacity(wanted.len());
+    let mut first_failure = None;
     while let Some(task) = tasks.join_next().await {
-        leases.extend(task.context("a seeding task failed")??);
+        match task
+            .context("a seeding task failed")
+            .and_then(|taken| taken)
+        {
+            Ok(taken) => leases.extend(taken),
+            Err(error) => {
+                first_failure.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_failure {
+        return Err(error);
     }
     eprintln!(
         "bench: took {} leases through the API in {:.1} s",

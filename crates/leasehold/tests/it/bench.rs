@@ -201,7 +201,11 @@ async fn bench_names_the_rate_limit_of_a_server_that_throttles_it() {
     // the same.
     for path in ["/v1/licenses", "/v1/applications"] {
         let page = api.ok_get(path).await;
-        assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+        assert_eq!(
+            page["items"].as_array().map(Vec::len),
+            Some(0),
+            "{err}\n{page}"
+        );
     }
     s.stop().await;
 }
