@@ -359,9 +359,24 @@ impl ServerProcess {
     }
 
     /// Starts `leasehold serve` without waiting for it (to start several at once).
+    pub fn spawn(store_args: &[String]) -> ServerProcess {
+        Self::spawn_logging(store_args, None)
+    }
+
+    /// Starts `leasehold serve`, its log (stdout and stderr) going to `log` if given.
     // The child is waited for in `kill_9` and in `Drop`.
     #[allow(clippy::zombie_processes)]
-    pub fn spawn(store_args: &[String]) -> ServerProcess {
+    pub fn spawn_logging(store_args: &[String], log: Option<&std::path::Path>) -> ServerProcess {
+        let output = || match log {
+            Some(path) => std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => std::process::Stdio::null(),
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -377,8 +392,8 @@ impl ServerProcess {
             ])
             .args(store_args)
             .env_remove("LEASEHOLD_MASTER_KEY")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .unwrap();
         ServerProcess {

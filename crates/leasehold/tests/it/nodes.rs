@@ -67,27 +67,31 @@ async fn three_nodes_share_one_seat_ledger() {
         .await;
     assert_eq!(active["items"].as_array().unwrap().len(), 20);
 
-    // 2. A live event made on node 0 reaches the stream of node 2.
+    // 2. A live event made on node 0 reaches the streams of nodes 1 and 2.
     let watched = admin
         .license_with(json!({"seat_model": "concurrent", "seats_total": 5}))
         .await;
-    let mut stream = reqwest::Client::new()
-        .get(format!(
-            "{}/v1/events/stream?license_id={}",
-            nodes[2].base,
-            id(&watched)
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    let ready = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&ready).contains("ready"));
+    let mut streams = Vec::new();
+    for node in &nodes[1..] {
+        let mut stream = reqwest::Client::new()
+            .get(format!(
+                "{}/v1/events/stream?license_id={}",
+                node.base,
+                id(&watched)
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        let ready = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&ready).contains("ready"));
+        streams.push(stream);
+    }
     let taken_at = Instant::now();
     nodes[0]
         .api("")
@@ -97,17 +101,23 @@ async fn three_nodes_share_one_seat_ledger() {
             StatusCode::CREATED,
         )
         .await;
-    let mut seen = String::new();
-    while !seen.contains("seat.taken") {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
-            .await
-            .expect("the event crossed nodes")
-            .unwrap()
-            .unwrap();
-        seen.push_str(&String::from_utf8_lossy(&chunk));
+    for (n, stream) in streams.iter_mut().enumerate() {
+        let mut seen = String::new();
+        while !seen.contains("seat.taken") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("the event crossed to node {}", n + 1))
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        eprintln!(
+            "live event reached node {} in {:?}",
+            n + 1,
+            taken_at.elapsed()
+        );
     }
-    eprintln!("live event crossed nodes in {:?}", taken_at.elapsed());
-    drop(stream);
+    drop(streams);
 
     // 3. Three sweepers, one release each: every lapsed lease expires exactly once.
     let short = admin

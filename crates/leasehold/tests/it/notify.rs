@@ -769,6 +769,134 @@ async fn two_nodes_deliver_each_message_once() {
     crate::harness::drop_pg_database(&name).await;
 }
 
+/// Three nodes' reminder jobs find the same due reminders at once: each becomes one
+/// email and one webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_turn_each_due_reminder_into_one_message() {
+    const LICENSES: usize = 30;
+    let (url, name) = fresh_pg_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = vec![
+        "--database-url".to_string(),
+        url,
+        "--data-dir".to_string(),
+        dir.path().display().to_string(),
+    ];
+    let token = init_store(&store, "Acme");
+    let sink = SmtpSink::start().await;
+    let receiver = Receiver::start(0, false).await;
+    let mut args = node_args(&store);
+    args.extend(["--smtp-url".to_string(), sink.url.clone()]);
+
+    // The licenses are made on a node whose reminder job ran (at its start) before any
+    // of them existed and does not run again...
+    let mut quiet = args.clone();
+    quiet.extend(["--reminder-interval-ms".to_string(), "3600000".to_string()]);
+    let setup = ServerProcess::start(&quiet).await;
+    let admin = setup.api(&token);
+    admin
+        .ok_post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["license.expiring"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let app = admin.application("App").await;
+    let expires = Utc::now().date_naive() + Days::new(7);
+    for n in 0..LICENSES {
+        admin
+            .ok_post(
+                "/v1/licenses",
+                json!({"application_id": app, "licensed_to": format!("L{n}"), "type": "subscription",
+                       "seats_total": 1, "expires_on": expires.to_string()}),
+                StatusCode::CREATED,
+            )
+            .await;
+    }
+    drop(setup);
+
+    // ... so that three nodes starting together all find every reminder due, and keep
+    // looking every 50 ms.
+    let mut busy = args.clone();
+    busy.extend(["--reminder-interval-ms".to_string(), "50".to_string()]);
+    let logs: Vec<_> = (0..3)
+        .map(|n| dir.path().join(format!("node{n}.log")))
+        .collect();
+    let nodes: Vec<ServerProcess> = logs
+        .iter()
+        .map(|log| ServerProcess::spawn_logging(&busy, Some(log)))
+        .collect();
+    for node in &nodes {
+        node.ready().await;
+    }
+    receiver.wait_for(|got| got.len() >= LICENSES).await;
+    assert!(
+        crate::harness::eventually(20, || async { sink.mails().len() >= LICENSES }).await,
+        "every reminder was emailed: {} of {LICENSES}",
+        sink.mails().len()
+    );
+    // Dozens more reminder ticks and delivery polls: time for a duplicate to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mails = sink.mails();
+    assert_eq!(mails.len(), LICENSES, "one email per reminder");
+    let message_ids: std::collections::HashSet<String> =
+        mails.iter().map(|m| m.message_id()).collect();
+    assert_eq!(message_ids.len(), LICENSES);
+    for n in 0..LICENSES {
+        let to = format!("licensed to L{n}:");
+        assert_eq!(
+            mails.iter().filter(|m| m.text().contains(&to)).count(),
+            1,
+            "L{n}'s reminder, once"
+        );
+    }
+    let hooks = receiver.got();
+    assert_eq!(hooks.len(), LICENSES, "one webhook per reminder");
+    let hook_ids: std::collections::HashSet<&str> =
+        hooks.iter().map(|r| r.id_header.as_str()).collect();
+    assert_eq!(hook_ids.len(), LICENSES);
+    assert!(hooks.iter().all(|r| r.json["type"] == "license.expiring"));
+    let sent = nodes[2]
+        .api(&token)
+        .ok_get("/v1/reminders?state=sent&limit=100")
+        .await;
+    assert_eq!(
+        sent["items"].as_array().map(Vec::len),
+        Some(LICENSES),
+        "{sent}"
+    );
+    drop(nodes);
+    // Not only the outcome: the work itself was done once. One node queued each reminder;
+    // the others, waiting for its lock, then found none pending.
+    let queued: u64 = logs
+        .iter()
+        .map(|log| queued_reminders(&std::fs::read_to_string(log).unwrap_or_default()))
+        .sum();
+    assert_eq!(queued, LICENSES as u64, "reminders queued, over all nodes");
+    crate::harness::drop_pg_database(&name).await;
+}
+
+/// The reminders a node's log says it queued (`queued reminder messages reminders=N`).
+fn queued_reminders(log: &str) -> u64 {
+    let mut plain = String::new();
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An ANSI colour: up to its closing 'm'.
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+        .lines()
+        .filter(|line| line.contains("queued reminder messages"))
+        .filter_map(|line| line.split("reminders=").nth(1))
+        .filter_map(|n| n.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// A holder refused for the admin-release cooldown is announced like a full license:
 /// `seat.denied`, on the lease path (the SQLite seat writer hands it to the general path,
 /// PostgreSQL's batch skips it) and on the activation path.
