@@ -17,6 +17,20 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A new PostgreSQL database and a data directory for nodes to share: their store
+/// arguments, the database's name (for [`drop_pg_database`]) and the directory.
+pub async fn shared_pg_store() -> (Vec<String>, String, tempfile::TempDir) {
+    let (url, name) = fresh_pg_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = vec![
+        "--database-url".to_string(),
+        url,
+        "--data-dir".to_string(),
+        dir.path().display().to_string(),
+    ];
+    (store, name, dir)
+}
+
 /// A new, uniquely named, empty PostgreSQL database; answers its URL.
 pub async fn fresh_pg_database() -> (String, String) {
     use sqlx::Connection;

@@ -2,26 +2,21 @@
 //! seat invariant across nodes, sweeps done once, live events crossing nodes, and
 //! migrations applied safely by nodes starting together.
 
-use crate::harness::{drop_pg_database, fresh_pg_database, id, init_store, ServerProcess};
+use crate::harness::{drop_pg_database, id, init_store, shared_pg_store, ServerProcess};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_one_seat_ledger() {
-    let (url, name) = fresh_pg_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = vec![
-        "--database-url".to_string(),
-        url,
-        "--data-dir".into(),
-        dir.path().display().to_string(),
+    let (mut store, name, dir) = shared_pg_store().await;
+    store.extend([
         "--sweep-interval-ms".into(),
         "100".into(),
         // Cached licenses never lapse by age here: only change notices can drop them.
         "--license-cache-ms".into(),
         "600000".into(),
-    ];
+    ]);
     // Every node gets the same master key, as an operator would give LEASEHOLD_MASTER_KEY.
     write_master_key(&dir);
     // Three nodes start at once on an empty database: the migrations run once.

@@ -2,7 +2,7 @@
 //! real HTTP receiver and a real SMTP server on loopback; retried, never lost on kill -9,
 //! never doubled by two nodes.
 
-use crate::harness::{fresh_pg_database, id, init_store, Backend, ServerProcess, TestServer};
+use crate::harness::{id, init_store, shared_pg_store, Api, Backend, ServerProcess, TestServer};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use chrono::{Days, Utc};
@@ -51,6 +51,16 @@ impl Receiver {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { url, state }
+    }
+
+    /// A webhook of `api`'s workspace to this receiver, for `events`.
+    pub async fn subscribe(&self, api: &Api, events: &[&str]) -> Value {
+        api.ok_post(
+            "/v1/webhooks",
+            json!({"url": self.url, "events": events}),
+            StatusCode::CREATED,
+        )
+        .await
     }
 
     pub fn got(&self) -> Vec<Received> {
@@ -409,13 +419,7 @@ async fn a_failing_receiver_gets_the_event_once_more(backend: Backend) {
     let s = TestServer::start_with(backend, local).await;
     let receiver = Receiver::start(3, false).await;
     let admin = s.workspace("Acme").await;
-    let hook = admin
-        .ok_post(
-            "/v1/webhooks",
-            json!({"url": receiver.url, "events": ["license.created"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    let hook = receiver.subscribe(&admin, &["license.created"]).await;
     admin.license(1).await;
     let got = receiver.wait_for(|got| got.len() >= 4).await;
     // Backoff is 100, 200, 400 ms here: wait well past another would-be retry.
@@ -498,13 +502,7 @@ async fn due_reminders_are_emailed_once(backend: Backend) {
         .patch("/v1/notifications", json!({"emails": ["not an address"]}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    admin
-        .ok_post(
-            "/v1/webhooks",
-            json!({"url": receiver.url, "events": ["license.expiring"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    receiver.subscribe(&admin, &["license.expiring"]).await;
     let app = admin
         .ok_post(
             "/v1/applications",
@@ -666,13 +664,7 @@ async fn kill_9_loses_nothing_and_repeats_at_most_the_message_in_flight() {
     let receiver = Receiver::start(0, true).await;
     let mut server = ServerProcess::start(&node_args(&store)).await;
     let admin = server.api(&token);
-    admin
-        .ok_post(
-            "/v1/webhooks",
-            json!({"url": receiver.url, "events": ["license.created"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    receiver.subscribe(&admin, &["license.created"]).await;
     let mut created = Vec::new();
     for _ in 0..6 {
         created.push(id(&admin.license(1).await));
@@ -719,14 +711,7 @@ async fn kill_9_loses_nothing_and_repeats_at_most_the_message_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_deliver_each_message_once() {
-    let (url, name) = fresh_pg_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = vec![
-        "--database-url".to_string(),
-        url,
-        "--data-dir".to_string(),
-        dir.path().display().to_string(),
-    ];
+    let (store, name, _dir) = shared_pg_store().await;
     let token = init_store(&store, "Acme");
     let receiver = Receiver::start(0, false).await;
     let nodes = [
@@ -734,13 +719,7 @@ async fn two_nodes_deliver_each_message_once() {
         ServerProcess::start(&node_args(&store)).await,
     ];
     let apis: Vec<_> = nodes.iter().map(|n| n.api(&token)).collect();
-    apis[0]
-        .ok_post(
-            "/v1/webhooks",
-            json!({"url": receiver.url, "events": ["license.created"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    receiver.subscribe(&apis[0], &["license.created"]).await;
     let app = apis[0].application("App").await;
     let mut tasks = Vec::new();
     for n in 0..40 {
@@ -774,14 +753,7 @@ async fn two_nodes_deliver_each_message_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_turn_each_due_reminder_into_one_message() {
     const LICENSES: usize = 30;
-    let (url, name) = fresh_pg_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = vec![
-        "--database-url".to_string(),
-        url,
-        "--data-dir".to_string(),
-        dir.path().display().to_string(),
-    ];
+    let (store, name, dir) = shared_pg_store().await;
     let token = init_store(&store, "Acme");
     let sink = SmtpSink::start().await;
     let receiver = Receiver::start(0, false).await;
@@ -794,13 +766,7 @@ async fn three_nodes_turn_each_due_reminder_into_one_message() {
     quiet.extend(["--reminder-interval-ms".to_string(), "3600000".to_string()]);
     let setup = ServerProcess::start(&quiet).await;
     let admin = setup.api(&token);
-    admin
-        .ok_post(
-            "/v1/webhooks",
-            json!({"url": receiver.url, "events": ["license.expiring"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    receiver.subscribe(&admin, &["license.expiring"]).await;
     let app = admin.application("App").await;
     let expires = Utc::now().date_naive() + Days::new(7);
     for n in 0..LICENSES {
@@ -904,13 +870,7 @@ async fn a_cooldown_refusal_is_announced(backend: Backend) {
     let s = TestServer::start_with(backend, local).await;
     let receiver = Receiver::start(0, false).await;
     let admin = s.workspace("Acme").await;
-    admin
-        .ok_post(
-            "/v1/webhooks",
-            json!({"url": receiver.url, "events": ["seat.denied"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    receiver.subscribe(&admin, &["seat.denied"]).await;
     let c = s.anonymous();
     for (model, path, body) in [
         (
@@ -983,13 +943,7 @@ async fn swept_leases_are_audited_and_announced(backend: Backend) {
     .await;
     let receiver = Receiver::start(0, false).await;
     let admin = s.workspace("Acme").await;
-    admin
-        .ok_post(
-            "/v1/webhooks",
-            json!({"url": receiver.url, "events": ["seat.expired"]}),
-            StatusCode::CREATED,
-        )
-        .await;
+    receiver.subscribe(&admin, &["seat.expired"]).await;
     let license = admin
         .license_with(
             json!({"seat_model": "concurrent", "seats_total": 5, "policy": {"lease_ttl_s": 2}}),
