@@ -353,7 +353,7 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         children.push(child);
         bases.push(format!("http://127.0.0.1:{port}"));
     }
-    let servers = Servers {
+    let mut servers = Servers {
         children,
         bases,
         token,
@@ -362,7 +362,6 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
         database_url: Some(database_url),
         store: format!("{store:?}").to_lowercase(),
     };
-    let mut servers = servers;
     for (child, base) in servers.children.iter_mut().zip(&servers.bases) {
         wait_until_up(child, &format!("{base}/readyz"))
             .await
@@ -541,9 +540,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .await;
     // What the bench made on servers it did not start goes, however the run ended; the
     // run's own error, if any, is the one reported.
-    let cleanup = match servers.remote() {
-        true => delete_fleet(&servers, &fleet).await,
-        false => Ok(()),
+    let cleanup = if servers.remote() {
+        delete_fleet(&servers, &fleet).await
+    } else {
+        Ok(())
     };
     if let (Err(_), Err(error)) = (&outcome, &cleanup) {
         eprintln!("bench: {error:#}");
@@ -1107,9 +1107,9 @@ async fn redis_baseline(
             .arg("bench-baseline")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--prefix", &prefix])
-            .env("LEASEHOLD_BENCH_REDIS_URL", &args.redis_url)
             .arg("--seats")
             .arg(&seats_file)
+            .env("LEASEHOLD_BENCH_REDIS_URL", &args.redis_url)
             .env("LEASEHOLD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -1121,72 +1121,49 @@ async fn redis_baseline(
     let ids: Arc<Vec<String>> = Arc::new(fleet.licenses.iter().map(|l| l.0.clone()).collect());
     let duration = Duration::from_secs(args.duration.max(1));
     let outcome = async {
-        let measured = if args.scenario == Scenario::Heartbeat {
-            // The same number of holders as the server's leases, seeded straight into Redis
-            // as the server's are into its ledger, then heartbeat.
-            let seeded = args.leases;
-            let expires_at = now_ms() + 3_600_000;
-            for start in (0..seeded).step_by(10_000) {
-                let mut pipe = redis::pipe();
-                for i in start..(start + 10_000).min(seeded) {
-                    pipe.cmd("ZADD")
-                        .arg(format!("{prefix}{}", ids[i % ids.len()]))
-                        .arg(expires_at)
-                        .arg(format!("seed-{i}"))
-                        .ignore();
-                }
-                let () = pipe
-                    .query_async(&mut redis)
-                    .await
-                    .context("seeding the baseline's holders")?;
-            }
-            drive(
-            std::slice::from_ref(&base),
-            args.connections,
-            duration,
-            |_| {
-                let ids = ids.clone();
-                Box::new(move |rng: &mut rand::rngs::StdRng| {
+        let heartbeat = args.scenario == Scenario::Heartbeat;
+        let seeded = args.leases;
+        if heartbeat {
+            seed_baseline_holders(&mut redis, &prefix, &ids, seeded).await?;
+        }
+        // Heartbeats of the seeded holders, or takes of random machines each followed by
+        // its release.
+        let make = |_: usize| -> Step {
+            let ids = ids.clone();
+            Box::new(move |rng: &mut rand::rngs::StdRng| {
+                let (path, license, holder) = if heartbeat {
                     let i = rng.gen_range(0..seeded.max(1));
-                    (
-                        reqwest::Method::POST,
-                        "/heartbeat".to_string(),
-                        Some(json!({"license": ids[i % ids.len()], "holder": format!("seed-{i}")})),
-                    )
-                })
-            },
-            None,
-        )
-        .await
-        } else {
-            let release: Follow = Arc::new(|request: &Value, _| {
-                Some((
+                    ("/heartbeat", &ids[i % ids.len()], format!("seed-{i}"))
+                } else {
+                    let license = &ids[rng.gen_range(0..ids.len())];
+                    let machine = rng.gen_range(0..machines_per_license);
+                    ("/take", license, format!("m{machine}/u"))
+                };
+                (
                     reqwest::Method::POST,
-                    "/release".to_string(),
-                    request.clone(),
-                ))
-            });
+                    path.to_string(),
+                    Some(json!({"license": license, "holder": holder})),
+                )
+            })
+        };
+        let release: Follow = Arc::new(|request: &Value, _| {
+            Some((
+                reqwest::Method::POST,
+                "/release".to_string(),
+                request.clone(),
+            ))
+        });
+        let follow = (!heartbeat).then_some(release);
+        anyhow::Ok(
             drive(
                 std::slice::from_ref(&base),
                 args.connections,
                 duration,
-                |_| {
-                    let ids = ids.clone();
-                    Box::new(move |rng: &mut rand::rngs::StdRng| {
-                        let license = &ids[rng.gen_range(0..ids.len())];
-                        let machine = rng.gen_range(0..machines_per_license);
-                        (
-                            reqwest::Method::POST,
-                            "/take".to_string(),
-                            Some(json!({"license": license, "holder": format!("m{machine}/u")})),
-                        )
-                    })
-                },
-                Some(release),
+                make,
+                follow,
             )
-            .await
-        };
-        anyhow::Ok(measured)
+            .await,
+        )
     }
     .await;
     // Clean the bench's keys up, however the measurement ended.
@@ -1197,4 +1174,31 @@ async fn redis_baseline(
             .await;
     }
     outcome
+}
+
+/// `count` holders, `seed-0` to `seed-{count-1}`, spread over the licenses as the
+/// server's seeded leases are, written straight into Redis (pipelined `ZADD`s).
+async fn seed_baseline_holders(
+    redis: &mut redis::aio::ConnectionManager,
+    prefix: &str,
+    ids: &[String],
+    count: usize,
+) -> anyhow::Result<()> {
+    const PER_PIPELINE: usize = 10_000;
+    let expires_at = now_ms() + 3_600_000;
+    for start in (0..count).step_by(PER_PIPELINE) {
+        let mut pipe = redis::pipe();
+        for i in start..(start + PER_PIPELINE).min(count) {
+            pipe.cmd("ZADD")
+                .arg(format!("{prefix}{}", ids[i % ids.len()]))
+                .arg(expires_at)
+                .arg(format!("seed-{i}"))
+                .ignore();
+        }
+        let () = pipe
+            .query_async(redis)
+            .await
+            .context("seeding the baseline's holders")?;
+    }
+    Ok(())
 }
