@@ -134,6 +134,9 @@ type Follow = Arc<dyn Fn(&Value, &Value) -> Option<(reqwest::Method, String, Val
 type Step =
     Box<dyn FnMut(&mut rand::rngs::StdRng) -> (reqwest::Method, String, Option<Value>) + Send>;
 
+/// No request of the load waits longer than this past the end of the run.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Drives `connections` connections for `duration`, each looping over what `make` gives
 /// it; a request counts as answered unless it failed in transport or answered 5xx.
 async fn drive(
@@ -144,30 +147,31 @@ async fn drive(
     follow: Option<Follow>,
 ) -> Measured {
     let deadline = Instant::now() + duration;
+    let give_up = tokio::time::Instant::from_std(deadline + REQUEST_TIMEOUT);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
-        let base = bases[c % bases.len()].clone();
+        let mut connection = Connection::new(&bases[c % bases.len()], give_up);
         let mut step = make(c);
         let follow = follow.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default();
             let mut measured = Measured::default();
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
             while Instant::now() < deadline {
                 let (method, path, body) = step(&mut rng);
-                let (ok, answer) =
-                    timed(&client, &base, method, &path, body.as_ref(), &mut measured).await;
-                if let (true, Some(follow)) = (ok, &follow) {
-                    if let Some((method, path, body)) =
-                        follow(body.as_ref().unwrap_or(&Value::Null), &answer)
-                    {
-                        timed(&client, &base, method, &path, Some(&body), &mut measured).await;
-                    }
+                let answer = connection
+                    .timed(method, &path, body.as_ref(), &mut measured)
+                    .await;
+                let (Some(answer), Some(follow)) = (answer, &follow) else {
+                    continue;
+                };
+                let answer = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+                if let Some((method, path, body)) =
+                    follow(body.as_ref().unwrap_or(&Value::Null), &answer)
+                {
+                    connection
+                        .timed(method, &path, Some(&body), &mut measured)
+                        .await;
                 }
             }
             measured
@@ -188,41 +192,241 @@ async fn drive(
     total
 }
 
-async fn timed(
-    client: &reqwest::Client,
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<&Value>,
-    measured: &mut Measured,
-) -> (bool, Value) {
-    let started = Instant::now();
-    let mut request = client.request(method, format!("{base}{path}"));
-    if let Some(body) = body {
-        request = request.json(body);
+/// One connection of the load generator. To a plain `http://` server it is one kept-alive
+/// HTTP/1.1 connection of hyper's own, polled by the task that sends on it and opened
+/// again after a failure: the load shares the machine's cores with the server it
+/// measures, and reqwest (a pool, a URL parsed, a timer and a second task per request)
+/// cost about twice as much CPU per request, taken from the server. `https://` servers
+/// are reached through reqwest.
+enum Connection {
+    Plain {
+        address: String,
+        host: axum::http::HeaderValue,
+        open: Option<PlainConnection>,
+        give_up: tokio::time::Instant,
+    },
+    Tls {
+        client: reqwest::Client,
+        base: String,
+        give_up: tokio::time::Instant,
+    },
+}
+
+type PlainBody = http_body_util::Full<axum::body::Bytes>;
+
+struct PlainConnection {
+    sender: hyper::client::conn::http1::SendRequest<PlainBody>,
+    /// Whether `driver` finished (the connection ended).
+    ended: bool,
+    /// Reads and writes the socket; it is polled alongside each request.
+    driver: std::pin::Pin<
+        Box<
+            hyper::client::conn::http1::Connection<
+                hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+                PlainBody,
+            >,
+        >,
+    >,
+}
+
+/// Why a request of the load got no answer (counted as an error, not told apart).
+struct NoAnswer;
+
+impl Connection {
+    fn new(base: &str, give_up: tokio::time::Instant) -> Connection {
+        let plain = base
+            .strip_prefix("http://")
+            .and_then(|address| Some((address, axum::http::HeaderValue::from_str(address).ok()?)));
+        match plain {
+            Some((address, host)) => Connection::Plain {
+                address: address.to_string(),
+                host,
+                open: None,
+                give_up,
+            },
+            None => Connection::Tls {
+                client: reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .build()
+                    .unwrap_or_default(),
+                base: base.to_string(),
+                give_up,
+            },
+        }
     }
-    let result = request.send().await;
-    let (ok, answer) = match result {
-        Ok(response) if !response.status().is_server_error() => {
-            let success = response.status().is_success();
-            if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                measured.throttled += 1;
-            } else if response.status().is_client_error() {
-                measured.refused += 1;
+
+    /// Sends one request and records its latency and outcome in `measured`; answers the
+    /// body of a success.
+    async fn timed(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        measured: &mut Measured,
+    ) -> Option<axum::body::Bytes> {
+        let started = Instant::now();
+        let body = body.and_then(|b| serde_json::to_vec(b).ok());
+        let give_up = match self {
+            Connection::Plain { give_up, .. } | Connection::Tls { give_up, .. } => *give_up,
+        };
+        let result = tokio::time::timeout_at(give_up, self.send(method, path, body)).await;
+        measured.requests += 1;
+        let answer = match result {
+            Ok(Ok((status, answer))) if !status.is_server_error() => {
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    measured.throttled += 1;
+                } else if status.is_client_error() {
+                    measured.refused += 1;
+                }
+                status.is_success().then_some(answer)
             }
-            let answer = response.json::<Value>().await.unwrap_or(Value::Null);
-            (success, answer)
+            _ => {
+                measured.errors += 1;
+                // A connection that failed or timed out is opened anew.
+                if let Connection::Plain { open, .. } = self {
+                    *open = None;
+                }
+                None
+            }
+        };
+        measured
+            .latencies_us
+            .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        answer
+    }
+
+    async fn send(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, axum::body::Bytes), NoAnswer> {
+        match self {
+            Connection::Tls { client, base, .. } => {
+                let mut request = client.request(method, format!("{base}{path}"));
+                if let Some(body) = body {
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                }
+                let response = request.send().await.map_err(|_| NoAnswer)?;
+                let status = response.status();
+                Ok((status, response.bytes().await.map_err(|_| NoAnswer)?))
+            }
+            Connection::Plain {
+                address,
+                host,
+                open,
+                ..
+            } => {
+                // A kept connection the server has closed since (it answered
+                // `Connection: close`, or timed out an idle one) is opened again: nothing
+                // was sent on it yet.
+                let mut kept = open.take();
+                if let Some(connection) = &mut kept {
+                    if connection.ready().await.is_err() {
+                        kept = None;
+                    }
+                }
+                let connection = match kept {
+                    Some(connection) => open.insert(connection),
+                    None => {
+                        let mut connection = PlainConnection::open(address).await?;
+                        connection.ready().await?;
+                        open.insert(connection)
+                    }
+                };
+                let mut request = axum::http::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header(axum::http::header::HOST, host.clone());
+                if body.is_some() {
+                    request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
+                }
+                let request = request
+                    .body(PlainBody::new(body.unwrap_or_default().into()))
+                    .map_err(|_| NoAnswer)?;
+                connection.answer(request).await
+            }
         }
-        _ => {
-            measured.errors += 1;
-            (false, Value::Null)
+    }
+}
+
+impl PlainConnection {
+    async fn open(address: &str) -> Result<PlainConnection, NoAnswer> {
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|_| NoAnswer)?;
+        stream.set_nodelay(true).map_err(|_| NoAnswer)?;
+        let (sender, driver) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|_| NoAnswer)?;
+        Ok(PlainConnection {
+            sender,
+            ended: false,
+            driver: Box::pin(driver),
+        })
+    }
+
+    /// Waits until the connection can take a request (the last answer's end read).
+    async fn ready(&mut self) -> Result<(), NoAnswer> {
+        let PlainConnection {
+            sender,
+            driver,
+            ended,
+        } = self;
+        while_driven(driver, ended, sender.ready())
+            .await?
+            .map_err(|_| NoAnswer)
+    }
+
+    async fn answer(
+        &mut self,
+        request: axum::http::Request<PlainBody>,
+    ) -> Result<(StatusCode, axum::body::Bytes), NoAnswer> {
+        use http_body_util::BodyExt;
+        let PlainConnection {
+            sender,
+            driver,
+            ended,
+        } = self;
+        let response = while_driven(driver, ended, sender.send_request(request)).await?;
+        let (parts, body) = response.map_err(|_| NoAnswer)?.into_parts();
+        let body = while_driven(driver, ended, body.collect()).await?;
+        Ok((parts.status, body.map_err(|_| NoAnswer)?.to_bytes()))
+    }
+}
+
+/// Runs `work` while `driver` reads and writes its connection; `NoAnswer` should the
+/// connection end before `work` can finish. `ended` records that it did: a finished
+/// driver is not polled again.
+async fn while_driven<D, F>(
+    driver: &mut std::pin::Pin<Box<D>>,
+    ended: &mut bool,
+    work: F,
+) -> Result<F::Output, NoAnswer>
+where
+    D: std::future::Future + ?Sized,
+    F: std::future::Future,
+{
+    let mut work = std::pin::pin!(work);
+    if !*ended {
+        tokio::select! {
+            biased;
+            done = &mut work => return Ok(done),
+            _ = driver.as_mut() => *ended = true,
         }
-    };
-    measured.requests += 1;
-    measured
-        .latencies_us
-        .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-    (ok, answer)
+    }
+    // What the connection delivered before it ended (an answer with `Connection:
+    // close`) may still finish the work.
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match work.as_mut().poll(cx) {
+            std::task::Poll::Ready(done) => Ok(done),
+            std::task::Poll::Pending => Err(NoAnswer),
+        })
+    })
+    .await
 }
 
 struct Servers {
@@ -1201,4 +1405,100 @@ async fn seed_baseline_holders(
             .context("seeding the baseline's holders")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers each request `{}` and closes the connection after it.
+    async fn closing_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let answer =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    fn soon() -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_opened_again() {
+        let mut connection = Connection::new(&closing_server().await, soon());
+        let mut measured = Measured::default();
+        for _ in 0..3 {
+            let answer = connection
+                .timed(reqwest::Method::GET, "/healthz", None, &mut measured)
+                .await;
+            assert_eq!(answer.as_deref(), Some(&b"{}"[..]));
+        }
+        assert_eq!((measured.requests, measured.errors), (3, 0));
+        assert_eq!(measured.latencies_us.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_gone_counts_errors() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut connection = Connection::new(&format!("http://127.0.0.1:{port}"), soon());
+        let mut measured = Measured::default();
+        for _ in 0..2 {
+            let body = json!({"key": "k"});
+            let answer = connection
+                .timed(
+                    reqwest::Method::POST,
+                    "/v1/client/validate",
+                    Some(&body),
+                    &mut measured,
+                )
+                .await;
+            assert!(answer.is_none());
+        }
+        assert_eq!((measured.requests, measured.errors), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out_as_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("its address");
+        // Accepts, reads, and never answers.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let give_up = tokio::time::Instant::now() + Duration::from_millis(300);
+        let mut connection = Connection::new(&format!("http://{address}"), give_up);
+        let mut measured = Measured::default();
+        let answer = connection
+            .timed(reqwest::Method::GET, "/healthz", None, &mut measured)
+            .await;
+        assert!(answer.is_none());
+        assert_eq!((measured.requests, measured.errors), (1, 1));
+    }
 }
