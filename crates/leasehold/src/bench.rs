@@ -200,8 +200,11 @@ async fn drive(
 /// are reached through reqwest.
 enum Connection {
     Plain {
+        /// `host:port` to connect to.
         address: String,
         host: axum::http::HeaderValue,
+        /// The base URL's path, before every request's (empty at the root).
+        prefix: String,
         open: Option<PlainConnection>,
         give_up: tokio::time::Instant,
     },
@@ -234,13 +237,27 @@ struct NoAnswer;
 
 impl Connection {
     fn new(base: &str, give_up: tokio::time::Instant) -> Connection {
-        let plain = base
-            .strip_prefix("http://")
-            .and_then(|address| Some((address, axum::http::HeaderValue::from_str(address).ok()?)));
+        let plain = reqwest::Url::parse(base)
+            .ok()
+            .filter(|url| url.scheme() == "http")
+            .and_then(|url| {
+                let name = url.host_str()?;
+                let port = url.port_or_known_default()?;
+                let host = match url.port() {
+                    Some(port) => format!("{name}:{port}"),
+                    None => name.to_string(),
+                };
+                Some((
+                    format!("{name}:{port}"),
+                    axum::http::HeaderValue::from_str(&host).ok()?,
+                    url.path().trim_end_matches('/').to_string(),
+                ))
+            });
         match plain {
-            Some((address, host)) => Connection::Plain {
-                address: address.to_string(),
+            Some((address, host, prefix)) => Connection::Plain {
+                address,
                 host,
+                prefix,
                 open: None,
                 give_up,
             },
@@ -316,6 +333,7 @@ impl Connection {
             Connection::Plain {
                 address,
                 host,
+                prefix,
                 open,
                 ..
             } => {
@@ -338,7 +356,7 @@ impl Connection {
                 };
                 let mut request = axum::http::Request::builder()
                     .method(method)
-                    .uri(path)
+                    .uri(format!("{prefix}{path}"))
                     .header(axum::http::header::HOST, host.clone());
                 if body.is_some() {
                     request = request.header(axum::http::header::CONTENT_TYPE, "application/json");
@@ -1454,6 +1472,38 @@ mod tests {
         }
         assert_eq!((measured.requests, measured.errors), (3, 0));
         assert_eq!(measured.latencies_us.len(), 3);
+    }
+
+    #[test]
+    fn a_base_url_gives_the_address_host_and_path() {
+        let soon = tokio::time::Instant::now();
+        let parts = |base: &str| match Connection::new(base, soon) {
+            Connection::Plain {
+                address,
+                host,
+                prefix,
+                ..
+            } => Some((
+                address,
+                host.to_str().unwrap_or_default().to_string(),
+                prefix,
+            )),
+            Connection::Tls { .. } => None,
+        };
+        let owned = |a: &str, h: &str, p: &str| Some((a.into(), h.into(), p.into()));
+        assert_eq!(
+            parts("http://127.0.0.1:8080"),
+            owned("127.0.0.1:8080", "127.0.0.1:8080", "")
+        );
+        assert_eq!(
+            parts("http://licenses.example.com"),
+            owned("licenses.example.com:80", "licenses.example.com", "")
+        );
+        assert_eq!(
+            parts("http://[::1]:9000/leasehold"),
+            owned("[::1]:9000", "[::1]:9000", "/leasehold")
+        );
+        assert_eq!(parts("https://licenses.example.com"), None);
     }
 
     #[tokio::test]
