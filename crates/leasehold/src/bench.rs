@@ -198,7 +198,13 @@ async fn drive(
 /// measures, and reqwest (a pool, a URL parsed, a timer and a second task per request)
 /// cost about twice as much CPU per request, taken from the server. `https://` servers
 /// are reached through reqwest.
-enum Connection {
+struct Connection {
+    /// No request waits past this.
+    give_up: tokio::time::Instant,
+    transport: Transport,
+}
+
+enum Transport {
     Plain {
         /// `host:port` to connect to.
         address: String,
@@ -206,12 +212,10 @@ enum Connection {
         /// The base URL's path, before every request's (empty at the root).
         prefix: String,
         open: Option<PlainConnection>,
-        give_up: tokio::time::Instant,
     },
     Tls {
         client: reqwest::Client,
         base: String,
-        give_up: tokio::time::Instant,
     },
 }
 
@@ -253,23 +257,22 @@ impl Connection {
                     url.path().trim_end_matches('/').to_string(),
                 ))
             });
-        match plain {
-            Some((address, host, prefix)) => Connection::Plain {
+        let transport = match plain {
+            Some((address, host, prefix)) => Transport::Plain {
                 address,
                 host,
                 prefix,
                 open: None,
-                give_up,
             },
-            None => Connection::Tls {
+            None => Transport::Tls {
                 client: reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
                     .build()
                     .unwrap_or_default(),
                 base: base.to_string(),
-                give_up,
             },
-        }
+        };
+        Connection { give_up, transport }
     }
 
     /// Sends one request and records its latency and outcome in `measured`; answers the
@@ -283,10 +286,8 @@ impl Connection {
     ) -> Option<axum::body::Bytes> {
         let started = Instant::now();
         let body = body.and_then(|b| serde_json::to_vec(b).ok());
-        let give_up = match self {
-            Connection::Plain { give_up, .. } | Connection::Tls { give_up, .. } => *give_up,
-        };
-        let result = tokio::time::timeout_at(give_up, self.send(method, path, body)).await;
+        let result =
+            tokio::time::timeout_at(self.give_up, self.transport.send(method, path, body)).await;
         measured.requests += 1;
         let answer = match result {
             Ok(Ok((status, answer))) if !status.is_server_error() => {
@@ -300,7 +301,7 @@ impl Connection {
             _ => {
                 measured.errors += 1;
                 // A connection that failed or timed out is opened anew.
-                if let Connection::Plain { open, .. } = self {
+                if let Transport::Plain { open, .. } = &mut self.transport {
                     *open = None;
                 }
                 None
@@ -311,7 +312,9 @@ impl Connection {
             .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
         answer
     }
+}
 
+impl Transport {
     async fn send(
         &mut self,
         method: reqwest::Method,
@@ -319,7 +322,7 @@ impl Connection {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, axum::body::Bytes), NoAnswer> {
         match self {
-            Connection::Tls { client, base, .. } => {
+            Transport::Tls { client, base } => {
                 let mut request = client.request(method, format!("{base}{path}"));
                 if let Some(body) = body {
                     request = request
@@ -330,12 +333,11 @@ impl Connection {
                 let status = response.status();
                 Ok((status, response.bytes().await.map_err(|_| NoAnswer)?))
             }
-            Connection::Plain {
+            Transport::Plain {
                 address,
                 host,
                 prefix,
                 open,
-                ..
             } => {
                 // A kept connection the server has closed since (it answered
                 // `Connection: close`, or timed out an idle one) is opened again: nothing
@@ -1477,8 +1479,8 @@ mod tests {
     #[test]
     fn a_base_url_gives_the_address_host_and_path() {
         let soon = tokio::time::Instant::now();
-        let parts = |base: &str| match Connection::new(base, soon) {
-            Connection::Plain {
+        let parts = |base: &str| match Connection::new(base, soon).transport {
+            Transport::Plain {
                 address,
                 host,
                 prefix,
@@ -1488,7 +1490,7 @@ mod tests {
                 host.to_str().unwrap_or_default().to_string(),
                 prefix,
             )),
-            Connection::Tls { .. } => None,
+            Transport::Tls { .. } => None,
         };
         let owned = |a: &str, h: &str, p: &str| Some((a.into(), h.into(), p.into()));
         assert_eq!(
