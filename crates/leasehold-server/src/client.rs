@@ -5,7 +5,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ApiQuery};
 use crate::license_cache::Need;
-use crate::signing::Signer;
+use crate::signing::{Repeats, Signer};
 use crate::{convert, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use chrono::SubsecRound;
 use leasehold_core::secrets::constant_time_eq;
 use leasehold_core::{effective_status, keys, EffectiveStatus, SeatKind, SeatModel};
 use leasehold_proto::*;
@@ -71,12 +72,17 @@ async fn sign_answer(state: &AppState, response: Response) -> Response {
         .get::<SignWith>()
         .map(|s| s.0.clone())
         .unwrap_or_else(|| state.signers.server());
+    let repeats = response
+        .extensions()
+        .get::<Repeats>()
+        .copied()
+        .unwrap_or_default();
     let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, 1 << 20).await {
         Ok(bytes) => bytes,
         Err(_) => return ApiError::internal().into_response(),
     };
-    if let Some(value) = key.header(&bytes) {
+    if let Some(value) = key.header(&bytes, repeats) {
         parts.headers.insert(SIGNATURE_HEADER, value);
     }
     Response::from_parts(parts, Body::from(bytes))
@@ -288,7 +294,16 @@ async fn validate(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> Response {
-    let checked_at = chrono::Utc::now();
+    let mut response = validation(state, headers, body).await;
+    response.extensions_mut().insert(Repeats::Often);
+    response
+}
+
+/// The answer to a validation. Checked to the second, so that a license's answer is one
+/// body all through a second, signed once (Ed25519 is deterministic: the remembered
+/// signature is the one signing again would give).
+async fn validation(state: AppState, headers: HeaderMap, body: ValidateRequest) -> Response {
+    let checked_at = chrono::Utc::now().trunc_subsecs(0);
     let caller = match Caller::resolve(&state, &headers, body.key.as_deref(), Need::SeatCount).await
     {
         Ok(Some(caller)) => caller,

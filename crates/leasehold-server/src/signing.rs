@@ -15,13 +15,27 @@ use std::sync::{Arc, Mutex, RwLock};
 const SERVER_KEY: &str = "server_signing_key";
 
 /// Bodies up to this size have their signatures remembered (a heartbeat's answer is about
-/// 40 bytes, a checkin's 17; validations and checkouts, larger and never the same twice,
-/// pass by without taking the lock) ...
+/// 40 bytes, a checkin's 17; checkouts, larger and never the same twice, pass by without
+/// taking the lock) ...
 const REMEMBERED_BODY_BYTES: usize = 64;
+/// ... and so do larger ones up to this size that the handler said will repeat
+/// ([`Repeats`]: a validation answers the same body for a license all through a second).
+const REPEATING_BODY_BYTES: usize = 2048;
 /// ... up to about this many bytes for all keys together (then all are forgotten at once).
 const MEMO_BYTES: usize = 1 << 20;
 /// What one remembered signature costs besides its body: the header value and the map.
 const MEMO_ENTRY_BYTES: usize = 160;
+
+/// Whether an answer's body is expected again soon, so that its signature is worth
+/// remembering even when it is not small. A response extension, set by the handler.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Repeats {
+    /// Only small bodies are remembered (heartbeats and checkins repeat; checkouts never).
+    #[default]
+    Seldom,
+    /// A validation: one license's answer is the same body all through a second.
+    Often,
+}
 
 /// The signatures of recent small answer bodies, by signing key (its public half).
 #[derive(Default)]
@@ -60,9 +74,13 @@ impl Signer {
     }
 
     /// The `Leasehold-Signature` value for these exact body bytes:
-    /// `ed25519=<base64 signature>`.
-    pub fn header(&self, bytes: &[u8]) -> Option<HeaderValue> {
-        let remember = bytes.len() <= REMEMBERED_BODY_BYTES;
+    /// `ed25519=<base64 signature>`. `repeats`: the body is expected again soon.
+    pub fn header(&self, bytes: &[u8], repeats: Repeats) -> Option<HeaderValue> {
+        let limit = match repeats {
+            Repeats::Seldom => REMEMBERED_BODY_BYTES,
+            Repeats::Often => REPEATING_BODY_BYTES,
+        };
+        let remember = bytes.len() <= limit;
         if remember {
             let known = self.memo.lock().ok().and_then(|memo| {
                 memo.by_key
@@ -216,7 +234,7 @@ mod tests {
     fn a_body_signed_again_gets_the_remembered_signature() {
         let key = signers(1).remove(0);
         let body = br#"{"expires_at":"2026-11-24T04:00:00.000Z"}"#;
-        let first = key.header(body).unwrap();
+        let first = key.header(body, Repeats::Seldom).unwrap();
         assert_eq!(first, signature_header(&key.key, body).as_str());
         assert!(verifies(&key, body, &first));
         assert_eq!(remembered(&key, body), Some(first.clone()));
@@ -230,9 +248,9 @@ mod tests {
             .entry(key.public)
             .or_default()
             .insert(Bytes::copy_from_slice(body), planted.clone());
-        assert_eq!(key.header(body).unwrap(), planted);
+        assert_eq!(key.header(body, Repeats::Seldom).unwrap(), planted);
         let other = br#"{"expires_at":"2026-11-24T04:00:00.001Z"}"#;
-        let other_header = key.header(other).unwrap();
+        let other_header = key.header(other, Repeats::Seldom).unwrap();
         assert!(verifies(&key, other, &other_header));
         assert!(!verifies(&key, other, &first));
     }
@@ -241,28 +259,40 @@ mod tests {
     fn each_key_is_answered_only_with_its_own_signatures() {
         let keys = signers(2);
         let body = br#"{"released":true}"#;
-        let by_a = keys[0].header(body).unwrap();
-        let by_b = keys[1].header(body).unwrap();
+        let by_a = keys[0].header(body, Repeats::Seldom).unwrap();
+        let by_b = keys[1].header(body, Repeats::Seldom).unwrap();
         assert_ne!(by_a, by_b);
         assert!(verifies(&keys[0], body, &by_a) && verifies(&keys[1], body, &by_b));
         assert!(!verifies(&keys[1], body, &by_a));
-        assert_eq!(keys[1].header(body).unwrap(), by_b);
-        assert_eq!(keys[0].header(body).unwrap(), by_a);
+        assert_eq!(keys[1].header(body, Repeats::Seldom).unwrap(), by_b);
+        assert_eq!(keys[0].header(body, Repeats::Seldom).unwrap(), by_a);
     }
 
     #[test]
     fn large_bodies_are_signed_but_not_remembered_and_the_memo_stays_bounded() {
         let keys = signers(3);
         let large = vec![b'x'; REMEMBERED_BODY_BYTES + 1];
-        assert!(verifies(&keys[0], &large, &keys[0].header(&large).unwrap()));
+        assert!(verifies(
+            &keys[0],
+            &large,
+            &keys[0].header(&large, Repeats::Seldom).unwrap()
+        ));
         assert!(remembered(&keys[0], &large).is_none());
+        // A body said to repeat (a validation's) is remembered up to its own limit.
+        let header = keys[0].header(&large, Repeats::Often).unwrap();
+        assert!(verifies(&keys[0], &large, &header));
+        assert_eq!(remembered(&keys[0], &large), Some(header));
+        let too_large = vec![b'x'; REPEATING_BODY_BYTES + 1];
+        let header = keys[0].header(&too_large, Repeats::Often).unwrap();
+        assert!(verifies(&keys[0], &too_large, &header));
+        assert!(remembered(&keys[0], &too_large).is_none());
         for i in 0..6_000 {
             let key = &keys[i % keys.len()];
             let body = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(i % 50));
             assert!(verifies(
                 key,
                 body.as_bytes(),
-                &key.header(body.as_bytes()).unwrap()
+                &key.header(body.as_bytes(), Repeats::Seldom).unwrap()
             ));
             let memo = key.memo.lock().unwrap();
             assert!(memo.bytes <= MEMO_BYTES);

@@ -1021,6 +1021,20 @@ async fn answers_are_signed_and_tampering_shows(s: &TestServer) {
     };
     let full = sdk.activate(&holder).await.unwrap_err();
     assert_eq!(full.code(), Some("NO_SEATS"));
+
+    // A validation is checked to the whole second, so one license's answer is the same
+    // body all through a second and its signature is signed once and remembered. Each
+    // answer still verifies (the SDK checks) and shows the license as it is now: a seat
+    // freed within the same second shows at once.
+    let taken = sdk.validate(None, None).await.unwrap();
+    assert_eq!(taken.checked_at.timestamp_subsec_nanos(), 0);
+    let again = sdk.validate(None, None).await.unwrap();
+    assert_eq!(taken.license.as_ref().unwrap().seats_used, 1);
+    assert_eq!(again.license.as_ref().unwrap().seats_used, 1);
+    sdk.deactivate("m1").await.unwrap();
+    let freed = sdk.validate(None, None).await.unwrap();
+    assert_eq!(freed.license.as_ref().unwrap().seats_used, 0);
+    assert_eq!(freed.checked_at.timestamp_subsec_nanos(), 0);
     let other_key = leasehold_client::Client::new(&s.base, key)
         .unwrap()
         .with_public_key(
