@@ -442,7 +442,11 @@ async fn instances_share_a_seat_and_each_vm_user_takes_their_own(s: &TestServer)
     let event = released[0];
     assert_eq!(event["actor"]["kind"], "license_key");
     assert_eq!(event["actor"]["label"], "vm1-pc");
-    assert_eq!(event["before"]["released_at"], Value::Null);
+    // A seat's fields without a value are left out, not written as null (a seat event is
+    // written at every checkout and checkin, so its size is the audit log's).
+    assert!(event["before"].get("released_at").is_none(), "{event:#}");
+    assert!(event["before"].get("contact_id").is_none(), "{event:#}");
+    assert_eq!(event["before"]["contact_terminated"], false);
     let instances = event["before"]["instances"].to_string();
     assert!(
         instances.contains('b') && !instances.contains('a'),
