@@ -114,6 +114,22 @@ struct Measured {
 }
 
 impl Measured {
+    /// Counts `other`'s requests and time in with these (percentiles need
+    /// [`Measured::sorted`] after).
+    fn add(&mut self, other: Measured) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.throttled += other.throttled;
+        self.refused += other.refused;
+        self.seconds += other.seconds;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    fn sorted(mut self) -> Measured {
+        self.latencies_us.sort_unstable();
+        self
+    }
+
     fn throughput(&self) -> f64 {
         self.requests as f64 / self.seconds.max(1e-9)
     }
@@ -180,16 +196,54 @@ async fn drive(
     let mut total = Measured::default();
     for task in tasks {
         if let Ok(m) = task.await {
-            total.requests += m.requests;
-            total.errors += m.errors;
-            total.throttled += m.throttled;
-            total.refused += m.refused;
-            total.latencies_us.extend(m.latencies_us);
+            total.add(m);
         }
     }
     total.seconds = started.elapsed().as_secs_f64();
-    total.latencies_us.sort_unstable();
     total
+}
+
+/// What one measurement drives: the servers, the request each connection makes next, and
+/// what follows an answer.
+struct Load {
+    bases: Vec<String>,
+    make: Box<dyn Fn(usize) -> Step + Send + Sync>,
+    follow: Option<Follow>,
+}
+
+/// The longest one load is driven at a time.
+const TURN: Duration = Duration::from_secs(2);
+
+/// Drives each load for `duration` in all, in turns of at most `longest` (the first load,
+/// the second, …, then the first again), so that the machine's drift in speed (this VM's
+/// `/healthz` ranged from 35k to 80k/s within an hour) falls on every load alike and
+/// their ratios hold. Answers one measurement per load, in their order.
+async fn measure_in_turns(
+    loads: &[Load],
+    connections: usize,
+    duration: Duration,
+    longest: Duration,
+) -> Vec<Measured> {
+    let turns = duration
+        .as_millis()
+        .div_ceil(longest.as_millis().max(1))
+        .clamp(1, u128::from(u32::MAX));
+    let turn = duration / u32::try_from(turns).unwrap_or(u32::MAX);
+    let mut measured: Vec<Measured> = loads.iter().map(|_| Measured::default()).collect();
+    for _ in 0..turns {
+        for (load, total) in loads.iter().zip(&mut measured) {
+            let this_turn = drive(
+                &load.bases,
+                connections,
+                turn,
+                &load.make,
+                load.follow.clone(),
+            )
+            .await;
+            total.add(this_turn);
+        }
+    }
+    measured.into_iter().map(Measured::sorted).collect()
 }
 
 /// One connection of the load generator. To a plain `http://` server it is one kept-alive
@@ -750,6 +804,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ),
     };
     let fleet = Arc::new(create_licenses(&servers, licenses, seats, concurrent).await?);
+    let wants_baseline =
+        matches!(scenario, Scenario::Checkout | Scenario::Heartbeat) && !args.no_baseline;
     let outcome = async {
         let leases = match scenario {
             Scenario::Heartbeat | Scenario::Mixed => {
@@ -758,8 +814,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Validate | Scenario::Checkout => Vec::new(),
         };
         let leases = Arc::new(leases);
-        let measured = measure(&servers.bases, &args, &fleet, &leases, machines_per_license).await;
-        anyhow::Ok((measured, over_allocations(&servers, &fleet).await?))
+        let baseline = if wants_baseline {
+            BaselineService::start(&args, &fleet)
+                .await
+                .map_err(|error| eprintln!("bench: Redis baseline skipped: {error:#}"))
+                .ok()
+        } else {
+            None
+        };
+        let mut loads = vec![
+            scenario_load(
+                &servers.bases,
+                scenario,
+                &fleet,
+                &leases,
+                machines_per_license,
+            ),
+            ceiling_load(&servers.bases),
+        ];
+        if let Some(service) = &baseline {
+            let heartbeat = scenario == Scenario::Heartbeat;
+            loads.push(service.load(heartbeat, args.leases, machines_per_license));
+        }
+        let mut measured = measure_in_turns(&loads, args.connections, duration, TURN)
+            .await
+            .into_iter();
+        if let Some(service) = baseline {
+            service.clean_up().await;
+        }
+        let (Some(scenario), Some(ceiling)) = (measured.next(), measured.next()) else {
+            anyhow::bail!("a measurement is missing");
+        };
+        let over = over_allocations(&servers, &fleet).await?;
+        anyhow::Ok((scenario, ceiling, measured.next(), over))
     }
     .await;
     // What the bench made on servers it did not start goes, however the run ended; the
@@ -772,31 +859,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let (Err(_), Err(error)) = (&outcome, &cleanup) {
         eprintln!("bench: {error:#}");
     }
-    let (measured, over) = outcome?;
+    let (measured, ceiling, baseline, over) = outcome?;
     cleanup?;
-
-    // The ceiling: the same load generator against the server's own /healthz.
-    let ceiling = drive(
-        &servers.bases,
-        args.connections,
-        duration,
-        |_| Box::new(|_| (reqwest::Method::GET, "/healthz".to_string(), None)),
-        None,
-    )
-    .await;
-
-    let baseline =
-        if matches!(scenario, Scenario::Checkout | Scenario::Heartbeat) && !args.no_baseline {
-            match redis_baseline(&args, &fleet, machines_per_license).await {
-                Ok(m) => Some(m),
-                Err(error) => {
-                    eprintln!("bench: Redis baseline skipped: {error:#}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
 
     let rss = peak_rss_mib(&servers);
     let pg_database = servers.pg_database.clone();
@@ -885,15 +949,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(
+/// The scenario's load on Leasehold's servers.
+fn scenario_load(
     bases: &[String],
-    args: &BenchArgs,
+    scenario: Scenario,
     fleet: &Arc<Fleet>,
     leases: &Arc<Vec<(String, String, String)>>,
     machines_per_license: usize,
-) -> Measured {
-    let duration = Duration::from_secs(args.duration.max(1));
-    let scenario = args.scenario;
+) -> Load {
     let checkin: Follow = Arc::new(|request: &Value, answer: &Value| {
         let id = answer["id"].as_str()?;
         request.get("instance")?;
@@ -909,7 +972,7 @@ async fn measure(
     let follow = matches!(scenario, Scenario::Checkout | Scenario::Mixed).then_some(checkin);
     let fleet = fleet.clone();
     let leases = leases.clone();
-    drive(bases, args.connections, duration, move |connection| {
+    let make = move |connection| -> Step {
         let fleet = fleet.clone();
         let leases = leases.clone();
         let mut n = connection;
@@ -921,12 +984,18 @@ async fn measure(
                 (
                     reqwest::Method::POST,
                     "/v1/client/leases".to_string(),
-                    Some(json!({"key": key, "fingerprint": format!("m{machine}"), "os_user": "u", "instance": format!("c{connection}")})),
+                    Some(
+                        json!({"key": key, "fingerprint": format!("m{machine}"), "os_user": "u", "instance": format!("c{connection}")}),
+                    ),
                 )
             };
             let validate = |rng: &mut rand::rngs::StdRng| {
                 let (_, key, _) = &fleet.licenses[rng.gen_range(0..fleet.licenses.len())];
-                (reqwest::Method::POST, "/v1/client/validate".to_string(), Some(json!({"key": key})))
+                (
+                    reqwest::Method::POST,
+                    "/v1/client/validate".to_string(),
+                    Some(json!({"key": key})),
+                )
             };
             let heartbeat = |rng: &mut rand::rngs::StdRng| {
                 let (id, key, instance) = &leases[rng.gen_range(0..leases.len())];
@@ -947,8 +1016,21 @@ async fn measure(
                 },
             }
         })
-    }, follow)
-    .await
+    };
+    Load {
+        bases: bases.to_vec(),
+        make: Box::new(make),
+        follow,
+    }
+}
+
+/// The ceiling: the same load generator against the servers' own `/healthz`.
+fn ceiling_load(bases: &[String]) -> Load {
+    Load {
+        bases: bases.to_vec(),
+        make: Box::new(|_| Box::new(|_| (reqwest::Method::GET, "/healthz".to_string(), None))),
+        follow: None,
+    }
 }
 
 /// Seeds `count` live leases spread over the licenses, straight into the ledger (through
@@ -1304,55 +1386,77 @@ impl Drop for KillOnDrop {
     }
 }
 
-async fn redis_baseline(
-    args: &BenchArgs,
-    fleet: &Fleet,
-    machines_per_license: usize,
-) -> anyhow::Result<Measured> {
-    let client = redis::Client::open(args.redis_url.as_str())?;
-    let mut redis = redis::aio::ConnectionManager::new(client)
-        .await
-        .context("connecting to Redis")?;
-    let prefix = format!("lhbench:{}:", uuid::Uuid::new_v4().simple());
-    let dir = tempfile::tempdir()?;
-    let seats_file = dir.path().join("seats.json");
-    let seats: HashMap<&str, i64> = fleet
-        .licenses
-        .iter()
-        .map(|(id, _, seats)| (id.as_str(), *seats))
-        .collect();
-    std::fs::write(&seats_file, serde_json::to_vec(&seats)?)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut process = KillOnDrop(
-        Command::new(std::env::current_exe()?)
-            .arg("bench-baseline")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--prefix", &prefix])
-            .arg("--seats")
-            .arg(&seats_file)
-            .env("LEASEHOLD_BENCH_REDIS_URL", &args.redis_url)
-            .env("LEASEHOLD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
-    wait_until_up(&mut process.0, &format!("{base}/healthz"))
-        .await
-        .context("the baseline service did not start")?;
-    let ids: Arc<Vec<String>> = Arc::new(fleet.licenses.iter().map(|l| l.0.clone()).collect());
-    let duration = Duration::from_secs(args.duration.max(1));
-    let outcome = async {
-        let heartbeat = args.scenario == Scenario::Heartbeat;
-        let seeded = args.leases;
-        if heartbeat {
-            seed_baseline_holders(&mut redis, &prefix, &ids, seeded).await?;
+/// The Redis baseline's service, started in its own process, its holders seeded.
+struct BaselineService {
+    _process: KillOnDrop,
+    _dir: tempfile::TempDir,
+    base: String,
+    redis: redis::aio::ConnectionManager,
+    /// Of every key the bench writes in Redis.
+    prefix: String,
+    /// The licenses' ids.
+    ids: Arc<Vec<String>>,
+}
+
+impl BaselineService {
+    async fn start(args: &BenchArgs, fleet: &Fleet) -> anyhow::Result<BaselineService> {
+        let client = redis::Client::open(args.redis_url.as_str())?;
+        let redis = redis::aio::ConnectionManager::new(client)
+            .await
+            .context("connecting to Redis")?;
+        let prefix = format!("lhbench:{}:", uuid::Uuid::new_v4().simple());
+        let dir = tempfile::tempdir()?;
+        let seats_file = dir.path().join("seats.json");
+        let seats: HashMap<&str, i64> = fleet
+            .licenses
+            .iter()
+            .map(|(id, _, seats)| (id.as_str(), *seats))
+            .collect();
+        std::fs::write(&seats_file, serde_json::to_vec(&seats)?)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut process = KillOnDrop(
+            Command::new(std::env::current_exe()?)
+                .arg("bench-baseline")
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--prefix", &prefix])
+                .arg("--seats")
+                .arg(&seats_file)
+                .env("LEASEHOLD_BENCH_REDIS_URL", &args.redis_url)
+                .env("LEASEHOLD_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()?,
+        );
+        wait_until_up(&mut process.0, &format!("{base}/healthz"))
+            .await
+            .context("the baseline service did not start")?;
+        let ids = Arc::new(fleet.licenses.iter().map(|l| l.0.clone()).collect());
+        let mut service = BaselineService {
+            _process: process,
+            _dir: dir,
+            base,
+            redis,
+            prefix,
+            ids,
+        };
+        if args.scenario == Scenario::Heartbeat {
+            let (redis, prefix, ids) = (&mut service.redis, &service.prefix, &service.ids);
+            if let Err(error) = seed_baseline_holders(redis, prefix, ids, args.leases).await {
+                service.clean_up().await;
+                return Err(error);
+            }
         }
-        // Heartbeats of the seeded holders, or takes of random machines each followed by
-        // its release.
-        let make = |_: usize| -> Step {
+        Ok(service)
+    }
+
+    /// Heartbeats of the seeded holders (`seeded` of them), or takes of random machines
+    /// each followed by its release.
+    fn load(&self, heartbeat: bool, seeded: usize, machines_per_license: usize) -> Load {
+        let ids = self.ids.clone();
+        let make = move |_: usize| -> Step {
             let ids = ids.clone();
             Box::new(move |rng: &mut rand::rngs::StdRng| {
                 let (path, license, holder) = if heartbeat {
@@ -1377,27 +1481,22 @@ async fn redis_baseline(
                 request.clone(),
             ))
         });
-        let follow = (!heartbeat).then_some(release);
-        anyhow::Ok(
-            drive(
-                std::slice::from_ref(&base),
-                args.connections,
-                duration,
-                make,
-                follow,
-            )
-            .await,
-        )
+        Load {
+            bases: vec![self.base.clone()],
+            make: Box::new(make),
+            follow: (!heartbeat).then_some(release),
+        }
     }
-    .await;
-    // Clean the bench's keys up, however the measurement ended.
-    for id in ids.iter() {
-        let _: redis::RedisResult<i64> = redis::cmd("DEL")
-            .arg(format!("{prefix}{id}"))
-            .query_async(&mut redis)
-            .await;
+
+    /// Deletes the bench's keys from Redis and stops the service.
+    async fn clean_up(mut self) {
+        for id in self.ids.iter() {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL")
+                .arg(format!("{}{id}", self.prefix))
+                .query_async(&mut self.redis)
+                .await;
+        }
     }
-    outcome
 }
 
 /// `count` holders, `seed-0` to `seed-{count-1}`, spread over the licenses as the
@@ -1456,6 +1555,55 @@ mod tests {
             }
         });
         format!("http://{address}")
+    }
+
+    /// A server that answers `{}` and notes, as `name`, each request in the order they come.
+    async fn noting_server(name: usize, log: Arc<std::sync::Mutex<Vec<usize>>>) -> String {
+        let note = move || {
+            log.lock().expect("the log").push(name);
+            async { "{}" }
+        };
+        let app = Router::new().route("/", axum::routing::get(note));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let address = listener.local_addr().expect("its address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn loads_are_measured_in_turns_that_add_up_to_the_duration() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut loads = Vec::new();
+        for name in 0..2 {
+            loads.push(Load {
+                bases: vec![noting_server(name, log.clone()).await],
+                make: Box::new(|_| Box::new(|_| (reqwest::Method::GET, "/".to_string(), None))),
+                follow: None,
+            });
+        }
+        let measured = measure_in_turns(
+            &loads,
+            2,
+            Duration::from_secs(1),
+            Duration::from_millis(400),
+        )
+        .await;
+        // 1 s in turns of at most 400 ms: three turns of 333 ms each, the loads in order.
+        let log = log.lock().expect("the log").clone();
+        let mut turns = log.clone();
+        turns.dedup();
+        assert_eq!(turns, [0, 1, 0, 1, 0, 1]);
+        assert_eq!(measured.len(), 2);
+        for (name, m) in measured.iter().enumerate() {
+            let answered = log.iter().filter(|n| **n == name).count() as u64;
+            assert!(answered > 0);
+            assert_eq!((m.requests, m.errors), (answered, 0));
+            assert_eq!(m.latencies_us.len() as u64, answered);
+            assert!(m.latencies_us.is_sorted(), "percentiles need them sorted");
+            assert!(m.seconds >= 1.0, "{} s", m.seconds);
+        }
     }
 
     fn soon() -> tokio::time::Instant {
