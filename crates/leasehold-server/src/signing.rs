@@ -21,7 +21,9 @@ const REMEMBERED_BODY_BYTES: usize = 64;
 /// ... and so do larger ones up to this size that the handler said will repeat
 /// ([`Repeats`]: a validation answers the same body for a license all through a second).
 const REPEATING_BODY_BYTES: usize = 2048;
-/// ... up to about this many bytes for all keys together (then all are forgotten at once).
+/// Each kind (small bodies, repeating ones) remembers up to about this many bytes for all
+/// keys together, then forgets all of its kind at once: a crowd of validations of many
+/// licenses churns only its own kind, never the heartbeats' and checkins' signatures.
 const MEMO_BYTES: usize = 1 << 20;
 /// What one remembered signature costs besides its body: the header value and the map.
 const MEMO_ENTRY_BYTES: usize = 160;
@@ -37,18 +39,78 @@ pub enum Repeats {
     Often,
 }
 
-/// The signatures of recent small answer bodies, by signing key (its public half).
+/// The signatures of recent answer bodies: small ones, and larger ones said to repeat.
 #[derive(Default)]
 struct Memo {
+    small: Remembered,
+    repeating: Remembered,
+}
+
+/// Which part of the memo remembers a body's signature.
+#[derive(Clone, Copy)]
+enum Kind {
+    Small,
+    Repeating,
+}
+
+impl Kind {
+    /// `None`: the body's signature is not worth remembering.
+    fn of(bytes: &[u8], repeats: Repeats) -> Option<Kind> {
+        if bytes.len() <= REMEMBERED_BODY_BYTES {
+            Some(Kind::Small)
+        } else if repeats == Repeats::Often && bytes.len() <= REPEATING_BODY_BYTES {
+            Some(Kind::Repeating)
+        } else {
+            None
+        }
+    }
+}
+
+impl Memo {
+    fn part(&mut self, kind: Kind) -> &mut Remembered {
+        match kind {
+            Kind::Small => &mut self.small,
+            Kind::Repeating => &mut self.repeating,
+        }
+    }
+}
+
+/// Signatures by signing key (its public half) and body.
+#[derive(Default)]
+struct Remembered {
     by_key: HashMap<[u8; 32], HashMap<Bytes, HeaderValue>>,
     bytes: usize,
 }
 
-/// A signing key that remembers the signatures of the small bodies it signed last.
+impl Remembered {
+    fn get(&self, public: &[u8; 32], bytes: &[u8]) -> Option<HeaderValue> {
+        self.by_key.get(public)?.get(bytes).cloned()
+    }
+
+    fn insert(&mut self, public: [u8; 32], bytes: &[u8], value: HeaderValue) {
+        let cost = bytes.len() + MEMO_ENTRY_BYTES;
+        if self.bytes + cost > MEMO_BYTES {
+            *self = Remembered::default();
+        }
+        let added = self
+            .by_key
+            .entry(public)
+            .or_default()
+            .insert(Bytes::copy_from_slice(bytes), value)
+            .is_none();
+        if added {
+            self.bytes += cost;
+        }
+    }
+}
+
+/// A signing key that remembers the signatures of the bodies it signed last that are
+/// likely to be answered again: small ones, and validations.
 /// Ed25519 is deterministic (one key and one message give one signature), so a body
 /// answered again gets exactly the signature signing would give, without the ~20 µs of
-/// signing: heartbeats of the same millisecond (their answer is only `expires_at`) and
-/// checkins. The design's "once per distinct answer body".
+/// signing: heartbeats of the same millisecond (their answer is only `expires_at`),
+/// checkins, and a license's validations within one second. The design's "once per
+/// distinct answer body".
 pub struct Signer {
     key: SigningKey,
     public: [u8; 32],
@@ -76,38 +138,20 @@ impl Signer {
     /// The `Leasehold-Signature` value for these exact body bytes:
     /// `ed25519=<base64 signature>`. `repeats`: the body is expected again soon.
     pub fn header(&self, bytes: &[u8], repeats: Repeats) -> Option<HeaderValue> {
-        let limit = match repeats {
-            Repeats::Seldom => REMEMBERED_BODY_BYTES,
-            Repeats::Often => REPEATING_BODY_BYTES,
-        };
-        let remember = bytes.len() <= limit;
-        if remember {
-            let known = self.memo.lock().ok().and_then(|memo| {
-                memo.by_key
-                    .get(&self.public)
-                    .and_then(|signed| signed.get(bytes).cloned())
-            });
+        let kind = Kind::of(bytes, repeats);
+        if let Some(kind) = kind {
+            let known = self
+                .memo
+                .lock()
+                .ok()
+                .and_then(|mut memo| memo.part(kind).get(&self.public, bytes));
             if known.is_some() {
                 return known;
             }
         }
         let value = HeaderValue::from_str(&signature_header(&self.key, bytes)).ok()?;
-        if remember {
-            if let Ok(mut memo) = self.memo.lock() {
-                let cost = bytes.len() + MEMO_ENTRY_BYTES;
-                if memo.bytes + cost > MEMO_BYTES {
-                    *memo = Memo::default();
-                }
-                let added = memo
-                    .by_key
-                    .entry(self.public)
-                    .or_default()
-                    .insert(Bytes::copy_from_slice(bytes), value.clone())
-                    .is_none();
-                if added {
-                    memo.bytes += cost;
-                }
-            }
+        if let (Some(kind), Ok(mut memo)) = (kind, self.memo.lock()) {
+            memo.part(kind).insert(self.public, bytes, value.clone());
         }
         Some(value)
     }
@@ -151,6 +195,18 @@ impl Signers {
             server: Arc::new(Signer::new(server, memo.clone())),
             workspaces: RwLock::new(HashMap::new()),
             memo,
+        })
+    }
+
+    /// Whether some key remembers its signature of these exact body bytes (for tests of
+    /// which answers are signed once).
+    pub fn remembers(&self, bytes: &[u8]) -> bool {
+        self.memo.lock().is_ok_and(|memo| {
+            [&memo.small, &memo.repeating].iter().any(|part| {
+                part.by_key
+                    .values()
+                    .any(|signed| signed.contains_key(bytes))
+            })
         })
     }
 
@@ -226,8 +282,9 @@ mod tests {
     }
 
     fn remembered(key: &Signer, bytes: &[u8]) -> Option<HeaderValue> {
-        let memo = key.memo.lock().unwrap();
-        memo.by_key.get(&key.public)?.get(bytes).cloned()
+        let mut memo = key.memo.lock().unwrap();
+        let kind = Kind::of(bytes, Repeats::Often)?;
+        memo.part(kind).get(&key.public, bytes)
     }
 
     #[test]
@@ -244,10 +301,8 @@ mod tests {
         key.memo
             .lock()
             .unwrap()
-            .by_key
-            .entry(key.public)
-            .or_default()
-            .insert(Bytes::copy_from_slice(body), planted.clone());
+            .small
+            .insert(key.public, body, planted.clone());
         assert_eq!(key.header(body, Repeats::Seldom).unwrap(), planted);
         let other = br#"{"expires_at":"2026-11-24T04:00:00.001Z"}"#;
         let other_header = key.header(other, Repeats::Seldom).unwrap();
@@ -288,21 +343,46 @@ mod tests {
         assert!(remembered(&keys[0], &too_large).is_none());
         for i in 0..6_000 {
             let key = &keys[i % keys.len()];
-            let body = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(i % 50));
+            let (body, repeats) = if i % 2 == 0 {
+                let pad = "p".repeat(i % 50);
+                (format!("{{\"n\":{i},\"pad\":\"{pad}\"}}"), Repeats::Seldom)
+            } else {
+                let pad = "v".repeat(100 + i % 900);
+                (format!("{{\"n\":{i},\"pad\":\"{pad}\"}}"), Repeats::Often)
+            };
             assert!(verifies(
                 key,
                 body.as_bytes(),
-                &key.header(body.as_bytes(), Repeats::Seldom).unwrap()
+                &key.header(body.as_bytes(), repeats).unwrap()
             ));
             let memo = key.memo.lock().unwrap();
-            assert!(memo.bytes <= MEMO_BYTES);
-            let kept: usize = memo
-                .by_key
-                .values()
-                .flat_map(|signed| signed.keys())
-                .map(|body| body.len() + MEMO_ENTRY_BYTES)
-                .sum();
-            assert_eq!(kept, memo.bytes);
+            for part in [&memo.small, &memo.repeating] {
+                assert!(part.bytes <= MEMO_BYTES);
+                let kept: usize = part
+                    .by_key
+                    .values()
+                    .flat_map(|signed| signed.keys())
+                    .map(|body| body.len() + MEMO_ENTRY_BYTES)
+                    .sum();
+                assert_eq!(kept, part.bytes);
+            }
         }
+    }
+
+    #[test]
+    fn a_crowd_of_validations_does_not_forget_the_small_bodies_signatures() {
+        let key = signers(1).remove(0);
+        let heartbeat = br#"{"expires_at":"2026-11-25T04:00:00.000Z"}"#;
+        let signed = key.header(heartbeat, Repeats::Seldom).unwrap();
+        // Many licenses' validations: several times what their part of the memo holds.
+        let validation = |n: usize| format!("{{\"license\":{n},\"pad\":\"{}\"}}", "v".repeat(500));
+        let crowd = 4 * MEMO_BYTES / (validation(0).len() + MEMO_ENTRY_BYTES);
+        for n in 0..crowd {
+            key.header(validation(n).as_bytes(), Repeats::Often)
+                .unwrap();
+        }
+        assert_eq!(remembered(&key, heartbeat), Some(signed));
+        let last = validation(crowd - 1);
+        assert!(remembered(&key, last.as_bytes()).is_some());
     }
 }

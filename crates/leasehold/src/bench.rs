@@ -213,11 +213,15 @@ struct Load {
 
 /// The longest one load is driven at a time.
 const TURN: Duration = Duration::from_secs(2);
+/// The pause after each turn, so that what a turn left to do in the background (the
+/// checkpointer copying its writes) is done before the next load is measured.
+const SETTLE: Duration = Duration::from_millis(250);
 
 /// Drives each load for `duration` in all, in turns of at most `longest` (the first load,
-/// the second, …, then the first again), so that the machine's drift in speed (this VM's
-/// `/healthz` ranged from 35k to 80k/s within an hour) falls on every load alike and
-/// their ratios hold. Answers one measurement per load, in their order.
+/// the second, …, then the first again, with a [`SETTLE`] pause after each), so that the
+/// machine's drift in speed (this VM's `/healthz` ranged from 35k to 80k/s within an
+/// hour) falls on every load alike and their ratios hold. Answers one measurement per
+/// load, in their order.
 async fn measure_in_turns(
     loads: &[Load],
     connections: usize,
@@ -241,6 +245,7 @@ async fn measure_in_turns(
             )
             .await;
             total.add(this_turn);
+            tokio::time::sleep(SETTLE).await;
         }
     }
     measured.into_iter().map(Measured::sorted).collect()
@@ -817,7 +822,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let baseline = if wants_baseline {
             BaselineService::start(&args, &fleet)
                 .await
-                .map_err(|error| eprintln!("bench: Redis baseline skipped: {error:#}"))
+                .inspect_err(|error| eprintln!("bench: Redis baseline skipped: {error:#}"))
                 .ok()
         } else {
             None
@@ -842,11 +847,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if let Some(service) = baseline {
             service.clean_up().await;
         }
-        let (Some(scenario), Some(ceiling)) = (measured.next(), measured.next()) else {
+        let (Some(leasehold), Some(ceiling)) = (measured.next(), measured.next()) else {
             anyhow::bail!("a measurement is missing");
         };
         let over = over_allocations(&servers, &fleet).await?;
-        anyhow::Ok((scenario, ceiling, measured.next(), over))
+        anyhow::Ok((leasehold, ceiling, measured.next(), over))
     }
     .await;
     // What the bench made on servers it did not start goes, however the run ended; the
@@ -1602,7 +1607,7 @@ mod tests {
             assert_eq!((m.requests, m.errors), (answered, 0));
             assert_eq!(m.latencies_us.len() as u64, answered);
             assert!(m.latencies_us.is_sorted(), "percentiles need them sorted");
-            assert!(m.seconds >= 1.0, "{} s", m.seconds);
+            assert!(m.seconds >= 0.99, "{} s", m.seconds);
         }
     }
 

@@ -997,6 +997,10 @@ async fn answers_are_signed_and_tampering_shows(s: &TestServer) {
         .unwrap()
         .to_string();
     let body = response.bytes().await.unwrap().to_vec();
+    assert!(
+        !s.state.signers.remembers(&body),
+        "an activation's answer is signed, not remembered: it is not answered twice"
+    );
     let signature = base64::engine::general_purpose::STANDARD
         .decode(header.strip_prefix("ed25519=").unwrap())
         .unwrap();
@@ -1039,6 +1043,20 @@ async fn answers_are_signed_and_tampering_shows(s: &TestServer) {
     let freed = sdk.validate(None, None).await.unwrap();
     assert_eq!(freed.license.as_ref().unwrap().seats_used, 0);
     assert_eq!(freed.checked_at.timestamp_subsec_nanos(), 0);
+    let validation = reqwest::Client::new()
+        .post(format!("{}/v1/client/validate", s.base))
+        .json(&json!({"key": key}))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        validation.len() > 64,
+        "larger than the small bodies remembered anyway"
+    );
+    assert!(s.state.signers.remembers(&validation));
     let other_key = leasehold_client::Client::new(&s.base, key)
         .unwrap()
         .with_public_key(
