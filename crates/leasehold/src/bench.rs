@@ -155,6 +155,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Drives `connections` connections for `duration`, each looping over what `make` gives
 /// it; a request counts as answered unless it failed in transport or answered 5xx.
+/// The latencies come back unsorted ([`Measured::sorted`]).
 async fn drive(
     bases: &[String],
     connections: usize,
@@ -838,8 +839,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ceiling_load(&servers.bases),
         ];
         if let Some(service) = &baseline {
-            let heartbeat = scenario == Scenario::Heartbeat;
-            loads.push(service.load(heartbeat, args.leases, machines_per_license));
+            loads.push(service.load(machines_per_license));
         }
         let mut measured = measure_in_turns(&loads, args.connections, duration, TURN)
             .await
@@ -1401,6 +1401,8 @@ struct BaselineService {
     prefix: String,
     /// The licenses' ids.
     ids: Arc<Vec<String>>,
+    /// How many holders were seeded for heartbeats (the heartbeat scenario), if any.
+    seeded: Option<usize>,
 }
 
 impl BaselineService {
@@ -1446,6 +1448,7 @@ impl BaselineService {
             redis,
             prefix,
             ids,
+            seeded: None,
         };
         if args.scenario == Scenario::Heartbeat {
             let (redis, prefix, ids) = (&mut service.redis, &service.prefix, &service.ids);
@@ -1453,24 +1456,29 @@ impl BaselineService {
                 service.clean_up().await;
                 return Err(error);
             }
+            service.seeded = Some(args.leases);
         }
         Ok(service)
     }
 
-    /// Heartbeats of the seeded holders (`seeded` of them), or takes of random machines
+    /// Heartbeats of the seeded holders, if any were seeded, or takes of random machines
     /// each followed by its release.
-    fn load(&self, heartbeat: bool, seeded: usize, machines_per_license: usize) -> Load {
+    fn load(&self, machines_per_license: usize) -> Load {
         let ids = self.ids.clone();
+        let seeded = self.seeded;
         let make = move |_: usize| -> Step {
             let ids = ids.clone();
             Box::new(move |rng: &mut rand::rngs::StdRng| {
-                let (path, license, holder) = if heartbeat {
-                    let i = rng.gen_range(0..seeded.max(1));
-                    ("/heartbeat", &ids[i % ids.len()], format!("seed-{i}"))
-                } else {
-                    let license = &ids[rng.gen_range(0..ids.len())];
-                    let machine = rng.gen_range(0..machines_per_license);
-                    ("/take", license, format!("m{machine}/u"))
+                let (path, license, holder) = match seeded {
+                    Some(count) => {
+                        let i = rng.gen_range(0..count.max(1));
+                        ("/heartbeat", &ids[i % ids.len()], format!("seed-{i}"))
+                    }
+                    None => {
+                        let license = &ids[rng.gen_range(0..ids.len())];
+                        let machine = rng.gen_range(0..machines_per_license);
+                        ("/take", license, format!("m{machine}/u"))
+                    }
                 };
                 (
                     reqwest::Method::POST,
@@ -1489,7 +1497,7 @@ impl BaselineService {
         Load {
             bases: vec![self.base.clone()],
             make: Box::new(make),
-            follow: (!heartbeat).then_some(release),
+            follow: seeded.is_none().then_some(release),
         }
     }
 

@@ -1032,8 +1032,8 @@ async fn answers_are_signed_and_tampering_shows(s: &TestServer) {
 
     // A validation is checked to the whole second, so one license's answer is the same
     // body all through a second and its signature is signed once and remembered. Each
-    // answer still verifies (the SDK checks) and shows the license as it is now: a seat
-    // freed within the same second shows at once.
+    // answer still verifies (the SDK checks) and shows the license as it is now: a freed
+    // seat shows at once (the body changes, so its signature is a new one).
     let taken = sdk.validate(None, None).await.unwrap();
     assert_eq!(taken.checked_at.timestamp_subsec_nanos(), 0);
     let again = sdk.validate(None, None).await.unwrap();
