@@ -52,10 +52,27 @@ pub(crate) const TOP_CURSOR: &str = "";
 pub(crate) const WORKSPACE_EVENTS: &str =
     "SELECT * FROM events WHERE workspace_id = $1 AND ($2 = '' OR id < $2) \
      AND ($4 = '' OR action = $4) AND $3 = '' ORDER BY id DESC LIMIT $5";
-/// One license's audit log (`$3`): as [`WORKSPACE_EVENTS`], through `events_license`.
+/// One license's audit log (`$3`): as [`WORKSPACE_EVENTS`], through `events_license`
+/// (PostgreSQL).
 pub(crate) const LICENSE_EVENTS: &str =
     "SELECT * FROM events WHERE license_id = $3 AND workspace_id = $1 \
      AND ($2 = '' OR id < $2) AND ($4 = '' OR action = $4) ORDER BY id DESC LIMIT $5";
+
+/// One license's audit log on SQLite, as [`LICENSE_EVENTS`]: the events `license_events`
+/// indexes (read in its order, so the merge stops at the limit) and those committed
+/// since, past `through` at the end of the table (a short scan by rowid; `+` keeps
+/// SQLite off the indexes that would read the workspace's whole log instead).
+pub(crate) const SQLITE_LICENSE_EVENTS: &str = "WITH tail AS MATERIALIZED ( \
+     SELECT id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, subject_id, \
+     license_id, before_json, after_json, created_at FROM events \
+     WHERE rowid > (SELECT through FROM license_events_through) AND +license_id = $3 \
+     AND +workspace_id = $1 AND ($2 = '' OR +id < $2) AND ($4 = '' OR action = $4)) \
+     SELECT l.event_id AS id, e.workspace_id, e.actor_kind, e.actor_id, e.actor_label, e.action, \
+     e.subject_type, e.subject_id, e.license_id, e.before_json, e.after_json, e.created_at \
+     FROM license_events l CROSS JOIN events e ON e.id = l.event_id \
+     WHERE l.license_id = $3 AND ($2 = '' OR l.event_id < $2) AND e.workspace_id = $1 \
+     AND ($4 = '' OR e.action = $4) \
+     UNION ALL SELECT * FROM tail ORDER BY id DESC LIMIT $5";
 
 /// The earliest and latest days both databases store.
 pub(crate) fn first_day() -> chrono::NaiveDate {
@@ -1805,12 +1822,15 @@ macro_rules! impl_store {
             }
 
             async fn list_events(&self, workspace_id: &str, filter: &EventFilter, page: &PageRequest) -> Result<Page<Event>> {
-                // One license's events are read through its own index (events_license):
-                // in one text, `($3 = '' OR license_id = $3)` would keep SQLite (and a
+                // One license's events are read through their own index (events_license
+                // on PostgreSQL, the license_events table on SQLite): in one text, `($3 = '' OR license_id = $3)` would keep SQLite (and a
                 // generic PostgreSQL plan) on the workspace's index, reading every other
                 // license's events too.
                 let sql = if filter.license_id.is_some() {
-                    $crate::backend::LICENSE_EVENTS
+                    match $backend {
+                        Backend::Sqlite => $crate::backend::SQLITE_LICENSE_EVENTS,
+                        Backend::Postgres => $crate::backend::LICENSE_EVENTS,
+                    }
                 } else {
                     $crate::backend::WORKSPACE_EVENTS
                 };

@@ -24,6 +24,10 @@
 //! is cut back (`journal_size_limit`). The writer's pause (10–90 ms measured, mostly the
 //! fsync of the database file) comes once per limit's worth of writes.
 //!
+//! **One license's audit log, indexed in bulk.** Events are not indexed by license as
+//! they are written: every 50 ms the writer adds the events committed since to
+//! `license_events`, sorted, in a transaction of its own ([`AuditIndex`]).
+//!
 //! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
 //! each text once. A full license (after ending its lapsed leases) and a holder in a
 //! release cooldown it refuses itself, announcing the refusal as the general path would,
@@ -45,9 +49,10 @@ use leasehold_core::{ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// The most operations one transaction applies.
 const MAX_BATCH: usize = 512;
@@ -112,7 +117,7 @@ struct Request {
 }
 
 pub(crate) struct SeatWriter {
-    queue: mpsc::UnboundedSender<Request>,
+    queue: mpsc::Sender<Request>,
 }
 
 impl SeatWriter {
@@ -160,8 +165,8 @@ impl SeatWriter {
         wal_path.push("-wal");
         let wal = std::fs::File::open(&wal_path)
             .map_err(|e| StoreError::Corrupt(format!("cannot open the WAL to sync it: {e}")))?;
-        let (queue, waiting) = mpsc::unbounded_channel();
-        let (committed, to_sync) = std::sync::mpsc::channel();
+        let (queue, waiting) = mpsc::channel();
+        let (committed, to_sync) = mpsc::channel();
         let thread = |name: &str| std::thread::Builder::new().name(name.into());
         let cannot =
             |e: std::io::Error| StoreError::Corrupt(format!("cannot start the seat writer: {e}"));
@@ -169,7 +174,7 @@ impl SeatWriter {
             .spawn(move || sync(wal, to_sync))
             .map_err(cannot)?;
         // The checkpointer stops with the writer (when the store is dropped).
-        let (writer_alive, writer_gone) = std::sync::mpsc::channel::<()>();
+        let (writer_alive, writer_gone) = mpsc::channel::<()>();
         let checkpointer_log = log.clone();
         thread("leasehold-checkpoint")
             .spawn(move || checkpoint(checkpointer, &checkpointer_log, writer_gone))
@@ -221,10 +226,22 @@ struct Wal {
 fn run(
     conn: Connection,
     wal: &Wal,
-    mut waiting: mpsc::UnboundedReceiver<Request>,
-    committed: std::sync::mpsc::Sender<Answers>,
+    waiting: mpsc::Receiver<Request>,
+    committed: mpsc::Sender<Answers>,
 ) {
-    while let Some(first) = waiting.blocking_recv() {
+    let mut audit = AuditIndex::new();
+    loop {
+        let first = match waiting.recv_timeout(AUDIT_INDEX_EVERY) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                audit.index_if_due(&conn);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                audit.index(&conn);
+                return;
+            }
+        };
         if wal.restart_due.swap(false, Ordering::Relaxed) {
             // No transaction is open here, so this copies every frame (unless a reader
             // still needs one), and the next batch's write starts the WAL over.
@@ -248,7 +265,81 @@ fn run(
         if committed.send(answers).is_err() {
             return;
         }
+        audit.index_if_due(&conn);
     }
+}
+
+/// How often, at most, the events committed since are added to `license_events`. (This
+/// crate's own tests index when they choose, so that what they read is not indexed under
+/// them.)
+const AUDIT_INDEX_EVERY: Duration = if cfg!(test) {
+    Duration::from_secs(3600)
+} else {
+    Duration::from_millis(50)
+};
+
+/// One license's audit log is indexed in bulk (`license_events`, migration 0009): every
+/// event committed since the last time, sorted by license, in one transaction of its own
+/// between two batches, so that each license's page is written once for all its new
+/// events rather than once for each. Its commit needs no fsync of its own: nothing waits
+/// for it, and it is in the WAL before the next batch's fsync. A license's log reads the
+/// events not yet indexed from the end of the table.
+struct AuditIndex {
+    last: Instant,
+}
+
+impl AuditIndex {
+    fn new() -> Self {
+        AuditIndex {
+            last: Instant::now(),
+        }
+    }
+
+    fn index_if_due(&mut self, conn: &Connection) {
+        if self.last.elapsed() >= AUDIT_INDEX_EVERY {
+            self.index(conn);
+        }
+    }
+
+    fn index(&mut self, conn: &Connection) {
+        self.last = Instant::now();
+        if let Err(error) = index_license_events(conn) {
+            // Nothing is lost: the events stay past `through`, read from the table's
+            // end, and the next pass indexes them.
+            tracing::warn!(%error, "indexing the audit log by license failed");
+            let _ = statement(conn, "ROLLBACK");
+        }
+    }
+}
+
+/// The newest event's rowid, and the newest one `license_events` holds.
+const AUDIT_INDEX_STATE: &str = "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM events), \
+     (SELECT through FROM license_events_through)";
+
+/// Adds every event committed since `through` to `license_events`; answers how many.
+pub(crate) fn index_license_events(conn: &Connection) -> rusqlite::Result<usize> {
+    let state = |conn: &Connection| {
+        conn.prepare_cached(AUDIT_INDEX_STATE)?
+            .query_row([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+    };
+    // Read first, outside a transaction: an idle server takes no write lock for nothing.
+    let (newest, through) = state(conn)?;
+    if newest <= through {
+        return Ok(0);
+    }
+    statement(conn, "BEGIN IMMEDIATE")?;
+    let (newest, through) = state(conn)?;
+    let indexed = conn
+        .prepare_cached(
+            "INSERT INTO license_events (license_id, event_id) SELECT license_id, id \
+             FROM events WHERE rowid > $1 AND rowid <= $2 AND license_id IS NOT NULL \
+             ORDER BY license_id, id",
+        )?
+        .execute(params![through, newest])?;
+    conn.prepare_cached("UPDATE license_events_through SET through = $1")?
+        .execute(params![newest])?;
+    statement(conn, "COMMIT")?;
+    Ok(indexed)
 }
 
 /// Copies the WAL into the database file in the background, without blocking writers

@@ -17,6 +17,7 @@ both_stores!(
     heartbeats_keep_a_lease_and_a_crashed_app_frees_its_seat,
     concurrent_checkouts_never_exceed_seats_total,
     checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log,
+    a_licenses_audit_log_is_the_workspaces_log_of_that_license,
     concurrent_activations_never_exceed_seats_total,
     a_seat_operation_failing_in_the_database_fails_alone,
     answers_are_signed_and_tampering_shows,
@@ -1203,4 +1204,105 @@ async fn client_calls_are_rate_limited_per_ip_and_key() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
     s.stop().await;
+}
+
+/// Every page of `path` (which has no query of its own past `?`) read `limit` at a time.
+async fn all_pages(admin: &Api, path: &str, limit: u32) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(c) => {
+                admin
+                    .ok_get(&format!("{path}&limit={limit}&cursor={c}"))
+                    .await
+            }
+            None => admin.ok_get(&format!("{path}&limit={limit}")).await,
+        };
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return items,
+        }
+    }
+}
+
+/// A license's log (`license_id=`) is the workspace's log cut to that license, whether
+/// its events are fresh or already indexed by license (SQLite indexes them in bulk, a
+/// few times a second, and reads the rest from the end of the log).
+async fn a_licenses_audit_log_is_the_workspaces_log_of_that_license(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let licenses = [
+        admin
+            .license_with(json!({"seat_model": "concurrent", "seats_total": 3}))
+            .await,
+        admin
+            .license_with(json!({"seat_model": "concurrent", "seats_total": 3}))
+            .await,
+    ];
+    let c = client(s);
+    let ids = |events: &[Value]| events.iter().map(|e| e["id"].clone()).collect::<Vec<_>>();
+    let compare = |round: &'static str| {
+        let admin = admin.clone();
+        let lids: Vec<String> = licenses.iter().map(id).collect();
+        async move {
+            let workspace = all_pages(&admin, "/v1/events?", 200).await;
+            for lid in &lids {
+                let expected: Vec<Value> = workspace
+                    .iter()
+                    .filter(|e| e["license_id"] == lid.as_str())
+                    .cloned()
+                    .collect();
+                assert!(expected.len() >= 8, "{round}: {expected:#?}");
+                for limit in [1, 3, 200] {
+                    let log =
+                        all_pages(&admin, &format!("/v1/events?license_id={lid}"), limit).await;
+                    assert_eq!(ids(&log), ids(&expected), "{round}, pages of {limit}");
+                }
+                let released = all_pages(
+                    &admin,
+                    &format!("/v1/events?license_id={lid}&action=seat.released"),
+                    2,
+                )
+                .await;
+                let expected_released: Vec<Value> = expected
+                    .iter()
+                    .filter(|e| e["action"] == "seat.released")
+                    .cloned()
+                    .collect();
+                assert_eq!(ids(&released), ids(&expected_released), "{round}: releases");
+            }
+        }
+    };
+    for round in ["first", "second"] {
+        for cycle in 0..4 {
+            for license in &licenses {
+                let key = license["key"].as_str().unwrap();
+                let machine = format!("{round}-{cycle}");
+                let lease = c
+                    .ok_post(
+                        "/v1/client/leases",
+                        lease_body(key, &machine, "u", "i1"),
+                        StatusCode::CREATED,
+                    )
+                    .await;
+                let path = format!("/v1/client/leases/{}/instances/i1", id(&lease));
+                let (status, _) = c
+                    .call(reqwest::Method::DELETE, &path, Some(json!({"key": key})))
+                    .await;
+                assert_eq!(status, StatusCode::OK);
+            }
+        }
+        // An event of the general path among the seat writer's.
+        admin
+            .patch(
+                &format!("/v1/licenses/{}", id(&licenses[0])),
+                json!({"notes": round}),
+            )
+            .await;
+        // At once, while some are not indexed yet; and after the bulk indexing ran.
+        compare(round).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        compare(round).await;
+    }
 }
