@@ -60,12 +60,11 @@ pub(crate) const LICENSE_EVENTS: &str =
 
 /// One license's audit log on SQLite, as [`LICENSE_EVENTS`]: the events `license_events`
 /// indexes (read in its order, so the merge stops at the limit) and those committed
-/// since, past `through` at the end of the table (a short scan by rowid; `+` keeps
-/// SQLite off the indexes that would read the workspace's whole log instead).
+/// since, past `through` at the end of the table (a short scan by rowid, sorted on its
+/// own: `MATERIALIZED` keeps SQLite from reading the whole table in id order to merge
+/// it, and `+` from reading the workspace's whole log through its index).
 pub(crate) const SQLITE_LICENSE_EVENTS: &str = "WITH tail AS MATERIALIZED ( \
-     SELECT id, workspace_id, actor_kind, actor_id, actor_label, action, subject_type, subject_id, \
-     license_id, before_json, after_json, created_at FROM events \
-     WHERE rowid > (SELECT through FROM license_events_through) AND +license_id = $3 \
+     SELECT * FROM events WHERE rowid > (SELECT through FROM license_events_through) AND +license_id = $3 \
      AND +workspace_id = $1 AND ($2 = '' OR +id < $2) AND ($4 = '' OR action = $4)) \
      SELECT l.event_id AS id, e.workspace_id, e.actor_kind, e.actor_id, e.actor_label, e.action, \
      e.subject_type, e.subject_id, e.license_id, e.before_json, e.after_json, e.created_at \
@@ -1823,8 +1822,9 @@ macro_rules! impl_store {
 
             async fn list_events(&self, workspace_id: &str, filter: &EventFilter, page: &PageRequest) -> Result<Page<Event>> {
                 // One license's events are read through their own index (events_license
-                // on PostgreSQL, the license_events table on SQLite): in one text, `($3 = '' OR license_id = $3)` would keep SQLite (and a
-                // generic PostgreSQL plan) on the workspace's index, reading every other
+                // on PostgreSQL, the license_events table on SQLite): in one text,
+                // `($3 = '' OR license_id = $3)` would keep SQLite (and a generic
+                // PostgreSQL plan) on the workspace's index, reading every other
                 // license's events too.
                 let sql = if filter.license_id.is_some() {
                     match $backend {

@@ -102,6 +102,10 @@ pub struct StoreOptions {
     /// 50 ms cost a quarter of the seat throughput (each pass syncs the database file, and
     /// pages changed again are copied again); every 250 ms and every second measured alike.
     pub sqlite_checkpoint_every: std::time::Duration,
+    /// SQLite: how often the seat writer adds the events committed since to the audit
+    /// log's index by license (`license_events`; a license's log reads the rest from the
+    /// end of the table).
+    pub sqlite_audit_index_every: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -109,6 +113,7 @@ impl Default for StoreOptions {
         StoreOptions {
             sqlite_wal_limit: 1 << 30,
             sqlite_checkpoint_every: std::time::Duration::from_millis(250),
+            sqlite_audit_index_every: std::time::Duration::from_millis(50),
         }
     }
 }

@@ -25,8 +25,10 @@
 //! fsync of the database file) comes once per limit's worth of writes.
 //!
 //! **One license's audit log, indexed in bulk.** Events are not indexed by license as
-//! they are written: every 50 ms the writer adds the events committed since to
-//! `license_events`, sorted, in a transaction of its own ([`AuditIndex`]).
+//! they are written: between two batches, every 50 ms or so, the writer adds the events
+//! committed since to `license_events`, sorted, in a transaction of its own
+//! ([`AuditIndex`]). A store without a seat writer (an in-memory database) never indexes,
+//! and its license logs read the whole table.
 //!
 //! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
 //! each text once. A full license (after ending its lapsed leases) and a holder in a
@@ -146,6 +148,7 @@ impl SeatWriter {
             limit_frames: wal_limit / (page_size + 24),
             checkpoint_every: options.sqlite_checkpoint_every,
             restart_due: Arc::new(AtomicBool::new(false)),
+            audit_index_every: options.sqlite_audit_index_every,
         };
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_handler(Some(wait_for_lock))?;
@@ -221,6 +224,8 @@ struct Wal {
     /// Set by the checkpointer: the WAL is past its limit; the writer copies the frames
     /// appended since the background checkpoint before its next batch.
     restart_due: Arc<AtomicBool>,
+    /// How often, at most, the events committed since are added to `license_events`.
+    audit_index_every: Duration,
 }
 
 fn run(
@@ -229,18 +234,16 @@ fn run(
     waiting: mpsc::Receiver<Request>,
     committed: mpsc::Sender<Answers>,
 ) {
-    let mut audit = AuditIndex::new();
+    let mut audit = AuditIndex::new(wal.audit_index_every);
     loop {
-        let first = match waiting.recv_timeout(AUDIT_INDEX_EVERY) {
+        let first = match waiting.recv_timeout(wal.audit_index_every) {
             Ok(first) => first,
             Err(RecvTimeoutError::Timeout) => {
                 audit.index_if_due(&conn);
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                audit.index(&conn);
-                return;
-            }
+            // The store is gone; the next start indexes what is left.
+            Err(RecvTimeoutError::Disconnected) => return,
         };
         if wal.restart_due.swap(false, Ordering::Relaxed) {
             // No transaction is open here, so this copies every frame (unless a reader
@@ -269,14 +272,12 @@ fn run(
     }
 }
 
-/// How often, at most, the events committed since are added to `license_events`. (This
-/// crate's own tests index when they choose, so that what they read is not indexed under
-/// them.)
-const AUDIT_INDEX_EVERY: Duration = if cfg!(test) {
-    Duration::from_secs(3600)
-} else {
-    Duration::from_millis(50)
-};
+/// The most events one pass indexes, so that a pass after a large sweep (each expired
+/// lease is an event) holds seat operations back for milliseconds, not seconds.
+const AUDIT_INDEX_MOST: i64 = 16_384;
+/// After a pass failed, the next waits this long (the events wait past `through`, read
+/// from the table's end).
+const AUDIT_INDEX_RETRY: Duration = Duration::from_secs(5);
 
 /// One license's audit log is indexed in bulk (`license_events`, migration 0009): every
 /// event committed since the last time, sorted by license, in one transaction of its own
@@ -285,38 +286,40 @@ const AUDIT_INDEX_EVERY: Duration = if cfg!(test) {
 /// for it, and it is in the WAL before the next batch's fsync. A license's log reads the
 /// events not yet indexed from the end of the table.
 struct AuditIndex {
-    last: Instant,
+    every: Duration,
+    next: Instant,
 }
 
 impl AuditIndex {
-    fn new() -> Self {
+    fn new(every: Duration) -> Self {
         AuditIndex {
-            last: Instant::now(),
+            every,
+            next: Instant::now() + every,
         }
     }
 
     fn index_if_due(&mut self, conn: &Connection) {
-        if self.last.elapsed() >= AUDIT_INDEX_EVERY {
-            self.index(conn);
+        if Instant::now() < self.next {
+            return;
         }
-    }
-
-    fn index(&mut self, conn: &Connection) {
-        self.last = Instant::now();
+        self.next = Instant::now() + self.every;
         if let Err(error) = index_license_events(conn) {
             // Nothing is lost: the events stay past `through`, read from the table's
-            // end, and the next pass indexes them.
-            tracing::warn!(%error, "indexing the audit log by license failed");
+            // end, and a later pass indexes them.
+            tracing::warn!(%error, "indexing the audit log by license failed; retrying in 5 s");
             let _ = statement(conn, "ROLLBACK");
+            self.next = Instant::now() + AUDIT_INDEX_RETRY;
         }
     }
 }
 
-/// The newest event's rowid, and the newest one `license_events` holds.
+/// The newest event's rowid, and the newest one indexed (`through`: every event up to it
+/// is in `license_events`, or has no license).
 const AUDIT_INDEX_STATE: &str = "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM events), \
      (SELECT through FROM license_events_through)";
 
-/// Adds every event committed since `through` to `license_events`; answers how many.
+/// Adds the events committed since `through` to `license_events`, [`AUDIT_INDEX_MOST`] at
+/// most; answers how many.
 pub(crate) fn index_license_events(conn: &Connection) -> rusqlite::Result<usize> {
     let state = |conn: &Connection| {
         conn.prepare_cached(AUDIT_INDEX_STATE)?
@@ -324,20 +327,34 @@ pub(crate) fn index_license_events(conn: &Connection) -> rusqlite::Result<usize>
     };
     // Read first, outside a transaction: an idle server takes no write lock for nothing.
     let (newest, through) = state(conn)?;
-    if newest <= through {
+    if newest == through {
         return Ok(0);
     }
     statement(conn, "BEGIN IMMEDIATE")?;
-    let (newest, through) = state(conn)?;
+    let (newest, mut through) = state(conn)?;
+    if newest < through {
+        // Rowids went back (events deleted by hand, a file rebuilt): events past the
+        // newest would be neither indexed nor read as recent. Index all of them again.
+        tracing::warn!(
+            newest,
+            through,
+            "the audit log's index by license is rebuilt"
+        );
+        statement(conn, "DELETE FROM license_events")?;
+        through = 0;
+    }
+    let upto = newest.min(through.saturating_add(AUDIT_INDEX_MOST));
+    // OR IGNORE: an entry already there (a file put together by hand) cannot stop the
+    // indexing for good.
     let indexed = conn
         .prepare_cached(
-            "INSERT INTO license_events (license_id, event_id) SELECT license_id, id \
+            "INSERT OR IGNORE INTO license_events (license_id, event_id) SELECT license_id, id \
              FROM events WHERE rowid > $1 AND rowid <= $2 AND license_id IS NOT NULL \
              ORDER BY license_id, id",
         )?
-        .execute(params![through, newest])?;
+        .execute(params![through, upto])?;
     conn.prepare_cached("UPDATE license_events_through SET through = $1")?
-        .execute(params![newest])?;
+        .execute(params![upto])?;
     statement(conn, "COMMIT")?;
     Ok(indexed)
 }
@@ -345,10 +362,8 @@ pub(crate) fn index_license_events(conn: &Connection) -> rusqlite::Result<usize>
 /// Copies the WAL into the database file in the background, without blocking writers
 /// (`PASSIVE`); SQLite starts the WAL over once all of it is copied. When the WAL is past
 /// its limit, the writer is asked to copy what was appended meanwhile.
-fn checkpoint(conn: Connection, wal: &Wal, writer_gone: std::sync::mpsc::Receiver<()>) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-        writer_gone.recv_timeout(wal.checkpoint_every)
-    {
+fn checkpoint(conn: Connection, wal: &Wal, writer_gone: mpsc::Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = writer_gone.recv_timeout(wal.checkpoint_every) {
         let mut frames = match wal_checkpoint(&conn) {
             Ok(frames) => frames,
             Err(error) => {
@@ -392,7 +407,7 @@ fn wal_checkpoint(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// Answers committed batches once an fsync that started after their commit is done.
-fn sync(wal: std::fs::File, committed: std::sync::mpsc::Receiver<Answers>) {
+fn sync(wal: std::fs::File, committed: mpsc::Receiver<Answers>) {
     while let Ok(first) = committed.recv() {
         let mut batches = vec![first];
         while let Ok(more) = committed.try_recv() {

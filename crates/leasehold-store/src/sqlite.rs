@@ -378,7 +378,12 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("leasehold-audit-{}.db", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}", path.display());
-        let store = SqliteStore::open(&url, &crate::StoreOptions::default())
+        // The writer does not index on its own here: the test chooses what is indexed.
+        let options = crate::StoreOptions {
+            sqlite_audit_index_every: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let store = SqliteStore::open(&url, &options)
             .await
             .expect("a new database opens");
         let conn = rusqlite::Connection::open(&path).expect("the file opens");
@@ -438,6 +443,75 @@ mod tests {
                 "limit {limit}"
             );
         }
+
+        // An id made before the last indexing but committed after it (the general path
+        // makes its ids before it takes the write lock): read from the end of the table,
+        // in its place by id.
+        let early = crate::records::new_id();
+        a.extend(write_events(&conn, "A", &["seat.taken"]));
+        crate::seat_writer::index_license_events(&conn).expect("indexed");
+        conn.execute(
+            "INSERT INTO events (id, workspace_id, actor_kind, actor_label, action, \
+             subject_type, subject_id, license_id, created_at) \
+             VALUES (?1, 'w', 'system', 'system', 'seat.released', 'seat', 's', 'A', 0)",
+            rusqlite::params![early],
+        )
+        .expect("an event is written");
+        a.insert(a.len() - 1, early);
+        assert_eq!(license_log(&store, "A", None, 2).await, newest_first(&a));
+
+        // Rowids that went back (the newest events deleted by hand, then new ones): every
+        // event is indexed again rather than some never.
+        conn.execute(
+            "DELETE FROM events WHERE id = ?1",
+            rusqlite::params![a.pop()],
+        )
+        .expect("deleted");
+        conn.execute(
+            "DELETE FROM events WHERE id = ?1",
+            rusqlite::params![a.pop()],
+        )
+        .expect("deleted");
+        crate::seat_writer::index_license_events(&conn).expect("indexed");
+        a.extend(write_events(&conn, "A", &["seat.taken"]));
+        crate::seat_writer::index_license_events(&conn).expect("rebuilt");
+        assert_eq!(license_log(&store, "A", None, 3).await, newest_first(&a));
+        assert_eq!(license_log(&store, "B", None, 3).await, newest_first(&b));
+        drop(store);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_seat_writer_indexes_the_audit_log_on_its_own() {
+        let path =
+            std::env::temp_dir().join(format!("leasehold-audit-{}.db", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}", path.display());
+        let options = crate::StoreOptions {
+            sqlite_audit_index_every: std::time::Duration::from_millis(10),
+            ..Default::default()
+        };
+        let store = SqliteStore::open(&url, &options)
+            .await
+            .expect("a new database opens");
+        let conn = rusqlite::Connection::open(&path).expect("the file opens");
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .expect("a timeout");
+        conn.pragma_update(None, "foreign_keys", "OFF")
+            .expect("set");
+        let ids = write_events(&conn, "A", &["seat.taken", "seat.released"]);
+        let indexed = || -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM license_events", [], |r| r.get(0))
+                .expect("counted")
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while indexed() < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(indexed(), 2, "an idle writer indexes what was committed");
+        let newest_first: Vec<String> = ids.into_iter().rev().collect();
+        assert_eq!(license_log(&store, "A", None, 1).await, newest_first);
         drop(store);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));

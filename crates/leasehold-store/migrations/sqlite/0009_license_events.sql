@@ -9,15 +9,19 @@
 -- many events. A license's log reads the entries here and, for events past `through`,
 -- the few rows at the end of the table.
 --
--- Rowids of events only grow: events are never deleted, so a rowid is the order in
--- which events were committed (and a VACUUM, which may renumber rowids, keeps them).
+-- A rowid of events is the order in which events were committed: events are never
+-- deleted and a rolled-back insert leaves no gap, so rowids run 1, 2, 3, … (should they
+-- ever go back, the seat writer indexes every event again).
 CREATE TABLE license_events (
     license_id TEXT NOT NULL,
     event_id   TEXT NOT NULL,
     PRIMARY KEY (license_id, event_id)
 ) WITHOUT ROWID;
-CREATE TABLE license_events_through (through INTEGER NOT NULL);
+CREATE TABLE license_events_through (
+    one     INTEGER PRIMARY KEY CHECK (one = 1),
+    through INTEGER NOT NULL
+);
 INSERT INTO license_events (license_id, event_id)
     SELECT license_id, id FROM events WHERE license_id IS NOT NULL ORDER BY license_id, id;
-INSERT INTO license_events_through (through) SELECT COALESCE(MAX(rowid), 0) FROM events;
+INSERT INTO license_events_through (one, through) SELECT 1, COALESCE(MAX(rowid), 0) FROM events;
 DROP INDEX events_license;
