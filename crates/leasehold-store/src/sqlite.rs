@@ -373,14 +373,17 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_licenses_log_reads_indexed_and_recent_events_alike() {
+    /// A new store whose writer indexes the audit log every `audit_index_every`, and a
+    /// connection of the test's own to its file (foreign keys off: the log is read by
+    /// workspace and license only, so events need no rows of theirs).
+    async fn store_and_connection(
+        audit_index_every: std::time::Duration,
+    ) -> (SqliteStore, rusqlite::Connection, std::path::PathBuf) {
         let path =
             std::env::temp_dir().join(format!("leasehold-audit-{}.db", uuid::Uuid::new_v4()));
         let url = format!("sqlite://{}", path.display());
-        // The writer does not index on its own here: the test chooses what is indexed.
         let options = crate::StoreOptions {
-            sqlite_audit_index_every: std::time::Duration::from_secs(3600),
+            sqlite_audit_index_every: audit_index_every,
             ..Default::default()
         };
         let store = SqliteStore::open(&url, &options)
@@ -389,9 +392,21 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).expect("the file opens");
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .expect("a timeout");
-        // The log is read by workspace and license only: no rows of theirs are needed.
         conn.pragma_update(None, "foreign_keys", "OFF")
             .expect("set");
+        (store, conn, path)
+    }
+
+    fn remove_database(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_licenses_log_reads_indexed_and_recent_events_alike() {
+        // The writer does not index on its own here: the test chooses what is indexed.
+        let (store, conn, path) = store_and_connection(std::time::Duration::from_secs(3600)).await;
 
         let mut a = write_events(&conn, "A", &["seat.taken", "seat.released", "seat.taken"]);
         let b = write_events(&conn, "B", &["seat.taken", "seat.released"]);
@@ -478,28 +493,12 @@ mod tests {
         assert_eq!(license_log(&store, "A", None, 3).await, newest_first(&a));
         assert_eq!(license_log(&store, "B", None, 3).await, newest_first(&b));
         drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        remove_database(&path);
     }
 
     #[tokio::test]
     async fn the_seat_writer_indexes_the_audit_log_on_its_own() {
-        let path =
-            std::env::temp_dir().join(format!("leasehold-audit-{}.db", uuid::Uuid::new_v4()));
-        let url = format!("sqlite://{}", path.display());
-        let options = crate::StoreOptions {
-            sqlite_audit_index_every: std::time::Duration::from_millis(10),
-            ..Default::default()
-        };
-        let store = SqliteStore::open(&url, &options)
-            .await
-            .expect("a new database opens");
-        let conn = rusqlite::Connection::open(&path).expect("the file opens");
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .expect("a timeout");
-        conn.pragma_update(None, "foreign_keys", "OFF")
-            .expect("set");
+        let (store, conn, path) = store_and_connection(std::time::Duration::from_millis(10)).await;
         let ids = write_events(&conn, "A", &["seat.taken", "seat.released"]);
         let indexed = || -> i64 {
             conn.query_row("SELECT COUNT(*) FROM license_events", [], |r| r.get(0))
@@ -513,9 +512,7 @@ mod tests {
         let newest_first: Vec<String> = ids.into_iter().rev().collect();
         assert_eq!(license_log(&store, "A", None, 1).await, newest_first);
         drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        remove_database(&path);
     }
 
     #[tokio::test]
