@@ -52,6 +52,16 @@ pub(crate) const TOP_CURSOR: &str = "";
 pub(crate) const WORKSPACE_EVENTS: &str =
     "SELECT * FROM events WHERE workspace_id = $1 AND ($2 = '' OR id < $2) \
      AND ($4 = '' OR action = $4) AND $3 = '' ORDER BY id DESC LIMIT $5";
+/// Whether a machine (`$2`) holds a live seat of the license (`$1`), one text per kind:
+/// the kind written out lets both databases use the partial index of live activations
+/// or leases, where a parameter for it would read every seat the license ever had.
+pub(crate) const HOLDS_ACTIVATION: &str = "SELECT id FROM seats WHERE license_id = $1 \
+     AND kind = 'activation' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
+pub(crate) const HOLDS_LEASE: &str = "SELECT id FROM seats WHERE license_id = $1 \
+     AND kind = 'lease' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
+pub(crate) const HOLDS_ASSIGNMENT: &str = "SELECT id FROM seats WHERE license_id = $1 \
+     AND kind = 'assignment' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
+
 /// One license's audit log (`$3`): as [`WORKSPACE_EVENTS`], through `events_license`
 /// (PostgreSQL).
 pub(crate) const LICENSE_EVENTS: &str =
@@ -1432,15 +1442,16 @@ macro_rules! impl_store {
             }
 
             async fn holds_seat(&self, license_id: &str, kind: SeatKind, fingerprint: &str) -> Result<bool> {
-                let found: Option<(String,)> = sqlx::query_as(
-                    "SELECT id FROM seats WHERE license_id = $1 AND kind = $2 AND fingerprint = $3 \
-                     AND released_at IS NULL LIMIT 1",
-                )
-                .bind(license_id)
-                .bind(kind)
-                .bind(fingerprint)
-                .fetch_optional(self.reader())
-                .await?;
+                let sql = match kind {
+                    SeatKind::Activation => $crate::backend::HOLDS_ACTIVATION,
+                    SeatKind::Lease => $crate::backend::HOLDS_LEASE,
+                    SeatKind::Assignment => $crate::backend::HOLDS_ASSIGNMENT,
+                };
+                let found: Option<(String,)> = sqlx::query_as(sql)
+                    .bind(license_id)
+                    .bind(fingerprint)
+                    .fetch_optional(self.reader())
+                    .await?;
                 Ok(found.is_some())
             }
 

@@ -300,11 +300,16 @@ mod tests {
         let mut explain = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("the statement is valid");
+        // A listing's parameters (workspace, cursor, license, action, limit), as many as
+        // the statement has.
+        let text = |t: &str| rusqlite::types::Value::Text(t.to_string());
+        let values = [text("w"), text(""), text("l"), text(""), 50.into()];
+        let count = explain.parameter_count();
         let lines = explain
-            // The listing's parameters: workspace, cursor, license, action, limit.
-            .query_map(rusqlite::params!["w", "", "l", "", 50], |row| {
-                row.get::<_, String>(3)
-            })
+            .query_map(
+                rusqlite::params_from_iter(values.into_iter().take(count)),
+                |row| row.get::<_, String>(3),
+            )
             .expect("explained")
             .collect::<rusqlite::Result<Vec<_>>>()
             .expect("explained");
@@ -513,6 +518,12 @@ mod tests {
         assert_eq!(license_log(&store, "A", None, 1).await, newest_first);
         drop(store);
         remove_database(&path);
+    }
+
+    #[tokio::test]
+    async fn a_machines_live_seat_is_found_through_the_live_seats_index() {
+        assert_read_through(crate::backend::HOLDS_ACTIVATION, "seats_active_activation").await;
+        assert_read_through(crate::backend::HOLDS_LEASE, "seats_active_lease").await;
     }
 
     #[tokio::test]
