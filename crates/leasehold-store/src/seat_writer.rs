@@ -148,7 +148,6 @@ impl SeatWriter {
             limit_frames: wal_limit / (page_size + 24),
             checkpoint_every: options.sqlite_checkpoint_every,
             restart_due: Arc::new(AtomicBool::new(false)),
-            audit_index_every: options.sqlite_audit_index_every,
         };
         let checkpointer = Connection::open(path)?;
         checkpointer.busy_handler(Some(wait_for_lock))?;
@@ -182,9 +181,10 @@ impl SeatWriter {
         thread("leasehold-checkpoint")
             .spawn(move || checkpoint(checkpointer, &checkpointer_log, writer_gone))
             .map_err(cannot)?;
+        let audit = AuditIndex::new(options.sqlite_audit_index_every);
         thread("leasehold-seat-writer")
             .spawn(move || {
-                run(conn, &log, waiting, committed);
+                run(conn, &log, audit, waiting, committed);
                 drop(writer_alive);
             })
             .map_err(cannot)?;
@@ -224,19 +224,17 @@ struct Wal {
     /// Set by the checkpointer: the WAL is past its limit; the writer copies the frames
     /// appended since the background checkpoint before its next batch.
     restart_due: Arc<AtomicBool>,
-    /// How often, at most, the events committed since are added to `license_events`.
-    audit_index_every: Duration,
 }
 
 fn run(
     conn: Connection,
     wal: &Wal,
+    mut audit: AuditIndex,
     waiting: mpsc::Receiver<Request>,
     committed: mpsc::Sender<Answers>,
 ) {
-    let mut audit = AuditIndex::new(wal.audit_index_every);
     loop {
-        let first = match waiting.recv_timeout(wal.audit_index_every) {
+        let first = match waiting.recv_timeout(audit.every) {
             Ok(first) => first,
             Err(RecvTimeoutError::Timeout) => {
                 audit.index_if_due(&conn);
@@ -286,6 +284,7 @@ const AUDIT_INDEX_RETRY: Duration = Duration::from_secs(5);
 /// for it, and it is in the WAL before the next batch's fsync. A license's log reads the
 /// events not yet indexed from the end of the table.
 struct AuditIndex {
+    /// How often, at most, the events committed since are indexed.
     every: Duration,
     next: Instant,
 }
@@ -306,7 +305,8 @@ impl AuditIndex {
         if let Err(error) = index_license_events(conn) {
             // Nothing is lost: the events stay past `through`, read from the table's
             // end, and a later pass indexes them.
-            tracing::warn!(%error, "indexing the audit log by license failed; retrying in 5 s");
+            let retry_in_s = AUDIT_INDEX_RETRY.as_secs();
+            tracing::warn!(%error, retry_in_s, "indexing the audit log by license failed");
             let _ = statement(conn, "ROLLBACK");
             self.next = Instant::now() + AUDIT_INDEX_RETRY;
         }

@@ -1206,28 +1206,6 @@ async fn client_calls_are_rate_limited_per_ip_and_key() {
     s.stop().await;
 }
 
-/// Every page of `path` (a query, to which `&limit=` and `&cursor=` are added) read
-/// `limit` at a time.
-async fn all_pages(admin: &Api, path: &str, limit: u32) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = match &cursor {
-            Some(c) => {
-                admin
-                    .ok_get(&format!("{path}&limit={limit}&cursor={c}"))
-                    .await
-            }
-            None => admin.ok_get(&format!("{path}&limit={limit}")).await,
-        };
-        items.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return items,
-        }
-    }
-}
-
 /// A license's log (`license_id=`) is the workspace's log cut to that license, whether
 /// its events are fresh or already indexed by license (SQLite indexes them in bulk, a
 /// few times a second, and reads the rest from the end of the log).
@@ -1247,7 +1225,7 @@ async fn a_licenses_audit_log_is_the_workspaces_log_of_that_license(s: &TestServ
         let admin = admin.clone();
         let lids: Vec<String> = licenses.iter().map(id).collect();
         async move {
-            let workspace = all_pages(&admin, "/v1/events?", 200).await;
+            let workspace = admin.all_pages("/v1/events?", 200).await;
             for lid in &lids {
                 let expected: Vec<Value> = workspace
                     .iter()
@@ -1256,16 +1234,17 @@ async fn a_licenses_audit_log_is_the_workspaces_log_of_that_license(s: &TestServ
                     .collect();
                 assert!(expected.len() >= 8, "{round}: {expected:#?}");
                 for limit in [1, 3, 200] {
-                    let log =
-                        all_pages(&admin, &format!("/v1/events?license_id={lid}"), limit).await;
+                    let log = admin
+                        .all_pages(&format!("/v1/events?license_id={lid}"), limit)
+                        .await;
                     assert_eq!(ids(&log), ids(&expected), "{round}, pages of {limit}");
                 }
-                let released = all_pages(
-                    &admin,
-                    &format!("/v1/events?license_id={lid}&action=seat.released"),
-                    2,
-                )
-                .await;
+                let released = admin
+                    .all_pages(
+                        &format!("/v1/events?license_id={lid}&action=seat.released"),
+                        2,
+                    )
+                    .await;
                 let expected_released: Vec<Value> = expected
                     .iter()
                     .filter(|e| e["action"] == "seat.released")

@@ -244,6 +244,27 @@ impl Api {
         value
     }
 
+    /// Every page of `path` (a query, to which `&limit=` and `&cursor=` are added) read
+    /// `limit` at a time.
+    pub async fn all_pages(&self, path: &str, limit: u32) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match &cursor {
+                Some(c) => {
+                    self.ok_get(&format!("{path}&limit={limit}&cursor={c}"))
+                        .await
+                }
+                None => self.ok_get(&format!("{path}&limit={limit}")).await,
+            };
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return items,
+            }
+        }
+    }
+
     /// The license's `seats_used`, as the admin API reads it.
     pub async fn seats_used(&self, license_id: &str) -> Value {
         self.ok_get(&format!("/v1/licenses/{license_id}")).await["seats_used"].clone()

@@ -544,22 +544,12 @@ async fn no_acknowledged_seat_is_lost_on_kill_9_after(
     let acknowledged = acknowledged.lock().unwrap().clone();
     let server = ServerProcess::start(&store_args).await;
     let admin = server.api(&token);
-    let mut active = std::collections::HashSet::new();
-    let mut cursor = String::new();
-    loop {
-        let page = admin
-            .ok_get(&format!(
-                "/v1/licenses/{lid}/seats?active=true&limit=200&cursor={cursor}"
-            ))
-            .await;
-        for seat in page["items"].as_array().unwrap() {
-            active.insert(id(seat));
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_string(),
-            None => break,
-        }
-    }
+    let active: std::collections::HashSet<String> = admin
+        .all_pages(&format!("/v1/licenses/{lid}/seats?active=true"), 200)
+        .await
+        .iter()
+        .map(id)
+        .collect();
     let lost: Vec<&String> = acknowledged
         .iter()
         .filter(|a| !active.contains(*a))
