@@ -93,8 +93,16 @@ pub(crate) fn last_day() -> chrono::NaiveDate {
 }
 
 /// A heartbeat: one statement on one row, answering the instance list of a live lease.
+/// It names no indexed column, so it changes the row's page only (migration 0010:
+/// `sweep_at`, not the expiry, is indexed). A new expiry before the lease's `sweep_at` (its
+/// license's lease period was shortened) matches no row here; the general path then moves
+/// `sweep_at` too ([`TOUCH_LEASE_SOONER`]), so a lease never lapses before its `sweep_at`.
 pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET expires_at = $1, last_seen_at = $2 WHERE id = $3 \
-     AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 RETURNING instances";
+     AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 AND sweep_at <= $1 \
+     RETURNING instances";
+/// A heartbeat whose new expiry comes before the lease's `sweep_at`.
+pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET expires_at = $1, last_seen_at = $2, \
+     sweep_at = $1 WHERE id = $3 AND kind = 'lease' AND released_at IS NULL";
 
 /// The seat statements both the sqlx paths and SQLite's seat writer run (one text each).
 /// A holder's live lease (`$3`: its OS user). (No `$n = '' OR …` shortcut in these two:
@@ -129,25 +137,39 @@ pub(crate) const FULL_LICENSE: &str = concat!(
      WHERE id = $1 AND deleted_at IS NULL AND seat_model = 'concurrent' AND ",
     in_force!("$2")
 );
-/// When the license's next live lease expires (a refusal's `retry_after_s`).
-pub(crate) const NEXT_LEASE_EXPIRY: &str = "SELECT MIN(expires_at) FROM seats \
+/// The soonest a live lease of the license could lapse (a refusal's `retry_after_s`): its
+/// earliest `sweep_at`, never later than the earliest expiry, and the expiry itself for
+/// every lease not renewed since [`RESWEEP_LEASES`] last moved it. One probe of the index.
+pub(crate) const NEXT_LEASE_EXPIRY: &str = "SELECT MIN(sweep_at) FROM seats \
      WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL";
-pub(crate) const INSERT_LEASE: &str = "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \
-     identifier, instances, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, 'lease', $4, $5, $6, $7, $8, $8, $9)";
-/// A live lease taken again by another instance of its holder.
+pub(crate) const INSERT_LEASE: &str =
+    "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \
+     identifier, instances, created_at, last_seen_at, expires_at, sweep_at) \
+     VALUES ($1, $2, $3, 'lease', $4, $5, $6, $7, $8, $8, $9, $9)";
+/// A live lease taken again by another instance of its holder (`sweep_at` kept no later
+/// than the new expiry, as [`TOUCH_LEASE`] keeps it).
 pub(crate) const RENEW_LEASE: &str =
     "UPDATE seats SET instances = $1, expires_at = $2, last_seen_at = $3, \
-     identifier = COALESCE($4, identifier) WHERE id = $5 AND released_at IS NULL";
+     identifier = COALESCE($4, identifier), \
+     sweep_at = CASE WHEN sweep_at > $2 THEN $2 ELSE sweep_at END WHERE id = $5 AND released_at IS NULL";
 pub(crate) const SET_INSTANCES: &str =
     "UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3 AND released_at IS NULL";
 pub(crate) const END_SEAT: &str =
     "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL";
 pub(crate) const FREE_SEAT: &str = "UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1";
-/// A license's lapsed leases (`$2`: now), oldest first, at most `$3`.
+/// A license's live leases whose `sweep_at` has passed (`$2`: now) though they have not
+/// lapsed (heartbeats pushed their expiry): at most `$3` of them, in index order, get their
+/// expiry as their `sweep_at`. Run before [`LAPSED_LEASES`], so that it reads only lapsed
+/// leases when fewer than `$3` were moved.
+pub(crate) const RESWEEP_LEASES: &str = "UPDATE seats SET sweep_at = expires_at WHERE id IN (\
+     SELECT id FROM seats WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL \
+     AND sweep_at < $2 AND expires_at >= $2 ORDER BY sweep_at LIMIT $3)";
+/// A license's lapsed leases (`$2`: now), at most `$3`, in `sweep_at` order (oldest
+/// first, but for leases renewed since their `sweep_at` last moved).
 pub(crate) const LAPSED_LEASES: &str = concat!(
     seat_select!(),
-    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2 \
-     ORDER BY s.expires_at LIMIT $3"
+    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.sweep_at < $2 \
+     AND s.expires_at < $2 ORDER BY s.sweep_at LIMIT $3"
 );
 /// Frees `$1` seats of license `$2` at once (the expired leases of a sweep's chunk).
 pub(crate) const FREE_SEATS: &str =
@@ -516,18 +538,41 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
-            /// Releases up to `limit` of this license's lapsed leases, oldest first, in a few
-            /// set-wide statements (the caller holds the license lock): the sweeper's chunk, and
-            /// the on-demand expiry before a checkout is refused.
-            async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64, limit: i64) -> Result<Vec<Seat>> {
+            /// Before a full license refuses: ends its lapsed leases (up to a chunk of them),
+            /// however many leases have their `sweep_at` to move on first. Answers how many ended.
+            async fn expire_all_lapsed(tx: &mut Tx, license: &License, now: i64) -> Result<usize> {
+                loop {
+                    let (expired, moved) = Self::expire_license_leases(tx, license, now, EXPIRE_CHUNK).await?;
+                    if moved < EXPIRE_CHUNK {
+                        return Ok(expired.len());
+                    }
+                }
+            }
+
+            /// Releases up to `limit` of this license's lapsed leases, in a few set-wide
+            /// statements (the caller holds the license lock): the sweeper's chunk, and the
+            /// on-demand expiry before a checkout is refused. Leases whose `sweep_at` passed
+            /// though they live on move it to their expiry first, and count in `limit`: answers
+            /// the leases ended and how many moved (all of `limit`: some may be left).
+            async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64, limit: i64) -> Result<(Vec<Seat>, i64)> {
+                let moved = sqlx::query($crate::backend::RESWEEP_LEASES)
+                    .bind(&license.id)
+                    .bind(now)
+                    .bind(limit)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected() as i64;
+                if moved >= limit {
+                    return Ok((Vec::new(), moved));
+                }
                 let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>($crate::backend::LAPSED_LEASES)
                 .bind(&license.id)
                 .bind(now)
-                .bind(limit)
+                .bind(limit - moved)
                 .fetch_all(&mut **tx)
                 .await?;
                 if lapsed.is_empty() {
-                    return Ok(lapsed);
+                    return Ok((lapsed, moved));
                 }
                 let mut ended = sqlx::QueryBuilder::<$db>::new("UPDATE seats SET released_at = ");
                 ended.push_bind(now).push(", release_reason = ").push_bind(ReleaseReason::Expired);
@@ -541,7 +586,7 @@ macro_rules! impl_store {
                     ended.build_query_scalar::<String>().fetch_all(&mut **tx).await?.into_iter().collect();
                 let expired: Vec<Seat> = lapsed.into_iter().filter(|s| ended.contains(&s.id)).collect();
                 if expired.is_empty() {
-                    return Ok(expired);
+                    return Ok((expired, moved));
                 }
                 sqlx::query($crate::backend::FREE_SEATS)
                     .bind(expired.len() as i64)
@@ -581,7 +626,7 @@ macro_rules! impl_store {
                         .push_bind(now);
                 });
                 events.build().execute(&mut **tx).await?;
-                Ok(expired)
+                Ok((expired, moved))
             }
 
             /// The refusal of a holder an admin released less than `release_cooldown_s` ago.
@@ -715,7 +760,7 @@ macro_rules! impl_store {
                 }
                 if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await? {
                     // Before refusing, free what crashed apps left behind.
-                    if Self::expire_license_leases(&mut tx, license, now, EXPIRE_CHUNK).await?.is_empty()
+                    if Self::expire_all_lapsed(&mut tx, license, now).await? == 0
                         || !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await?
                     {
                         let refusal = Self::refusal(&mut tx, license, SeatModel::Concurrent, true).await?;
@@ -1523,45 +1568,53 @@ macro_rules! impl_store {
                 let now = now_ms();
                 let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
                 // The hot path: one statement on one row.
-                let live = self.touch_lease(lease_id, &license.id, expires_at, now).await?;
-                match live {
-                    Some(instances) => {
-                        let mut list: Vec<String> =
-                            $crate::backend::instance_list(instances.as_deref());
-                        if !list.iter().any(|i| i == instance) {
-                            // An instance the server had not seen: count it in, so its
-                            // checkin is awaited too. Rare, so it takes the license lock
-                            // like every other change to the instance list.
-                            let mut tx = self.begin_write().await?;
-                            Self::lock_license(&mut tx, &license.id).await?;
-                            let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-                            list = $crate::backend::instance_list(seat.instances.as_deref());
-                            if seat.released_at.is_none() && !list.iter().any(|i| i == instance) {
-                                list.push(instance.to_string());
-                                sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL")
-                                    .bind(json(&list))
-                                    .bind(lease_id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                            self.commit(tx).await?;
-                        }
-                        Ok(expires_at)
+                let mut live = self.touch_lease(lease_id, &license.id, expires_at, now).await?;
+                if live.is_none() {
+                    // Gone, lapsed, or live with a new expiry before its `sweep_at` (its
+                    // license's lease period was shortened): decided under the license lock.
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_license(&mut tx, &license.id).await?;
+                    let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+                    if seat.license_id != license.id || seat.kind != SeatKind::Lease {
+                        return Err(StoreError::NotFound);
                     }
-                    None => {
-                        let mut tx = self.begin_write().await?;
-                        Self::lock_license(&mut tx, &license.id).await?;
-                        let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-                        if seat.license_id != license.id || seat.kind != SeatKind::Lease {
-                            return Err(StoreError::NotFound);
-                        }
+                    if seat.released_at.is_some() || seat.expires_at.unwrap_or(0) < now {
                         if seat.released_at.is_none() && Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
                             Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
                         }
                         self.commit(tx).await?;
-                        Err(StoreError::LeaseExpired)
+                        return Err(StoreError::LeaseExpired);
                     }
+                    sqlx::query($crate::backend::TOUCH_LEASE_SOONER)
+                        .bind(expires_at)
+                        .bind(now)
+                        .bind(lease_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    self.commit(tx).await?;
+                    live = Some(seat.instances);
                 }
+                let instances = live.unwrap_or_default();
+                let list: Vec<String> = $crate::backend::instance_list(instances.as_deref());
+                if !list.iter().any(|i| i == instance) {
+                    // An instance the server had not seen: count it in, so its
+                    // checkin is awaited too. Rare, so it takes the license lock
+                    // like every other change to the instance list.
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_license(&mut tx, &license.id).await?;
+                    let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+                    let mut list = $crate::backend::instance_list(seat.instances.as_deref());
+                    if seat.released_at.is_none() && !list.iter().any(|i| i == instance) {
+                        list.push(instance.to_string());
+                        sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL")
+                            .bind(json(&list))
+                            .bind(lease_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    self.commit(tx).await?;
+                }
+                Ok(expires_at)
             }
 
             async fn release_instance(&self, license: &std::sync::Arc<License>, lease_id: &str, instance: &str) -> Result<bool> {
@@ -1613,7 +1666,7 @@ macro_rules! impl_store {
                 // there are.
                 let probed: Vec<(String, String, bool)> = sqlx::query_as(
                     "SELECT l.id, l.workspace_id, EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id \
-                     AND s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at < $2) \
+                     AND s.kind = 'lease' AND s.released_at IS NULL AND s.sweep_at < $2) \
                      FROM licenses l WHERE l.seat_model = 'concurrent' AND l.seats_used > 0 AND l.id >= $1 \
                      ORDER BY l.id LIMIT $3",
                 )
@@ -1630,46 +1683,46 @@ macro_rules! impl_store {
                     .filter(|(_, _, lapsed)| *lapsed)
                     .map(|(id, workspace_id, _)| (id, workspace_id))
                     .collect();
-                let expired = if licenses.is_empty() {
-                    Vec::new()
-                } else if let Some(expired) = self.fast_expire_leases(&licenses, now, limit).await? {
+                let swept = if licenses.is_empty() {
+                    $crate::Swept::default()
+                } else if let Some(swept) = self.fast_expire_leases(&licenses, now, limit).await? {
                     // SQLite: the whole chunk on the seat writer, inside its batch.
-                    expired
+                    swept
                 } else {
                     // PostgreSQL: each license locked first, like on every other path. Waits
                     // for a checkout holding the lock (it is brief) rather than skip: a
                     // skipped license would be missed until the next pass. Another node
                     // sweeping the same license is waited for too, and then finds its
                     // leases already ended.
-                    let mut expired = Vec::new();
+                    let mut swept = $crate::Swept::default();
+                    let mut handled = 0;
                     for (license_id, _) in licenses {
-                        let budget = limit - expired.len() as i64;
-                        if budget <= 0 {
-                            break;
-                        }
                         let mut tx = self.begin_write().await?;
                         let license = sqlx::query_as::<_, License>(concat!("SELECT * FROM licenses WHERE id = $1", $lock))
                             .bind(&license_id)
                             .fetch_optional(&mut *tx)
                             .await?;
                         if let Some(license) = license {
-                            expired.extend(Self::expire_license_leases(&mut tx, &license, now, budget).await?);
+                            let (expired, moved) = Self::expire_license_leases(&mut tx, &license, now, limit - handled).await?;
+                            handled += moved + expired.len() as i64;
+                            swept.expired.extend(expired);
                         }
                         self.commit(tx).await?;
+                        if handled >= limit {
+                            swept.ran_out_in = Some(license_id);
+                            break;
+                        }
                     }
-                    expired
+                    swept
                 };
-                // A budget that ran out resumes at the license it ran out in (the last lease's:
-                // licenses are visited in order); otherwise the next chunk starts after the
-                // licenses probed here, or the pass is over.
-                let resume_at = if expired.len() as i64 >= limit {
-                    expired.last().map(|seat| seat.license_id.clone())
-                } else if reached_the_end {
-                    None
-                } else {
-                    after
+                // A budget that ran out resumes at the license it ran out in; otherwise the
+                // next chunk starts after the licenses probed here, or the pass is over.
+                let resume_at = match swept.ran_out_in {
+                    Some(license_id) => Some(license_id),
+                    None if reached_the_end => None,
+                    None => after,
                 };
-                Ok($crate::SweepChunk { expired, resume_at, probed: probed_count })
+                Ok($crate::SweepChunk { expired: swept.expired, resume_at, probed: probed_count })
             }
 
             async fn workspace_signing_key(&self, workspace_id: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {

@@ -146,6 +146,14 @@ pub struct SweepChunk {
     pub probed: usize,
 }
 
+/// What a sweep did in some licenses, in order: the leases it ended, and the license its
+/// budget ran out in (leases ended and leases whose `sweep_at` moved on count alike).
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    pub expired: Vec<Seat>,
+    pub ran_out_in: Option<String>,
+}
+
 /// What the domain needs from storage. Every call that changes data writes its
 /// audit event in the same transaction; every call is scoped to one workspace and
 /// answers [`StoreError::NotFound`] for another workspace's objects.

@@ -80,8 +80,9 @@ const APPLY_SEATS: &str = concat!(
      ORDER BY r.n LIMIT (SELECT free FROM license)), \
    seat AS ( \
      INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, identifier, instances, \
-       created_at, last_seen_at, expires_at) \
-     SELECT id, workspace_id, $1, 'lease', fingerprint, os_user, identifier, instances, now, now, expires_at \
+       created_at, last_seen_at, expires_at, sweep_at) \
+     SELECT id, workspace_id, $1, 'lease', fingerprint, os_user, identifier, instances, now, now, expires_at, \
+       expires_at \
      FROM chosen ORDER BY n \
      ON CONFLICT (license_id, fingerprint, os_user) WHERE released_at IS NULL AND kind = 'lease' DO NOTHING \
      RETURNING id), \

@@ -94,7 +94,7 @@ impl PostgresStore {
         _licenses: &[(String, String)],
         _now: i64,
         _limit: i64,
-    ) -> crate::Result<Option<Vec<Seat>>> {
+    ) -> crate::Result<Option<crate::Swept>> {
         Ok(None)
     }
 

@@ -42,11 +42,11 @@ use crate::backend::{
     check_release_cooldown, denial_data, instance_list, json, subscribed_pattern, webhook_data,
     ACTIVE_LEASE, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, FULL_LICENSE,
     INSERT_EVENT, INSERT_LEASE, LAPSED_LEASES, LAST_ADMIN_RELEASE, NEXT_LEASE_EXPIRY, RENEW_LEASE,
-    SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
+    RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
 };
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
-use crate::StoreError;
+use crate::{StoreError, Swept};
 use leasehold_core::{ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -102,8 +102,8 @@ pub(crate) enum Done {
     Released(bool),
     /// The live lease's instance list, or `None` when it is not live.
     Touched(Option<Option<String>>),
-    /// The leases that ended, as they were before.
-    Expired(Vec<Seat>),
+    /// The leases that ended, as they were before, and where the budget ran out.
+    Expired(Swept),
 }
 
 /// Workspace → whether it has webhooks, learnt once per batch: the batch is one write
@@ -556,44 +556,55 @@ fn apply_op(conn: &Connection, hooks: &mut Webhooks, op: &Op) -> Result<Done, St
 }
 
 /// A sweep's chunk in one transaction: up to `limit` lapsed leases of `licenses` (id,
-/// workspace) end, license by license, so the chunk waits for one commit and one fsync
-/// however thinly its leases are spread.
+/// workspace) end (or move their `sweep_at` on), license by license, so the chunk waits
+/// for one commit and one fsync however thinly its leases are spread.
 fn expire(
     conn: &Connection,
     hooks: &mut Webhooks,
     licenses: &[(String, String)],
     now: i64,
     limit: i64,
-) -> Result<Vec<Seat>, StoreError> {
-    let mut expired = Vec::new();
+) -> Result<Swept, StoreError> {
+    let mut swept = Swept::default();
+    let mut handled = 0;
     for (license_id, workspace_id) in licenses {
-        let budget = limit - expired.len() as i64;
-        if budget <= 0 {
-            break;
-        }
-        expired.extend(expire_license(
+        let (expired, moved) = expire_license(
             conn,
             hooks,
             (workspace_id, license_id),
             now,
-            budget,
-        )?);
+            limit - handled,
+        )?;
+        handled += moved + expired.len() as i64;
+        swept.expired.extend(expired);
+        if handled >= limit {
+            swept.ran_out_in = Some(license_id.clone());
+            break;
+        }
     }
-    Ok(expired)
+    Ok(swept)
 }
 
-/// Ends up to `limit` of the license's lapsed leases, oldest first, as the general
-/// path's `expire_license_leases` does: each with its `seat.expired` event.
+/// Ends up to `limit` of the license's lapsed leases, as the general path's
+/// `expire_license_leases` does: each with its `seat.expired` event. Leases whose
+/// `sweep_at` passed though they live on move it first, and count in `limit`: answers the
+/// leases ended and how many moved.
 fn expire_license(
     conn: &Connection,
     hooks: &mut Webhooks,
     (workspace_id, license_id): (&str, &str),
     now: i64,
     limit: i64,
-) -> Result<Vec<Seat>, StoreError> {
+) -> Result<(Vec<Seat>, i64), StoreError> {
+    let moved = conn
+        .prepare_cached(RESWEEP_LEASES)?
+        .execute(params![license_id, now, limit])? as i64;
+    if moved >= limit {
+        return Ok((Vec::new(), moved));
+    }
     let lapsed = conn
         .prepare_cached(LAPSED_LEASES)?
-        .query_map(params![license_id, now, limit], seat_from_row)?
+        .query_map(params![license_id, now, limit - moved], seat_from_row)?
         .collect::<rusqlite::Result<Vec<Seat>>>()?;
     let mut expired = Vec::with_capacity(lapsed.len());
     for seat in lapsed {
@@ -621,7 +632,24 @@ fn expire_license(
         conn.prepare_cached(FREE_SEATS)?
             .execute(params![expired.len() as i64, license_id])?;
     }
-    Ok(expired)
+    Ok((expired, moved))
+}
+
+/// Before a full license refuses: ends its lapsed leases (up to a chunk of them), however
+/// many leases have their `sweep_at` to move on first. Answers how many ended.
+fn expire_all_lapsed(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    workspace_and_license: (&str, &str),
+    now: i64,
+) -> Result<i64, StoreError> {
+    loop {
+        let (expired, moved) =
+            expire_license(conn, hooks, workspace_and_license, now, EXPIRE_CHUNK)?;
+        if moved < EXPIRE_CHUNK {
+            return Ok(expired.len() as i64);
+        }
+    }
 }
 
 fn take(
@@ -696,9 +724,9 @@ fn take(
         // Full: before refusing, free what crashed apps left behind, as the general path
         // does (the expiries stay, even if this take is refused).
         let workspace_and_license = (license.workspace_id.as_str(), license.id.as_str());
-        let expired = expire_license(conn, hooks, workspace_and_license, now, EXPIRE_CHUNK)?;
-        if expired.is_empty() || !try_take()? {
-            let seats_used = seats_used - expired.len() as i64;
+        let expired = expire_all_lapsed(conn, hooks, workspace_and_license, now)?;
+        if expired == 0 || !try_take()? {
+            let seats_used = seats_used - expired;
             let next_expiry_ms: Option<i64> = conn
                 .prepare_cached(NEXT_LEASE_EXPIRY)?
                 .query_row(params![license.id], |row| row.get(0))?;

@@ -228,7 +228,7 @@ impl SqliteStore {
     }
 
     /// A sweep's chunk on the seat writer, as one operation of its batch: up to `limit`
-    /// lapsed leases of `licenses` (id, workspace) end. The sweep then never takes
+    /// lapsed leases of `licenses` (id, workspace) end, or move their `sweep_at` on. The sweep then never takes
     /// SQLite's write lock from the seat writer (which waited for it in 100 µs steps).
     /// `None` without a seat writer (in-memory database).
     async fn fast_expire_leases(
@@ -236,7 +236,7 @@ impl SqliteStore {
         licenses: &[(String, String)],
         now: i64,
         limit: i64,
-    ) -> crate::Result<Option<Vec<crate::Seat>>> {
+    ) -> crate::Result<Option<crate::Swept>> {
         let Some(seats) = &self.seats else {
             return Ok(None);
         };
@@ -249,7 +249,7 @@ impl SqliteStore {
             })
             .await?
         {
-            Done::Expired(expired) => Ok(Some(expired)),
+            Done::Expired(swept) => Ok(Some(swept)),
             _ => Err(unexpected()),
         }
     }
@@ -524,6 +524,19 @@ mod tests {
     async fn a_machines_live_seat_is_found_through_the_live_seats_index() {
         assert_read_through(crate::backend::HOLDS_ACTIVATION, "seats_active_activation").await;
         assert_read_through(crate::backend::HOLDS_LEASE, "seats_active_lease").await;
+    }
+
+    /// The sweep, a full license's expiry and a refusal's retry hint read a license's due
+    /// leases through the index by `sweep_at` (the one a heartbeat does not change).
+    #[tokio::test]
+    async fn due_leases_are_found_through_the_sweep_index() {
+        for sql in [
+            crate::backend::RESWEEP_LEASES,
+            crate::backend::LAPSED_LEASES,
+            crate::backend::NEXT_LEASE_EXPIRY,
+        ] {
+            assert_read_through(sql, "seats_license_lease_sweep").await;
+        }
     }
 
     #[tokio::test]

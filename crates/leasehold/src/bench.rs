@@ -1055,9 +1055,9 @@ async fn seed_leases(
     let per_license = count.div_ceil(fleet.licenses.len()) as i64;
     let insert = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
         INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, instances, \
-        created_at, last_seen_at, expires_at) \
+        created_at, last_seen_at, expires_at, sweep_at) \
         SELECT $1 || '-' || CAST(i AS TEXT), (SELECT workspace_id FROM licenses WHERE id = $1), $1, \
-        'lease', 'seed-' || CAST(i AS TEXT), 'u', '[\"i\"]', $2, $2, $4 FROM n";
+        'lease', 'seed-' || CAST(i AS TEXT), 'u', '[\"i\"]', $2, $2, $4, $4 FROM n";
     let counter = "UPDATE licenses SET seats_used = seats_used + $1 WHERE id = $2";
     macro_rules! seed {
         ($pool:expr) => {{

@@ -1,7 +1,7 @@
 //! The client protocol over HTTP: validate, dedicated activations, floating leases,
 //! expiry, signatures and rate limits, on both stores.
 
-use crate::harness::{both_stores, id, Api, Backend, TestServer};
+use crate::harness::{both_stores, id, in_days, Api, Backend, TestServer};
 use base64::Engine;
 use ed25519_dalek::Verifier;
 use reqwest::StatusCode;
@@ -108,7 +108,7 @@ async fn validate_answers_each_code(s: &TestServer) {
         assert_eq!(answer["code"], code);
         assert_eq!(answer["valid"], false);
     }
-    let yesterday = (chrono::Utc::now().date_naive() - chrono::Days::new(1)).to_string();
+    let yesterday = in_days(-1).to_string();
     let expired = admin.license_with(json!({"expires_on": yesterday})).await;
     let answer = c
         .ok_post(
@@ -592,6 +592,185 @@ async fn a_full_license_frees_its_lapsed_leases_before_refusing() {
         assert_eq!(expired.len(), 2, "{backend:?}: m1 and m2 lapsed, each once");
         assert!(expired.iter().all(|e| e["actor"]["kind"] == "system"));
         assert_eq!(admin.seats_used(&lid).await, 2, "{backend:?}");
+        s.stop().await;
+    }
+}
+
+/// A lease's `sweep_at` and `expires_at`, read straight from the database.
+async fn sweep_and_expiry(s: &TestServer, lease_id: &str) -> (i64, i64) {
+    let sql = "SELECT sweep_at, expires_at FROM seats WHERE id = $1";
+    match s.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&s.database_url).await.unwrap();
+            sqlx::query_as(sql)
+                .bind(lease_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+            sqlx::query_as(sql)
+                .bind(lease_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// A heartbeat pushes a lease's expiry and nothing else: its `sweep_at` (the indexed
+/// column) stays. Once that passes, a sweep moves it on to the expiry of a lease that lives
+/// on, counting the move in its budget, and ends a lapsed lease behind it.
+#[tokio::test]
+async fn a_sweep_moves_a_renewed_lease_on_and_ends_the_lapsed_one_behind_it() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let s = TestServer::without_sweeper(backend).await;
+        let admin = s.workspace("Acme").await;
+        let license = lapsing_license(&admin, 5).await;
+        let (key, lid) = (license["key"].as_str().unwrap(), id(&license));
+        let c = client(&s);
+        let mut leases = Vec::new();
+        for machine in ["a", "b", "c"] {
+            let lease = c
+                .ok_post(
+                    "/v1/client/leases",
+                    lease_body(key, machine, "u", "i"),
+                    StatusCode::CREATED,
+                )
+                .await;
+            leases.push(id(&lease));
+        }
+        let taken: Vec<(i64, i64)> = {
+            let mut all = Vec::new();
+            for lease in &leases {
+                all.push(sweep_and_expiry(&s, lease).await);
+            }
+            all
+        };
+        assert!(
+            taken.iter().all(|(sweep, expiry)| sweep == expiry),
+            "{backend:?}: {taken:?}"
+        );
+        // a and b heartbeat past their first expiry; c's app is gone.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            for lease in &leases[..2] {
+                c.ok_post(
+                    &format!("/v1/client/leases/{lease}/heartbeat"),
+                    json!({"key": key, "instance": "i"}),
+                    StatusCode::OK,
+                )
+                .await;
+            }
+        }
+        for (n, lease) in leases[..2].iter().enumerate() {
+            let (sweep, expiry) = sweep_and_expiry(&s, lease).await;
+            assert_eq!(
+                sweep, taken[n].0,
+                "{backend:?}: a heartbeat leaves sweep_at"
+            );
+            assert!(expiry > sweep, "{backend:?}: a heartbeat pushes the expiry");
+        }
+        let store = &s.state.store;
+        // A budget of one: a's sweep_at moves on, and the next chunk resumes in its license.
+        let chunk = store.expire_leases("", 1, 100).await.unwrap();
+        assert!(chunk.expired.is_empty(), "{backend:?}");
+        assert_eq!(
+            chunk.resume_at.as_deref(),
+            Some(lid.as_str()),
+            "{backend:?}"
+        );
+        let (sweep, expiry) = sweep_and_expiry(&s, &leases[0]).await;
+        assert_eq!(sweep, expiry, "{backend:?}: a's sweep_at is its expiry now");
+        assert_eq!(
+            sweep_and_expiry(&s, &leases[1]).await.0,
+            taken[1].0,
+            "{backend:?}"
+        );
+        let chunk = store.expire_leases(&lid, 10, 100).await.unwrap();
+        let ended: Vec<&str> = chunk.expired.iter().map(|seat| seat.id.as_str()).collect();
+        assert_eq!(ended, [leases[2].as_str()], "{backend:?}: only c lapsed");
+        assert_eq!(chunk.resume_at, None, "{backend:?}");
+        let (sweep, expiry) = sweep_and_expiry(&s, &leases[1]).await;
+        assert_eq!(sweep, expiry, "{backend:?}: b's sweep_at is its expiry now");
+        assert_eq!(admin.seats_used(&lid).await, 2, "{backend:?}");
+        // Nothing is due any more: the next sweep touches nothing.
+        let chunk = store.expire_leases("", 10, 100).await.unwrap();
+        assert!(
+            chunk.expired.is_empty() && chunk.resume_at.is_none(),
+            "{backend:?}"
+        );
+        for lease in &leases[..2] {
+            c.ok_post(
+                &format!("/v1/client/leases/{lease}/heartbeat"),
+                json!({"key": key, "instance": "i"}),
+                StatusCode::OK,
+            )
+            .await;
+        }
+        s.stop().await;
+    }
+}
+
+/// A license's lease period shortened while leases are held applies from their next
+/// heartbeat, and such a lease then lapses on time: its `sweep_at` moves back with its
+/// expiry, so a full license finds it lapsed (it is not left to its old period).
+#[tokio::test]
+async fn a_shorter_lease_period_applies_from_the_next_heartbeat() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let s = TestServer::without_sweeper(backend).await;
+        let admin = s.workspace("Acme").await;
+        let license = admin
+            .license_with(json!({"seat_model": "concurrent", "seats_total": 1, "policy": {"lease_ttl_s": 3600}}))
+            .await;
+        let (key, lid) = (license["key"].as_str().unwrap(), id(&license));
+        let c = client(&s);
+        let lease = c
+            .ok_post(
+                "/v1/client/leases",
+                lease_body(key, "m1", "u", "i"),
+                StatusCode::CREATED,
+            )
+            .await;
+        let (status, body) = admin
+            .patch(
+                &format!("/v1/licenses/{lid}"),
+                json!({"policy": {"lease_ttl_s": 1}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        let answer = c
+            .ok_post(
+                &format!("/v1/client/leases/{}/heartbeat", id(&lease)),
+                json!({"key": key, "instance": "i"}),
+                StatusCode::OK,
+            )
+            .await;
+        let expires_at =
+            chrono::DateTime::parse_from_rfc3339(answer["expires_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+        let (sweep, expiry) = sweep_and_expiry(&s, &id(&lease)).await;
+        assert_eq!((sweep, expiry), (expires_at, expires_at), "{backend:?}");
+        assert!(
+            expires_at < chrono::Utc::now().timestamp_millis() + 2_000,
+            "{backend:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        let (status, body) = c
+            .post("/v1/client/leases", lease_body(key, "m2", "u", "i"))
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{backend:?}: m1's lease lapsed: {body}"
+        );
+        assert_eq!(
+            admin.events(&lid, "seat.expired").await.len(),
+            1,
+            "{backend:?}"
+        );
         s.stop().await;
     }
 }

@@ -349,6 +349,11 @@ pub async fn stored_key(s: &TestServer) -> (Vec<u8>, String) {
     }
 }
 
+/// The day `days` from today (UTC; negative: before).
+pub fn in_days(days: i64) -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive() + chrono::TimeDelta::days(days)
+}
+
 pub fn id(value: &Value) -> String {
     value["id"]
         .as_str()

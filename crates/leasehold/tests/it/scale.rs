@@ -149,9 +149,9 @@ async fn seed(s: &TestServer, license_ids: &[String]) {
     let now = chrono::Utc::now().timestamp_millis();
     let insert = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $4) \
         INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, instances, \
-        created_at, last_seen_at, expires_at) \
+        created_at, last_seen_at, expires_at, sweep_at) \
         SELECT $1 || '-' || CAST(i AS TEXT), (SELECT workspace_id FROM licenses WHERE id = $1), $1, 'lease', 'seed-' || CAST(i AS TEXT), 'u', '[\"i\"]', \
-        $2, $2, CASE WHEN i <= $5 THEN $2 - 1000 ELSE $3 END FROM n";
+        $2, $2, CASE WHEN i <= $5 THEN $2 - 1000 ELSE $3 END, CASE WHEN i <= $5 THEN $2 - 1000 ELSE $3 END FROM n";
     let count = "UPDATE licenses SET seats_used = seats_used + $1 WHERE id = $2";
     let far = now + 86_400_000;
     macro_rules! run {
