@@ -205,6 +205,7 @@ mod tests {
 
     #[test]
     fn a_license_past_its_expiry_is_expired_but_revocation_wins() {
+        // fixed date: effective_status is given its own today
         let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
         let yesterday = today.pred_opt();
         assert_eq!(

@@ -51,42 +51,44 @@ pub fn check_lead_days(lead_days: &[u32]) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
+    // The rules are given their own `today`: the dates below never meet the real one, and
+    // each is marked for the guard against dates pinned to the calendar (tests/it/dates.rs).
     fn day(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
     }
 
     #[test]
     fn each_lead_day_before_each_date_gets_a_reminder() {
-        let today = day(2026, 1, 1);
+        let today = day(2026, 1, 1); // fixed date: the rule is given its own today
         let due = due_reminders(
             LicenseStatus::Active,
-            Some(day(2026, 6, 30)),
-            Some(day(2026, 3, 31)),
+            Some(day(2026, 6, 30)), // fixed date: the rule is given its own today
+            Some(day(2026, 3, 31)), // fixed date: the rule is given its own today
             &DEFAULT_LEAD_DAYS,
             today,
         );
         assert_eq!(due.len(), 6);
-        assert_eq!(due[0], (ReminderKind::MaintenanceExpiry, day(2026, 3, 1)));
-        assert_eq!(due[5], (ReminderKind::Expiry, day(2026, 6, 29)));
+        assert_eq!(due[0], (ReminderKind::MaintenanceExpiry, day(2026, 3, 1))); // fixed date: the rule is given its own today
+        assert_eq!(due[5], (ReminderKind::Expiry, day(2026, 6, 29))); // fixed date: the rule is given its own today
     }
 
     #[test]
     fn past_days_perpetual_and_revoked_licenses_get_none() {
-        let today = day(2026, 6, 25);
+        let today = day(2026, 6, 25); // fixed date: the rule is given its own today
         let due = due_reminders(
             LicenseStatus::Active,
-            Some(day(2026, 6, 30)),
+            Some(day(2026, 6, 30)), // fixed date: the rule is given its own today
             None,
             &DEFAULT_LEAD_DAYS,
             today,
         );
-        assert_eq!(due, vec![(ReminderKind::Expiry, day(2026, 6, 29))]);
+        assert_eq!(due, vec![(ReminderKind::Expiry, day(2026, 6, 29))]); // fixed date: the rule is given its own today
         assert!(
             due_reminders(LicenseStatus::Active, None, None, &DEFAULT_LEAD_DAYS, today).is_empty()
         );
         assert!(due_reminders(
             LicenseStatus::Revoked,
-            Some(day(2027, 1, 1)),
+            Some(day(2027, 1, 1)), // fixed date: the rule is given its own today
             None,
             &DEFAULT_LEAD_DAYS,
             today

@@ -290,6 +290,7 @@ mod tests {
     #[test]
     fn a_body_signed_again_gets_the_remembered_signature() {
         let key = signers(1).remove(0);
+        // fixed date: a body to sign, never compared with today
         let body = br#"{"expires_at":"2026-11-24T04:00:00.000Z"}"#;
         let first = key.header(body, Repeats::Seldom).unwrap();
         assert_eq!(first, signature_header(&key.key, body).as_str());
@@ -304,6 +305,7 @@ mod tests {
             .small
             .insert(key.public, body, planted.clone());
         assert_eq!(key.header(body, Repeats::Seldom).unwrap(), planted);
+        // fixed date: a body to sign, never compared with today
         let other = br#"{"expires_at":"2026-11-24T04:00:00.001Z"}"#;
         let other_header = key.header(other, Repeats::Seldom).unwrap();
         assert!(verifies(&key, other, &other_header));
@@ -372,6 +374,7 @@ mod tests {
     #[test]
     fn a_crowd_of_validations_does_not_forget_the_small_bodies_signatures() {
         let key = signers(1).remove(0);
+        // fixed date: a body to sign, never compared with today
         let heartbeat = br#"{"expires_at":"2026-11-25T04:00:00.000Z"}"#;
         let signed = key.header(heartbeat, Repeats::Seldom).unwrap();
         // Many licenses' validations: several times what their part of the memo holds.

@@ -2,7 +2,7 @@
 //! chromium-driver, driven over WebDriver). Each run saves screenshots of the main pages
 //! to docs/screenshots/.
 
-use crate::harness::{id, Backend, TestServer};
+use crate::harness::{id, in_days, Backend, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -87,7 +87,16 @@ impl Browser {
             .unwrap();
     }
 
+    /// Clicks a link or a form's button and waits until the page it leads to has loaded.
+    /// Every click in the console navigates; without the wait, a check that the old page
+    /// also passes (its heading, say) could run before the server has seen the request.
     async fn click(&self, css: &str) {
+        self.mark_page().await;
+        self.find_and_click(css).await;
+        self.wait_for_next_page().await;
+    }
+
+    async fn find_and_click(&self, css: &str) {
         self.client
             .find(Locator::Css(css))
             .await
@@ -95,6 +104,28 @@ impl Browser {
             .click()
             .await
             .unwrap();
+    }
+
+    /// Marks the current document, so that `wait_for_next_page` can tell it from the next.
+    async fn mark_page(&self) {
+        self.client
+            .execute("window.leaseholdTestOldPage = true;", vec![])
+            .await
+            .unwrap();
+    }
+
+    /// Waits until a document without the mark has loaded: the navigation is done.
+    async fn wait_for_next_page(&self) {
+        let script = "return document.readyState === 'complete' && !window.leaseholdTestOldPage;";
+        let loaded = crate::harness::eventually(20, || async {
+            // A script run mid-navigation may fail: that page is not loaded yet.
+            matches!(
+                self.client.execute(script, vec![]).await,
+                Ok(serde_json::Value::Bool(true))
+            )
+        })
+        .await;
+        assert!(loaded, "the next page loaded: {}", self.page_text().await);
     }
 
     /// The element's text. Live regions re-render themselves, so an element found a moment
@@ -186,8 +217,10 @@ impl Browser {
 
     /// Clicks a button whose form asks for confirmation, and accepts.
     async fn click_and_confirm(&self, css: &str) {
-        self.click(css).await;
+        self.mark_page().await;
+        self.find_and_click(css).await;
         self.client.accept_alert().await.unwrap();
+        self.wait_for_next_page().await;
     }
 
     async fn close(mut self) {
@@ -215,9 +248,11 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     b.set("#f-seats", "2").await;
     b.set("#f-version", "2025").await;
     b.set("#f-cost", "1299.00").await;
-    b.set("#f-bought", "2026-01-15").await;
-    b.set("#f-expires", "2027-01-14").await;
-    b.set("#f-maint", "2026-12-01").await;
+    // Dates relative to today, so that the reminders they make stay upcoming.
+    let [bought, expires, maint] = [-320, 45, 20].map(|days| in_days(days).to_string());
+    b.set("#f-bought", &bought).await;
+    b.set("#f-expires", &expires).await;
+    b.set("#f-maint", &maint).await;
     b.set("#f-po", "PO-77").await;
     b.click("form[action='/licenses'] button[type=submit]")
         .await;
@@ -233,11 +268,11 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         "subscription",
         "0 / 2",
         "2025",
-        "2026-01-15",
+        bought.as_str(),
         "PO-77",
         "1299.00 USD",
-        "2027-01-14",
-        "2026-12-01",
+        expires.as_str(),
+        maint.as_str(),
     ] {
         assert!(card.contains(expected), "the card shows {expected}: {card}");
     }

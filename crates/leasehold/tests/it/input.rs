@@ -1,6 +1,6 @@
 //! Bad input answers 400 `INVALID_REQUEST` naming the field — never a 500.
 
-use crate::harness::{both_stores, id, TestServer};
+use crate::harness::{both_stores, id, in_days, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -122,7 +122,7 @@ async fn bad_bodies_name_their_field(s: &TestServer) {
     let (status, answer) = api
         .patch(
             &format!("/v1/licenses/{lid}"),
-            json!({"purchased_on": "2026-05-01", "expires_on": "2026-04-01"}),
+            json!({"purchased_on": in_days(30).to_string(), "expires_on": in_days(0).to_string()}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod concurrency;
 mod console;
+mod dates;
 mod input;
 mod nodes;
 mod notify;

@@ -2,10 +2,11 @@
 //! real HTTP receiver and a real SMTP server on loopback; retried, never lost on kill -9,
 //! never doubled by two nodes.
 
-use crate::harness::{id, init_store, shared_pg_store, Api, Backend, ServerProcess, TestServer};
+use crate::harness::{
+    id, in_days, init_store, shared_pg_store, Api, Backend, ServerProcess, TestServer,
+};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
-use chrono::{Days, Utc};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -510,9 +511,8 @@ async fn due_reminders_are_emailed_once(backend: Backend) {
             StatusCode::CREATED,
         )
         .await;
-    let today = Utc::now().date_naive();
-    let expires = today + Days::new(7);
-    let maintenance = today + Days::new(30);
+    let expires = in_days(7);
+    let maintenance = in_days(30);
     let license = admin
         .ok_post(
             "/v1/licenses",
@@ -768,7 +768,7 @@ async fn three_nodes_turn_each_due_reminder_into_one_message() {
     let admin = setup.api(&token);
     receiver.subscribe(&admin, &["license.expiring"]).await;
     let app = admin.application("App").await;
-    let expires = Utc::now().date_naive() + Days::new(7);
+    let expires = in_days(7);
     for n in 0..LICENSES {
         admin
             .ok_post(

@@ -1,7 +1,7 @@
 //! Reminders follow a license's dates and status in the same transaction as each change.
 
-use crate::harness::{both_stores, id, Api, TestServer};
-use chrono::{Days, NaiveDate, Utc};
+use crate::harness::{both_stores, id, in_days, Api, TestServer};
+use chrono::{Days, NaiveDate};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -10,10 +10,6 @@ both_stores!(
     perpetual_revoked_and_deleted_licenses_have_none_pending,
     audit_log_records_every_change_with_before_and_after,
 );
-
-fn in_days(days: u64) -> NaiveDate {
-    Utc::now().date_naive() + Days::new(days)
-}
 
 async fn reminders_of(api: &Api, license_id: &str) -> Vec<(String, String)> {
     let page = api

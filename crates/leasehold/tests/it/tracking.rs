@@ -1,6 +1,6 @@
 //! The license-tracking walkthrough: applications, licenses, keys, seats, contacts.
 
-use crate::harness::{both_stores, id, TestServer};
+use crate::harness::{both_stores, id, in_days, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -21,6 +21,8 @@ both_stores!(
 async fn a_license_records_every_field_and_shows_its_key_once(s: &TestServer) {
     let api = s.workspace("Acme").await;
     let app = api.application("AutoCAD").await;
+    let [purchased, expires, maintenance] =
+        [-320, 4 * 365, 400].map(|days| in_days(days).to_string());
     let created = api
         .ok_post(
             "/v1/licenses",
@@ -28,7 +30,7 @@ async fn a_license_records_every_field_and_shows_its_key_once(s: &TestServer) {
                 "application_id": app, "key": "AB12C-DE34F-GH56J-KM78N-7K2QD", "licensed_to": "Acme Ltd",
                 "vendor": "Autodesk", "type": "perpetual", "status": "active", "seat_model": "dedicated",
                 "seats_total": 5, "version": "2025", "cost": {"amount_minor": 199_999, "currency": "EUR"},
-                "purchased_on": "2025-01-15", "expires_on": "2030-01-14", "maintenance_expires_on": "2027-01-14",
+                "purchased_on": purchased, "expires_on": expires, "maintenance_expires_on": maintenance,
                 "po_number": "PO-1042", "notes": "five seats for design",
                 "policy": {"lease_ttl_s": 60, "admin_release": "denied"}
             }),
@@ -53,9 +55,10 @@ async fn a_license_records_every_field_and_shows_its_key_once(s: &TestServer) {
         ("seats_used", json!(0)),
         ("version", json!("2025")),
         ("cost", json!({"amount_minor": 199_999, "currency": "EUR"})),
-        ("purchased_on", json!("2025-01-15")),
-        ("expires_on", json!("2030-01-14")),
-        ("maintenance_expires_on", json!("2027-01-14")),
+        ("purchased_on", json!(purchased)),
+        ("expires_on", json!(expires)),
+        ("maintenance_expires_on", json!(maintenance)),
+        ("effective_status", json!("active")),
         ("po_number", json!("PO-1042")),
         ("notes", json!("five seats for design")),
     ] {
@@ -142,16 +145,17 @@ async fn third_assignment_on_two_seats_is_over_allocated(s: &TestServer) {
     let api = s.workspace("Acme").await;
     let license = api.license(2).await;
     let seats = format!("/v1/licenses/{}/seats", id(&license));
+    let activated = in_days(-30).to_string();
     let first = api
         .ok_post(
             &seats,
-            json!({"assignee_name": "Ann", "device_name": "WS-01", "seat_serial_key": "SER-123-456-789", "activated_on": "2026-01-05"}),
+            json!({"assignee_name": "Ann", "device_name": "WS-01", "seat_serial_key": "SER-123-456-789", "activated_on": activated}),
             StatusCode::CREATED,
         )
         .await;
     assert_eq!(first["kind"], "assignment");
     assert_eq!(first["seat_serial_key_masked"], "•••-•••-••6-789");
-    assert_eq!(first["activated_on"], "2026-01-05");
+    assert_eq!(first["activated_on"], activated);
     api.ok_post(&seats, json!({"device_name": "WS-02"}), StatusCode::CREATED)
         .await;
     let (status, body) = api.post(&seats, json!({"assignee_name": "Cid"})).await;
@@ -283,7 +287,7 @@ async fn deleting_a_license_releases_seats_and_keeps_history(s: &TestServer) {
         .ok_post(
             "/v1/licenses",
             json!({"application_id": app, "licensed_to": "Acme", "type": "subscription", "seats_total": 2,
-                   "expires_on": (chrono::Utc::now().date_naive() + chrono::Days::new(60)).to_string()}),
+                   "expires_on": in_days(60).to_string()}),
             StatusCode::CREATED,
         )
         .await;
