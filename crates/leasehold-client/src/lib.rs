@@ -44,6 +44,11 @@ pub enum Error {
     /// An answer's signature does not verify against the embedded public key.
     #[error("the answer's signature does not verify: it did not come from your license server")]
     BadSignature,
+    /// A signed answer that was not made for this request (DESIGN §11): its nonce, what
+    /// was asked, the machine or the OS user differ from the request, or it is too old.
+    /// A replayed answer, or one to a request altered on the way.
+    #[error("the answer was not made for this request ({0}): it was replayed or tampered with")]
+    Tampered(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -167,6 +172,10 @@ impl Client {
         self
     }
 
+    /// Validates the key, for this machine when `fingerprint` is given. A dedicated
+    /// (node-locked) license is valid only for a machine that is activated: asked without
+    /// a fingerprint, the server speaks of the key alone, and this answers
+    /// `valid: false` with the code `NOT_ACTIVATED`.
     pub async fn validate(
         &self,
         fingerprint: Option<&str>,
@@ -174,11 +183,23 @@ impl Client {
     ) -> Result<ValidateAnswer> {
         let body = ValidateRequest {
             key: Some(self.key.clone()),
+            nonce: None,
             fingerprint: fingerprint.map(str::to_string),
             os_user: os_user.map(str::to_string),
         };
-        self.call(Method::POST, "/v1/client/validate", Some(&body))
-            .await
+        let ask = Ask::new("validate", fingerprint, os_user);
+        let mut answer: ValidateAnswer = self
+            .call(Method::POST, "/v1/client/validate", Some(&body), ask)
+            .await?;
+        let dedicated = answer
+            .license
+            .as_ref()
+            .is_some_and(|l| l.seat_model == leasehold_core::SeatModel::Dedicated);
+        if dedicated && fingerprint.is_none() && answer.valid {
+            answer.valid = false;
+            answer.code = "NOT_ACTIVATED".into();
+        }
+        Ok(answer)
     }
 
     /// Validates, and when the server is unreachable falls back to a cached license file.
@@ -215,17 +236,20 @@ impl Client {
     pub async fn activate(&self, holder: &Holder) -> Result<Activation> {
         let body = ActivateRequest {
             key: Some(self.key.clone()),
+            nonce: None,
             fingerprint: holder.fingerprint.clone(),
             identifier: holder.identifier.clone(),
         };
-        self.call(Method::POST, "/v1/client/activations", Some(&body))
+        let ask = Ask::new("activate", Some(&holder.fingerprint), None);
+        self.call(Method::POST, "/v1/client/activations", Some(&body), ask)
             .await
     }
 
     /// Releases this machine's dedicated seat, to move the license to another computer.
     pub async fn deactivate(&self, fingerprint: &str) -> Result<Deactivated> {
         let path = format!("/v1/client/activations/{}", path_segment(fingerprint));
-        self.call(Method::DELETE, &path, Some(&self.key_only()))
+        let ask = Ask::new("deactivate", Some(fingerprint), None);
+        self.call(Method::DELETE, &path, Some(&self.key_only()), ask)
             .await
     }
 
@@ -235,8 +259,9 @@ impl Client {
             "/v1/client/license-file?fingerprint={}",
             path_segment(fingerprint)
         );
+        let ask = Ask::new("license_file", Some(fingerprint), None);
         let file: LicenseFile = self
-            .call::<LicenseFile, ()>(Method::GET, &path, None)
+            .call::<LicenseFile, ()>(Method::GET, &path, None, ask)
             .await?;
         serde_json::to_string_pretty(&file).map_err(|e| Error::Invalid(e.to_string()))
     }
@@ -252,13 +277,15 @@ impl Client {
         let instance = uuid::Uuid::new_v4().to_string();
         let body = LeaseRequest {
             key: Some(self.key.clone()),
+            nonce: None,
             fingerprint: holder.fingerprint.clone(),
             os_user: holder.os_user.clone(),
             identifier: holder.identifier.clone(),
             instance: instance.clone(),
         };
+        let ask = Ask::new("lease", Some(&holder.fingerprint), Some(&holder.os_user));
         let lease: Lease = self
-            .call(Method::POST, "/v1/client/leases", Some(&body))
+            .call(Method::POST, "/v1/client/leases", Some(&body), ask)
             .await?;
         Ok(LeaseGuard::start(
             self.clone(),
@@ -271,10 +298,12 @@ impl Client {
     pub async fn heartbeat(&self, lease_id: &str, instance: &str) -> Result<HeartbeatAnswer> {
         let body = HeartbeatRequest {
             key: Some(self.key.clone()),
+            nonce: None,
             instance: instance.to_string(),
         };
         let path = format!("/v1/client/leases/{}/heartbeat", path_segment(lease_id));
-        self.call(Method::POST, &path, Some(&body)).await
+        let ask = Ask::new("heartbeat", None, None);
+        self.call(Method::POST, &path, Some(&body), ask).await
     }
 
     pub async fn release_instance(&self, lease_id: &str, instance: &str) -> Result<bool> {
@@ -283,8 +312,9 @@ impl Client {
             path_segment(lease_id),
             path_segment(instance)
         );
+        let ask = Ask::new("checkin", None, None);
         let answer: InstanceReleased = self
-            .call(Method::DELETE, &path, Some(&self.key_only()))
+            .call(Method::DELETE, &path, Some(&self.key_only()), ask)
             .await?;
         Ok(answer.released)
     }
@@ -292,25 +322,30 @@ impl Client {
     fn key_only(&self) -> KeyOnly {
         KeyOnly {
             key: Some(self.key.clone()),
+            nonce: None,
         }
     }
 
     /// One call: retried with backoff on network errors, 5xx and 429; the answer's
-    /// signature checked before it is believed.
+    /// signature, and that it answers this very request (`ask`, and a fresh nonce per
+    /// attempt), checked before it is believed.
     async fn call<T: DeserializeOwned, B: Serialize>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
+        ask: Ask<'_>,
     ) -> Result<T> {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let nonce = uuid::Uuid::new_v4().simple().to_string();
             let mut request = self
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
-                .header("authorization", format!("License {}", self.key));
+                .header("authorization", format!("License {}", self.key))
+                .header(NONCE_HEADER, &nonce);
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -342,7 +377,10 @@ impl Client {
                 Err(e) => return Err(Error::Unreachable(e.to_string())),
             };
             let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-            if self.verify(&bytes, signature.as_deref()).is_err() {
+            let believed = self
+                .verify(&bytes, signature.as_deref())
+                .and_then(|()| ask.check(&bytes, &nonce, chrono::Utc::now()));
+            if let Err(refused) = believed {
                 // An unsigned overload or server error (a proxy's 502, a limiter's 429) is
                 // not a forgery worth failing on: retry, then report the server unreachable.
                 if transient && attempt < self.attempts {
@@ -353,7 +391,7 @@ impl Client {
                 if transient {
                     return Err(Error::Unreachable(format!("the server answered {status}")));
                 }
-                return Err(Error::BadSignature);
+                return Err(refused);
             }
             if status.is_success() {
                 return serde_json::from_slice(&bytes)
@@ -398,8 +436,57 @@ impl Client {
             .and_then(|bytes| Signature::from_slice(&bytes).ok())
             .ok_or(Error::BadSignature)?;
         public_key
-            .verify(body, &signature)
+            .verify(&signed_message(ANSWER_CONTEXT, body), &signature)
             .map_err(|_| Error::BadSignature)
+    }
+}
+
+/// How far an answer's `at` may be from this computer's clock.
+const MAX_ANSWER_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// What a call asks, for checking that an answer answers it (DESIGN §11).
+#[derive(Clone, Copy, Debug)]
+struct Ask<'a> {
+    op: &'static str,
+    fingerprint: Option<&'a str>,
+    os_user: Option<&'a str>,
+}
+
+impl<'a> Ask<'a> {
+    fn new(op: &'static str, fingerprint: Option<&'a str>, os_user: Option<&'a str>) -> Self {
+        Ask {
+            op,
+            fingerprint,
+            os_user,
+        }
+    }
+
+    /// Refuses an answer that does not echo this request: its nonce, what was asked, the
+    /// machine and the OS user; or whose time is more than 5 minutes from `now`.
+    fn check(&self, body: &[u8], nonce: &str, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        let tampered = |what: String| Err(Error::Tampered(what));
+        let Ok(binding) = serde_json::from_slice::<Binding>(body) else {
+            return tampered("it names no request".into());
+        };
+        if binding.nonce.as_deref() != Some(nonce) {
+            return tampered("its nonce is another request's".into());
+        }
+        if binding.op != self.op {
+            return tampered(format!("it answers {:?}, not {:?}", binding.op, self.op));
+        }
+        if binding.fingerprint.as_deref() != self.fingerprint {
+            return tampered("it names another machine's fingerprint".into());
+        }
+        if binding.os_user.as_deref() != self.os_user {
+            return tampered("it names another OS user".into());
+        }
+        if (binding.at - now).abs() > MAX_ANSWER_AGE {
+            return tampered(format!(
+                "it was made at {}, more than 5 minutes from this computer's clock",
+                binding.at
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -622,5 +709,49 @@ mod signals {
     async fn wait() -> i32 {
         let _ = tokio::signal::ctrl_c().await;
         130
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(
+        nonce: &str,
+        op: &str,
+        fingerprint: Option<&str>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "valid": true, "nonce": nonce, "op": op, "fingerprint": fingerprint,
+            "os_user": "ann", "at": at,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_answer_must_echo_its_request_and_be_recent() {
+        let now = chrono::Utc::now();
+        let ask = Ask::new("validate", Some("m1"), Some("ann"));
+        assert!(ask
+            .check(&answer("n1", "validate", Some("m1"), now), "n1", now)
+            .is_ok());
+        let refused = |body: Vec<u8>| match ask.check(&body, "n1", now) {
+            Err(Error::Tampered(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused(answer("n0", "validate", Some("m1"), now)).contains("nonce"));
+        assert!(refused(answer("n1", "lease", Some("m1"), now)).contains("answers"));
+        assert!(refused(answer("n1", "validate", Some("m2"), now)).contains("fingerprint"));
+        assert!(refused(answer("n1", "validate", None, now)).contains("fingerprint"));
+        let old = now - chrono::TimeDelta::minutes(6);
+        assert!(refused(answer("n1", "validate", Some("m1"), old)).contains("5 minutes"));
+        let ahead = now + chrono::TimeDelta::minutes(6);
+        assert!(refused(answer("n1", "validate", Some("m1"), ahead)).contains("5 minutes"));
+        assert!(refused(br#"{"valid":true}"#.to_vec()).contains("names no request"));
+        let other_user = Ask::new("validate", Some("m1"), Some("bob"));
+        assert!(other_user
+            .check(&answer("n1", "validate", Some("m1"), now), "n1", now)
+            .is_err());
     }
 }

@@ -3,7 +3,9 @@
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use leasehold_proto::{LicenseFile, LicenseFilePayload, LICENSE_FILE_FORMAT};
+use leasehold_proto::{
+    signed_message, LicenseFile, LicenseFilePayload, FILE_CONTEXT, LICENSE_FILE_FORMAT,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LicenseFileError {
@@ -45,7 +47,7 @@ pub fn verify_license_file(
         .and_then(|s| Signature::from_slice(&s).ok())
         .ok_or(LicenseFileError::BadSignature)?;
     public_key
-        .verify(&payload, &signature)
+        .verify(&signed_message(FILE_CONTEXT, &payload), &signature)
         .map_err(|_| LicenseFileError::BadSignature)?;
     let payload: LicenseFilePayload =
         serde_json::from_slice(&payload).map_err(|e| LicenseFileError::Malformed(e.to_string()))?;

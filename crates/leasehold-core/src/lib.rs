@@ -47,6 +47,7 @@ macro_rules! text_column {
 }
 
 pub mod keys;
+pub mod lease;
 pub mod model;
 pub mod perm;
 pub mod reminders;

@@ -94,6 +94,8 @@ pub struct LeasePolicy {
     pub self_service_releases_per_month: i64,
     pub admin_release: AdminRelease,
     pub release_cooldown_s: i64,
+    /// The most instances (processes of one application) a lease counts (DESIGN §11).
+    pub max_instances_per_lease: i64,
 }
 
 impl Default for LeasePolicy {
@@ -105,6 +107,7 @@ impl Default for LeasePolicy {
             self_service_releases_per_month: 3,
             admin_release: AdminRelease::Allowed,
             release_cooldown_s: 900,
+            max_instances_per_lease: 64,
         }
     }
 }
@@ -146,6 +149,12 @@ impl LeasePolicy {
         }
         if self.release_cooldown_s < 0 {
             return Err(("policy.release_cooldown_s", "must not be negative"));
+        }
+        if !(1..=10_000).contains(&self.max_instances_per_lease) {
+            return Err((
+                "policy.max_instances_per_lease",
+                "must be between 1 and 10000",
+            ));
         }
         Ok(())
     }

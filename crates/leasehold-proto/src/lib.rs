@@ -137,6 +137,7 @@ pub struct PolicyInput {
     pub self_service_releases_per_month: Option<i64>,
     pub admin_release: Option<AdminRelease>,
     pub release_cooldown_s: Option<i64>,
+    pub max_instances_per_lease: Option<i64>,
 }
 
 impl PolicyInput {
@@ -151,6 +152,9 @@ impl PolicyInput {
             .unwrap_or(policy.self_service_releases_per_month);
         policy.admin_release = self.admin_release.unwrap_or(policy.admin_release);
         policy.release_cooldown_s = self.release_cooldown_s.unwrap_or(policy.release_cooldown_s);
+        policy.max_instances_per_lease = self
+            .max_instances_per_lease
+            .unwrap_or(policy.max_instances_per_lease);
         policy
     }
 }
@@ -420,8 +424,56 @@ pub struct Event {
 
 // ---- the client protocol (DESIGN §3) ----
 
-/// The header every `/v1/client/*` answer carries: `ed25519=<base64 signature of the body>`.
+/// The header every `/v1/client/*` answer carries: `ed25519=<base64 signature>` of
+/// [`ANSWER_CONTEXT`] followed by the exact body bytes (DESIGN §11).
 pub const SIGNATURE_HEADER: &str = "leasehold-signature";
+
+/// The header a client may send its request's nonce in (any call; the JSON body's
+/// `nonce` is read first).
+pub const NONCE_HEADER: &str = "leasehold-nonce";
+
+/// What an answer's signature covers before its body: an answer can never pass for a
+/// license file's payload, nor one for the other.
+pub const ANSWER_CONTEXT: &[u8] = b"leasehold-answer-v1\n";
+/// What a license file's signature covers before its payload.
+pub const FILE_CONTEXT: &[u8] = b"leasehold-file-v1\n";
+
+/// The message a signature covers: the context, then the bytes.
+pub fn signed_message(context: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(context.len() + bytes.len());
+    message.extend_from_slice(context);
+    message.extend_from_slice(bytes);
+    message
+}
+
+/// A request's nonce: 1 to 128 printable ASCII characters.
+pub fn check_nonce(nonce: &str) -> Result<(), &'static str> {
+    if nonce.is_empty() || nonce.len() > 128 {
+        return Err("must be 1 to 128 characters");
+    }
+    if !nonce.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("must be printable ASCII characters");
+    }
+    Ok(())
+}
+
+/// What every signed client answer (errors included) says of the request it answers, at
+/// the top level of its JSON body (DESIGN §11). The SDK refuses an answer whose binding
+/// differs from its request: a replayed answer, or one to a request that was altered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The request's nonce, echoed (null when none was sent).
+    pub nonce: Option<String>,
+    /// What was asked: `validate`, `activate`, `deactivate`, `lease`, `heartbeat`,
+    /// `checkin`, `license_file`.
+    pub op: String,
+    /// The machine the request named (null when none).
+    pub fingerprint: Option<String>,
+    /// The OS user the request named (null when none).
+    pub os_user: Option<String>,
+    /// The server's time when it answered (whole seconds).
+    pub at: DateTime<Utc>,
+}
 
 /// `POST /v1/client/validate`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -429,6 +481,9 @@ pub const SIGNATURE_HEADER: &str = "leasehold-signature";
 pub struct ValidateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A fresh value per request, echoed in the signed answer (DESIGN §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -468,11 +523,16 @@ pub struct ValidateAnswer {
 pub struct ActivateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A fresh value per request, echoed in the signed answer (DESIGN §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     pub fingerprint: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identifier: Option<String>,
 }
 
+/// An activation. Its `fingerprint` is the one the request named, as every answer's
+/// [`Binding`] echoes it (the server writes it once, there).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Activation {
     pub id: String,
@@ -487,6 +547,9 @@ pub struct Activation {
 pub struct KeyOnly {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A fresh value per request, echoed in the signed answer (DESIGN §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -501,6 +564,9 @@ pub struct Deactivated {
 pub struct LeaseRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A fresh value per request, echoed in the signed answer (DESIGN §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     pub fingerprint: String,
     pub os_user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -522,6 +588,9 @@ pub struct Lease {
 pub struct HeartbeatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A fresh value per request, echoed in the signed answer (DESIGN §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     pub instance: String,
 }
 

@@ -2,6 +2,7 @@
 //! authenticates the caller (in the body as `key`, or `Authorization: License <key>`);
 //! every answer is signed by the key's workspace (Ed25519, `Leasehold-Signature`).
 
+use crate::binding::{self, Echo, Op};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_json, ApiJson, ApiQuery};
 use crate::license_cache::Need;
@@ -27,61 +28,104 @@ use std::sync::Arc;
 const MAX_FILE_TTL_S: i64 = 10 * 366 * 24 * 3600;
 
 pub fn routes(state: AppState) -> Router<AppState> {
-    let signed = Router::new()
-        .route("/v1/client/validate", post(validate))
-        .route("/v1/client/activations", post(activate))
-        .route("/v1/client/activations/{fingerprint}", delete(deactivate))
-        .route("/v1/client/leases", post(take_lease))
-        .route("/v1/client/leases/{id}/heartbeat", post(heartbeat))
+    // Each route names what it is asked (its answers echo it) and is signed by one
+    // middleware, which also refuses an address past its rate limit: one, not two, as
+    // each boxes its future (about 1 KiB) on every request.
+    let signed = |op: Op| middleware::from_fn_with_state((state.clone(), op), limit_then_sign);
+    Router::new()
+        .route(
+            "/v1/client/validate",
+            post(validate).layer(signed(Op::Validate)),
+        )
+        .route(
+            "/v1/client/activations",
+            post(activate).layer(signed(Op::Activate)),
+        )
+        .route(
+            "/v1/client/activations/{fingerprint}",
+            delete(deactivate).layer(signed(Op::Deactivate)),
+        )
+        .route(
+            "/v1/client/leases",
+            post(take_lease).layer(signed(Op::Lease)),
+        )
+        .route(
+            "/v1/client/leases/{id}/heartbeat",
+            post(heartbeat).layer(signed(Op::Heartbeat)),
+        )
         .route(
             "/v1/client/leases/{id}/instances/{instance}",
-            delete(release_instance),
+            delete(release_instance).layer(signed(Op::Checkin)),
         )
-        .route("/v1/client/license-file", get(license_file))
-        // The limiter's refusals are signed too. One middleware, not two: each boxes
-        // its future (about 1 KiB) on every request.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limit_then_sign,
-        ));
-    Router::new().merge(signed).route(
-        "/v1/public-key",
-        get(public_key).layer(middleware::from_fn_with_state(state, limit_by_ip)),
-    )
+        .route(
+            "/v1/client/license-file",
+            get(license_file).layer(signed(Op::LicenseFile)),
+        )
+        .route(
+            "/v1/public-key",
+            get(public_key).layer(middleware::from_fn_with_state(state, limit_by_ip)),
+        )
 }
 
 /// The key that signs an answer, when it belongs to a workspace.
 #[derive(Clone)]
 struct SignWith(Arc<Signer>);
 
-/// Refuses a client address past its rate limit, else answers the request; either way
-/// signs the answer.
-async fn limit_then_sign(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let response = match refused_by_ip(&state, &request) {
-        Some(refused) => refused,
-        None => next.run(request).await,
+/// Refuses a malformed nonce header or a client address past its rate limit, else
+/// answers the request; either way binds the answer to the request and signs it.
+async fn limit_then_sign(
+    State((state, op)): State<(AppState, Op)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (header_nonce, response) = match binding::header_nonce(request.headers()) {
+        Err(refused) => (None, refused.into_response()),
+        Ok(nonce) => match refused_by_ip(&state, &request) {
+            Some(refused) => (nonce, refused),
+            None => (nonce, next.run(request).await),
+        },
     };
-    sign_answer(&state, response).await
+    sign_answer(&state, op, header_nonce, response).await
 }
 
-/// Signs an answer's exact body bytes: with the workspace's key when the handler
-/// resolved one, with the server's key otherwise (unknown key, malformed request).
-async fn sign_answer(state: &AppState, response: Response) -> Response {
+/// Binds an answer to its request (DESIGN §11) and signs its exact body bytes: with the
+/// workspace's key when the handler resolved one, with the server's key otherwise
+/// (unknown key, malformed request).
+async fn sign_answer(
+    state: &AppState,
+    op: Op,
+    header_nonce: Option<String>,
+    mut response: Response,
+) -> Response {
     let key = response
         .extensions()
         .get::<SignWith>()
         .map(|s| s.0.clone())
         .unwrap_or_else(|| state.signers.server());
-    let repeats = response
-        .extensions()
-        .get::<Repeats>()
-        .copied()
+    let echo = response
+        .extensions_mut()
+        .remove::<Echo>()
         .unwrap_or_default();
+    let binding = binding::binding(op, echo, header_nonce);
+    // A nonce makes the body unique: not worth remembering its signature.
+    let repeats = match binding.nonce {
+        Some(_) => Repeats::Seldom,
+        None => response
+            .extensions()
+            .get::<Repeats>()
+            .copied()
+            .unwrap_or_default(),
+    };
     let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, 1 << 20).await {
         Ok(bytes) => bytes,
         Err(_) => return ApiError::internal().into_response(),
     };
+    let bytes = match binding::bind(&bytes, &binding) {
+        Some(bound) => Bytes::from(bound),
+        None => bytes,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
     if let Some(value) = key.header(&bytes, repeats) {
         parts.headers.insert(SIGNATURE_HEADER, value);
     }
@@ -104,6 +148,15 @@ fn refused_by_ip(state: &AppState, request: &Request) -> Option<Response> {
         .check_ip(ip)
         .err()
         .map(IntoResponse::into_response)
+}
+
+/// An activation's answer: [`Activation`] without its `fingerprint`, which the answer's
+/// binding carries at the same place (DESIGN §11; one key, written once).
+#[derive(Serialize)]
+struct ActivationAnswer {
+    id: String,
+    identifier: Option<String>,
+    activated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The caller, once its key resolved to a live license.
@@ -233,18 +286,30 @@ impl Caller {
     }
 }
 
-/// Runs `f` for a resolved caller and signs what it answers.
+/// Runs `f` for a resolved caller and answers what it gives, echoing `echo` of the
+/// request (a malformed nonce is refused before anything is done).
 macro_rules! answer {
-    ($state:expr, $headers:expr, $key:expr, $need:expr, |$caller:ident| $body:expr) => {{
-        match Caller::require(&$state, &$headers, $key, $need).await {
-            Ok($caller) => {
-                let result = async { $body }.await;
-                publish_refusal(&$state, &$caller, &result);
-                $caller.reply(result)
-            }
+    ($state:expr, $headers:expr, $key:expr, $need:expr, $echo:expr, |$caller:ident| $body:expr) => {{
+        let echo: Echo = $echo;
+        let response = match echo.check() {
             Err(error) => error.into_response(),
-        }
+            Ok(()) => match Caller::require(&$state, &$headers, $key, $need).await {
+                Ok($caller) => {
+                    let result = async { $body }.await;
+                    publish_refusal(&$state, &$caller, &result);
+                    $caller.reply(result)
+                }
+                Err(error) => error.into_response(),
+            },
+        };
+        echoing(response, echo)
     }};
+}
+
+/// The answer, with what it echoes of its request for the signing middleware.
+fn echoing(mut response: Response, echo: Echo) -> Response {
+    response.extensions_mut().insert(echo);
+    response
 }
 
 /// Refusals that may have released lapsed leases on the way (a full license sweeps its
@@ -281,12 +346,34 @@ fn heartbeat_interval(l: &License) -> i64 {
     l.heartbeat_interval_s.min(l.lease_ttl_s / 3).max(1)
 }
 
-fn text(field: &str, value: &str, max: usize) -> ApiResult<String> {
-    crate::api::required_text(field, value, max)
+/// The longest machine, user, identifier or instance name a client may send (DESIGN §11).
+const MAX_CLIENT_TEXT: usize = 256;
+
+/// A name a client sends (fingerprint, os_user, identifier, instance): trimmed, not
+/// empty, at most 256 characters, without control or bidirectional-override characters
+/// (which could make one machine's name read as another's in the console).
+fn text(field: &str, value: &str) -> ApiResult<String> {
+    let value = crate::api::required_text(field, value, MAX_CLIENT_TEXT)?;
+    if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(ApiError::invalid(
+            field,
+            "must not contain control or bidirectional-override characters",
+        ));
+    }
+    Ok(value)
 }
 
-fn optional(field: &str, value: Option<&str>, max: usize) -> ApiResult<Option<String>> {
-    crate::api::optional_text(field, value, max)
+fn optional(field: &str, value: Option<&str>) -> ApiResult<Option<String>> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(value) => text(field, value).map(Some),
+    }
+}
+
+/// Characters that reorder the text around them (Unicode's explicit directional
+/// embeddings, overrides and isolates, and the marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 async fn validate(
@@ -294,9 +381,17 @@ async fn validate(
     headers: HeaderMap,
     ApiJson(body): ApiJson<ValidateRequest>,
 ) -> Response {
-    let mut response = validation(state, headers, body).await;
+    let echo = Echo::new(
+        body.nonce.as_deref(),
+        body.fingerprint.as_deref(),
+        body.os_user.as_deref(),
+    );
+    let mut response = match echo.check() {
+        Ok(()) => validation(state, headers, body).await,
+        Err(error) => error.into_response(),
+    };
     response.extensions_mut().insert(Repeats::Often);
-    response
+    echoing(response, echo)
 }
 
 /// The answer to a validation. Checked to the second, so that a license's answer is one
@@ -319,17 +414,20 @@ async fn validation(state: AppState, headers: HeaderMap, body: ValidateRequest) 
         Err(error) => return error.into_response(),
     };
     let result = async {
+        let fingerprint = optional("fingerprint", body.fingerprint.as_deref())?;
+        optional("os_user", body.os_user.as_deref())?;
         let license = &caller.license;
         let code = match effective_status(license.status, license.expires_on, today()) {
             EffectiveStatus::Revoked => "REVOKED",
             EffectiveStatus::Suspended => "SUSPENDED",
             EffectiveStatus::Expired => "EXPIRED",
-            EffectiveStatus::Active => match (license.seat_model, body.fingerprint.as_deref()) {
+            EffectiveStatus::Active => match (license.seat_model, fingerprint.as_deref()) {
                 (SeatModel::Dedicated, Some(fingerprint))
-                    if !state
+                    if state
                         .store
-                        .holds_seat(&license.id, SeatKind::Activation, fingerprint)
-                        .await? =>
+                        .held_seat(&license.id, SeatKind::Activation, fingerprint)
+                        .await?
+                        .is_none() =>
                 {
                     "NOT_ACTIVATED"
                 }
@@ -360,11 +458,12 @@ async fn activate(
         headers,
         body.key.as_deref(),
         Need::Settings,
+        Echo::new(body.nonce.as_deref(), Some(&body.fingerprint), None),
         |caller| {
             caller.require_in_force()?;
             caller.require_model(SeatModel::Dedicated)?;
-            let fingerprint = text("fingerprint", &body.fingerprint, 256)?;
-            let identifier = optional("identifier", body.identifier.as_deref(), 200)?;
+            let fingerprint = text("fingerprint", &body.fingerprint)?;
+            let identifier = optional("identifier", body.identifier.as_deref())?;
             let (seat, created) = state
                 .store
                 .activate(&caller.license, &fingerprint, identifier.as_deref())
@@ -377,9 +476,8 @@ async fn activate(
             };
             Ok((
                 status,
-                Activation {
+                ActivationAnswer {
                     id: seat.id,
-                    fingerprint,
                     identifier: seat.identifier,
                     activated_at: convert::time(seat.created_at),
                 },
@@ -412,8 +510,10 @@ async fn deactivate(
         headers,
         body.key.as_deref(),
         Need::Settings,
+        Echo::new(body.nonce.as_deref(), Some(&fingerprint), None),
         |caller| {
             caller.require_model(SeatModel::Dedicated)?;
+            let fingerprint = text("fingerprint", &fingerprint)?;
             let seat = state
                 .store
                 .deactivate(&caller.license, &fingerprint)
@@ -440,14 +540,19 @@ async fn take_lease(
         headers,
         body.key.as_deref(),
         Need::Settings,
+        Echo::new(
+            body.nonce.as_deref(),
+            Some(&body.fingerprint),
+            Some(&body.os_user)
+        ),
         |caller| {
             caller.require_in_force()?;
             caller.require_model(SeatModel::Concurrent)?;
             let holder = LeaseHolder {
-                fingerprint: text("fingerprint", &body.fingerprint, 256)?,
-                os_user: text("os_user", &body.os_user, 256)?,
-                identifier: optional("identifier", body.identifier.as_deref(), 200)?,
-                instance: text("instance", &body.instance, 128)?,
+                fingerprint: text("fingerprint", &body.fingerprint)?,
+                os_user: text("os_user", &body.os_user)?,
+                identifier: optional("identifier", body.identifier.as_deref())?,
+                instance: text("instance", &body.instance)?,
             };
             let (seat, created) = state.store.take_lease(&caller.license, &holder).await?;
             caller.publish(&state, "seat.taken");
@@ -481,8 +586,9 @@ async fn heartbeat(
         headers,
         body.key.as_deref(),
         Need::Settings,
+        Echo::new(body.nonce.as_deref(), None, None),
         |caller| {
-            let instance = text("instance", &body.instance, 128)?;
+            let instance = text("instance", &body.instance)?;
             let expires_at = state
                 .store
                 .heartbeat(&caller.license, &id, &instance)
@@ -513,7 +619,9 @@ async fn release_instance(
         headers,
         body.key.as_deref(),
         Need::Settings,
+        Echo::new(body.nonce.as_deref(), None, None),
         |caller| {
+            let instance = text("instance", &instance)?;
             let released = state
                 .store
                 .release_instance(&caller.license, &id, &instance)
@@ -536,6 +644,7 @@ async fn release_instance(
 struct LicenseFileQuery {
     key: Option<String>,
     fingerprint: String,
+    nonce: Option<String>,
 }
 
 async fn license_file(
@@ -548,30 +657,42 @@ async fn license_file(
         headers,
         query.key.as_deref(),
         Need::SeatCount,
+        Echo::new(query.nonce.as_deref(), Some(&query.fingerprint), None),
         |caller| {
             caller.require_in_force()?;
-            let fingerprint = text("fingerprint", &query.fingerprint, 256)?;
+            let fingerprint = text("fingerprint", &query.fingerprint)?;
             let license = &caller.license;
-            // A file vouches for a seat this machine holds: its activation, or its lease
-            // (a concurrent seat borrowed for offline use until the file lapses).
+            // A file vouches for a seat this machine holds: its activation, or its live
+            // lease, and then only as long as the lease (DESIGN §11: a file may not keep a
+            // floating seat once it is checked in; borrowing is the way offline).
             let kind = match license.seat_model {
                 SeatModel::Dedicated => SeatKind::Activation,
                 SeatModel::Concurrent => SeatKind::Lease,
             };
-            if !state
+            let issued_at = chrono::Utc::now();
+            let held = state
                 .store
-                .holds_seat(&license.id, kind, &fingerprint)
+                .held_seat(&license.id, kind, &fingerprint)
                 .await?
-            {
+                .filter(|seat| {
+                    seat.expires_at
+                        .is_none_or(|ms| ms > issued_at.timestamp_millis())
+                });
+            let Some(held) = held else {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "NOT_ACTIVATED",
                     "this machine holds no seat of this license: activate it or take a lease first",
                 ));
-            }
-            let issued_at = chrono::Utc::now();
+            };
             let mut valid_until = issued_at
                 + chrono::Duration::seconds(license.license_file_ttl_s.min(MAX_FILE_TTL_S));
+            if let Some(lease_end) = held
+                .expires_at
+                .and_then(chrono::DateTime::from_timestamp_millis)
+            {
+                valid_until = valid_until.min(lease_end);
+            }
             // A file never outlives the license itself.
             if let Some(last_day) = license.expires_on.and_then(|d| d.succ_opt()) {
                 if let Some(end) = last_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) {
@@ -593,7 +714,7 @@ async fn license_file(
                     format: LICENSE_FILE_FORMAT.into(),
                     algorithm: "ed25519".into(),
                     payload: b64.encode(&bytes),
-                    signature: b64.encode(caller.signer.sign(&bytes).to_bytes()),
+                    signature: b64.encode(caller.signer.sign_file(&bytes).to_bytes()),
                 },
             ))
         }

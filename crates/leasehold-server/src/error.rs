@@ -120,6 +120,12 @@ impl From<StoreError> for ApiError {
                 }))
                 .retry_after(retry_after_s as u64)
             }
+            StoreError::InstanceLimit { limit } => ApiError::new(
+                StatusCode::CONFLICT,
+                "INSTANCE_LIMIT",
+                format!("this lease counts its {limit} instances already (the policy's max_instances_per_lease): check one in first"),
+            )
+            .with_details(json!({ "limit": limit })),
             StoreError::ReleaseLimit { limit } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RELEASE_LIMIT",

@@ -2,6 +2,7 @@
 //! workspace creation (`leasehold init`).
 
 mod api;
+mod binding;
 mod client;
 mod console;
 mod convert;

@@ -220,6 +220,7 @@ mod tests {
             self_service_releases_per_month: 0,
             admin_release: AdminRelease::Allowed,
             release_cooldown_s: 0,
+            max_instances_per_lease: 64,
             created_at: 0,
             updated_at: 0,
         }

@@ -7,6 +7,7 @@ use axum::http::HeaderValue;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use leasehold_core::secrets::MasterKey;
+use leasehold_proto::{signed_message, ANSWER_CONTEXT, FILE_CONTEXT};
 use leasehold_store::Store;
 use rand::RngCore;
 use std::collections::HashMap;
@@ -14,10 +15,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 const SERVER_KEY: &str = "server_signing_key";
 
-/// Bodies up to this size have their signatures remembered (a heartbeat's answer is about
-/// 40 bytes, a checkin's 17; checkouts, larger and never the same twice, pass by without
-/// taking the lock) ...
-const REMEMBERED_BODY_BYTES: usize = 64;
+/// Bodies up to this size have their signatures remembered (a heartbeat's answer, with
+/// what it echoes of its request, is about 130 bytes, a checkin's 110; checkouts, larger
+/// and never the same twice, pass by without taking the lock) ...
+const REMEMBERED_BODY_BYTES: usize = 160;
 /// ... and so do larger ones up to this size that the handler said will repeat
 /// ([`Repeats`]: a validation answers the same body for a license all through a second).
 const REPEATING_BODY_BYTES: usize = 2048;
@@ -125,9 +126,10 @@ impl Signer {
         Signer { key, public, memo }
     }
 
-    /// The signature of `bytes` (a license file's payload), never remembered.
-    pub fn sign(&self, bytes: &[u8]) -> Signature {
-        self.key.sign(bytes)
+    /// The signature of a license file's payload (over `FILE_CONTEXT` and the payload),
+    /// never remembered.
+    pub fn sign_file(&self, payload: &[u8]) -> Signature {
+        self.key.sign(&signed_message(FILE_CONTEXT, payload))
     }
 
     /// The public half, as the public-key endpoint answers it.
@@ -136,7 +138,8 @@ impl Signer {
     }
 
     /// The `Leasehold-Signature` value for these exact body bytes:
-    /// `ed25519=<base64 signature>`. `repeats`: the body is expected again soon.
+    /// `ed25519=<base64 signature>` of `ANSWER_CONTEXT` and the body. `repeats`: the body
+    /// is expected again soon.
     pub fn header(&self, bytes: &[u8], repeats: Repeats) -> Option<HeaderValue> {
         let kind = Kind::of(bytes, repeats);
         if let Some(kind) = kind {
@@ -243,11 +246,12 @@ impl Signers {
     }
 }
 
-/// `ed25519=<base64 signature>` of `bytes`.
+/// `ed25519=<base64 signature>` of an answer's body, domain-separated.
 fn signature_header(key: &SigningKey, bytes: &[u8]) -> String {
+    let signature = key.sign(&signed_message(ANSWER_CONTEXT, bytes));
     format!(
         "ed25519={}",
-        base64::engine::general_purpose::STANDARD.encode(key.sign(bytes).to_bytes())
+        base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())
     )
 }
 
@@ -278,7 +282,10 @@ mod tests {
         let Ok(signature) = Signature::from_slice(&raw) else {
             return false;
         };
-        key.key.verifying_key().verify(bytes, &signature).is_ok()
+        key.key
+            .verifying_key()
+            .verify(&signed_message(ANSWER_CONTEXT, bytes), &signature)
+            .is_ok()
     }
 
     fn remembered(key: &Signer, bytes: &[u8]) -> Option<HeaderValue> {
@@ -323,6 +330,35 @@ mod tests {
         assert!(!verifies(&keys[1], body, &by_a));
         assert_eq!(keys[1].header(body, Repeats::Seldom).unwrap(), by_b);
         assert_eq!(keys[0].header(body, Repeats::Seldom).unwrap(), by_a);
+    }
+
+    /// Domain separation (DESIGN §11): an answer's signature is no file signature, nor a
+    /// signature of the bare bytes, and a file's is no answer's.
+    #[test]
+    fn an_answers_signature_never_passes_for_a_files_and_back() {
+        let key = signers(1).remove(0);
+        let bytes = br#"{"valid":true}"#;
+        let public = key.key.verifying_key();
+        let answer = key.header(bytes, Repeats::Seldom).unwrap();
+        assert!(verifies(&key, bytes, &answer));
+        let raw = |header: &HeaderValue| {
+            let b64 = header.to_str().unwrap().strip_prefix("ed25519=").unwrap();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            Signature::from_slice(&raw).unwrap()
+        };
+        assert!(public.verify(bytes, &raw(&answer)).is_err());
+        assert!(public
+            .verify(&signed_message(FILE_CONTEXT, bytes), &raw(&answer))
+            .is_err());
+        let file = key.sign_file(bytes);
+        assert!(public
+            .verify(&signed_message(FILE_CONTEXT, bytes), &file)
+            .is_ok());
+        assert!(public
+            .verify(&signed_message(ANSWER_CONTEXT, bytes), &file)
+            .is_err());
     }
 
     #[test]

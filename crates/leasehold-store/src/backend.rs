@@ -52,14 +52,16 @@ pub(crate) const TOP_CURSOR: &str = "";
 pub(crate) const WORKSPACE_EVENTS: &str =
     "SELECT * FROM events WHERE workspace_id = $1 AND ($2 = '' OR id < $2) \
      AND ($4 = '' OR action = $4) AND $3 = '' ORDER BY id DESC LIMIT $5";
-/// Whether a machine (`$2`) holds a live seat of the license (`$1`), one text per kind:
-/// the kind written out lets both databases use the partial index of live activations
-/// or leases, where a parameter for it would read every seat the license ever had.
-pub(crate) const HOLDS_ACTIVATION: &str = "SELECT id FROM seats WHERE license_id = $1 \
+/// A machine's (`$2`) live seat of the license (`$1`) and when it expires (the latest, for
+/// leases: one per OS user), one text per kind: the kind written out lets both databases
+/// use the partial index of live activations or leases, where a parameter for it would
+/// read every seat the license ever had.
+pub(crate) const HOLDS_ACTIVATION: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
      AND kind = 'activation' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
-pub(crate) const HOLDS_LEASE: &str = "SELECT id FROM seats WHERE license_id = $1 \
-     AND kind = 'lease' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
-pub(crate) const HOLDS_ASSIGNMENT: &str = "SELECT id FROM seats WHERE license_id = $1 \
+pub(crate) const HOLDS_LEASE: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
+     AND kind = 'lease' AND fingerprint = $2 AND released_at IS NULL \
+     ORDER BY expires_at DESC LIMIT 1";
+pub(crate) const HOLDS_ASSIGNMENT: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
      AND kind = 'assignment' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
 
 /// One license's audit log (`$3`): as [`WORKSPACE_EVENTS`], through `events_license`
@@ -735,9 +737,7 @@ macro_rules! impl_store {
                 if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Lease, &holder.fingerprint, Some(&holder.os_user)).await? {
                     if seat.expires_at.unwrap_or(0) >= now {
                         let mut instances: Vec<String> = $crate::backend::instance_list(seat.instances.as_deref());
-                        if !instances.contains(&holder.instance) {
-                            instances.push(holder.instance.clone());
-                        }
+                        leasehold_core::lease::join_instance(&mut instances, &holder.instance, license.max_instances_per_lease)?;
                         sqlx::query($crate::backend::RENEW_LEASE)
                         .bind(json(&instances))
                         .bind(expires_at)
@@ -1106,9 +1106,10 @@ macro_rules! impl_store {
                      licensed_to, vendor, license_type, status, seat_model, seats_total, seats_used, version, \
                      cost_amount_minor, cost_currency, purchased_on, expires_on, maintenance_expires_on, \
                      po_number, notes, lease_ttl_s, heartbeat_interval_s, license_file_ttl_s, \
-                     self_service_releases_per_month, admin_release, release_cooldown_s, created_at, updated_at) \
+                     self_service_releases_per_month, admin_release, release_cooldown_s, max_instances_per_lease, \
+                     created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27) RETURNING *",
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $28) RETURNING *",
                 )
                 .bind(new_id())
                 .bind(workspace_id)
@@ -1136,6 +1137,7 @@ macro_rules! impl_store {
                 .bind(f.policy.self_service_releases_per_month)
                 .bind(f.policy.admin_release)
                 .bind(f.policy.release_cooldown_s)
+                .bind(f.policy.max_instances_per_lease)
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
@@ -1214,7 +1216,7 @@ macro_rules! impl_store {
                      purchased_on = $10, expires_on = $11, maintenance_expires_on = $12, po_number = $13, \
                      notes = $14, lease_ttl_s = $15, heartbeat_interval_s = $16, license_file_ttl_s = $17, \
                      self_service_releases_per_month = $18, admin_release = $19, release_cooldown_s = $20, \
-                     updated_at = $21 WHERE id = $22 AND seats_used <= $6",
+                     max_instances_per_lease = $21, updated_at = $22 WHERE id = $23 AND seats_used <= $6",
                 )
                 .bind(&c.licensed_to)
                 .bind(&c.vendor)
@@ -1236,6 +1238,7 @@ macro_rules! impl_store {
                 .bind(c.policy.self_service_releases_per_month)
                 .bind(c.policy.admin_release)
                 .bind(c.policy.release_cooldown_s)
+                .bind(c.policy.max_instances_per_lease)
                 .bind(now_ms())
                 .bind(id)
                 .execute(&mut *tx)
@@ -1486,18 +1489,18 @@ macro_rules! impl_store {
                     .await?)
             }
 
-            async fn holds_seat(&self, license_id: &str, kind: SeatKind, fingerprint: &str) -> Result<bool> {
+            async fn held_seat(&self, license_id: &str, kind: SeatKind, fingerprint: &str) -> Result<Option<$crate::HeldSeat>> {
                 let sql = match kind {
                     SeatKind::Activation => $crate::backend::HOLDS_ACTIVATION,
                     SeatKind::Lease => $crate::backend::HOLDS_LEASE,
                     SeatKind::Assignment => $crate::backend::HOLDS_ASSIGNMENT,
                 };
-                let found: Option<(String,)> = sqlx::query_as(sql)
+                let found: Option<(Option<i64>,)> = sqlx::query_as(sql)
                     .bind(license_id)
                     .bind(fingerprint)
                     .fetch_optional(self.reader())
                     .await?;
-                Ok(found.is_some())
+                Ok(found.map(|(expires_at,)| $crate::HeldSeat { expires_at }))
             }
 
             async fn activate(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
@@ -1604,8 +1607,9 @@ macro_rules! impl_store {
                     Self::lock_license(&mut tx, &license.id).await?;
                     let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
                     let mut list = $crate::backend::instance_list(seat.instances.as_deref());
-                    if seat.released_at.is_none() && !list.iter().any(|i| i == instance) {
-                        list.push(instance.to_string());
+                    if seat.released_at.is_none()
+                        && leasehold_core::lease::join_instance(&mut list, instance, license.max_instances_per_lease)?
+                    {
                         sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL")
                             .bind(json(&list))
                             .bind(lease_id)

@@ -48,6 +48,8 @@ pub enum StoreError {
         /// When the earliest held lease would expire without heartbeats (ms), if any.
         next_expiry_ms: Option<i64>,
     },
+    #[error("the lease counts its {limit} instances already")]
+    InstanceLimit { limit: i64 },
     #[error("the monthly limit of {limit} self-service releases is used up")]
     ReleaseLimit { limit: i64 },
     #[error("an admin released this seat; it can be taken again in {retry_after_s} s")]
@@ -64,6 +66,14 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
+}
+
+impl From<leasehold_core::lease::InstanceLimit> for StoreError {
+    fn from(refused: leasehold_core::lease::InstanceLimit) -> StoreError {
+        StoreError::InstanceLimit {
+            limit: refused.limit,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -131,6 +141,13 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
             "unsupported scheme: use sqlite://PATH or postgres://…",
         ))
     }
+}
+
+/// A machine's live seat, as the client protocol asks after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldSeat {
+    /// When the seat lapses (ms since the epoch; leases only).
+    pub expires_at: Option<i64>,
 }
 
 /// What one chunk of a lease sweep did.
@@ -307,13 +324,14 @@ pub trait Store: Notifications + Send + Sync + 'static {
     // The client protocol (DESIGN §3). `license` is the row the key resolved to.
     /// The live license with this keyed hash, in any workspace.
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>>;
-    /// Whether this machine holds an active seat of this kind.
-    async fn holds_seat(
+    /// This machine's active seat of this kind, if it holds one (a lease may have lapsed
+    /// without being swept yet: see its `expires_at`).
+    async fn held_seat(
         &self,
         license_id: &str,
         kind: leasehold_core::SeatKind,
         fingerprint: &str,
-    ) -> Result<bool>;
+    ) -> Result<Option<HeldSeat>>;
     /// Takes a dedicated seat for a machine, or answers its existing one (`false`).
     async fn activate(
         &self,

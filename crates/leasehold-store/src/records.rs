@@ -208,6 +208,7 @@ pub struct License {
     pub self_service_releases_per_month: i64,
     pub admin_release: AdminRelease,
     pub release_cooldown_s: i64,
+    pub max_instances_per_lease: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -221,6 +222,7 @@ impl License {
             self_service_releases_per_month: self.self_service_releases_per_month,
             admin_release: self.admin_release,
             release_cooldown_s: self.release_cooldown_s,
+            max_instances_per_lease: self.max_instances_per_lease,
         }
     }
 

@@ -672,9 +672,11 @@ fn take(
             return Ok(Done::Elsewhere);
         }
         let mut instances = instance_list(seat.instances.as_deref());
-        if !instances.contains(&holder.instance) {
-            instances.push(holder.instance.clone());
-        }
+        leasehold_core::lease::join_instance(
+            &mut instances,
+            &holder.instance,
+            license.max_instances_per_lease,
+        )?;
         let instances = json(&instances);
         conn.prepare_cached(RENEW_LEASE)?.execute(params![
             instances,

@@ -1185,15 +1185,21 @@ async fn answers_are_signed_and_tampering_shows(s: &TestServer) {
         .decode(header.strip_prefix("ed25519=").unwrap())
         .unwrap();
     let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+    let answer_context =
+        |bytes: &[u8]| leasehold_proto::signed_message(leasehold_proto::ANSWER_CONTEXT, bytes);
     assert!(
-        public_key.verify(&body, &signature).is_ok(),
-        "the exact body verifies"
+        public_key
+            .verify(&answer_context(&body), &signature)
+            .is_ok(),
+        "the exact body verifies, after the answer context"
     );
     let mut tampered = body.clone();
     let at = tampered.iter().position(|&b| b == b'm').unwrap();
     tampered[at] = b'n';
     assert!(
-        public_key.verify(&tampered, &signature).is_err(),
+        public_key
+            .verify(&answer_context(&tampered), &signature)
+            .is_err(),
         "a changed body does not"
     );
 

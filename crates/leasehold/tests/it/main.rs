@@ -6,12 +6,14 @@ mod harness;
 
 mod auth;
 mod bench;
+mod binding;
 mod cli;
 mod client;
 mod concurrency;
 mod console;
 mod dates;
 mod input;
+mod limits;
 mod nodes;
 mod notify;
 mod openapi;
