@@ -111,6 +111,9 @@ struct Measured {
     refused: u64,
     seconds: f64,
     latencies_us: Vec<u32>,
+    /// What the first error was (the request, and the server's status and body or the
+    /// transport's failure), so that a run that had one says which.
+    first_error: Option<String>,
 }
 
 impl Measured {
@@ -123,6 +126,7 @@ impl Measured {
         self.refused += other.refused;
         self.seconds += other.seconds;
         self.latencies_us.extend(other.latencies_us);
+        self.first_error = self.first_error.take().or(other.first_error);
     }
 
     fn sorted(mut self) -> Measured {
@@ -346,6 +350,7 @@ impl Connection {
     ) -> Option<axum::body::Bytes> {
         let started = Instant::now();
         let body = body.and_then(|b| serde_json::to_vec(b).ok());
+        let request = format!("{method} {path}");
         let result =
             tokio::time::timeout_at(self.give_up, self.transport.send(method, path, body)).await;
         measured.requests += 1;
@@ -358,8 +363,20 @@ impl Connection {
                 }
                 status.is_success().then_some(answer)
             }
-            _ => {
+            failed => {
                 measured.errors += 1;
+                if measured.first_error.is_none() {
+                    measured.first_error = Some(match failed {
+                        Ok(Ok((status, answer))) => format!(
+                            "{request}: {status} {}",
+                            String::from_utf8_lossy(&answer[..answer.len().min(300)])
+                        ),
+                        Ok(Err(NoAnswer)) => {
+                            format!("{request}: no answer (the connection failed)")
+                        }
+                        Err(_) => format!("{request}: no answer before the run's end"),
+                    });
+                }
                 // A connection that failed or timed out is opened anew.
                 if let Transport::Plain { open, .. } = &mut self.transport {
                     *open = None;
@@ -901,6 +918,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(rss) = rss {
         println!("server peak RSS: {rss:.0} MiB");
+    }
+    for (name, m) in [("scenario", &measured), ("ceiling", &ceiling)] {
+        if let Some(error) = &m.first_error {
+            println!("{name}: the first of {} errors was {error}", m.errors);
+        }
     }
     for (name, m) in [("scenario", &measured), ("ceiling", &ceiling)] {
         if m.throttled > 0 {

@@ -85,6 +85,15 @@ impl TestServer {
 
     /// Starts with the test defaults (no client rate limit), adjusted by `adjust`.
     pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestServer {
+        // The server's warnings and errors go to the test's output, which nextest shows
+        // when the test fails (LEASEHOLD_LOG overrides the filter).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("LEASEHOLD_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg_name) = match backend {
             Backend::Sqlite => (
