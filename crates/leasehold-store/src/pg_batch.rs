@@ -5,10 +5,10 @@
 //! operation per transaction moves one seat per lock hold. Here, the operations queued on
 //! this node while its last batch ran are applied together: per license (in id order,
 //! so two nodes' batches never wait on each other in a cycle) one statement for its
-//! takes and checkins ([`APPLY_SEATS`]), locking the license row, deciding every
-//! operation of the batch under that lock, and moving the counter once. A batch of one
-//! license is that one statement, so the lock is held for one statement and its commit;
-//! the checkins' leases, for their audit events, are read before it, outside the lock.
+//! takes and checkins ([`APPLY_SEATS`]), after a statement of its own that locks the
+//! license row ([`LOCK_LICENSE`]), deciding every operation of the batch under that lock,
+//! and moving the counter once; the checkins' leases, for their audit events, are read
+//! before, outside the lock.
 //!
 //! An operation that decides nothing (a full license, a holder with a live lease, a
 //! changed lease) writes nothing; the general path then decides. Should a statement
@@ -28,9 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 /// The most operations one transaction applies.
 const MAX_BATCH: usize = 256;
 
-/// One license's new leases and ended leases, in one statement (and, alone in its
-/// batch, one transaction: the license row's lock is then held for one statement and
-/// its commit).
+/// One license's new leases and ended leases, in one statement, run once
+/// [`LOCK_LICENSE`] holds the license row.
 ///
 /// The license row (`$1`) is locked first, as every path locks it before its seats.
 ///
@@ -114,6 +113,9 @@ const APPLY_SEATS: &str = concat!(
      ON CONFLICT (id) DO NOTHING) \
    SELECT id FROM seat UNION ALL SELECT id FROM ended"
 );
+
+/// Locks a license row (`$1`) before its seats are decided, as every path does.
+const LOCK_LICENSE: &str = "SELECT 1 FROM licenses WHERE id = $1 FOR NO KEY UPDATE";
 
 /// The live leases a batch's checkins would end, as they are before the batch's
 /// statements (`$1`: their ids): their `seat.released` events are built from these.
@@ -204,6 +206,16 @@ async fn run(
     if takes.id.is_empty() && ends.id.is_empty() {
         return Ok(HashSet::new());
     }
+    // The license row is locked by a statement of its own (in the batch's transaction), so
+    // that APPLY_SEATS's snapshot is taken with the lock held and all of it reads the row
+    // as it is. Locked only inside APPLY_SEATS, a row that another transaction changed
+    // between the statement's snapshot and its lock was counted from two versions: the
+    // seats free from one, the counter moved from the other, and seats_used went past
+    // seats_total (the table's CHECK refused it: a 500 under concurrent checkouts).
+    sqlx::query(LOCK_LICENSE)
+        .bind(license_id)
+        .execute(&mut *conn)
+        .await?;
     let ids: Vec<String> = sqlx::query_scalar(APPLY_SEATS)
         .bind(license_id)
         .bind(SeatModel::Concurrent.as_str())
@@ -472,16 +484,12 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
     }
 }
 
-/// Applies the operations' statements in one transaction (a lone statement is its own);
-/// answers the ids of the seats taken or ended. The checkins' leases are read first,
-/// before any lock is taken.
+/// Applies the operations' statements in one transaction; answers the ids of the seats
+/// taken or ended. The checkins' leases are read first, before any lock is taken.
 async fn in_one_transaction(pool: &PgPool, ops: &[SeatOp]) -> Result<HashSet<String>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let leaving = leaving_leases(&mut conn, ops).await?;
     let statements = statements(ops);
-    if let [(license_id, ops)] = statements.as_slice() {
-        return run(&mut conn, license_id, ops, &leaving).await;
-    }
     let mut tx = conn.begin().await?;
     let mut done = HashSet::new();
     for (license_id, ops) in &statements {
