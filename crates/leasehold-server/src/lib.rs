@@ -8,6 +8,7 @@ mod console;
 mod convert;
 pub mod error;
 pub mod extract;
+pub mod http;
 pub mod jobs;
 pub mod license_cache;
 pub mod limits;
@@ -66,6 +67,8 @@ pub struct Shared {
     pub notifier: notify::Notifier,
     /// Reverse proxies whose `X-Forwarded-For` (or `Forwarded`) names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How many connections are served at once (one past it is closed at once).
+    pub max_connections: usize,
 }
 
 impl Shared {
@@ -173,6 +176,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(refuse_nul_in_path))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            http::BODY_TIMEOUT,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
         }))
@@ -222,12 +228,8 @@ pub async fn serve(
     let mut jobs = vec![jobs::spawn(state.clone())];
     jobs.extend(notify::spawn(state.clone()));
     jobs.extend(live::spawn_backplane(&state).await);
-    let served = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let max_connections = state.max_connections;
+    let served = http::serve(listener, router(state), max_connections, shutdown).await;
     for job in jobs {
         job.abort();
     }

@@ -1,7 +1,7 @@
 //! The live feed: seat changes published by the handlers and the sweeper, streamed to
 //! consoles as server-sent events (`GET /v1/events/stream`), filtered to the workspace.
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, Principal};
 use crate::AppState;
 use axum::extract::State;
@@ -9,7 +9,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use leasehold_core::Permission;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -17,6 +19,62 @@ use tokio::sync::broadcast;
 const CHANNEL: &str = "leasehold_live";
 /// How often an open stream checks that its token or session still holds.
 const RECHECK_EVERY: Duration = Duration::from_secs(5);
+/// The most event streams one token or member holds open at once (DESIGN §11) ...
+pub const MAX_STREAMS_PER_PRINCIPAL: usize = 16;
+/// ... and one workspace.
+pub const MAX_STREAMS_PER_WORKSPACE: usize = 256;
+
+/// The event streams open now, by token or member and by workspace.
+#[derive(Default)]
+struct StreamCounts {
+    by_principal: HashMap<String, usize>,
+    by_workspace: HashMap<String, usize>,
+}
+
+impl StreamCounts {
+    /// Counts a stream in, unless its principal or workspace has all it may open.
+    fn open(&mut self, principal: &str, workspace: &str) -> bool {
+        let held =
+            |counts: &HashMap<String, usize>, key: &str| counts.get(key).copied().unwrap_or(0);
+        if held(&self.by_principal, principal) >= MAX_STREAMS_PER_PRINCIPAL
+            || held(&self.by_workspace, workspace) >= MAX_STREAMS_PER_WORKSPACE
+        {
+            return false;
+        }
+        *self.by_principal.entry(principal.to_string()).or_default() += 1;
+        *self.by_workspace.entry(workspace.to_string()).or_default() += 1;
+        true
+    }
+
+    fn close(&mut self, principal: &str, workspace: &str) {
+        for (counts, key) in [
+            (&mut self.by_principal, principal),
+            (&mut self.by_workspace, workspace),
+        ] {
+            if let Some(count) = counts.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// An open event stream's place in the counts, given back when the stream ends.
+struct StreamSlot {
+    counts: Arc<Mutex<StreamCounts>>,
+    principal: String,
+    workspace: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.close(&self.principal, &self.workspace);
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LiveEvent {
@@ -52,6 +110,7 @@ pub struct LiveHub {
     outbound: std::sync::OnceLock<tokio::sync::mpsc::Sender<Change>>,
     /// The client protocol's licenses, dropped by the changes this feed carries.
     pub licenses: crate::license_cache::LicenseCache,
+    streams: Arc<Mutex<StreamCounts>>,
 }
 
 impl Default for LiveHub {
@@ -61,6 +120,7 @@ impl Default for LiveHub {
             node: uuid::Uuid::new_v4().to_string(),
             outbound: std::sync::OnceLock::new(),
             licenses: Default::default(),
+            streams: Default::default(),
         }
     }
 }
@@ -113,6 +173,31 @@ impl LiveHub {
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.sender.subscribe()
     }
+
+    /// A place for one more event stream of this principal (`kind:id`) in this workspace,
+    /// or `429 RATE_LIMITED` when either has all it may open.
+    fn open_stream(&self, principal: &str, workspace: &str) -> ApiResult<StreamSlot> {
+        let opened = self
+            .streams
+            .lock()
+            .map(|mut counts| counts.open(principal, workspace))
+            .unwrap_or(false);
+        if !opened {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!(
+                    "too many open event streams (at most {MAX_STREAMS_PER_PRINCIPAL} per token or member, \
+                     {MAX_STREAMS_PER_WORKSPACE} per workspace): close one first"
+                ),
+            ));
+        }
+        Ok(StreamSlot {
+            counts: self.streams.clone(),
+            principal: principal.to_string(),
+            workspace: workspace.to_string(),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -135,6 +220,12 @@ pub async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> ApiResult<Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>>> {
     principal.require(Permission::LicenseView)?;
+    let who = format!(
+        "{}:{}",
+        principal.actor.kind,
+        principal.actor.id.as_deref().unwrap_or_default()
+    );
+    let slot = state.live.open_stream(&who, &principal.workspace_id)?;
     let mut receiver = state.live.subscribe();
     let workspace_id = principal.workspace_id;
     // Only what authenticates is kept for the rechecks, not every header of the request.
@@ -145,6 +236,8 @@ pub async fn stream(
         }
     }
     let stream = async_stream::stream! {
+        // Held as long as the stream: dropped when the client goes away.
+        let _slot = slot;
         yield Ok(Event::default().event("ready").data("{}"));
         let mut recheck = tokio::time::interval_at(
             tokio::time::Instant::now() + RECHECK_EVERY,
@@ -253,4 +346,45 @@ pub async fn spawn_backplane(state: &AppState) -> Vec<tokio::task::JoinHandle<()
         }
     });
     vec![notifier, listener]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_counted_per_principal_and_per_workspace() {
+        let mut counts = StreamCounts::default();
+        for _ in 0..MAX_STREAMS_PER_PRINCIPAL {
+            assert!(counts.open("token:a", "w1"));
+        }
+        assert!(!counts.open("token:a", "w1"), "the principal's limit");
+        counts.close("token:a", "w1");
+        assert!(
+            counts.open("token:a", "w1"),
+            "a closed stream gives its place back"
+        );
+        let mut n = MAX_STREAMS_PER_PRINCIPAL;
+        let mut member = 0;
+        while n < MAX_STREAMS_PER_WORKSPACE {
+            member += 1;
+            for _ in 0..MAX_STREAMS_PER_PRINCIPAL.min(MAX_STREAMS_PER_WORKSPACE - n) {
+                assert!(counts.open(&format!("member:{member}"), "w1"));
+                n += 1;
+            }
+        }
+        assert!(!counts.open("token:new", "w1"), "the workspace's limit");
+        assert!(
+            counts.open("token:new", "w2"),
+            "another workspace has its own"
+        );
+        for _ in 0..MAX_STREAMS_PER_PRINCIPAL {
+            counts.close("token:a", "w1");
+        }
+        assert!(
+            !counts.by_principal.contains_key("token:a"),
+            "no entry is left behind"
+        );
+        assert!(counts.open("token:new", "w1"));
+    }
 }

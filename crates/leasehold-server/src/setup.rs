@@ -38,6 +38,8 @@ pub struct Settings {
     /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` is believed for
     /// the per-address limits; none by default.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How many connections are served at once (DESIGN §11).
+    pub max_connections: usize,
 }
 
 impl Settings {
@@ -54,6 +56,7 @@ impl Settings {
             notify: Default::default(),
             store: Default::default(),
             trusted_proxies: Vec::new(),
+            max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Settings {
             .field("notify", &self.notify)
             .field("store", &self.store)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -137,6 +141,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         live: crate::live::LiveHub::new(settings.license_cache_ttl),
         login_limits: crate::limits::Limits::login(),
         trusted_proxies: settings.trusted_proxies.clone(),
+        max_connections: settings.max_connections,
     }))
 }
 

@@ -87,6 +87,9 @@ struct ServeArgs {
     /// change, in milliseconds (changes made on any node drop it at once).
     #[arg(long, env = "LEASEHOLD_LICENSE_CACHE_MS", default_value_t = 2000)]
     license_cache_ms: u64,
+    /// The most connections served at once; one past it is closed at once.
+    #[arg(long, env = "LEASEHOLD_MAX_CONNECTIONS", default_value_t = leasehold_server::http::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     #[command(flatten)]
     notify: NotifyArgs,
     #[command(flatten)]
@@ -158,6 +161,7 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_TRUSTED_PROXIES",
     "LEASEHOLD_SWEEP_INTERVAL_MS",
     "LEASEHOLD_LICENSE_CACHE_MS",
+    "LEASEHOLD_MAX_CONNECTIONS",
     "LEASEHOLD_SQLITE_WAL_LIMIT_MIB",
     "LEASEHOLD_SMTP_URL",
     "LEASEHOLD_SMTP_FROM",
@@ -240,6 +244,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = settings(&args.store)?;
     settings.client_rate_limit = args.client_rate_limit;
     settings.trusted_proxies = args.trusted_proxies.clone();
+    settings.max_connections = args.max_connections;
     settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
     settings.license_cache_ttl = std::time::Duration::from_millis(args.license_cache_ms);
     let ms = |v: u64| std::time::Duration::from_millis(v.max(10));

@@ -113,3 +113,146 @@ async fn client_names_are_bounded_and_plain(s: &TestServer) {
     )
     .await;
 }
+
+/// Whether the server has closed this socket (a read sees the end, or an error).
+async fn closed_by_server(socket: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(50), socket.read(&mut buf))
+            .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // Bytes (a 408, say): read on to the end.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn healthz(base: &str) -> bool {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    matches!(client.get(format!("{base}/healthz")).send().await, Ok(r) if r.status().is_success())
+}
+
+/// The review's slow-request attack: 300 requests whose head never ends. `/healthz` keeps
+/// answering, and the server closes each of them once its head is overdue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_requests_are_closed_and_healthz_keeps_answering() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start(crate::harness::Backend::Sqlite).await;
+    let address = s.base.trim_start_matches("http://").to_string();
+    let mut sockets = Vec::new();
+    for _ in 0..300 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        socket
+            .write_all(b"POST /v1/client/validate HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        sockets.push(socket);
+    }
+    assert!(healthz(&s.base).await, "healthz answers beside them");
+    // The head's time is 10 s: allow the 2 shared cores plenty more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sockets.is_empty() && std::time::Instant::now() < deadline {
+        let mut open = Vec::new();
+        for mut socket in sockets.drain(..) {
+            if !closed_by_server(&mut socket).await {
+                open.push(socket);
+            }
+        }
+        sockets = open;
+    }
+    let all_closed = sockets.is_empty();
+    assert!(
+        all_closed,
+        "{} half-open requests are still open",
+        sockets.len()
+    );
+    assert!(healthz(&s.base).await);
+    s.stop().await;
+}
+
+/// A connection past `max_connections` is closed at once; the server answers again once
+/// connections end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_the_limit_is_closed_at_once() {
+    let s = TestServer::start_with(crate::harness::Backend::Sqlite, |settings| {
+        settings.max_connections = 20;
+    })
+    .await;
+    let address = s.base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // The server accepts in order: once it has taken the 20, the next is closed.
+    let refused = crate::harness::eventually(20, || {
+        let address = address.clone();
+        async move {
+            let mut extra = tokio::net::TcpStream::connect(&address).await.unwrap();
+            closed_by_server(&mut extra).await
+        }
+    })
+    .await;
+    assert!(refused, "a 21st connection is closed by the server");
+    held.clear();
+    assert!(
+        crate::harness::eventually(20, || healthz(&s.base)).await,
+        "served again once the connections ended"
+    );
+    s.stop().await;
+}
+
+/// One token (the review held 3,000) opens at most 16 event streams; another token has
+/// its own; a closed stream gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_holds_at_most_sixteen_event_streams() {
+    let s = TestServer::start(crate::harness::Backend::Sqlite).await;
+    let owner = s.workspace("Acme").await;
+    let license = owner
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1000}))
+        .await;
+    let viewer = owner.token("viewer").await;
+    let other = owner.token("viewer").await;
+    let open = |api: &crate::harness::Api| {
+        let request = reqwest::Client::new()
+            .get(format!("{}/v1/events/stream", s.base))
+            .bearer_auth(api.token.clone().unwrap());
+        async move { request.send().await.unwrap() }
+    };
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let stream = open(&viewer).await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        streams.push(stream);
+    }
+    let refused = open(&viewer).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    assert_eq!(open(&other).await.status(), StatusCode::OK);
+    // One goes away: the server notices at its next event, and the place is free again.
+    streams.pop();
+    let key = license["key"].as_str().unwrap().to_string();
+    let mut n = 0;
+    let reopened = crate::harness::eventually(30, || {
+        n += 1;
+        let take =
+            json!({"key": key, "fingerprint": format!("m{n}"), "os_user": "u", "instance": "i"});
+        let (client, attempt) = (s.anonymous(), open(&viewer));
+        async move {
+            client
+                .ok_post("/v1/client/leases", take, StatusCode::CREATED)
+                .await;
+            attempt.await.status() == StatusCode::OK
+        }
+    })
+    .await;
+    assert!(reopened, "the closed stream's place was given back");
+    drop(streams);
+    s.stop().await;
+}

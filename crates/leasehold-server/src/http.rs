@@ -1,0 +1,84 @@
+//! The HTTP server loop (DESIGN §11): connections that hold the server without using it
+//! are closed. A request's head must arrive within [`HEADER_TIMEOUT`] (hyper starts that
+//! clock whenever a connection waits for a request, so an idle keep-alive connection is
+//! closed after it too) and its body within [`BODY_TIMEOUT`]; at most `max_connections`
+//! are open at once, and one past that is closed at once, so that half-open sockets can
+//! never use up the process's file descriptors and `/healthz` keeps answering.
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// The longest a connection may take to send a request's head, or stay idle between
+/// requests.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a request's body may take to arrive.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many connections are served at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets the requests in
+/// flight finish (server-sent event streams are closed).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before it was
+                    // accepted: wait a moment rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max_connections,
+                "connection limit reached: closing a new connection"
+            );
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request)
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // A server-sent event stream never ends by itself: past a while, the rest are cut.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    Ok(())
+}
+
+/// How long shutting down waits for the requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
