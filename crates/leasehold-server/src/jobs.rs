@@ -50,6 +50,8 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             tick.tick().await;
             sweep_from(&state, &mut cursor, PROBES_PER_TICK, PROBES_PER_CHUNK).await;
             state.limits.retain_recent();
+            // The sign-in limiter is keyed by what attackers type: its idle entries go too.
+            state.login_limits.retain_recent();
         }
     })
 }

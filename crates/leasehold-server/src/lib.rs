@@ -175,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(refuse_nul_in_path))
+        .layer(axum::middleware::map_response(no_store_by_default))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             http::BODY_TIMEOUT,
@@ -187,6 +188,16 @@ pub fn router(state: AppState) -> Router {
         tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
     }))
         .with_state(state)
+}
+
+/// Answers are not cached unless they say so (the console's assets do): many carry a
+/// secret shown once (a license key, a token, a webhook secret) or a workspace's data.
+async fn no_store_by_default(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -233,6 +233,19 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
     .await?
 }
 
+/// An argon2id hash of a random password, made once: what an unknown address's sign-in
+/// is checked against, so that it takes as long as a known one's.
+pub async fn dummy_password_hash() -> String {
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DUMMY
+        .get_or_init(|| async {
+            let random = crate::console::random_token();
+            hash_password(random).await.unwrap_or_default()
+        })
+        .await
+        .clone()
+}
+
 /// Checks a password against its argon2id hash, off the async runtime.
 pub async fn verify_password(password: String, hash: String) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};

@@ -20,16 +20,25 @@ pub async fn create_application(
     ApiJson(body): ApiJson<CreateApplication>,
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     principal.require(Permission::LicenseManage)?;
-    let application = NewApplication {
-        name: required_text("name", &body.name, 200)?,
-        vendor: optional_text("vendor", body.vendor.as_deref(), 200)?,
-        deployment_model: body.deployment_model,
-    };
+    let application = new_application(&body.name, body.vendor.as_deref(), body.deployment_model)?;
     let created = state
         .store
         .create_application(&principal.actor, &principal.workspace_id, application)
         .await?;
     Ok((StatusCode::CREATED, Json(convert::application(created))))
+}
+
+/// A new application's fields, checked: the API's and the console's one rule.
+pub(crate) fn new_application(
+    name: &str,
+    vendor: Option<&str>,
+    deployment_model: leasehold_core::DeploymentModel,
+) -> ApiResult<NewApplication> {
+    Ok(NewApplication {
+        name: required_text("name", name, 200)?,
+        vendor: optional_text("vendor", vendor, 200)?,
+        deployment_model,
+    })
 }
 
 #[utoipa::path(get, path = "/v1/applications", tag = "applications", params(Paging), security(("bearer" = [])),

@@ -1,10 +1,10 @@
 //! The admin API: its route table, generated into `/openapi.json` from the same
 //! handler annotations, so the document cannot drift from the code.
 
-mod applications;
+pub(crate) mod applications;
 pub(crate) use licenses::{create as create_license, update as update_license};
 pub(crate) use seats::{assign as assign_seat, reclaim as reclaim_seat};
-mod contacts;
+pub(crate) mod contacts;
 mod events;
 mod health;
 mod licenses;

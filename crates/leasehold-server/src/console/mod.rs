@@ -31,6 +31,8 @@ pub(crate) const SESSION_COOKIE: &str = "lh_session";
 pub(crate) const PORTAL_COOKIE: &str = "lh_portal";
 const LOGIN_CSRF_COOKIE: &str = "lh_login_csrf";
 const SESSION_HOURS: i64 = 12;
+/// The longest email address there is (RFC 5321's path limit less its brackets).
+const MAX_EMAIL_CHARS: usize = 254;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -214,6 +216,12 @@ async fn login(
         .map(|e| e.trim().to_lowercase())
         .unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
+    // No address is longer (RFC 5321): a longer one is no account, and is not kept as a
+    // limiter key either.
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        crate::setup::verify_password(password, crate::setup::dummy_password_hash().await).await;
+        return Redirect::to("/login?error=invalid").into_response();
+    }
     let limits = &state.login_limits;
     if limits
         .check_ip(state.client_ip(peer.ip(), &headers))
@@ -231,6 +239,12 @@ async fn login(
         Err(e) => return ApiError::from(e).into_response(),
     };
     let mut signed_in = None;
+    if members.is_empty() {
+        // A password is checked either way, so that an unknown address answers as slowly
+        // as a known one: the time tells no one which addresses have accounts.
+        crate::setup::verify_password(password.clone(), crate::setup::dummy_password_hash().await)
+            .await;
+    }
     for member in members {
         if crate::setup::verify_password(password.clone(), member.password_hash.clone()).await {
             signed_in = Some(member);

@@ -14,8 +14,7 @@ use axum::{Form, Router};
 use leasehold_core::{DeploymentModel, Permission, SeatKind};
 use leasehold_proto::{AssignSeat, CreateLicense, UpdateLicense};
 use leasehold_store::{
-    Application, EventFilter, License, LicenseFilter, NewApplication, NewContact, PageRequest,
-    ReminderFilter, Seat,
+    Application, EventFilter, License, LicenseFilter, PageRequest, ReminderFilter, Seat,
 };
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -193,18 +192,16 @@ async fn create_application(
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
     }
-    let name = form.get("name").map(|n| n.trim()).unwrap_or("");
-    if name.is_empty() {
-        return failed(&session, ApiError::invalid("name", "must not be empty"));
-    }
     let model = form
         .get("deployment_model")
         .and_then(|m| DeploymentModel::parse(m))
         .unwrap_or(DeploymentModel::OnPremise);
-    let vendor = form
-        .get("vendor")
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
+    let name = form.get("name").map(String::as_str).unwrap_or_default();
+    let vendor = form.get("vendor").map(String::as_str);
+    let application = match crate::api::applications::new_application(name, vendor, model) {
+        Ok(application) => application,
+        Err(e) => return failed(&session, e),
+    };
     let created = tri!(
         session,
         state
@@ -212,11 +209,7 @@ async fn create_application(
             .create_application(
                 &session.principal.actor,
                 &session.principal.workspace_id,
-                NewApplication {
-                    name: name.to_string(),
-                    vendor,
-                    deployment_model: model
-                },
+                application,
             )
             .await
     );
@@ -958,17 +951,12 @@ async fn create_contact(
     if let Err(e) = session.principal.require(Permission::LicenseAssign) {
         return failed(&session, e);
     }
-    let name = form
-        .get("name")
-        .map(|n| n.trim().to_string())
-        .unwrap_or_default();
-    if name.is_empty() {
-        return failed(&session, ApiError::invalid("name", "must not be empty"));
-    }
-    let email = form
-        .get("email")
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty());
+    let name = form.get("name").map(String::as_str).unwrap_or_default();
+    let email = form.get("email").map(String::as_str);
+    let contact = match crate::api::contacts::new_contact(name, email) {
+        Ok(contact) => contact,
+        Err(e) => return failed(&session, e),
+    };
     tri!(
         session,
         state
@@ -976,7 +964,7 @@ async fn create_contact(
             .create_contact(
                 &session.principal.actor,
                 &session.principal.workspace_id,
-                NewContact { name, email }
+                contact
             )
             .await
     );

@@ -8,6 +8,7 @@ use serde_json::json;
 both_stores!(
     a_lease_counts_at_most_its_policys_instances,
     client_names_are_bounded_and_plain,
+    the_consoles_forms_check_what_the_api_checks,
 );
 
 async fn a_lease_counts_at_most_its_policys_instances(s: &TestServer) {
@@ -255,4 +256,117 @@ async fn one_token_holds_at_most_sixteen_event_streams() {
     assert!(reopened, "the closed stream's place was given back");
     drop(streams);
     s.stop().await;
+}
+
+/// Answers that carry a secret shown once are never cached (the review found none said so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carrying_a_secret_are_not_cached() {
+    let s = TestServer::start(crate::harness::Backend::Sqlite).await;
+    let owner = s.workspace("Acme").await;
+    let app = owner.application("CAD").await;
+    let client = reqwest::Client::new();
+    let token = owner.token.clone().unwrap();
+    for (path, body) in [
+        (
+            "/v1/licenses",
+            json!({"application_id": app, "licensed_to": "Acme", "type": "subscription", "seats_total": 1}),
+        ),
+        ("/v1/tokens", json!({"name": "ci", "role": "viewer"})),
+    ] {
+        let response = client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+    }
+    s.stop().await;
+}
+
+/// The console's "Add application" and "Add contact" check what they store as the API
+/// does (the review stored a NUL, a 60,000-character name and an email without `@`).
+async fn the_consoles_forms_check_what_the_api_checks(s: &TestServer) {
+    let owner = s.workspace("Acme").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(format!("{}/login", s.base))
+        .header(reqwest::header::COOKIE, "lh_login_csrf=t")
+        .form(&[
+            ("_csrf", "t"),
+            ("email", "owner@example.com"),
+            ("password", "correct horse battery"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let cookie = signed_in
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("lh_session="))
+        .and_then(|v| v.split(';').next())
+        .map(|session| format!("lh_session={session}"))
+        .expect("a session cookie");
+    let page = browser
+        .get(format!("{}/contacts", s.base))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries the session's CSRF token")
+        .to_string();
+    let post = |path: &'static str, fields: Vec<(&'static str, String)>| {
+        let mut form = vec![("_csrf", csrf.clone())];
+        form.extend(fields);
+        let request = browser
+            .post(format!("{}{path}", s.base))
+            .header(reqwest::header::COOKIE, &cookie)
+            .form(&form);
+        async move { request.send().await.unwrap().status() }
+    };
+    let long = "n".repeat(60_000);
+    for name in ["nul\0name".to_string(), long.clone(), " ".to_string()] {
+        let status = post("/applications", vec![("name", name)]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    for (name, email) in [
+        ("nul\0name".to_string(), "dana@example.com"),
+        (long, "dana@example.com"),
+        ("Dana".to_string(), "no-at-sign"),
+    ] {
+        let status = post("/contacts", vec![("name", name), ("email", email.into())]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let status = post(
+        "/contacts",
+        vec![
+            ("name", "Dana".into()),
+            ("email", "dana@example.com".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "a good contact is added");
+    let applications = owner.ok_get("/v1/applications").await;
+    assert_eq!(applications["items"].as_array().unwrap().len(), 0);
+    let contacts = owner.ok_get("/v1/contacts").await;
+    assert_eq!(
+        contacts["items"].as_array().unwrap().len(),
+        1,
+        "only the good one"
+    );
 }
