@@ -216,18 +216,15 @@ async fn login(
         .map(|e| e.trim().to_lowercase())
         .unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
+    let limits = &state.login_limits;
+    let from_ip = limits.check_ip(state.client_ip(peer.ip(), &headers));
     // No address is longer (RFC 5321): a longer one is no account, and is not kept as a
-    // limiter key either.
-    if email.chars().count() > MAX_EMAIL_CHARS {
+    // limiter key either (the address's limit still counts it).
+    if from_ip.is_ok() && email.chars().count() > MAX_EMAIL_CHARS {
         crate::setup::verify_password(password, crate::setup::dummy_password_hash().await).await;
         return Redirect::to("/login?error=invalid").into_response();
     }
-    let limits = &state.login_limits;
-    if limits
-        .check_ip(state.client_ip(peer.ip(), &headers))
-        .is_err()
-        || limits.check_key(&format!("login:{email}")).is_err()
-    {
+    if from_ip.is_err() || limits.check_key(&format!("login:{email}")).is_err() {
         return view::error_page(
             None,
             StatusCode::TOO_MANY_REQUESTS,

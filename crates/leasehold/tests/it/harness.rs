@@ -358,6 +358,63 @@ pub async fn stored_key(s: &TestServer) -> (Vec<u8>, String) {
     }
 }
 
+/// A member signed in to the console over HTTP, as a browser would be.
+pub struct ConsoleSession {
+    /// Follows no redirects, so that a form's answer (303) can be checked.
+    pub client: reqwest::Client,
+    /// `lh_session=…`, for the `Cookie` header.
+    pub cookie: String,
+    /// The session's token for its forms (`_csrf`).
+    pub csrf: String,
+}
+
+impl TestServer {
+    /// Signs `email` in to the console, and reads the session's form token off a page.
+    pub async fn console_session(&self, email: &str, password: &str) -> ConsoleSession {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let signed_in = client
+            .post(format!("{}/login", self.base))
+            .header(reqwest::header::COOKIE, "lh_login_csrf=t")
+            .form(&[("_csrf", "t"), ("email", email), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        let cookie = signed_in
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("lh_session="))
+            .and_then(|v| v.split(';').next())
+            .map(|session| format!("lh_session={session}"))
+            .expect("a session cookie");
+        let page = client
+            .get(format!("{}/", self.base))
+            .header(reqwest::header::COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = page
+            .split("name=\"_csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the page carries the session's CSRF token")
+            .to_string();
+        ConsoleSession {
+            client,
+            cookie,
+            csrf,
+        }
+    }
+}
+
 /// The day `days` from today (UTC; negative: before).
 pub fn in_days(days: i64) -> chrono::NaiveDate {
     chrono::Utc::now().date_naive() + chrono::TimeDelta::days(days)

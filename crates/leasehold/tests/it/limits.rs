@@ -290,46 +290,13 @@ async fn answers_carrying_a_secret_are_not_cached() {
 /// does (the review stored a NUL, a 60,000-character name and an email without `@`).
 async fn the_consoles_forms_check_what_the_api_checks(s: &TestServer) {
     let owner = s.workspace("Acme").await;
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed_in = browser
-        .post(format!("{}/login", s.base))
-        .header(reqwest::header::COOKIE, "lh_login_csrf=t")
-        .form(&[
-            ("_csrf", "t"),
-            ("email", "owner@example.com"),
-            ("password", "correct horse battery"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
-    let cookie = signed_in
-        .headers()
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("lh_session="))
-        .and_then(|v| v.split(';').next())
-        .map(|session| format!("lh_session={session}"))
-        .expect("a session cookie");
-    let page = browser
-        .get(format!("{}/contacts", s.base))
-        .header(reqwest::header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = page
-        .split("name=\"_csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the page carries the session's CSRF token")
-        .to_string();
+    let crate::harness::ConsoleSession {
+        client: browser,
+        cookie,
+        csrf,
+    } = s
+        .console_session("owner@example.com", "correct horse battery")
+        .await;
     let post = |path: &'static str, fields: Vec<(&'static str, String)>| {
         let mut form = vec![("_csrf", csrf.clone())];
         form.extend(fields);
