@@ -54,4 +54,4 @@ pub mod reminders;
 pub mod secrets;
 
 pub use model::*;
-pub use perm::{Permission, Role};
+pub use perm::{AuditScope, Permission, Role};

@@ -152,6 +152,11 @@ impl From<StoreError> for ApiError {
                 "LEASE_EXPIRED",
                 "the lease has expired or was released: take a new one",
             ),
+            StoreError::LastOwner => ApiError::new(
+                StatusCode::CONFLICT,
+                "LAST_OWNER",
+                "this is the workspace's last owner who can sign in: make another member an owner first",
+            ),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()

@@ -6,6 +6,7 @@ mod binding;
 mod client;
 mod console;
 mod convert;
+pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod http;

@@ -4,12 +4,13 @@
 //! was in flight, under the same id. Failures are retried with exponential backoff for
 //! 24 hours.
 
+use crate::egress::{self, Lookup, Rules};
 use crate::AppState;
 use hmac::{Hmac, Mac};
 use leasehold_store::{Attempt, DueReminder, NewEmail, OutboxMessage};
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -24,8 +25,16 @@ pub struct NotifySettings {
     pub smtp_from: String,
     /// The console's address, for links in emails.
     pub public_url: String,
-    /// Allow webhooks to loopback and link-local addresses (tests, trusted setups).
+    /// Allow webhooks to loopback and link-local addresses and this host's own (tests,
+    /// trusted setups).
     pub webhook_allow_local: bool,
+    /// Allow webhooks to private networks (RFC 1918, CGNAT, ULA, local NAT64).
+    pub webhook_allow_private: bool,
+    /// Send webhooks through this HTTP proxy. The environment's `HTTP(S)_PROXY` is never
+    /// used: a proxy would connect wherever a name points, past the address rules.
+    pub webhook_proxy: Option<String>,
+    /// How webhook hosts are resolved (the system's resolver; a seam for tests).
+    pub lookup: Arc<dyn Lookup>,
     /// The first retry waits this long; each next one twice as long (up to an hour).
     pub retry_base: Duration,
     /// How long a node holds a message it is delivering before another may retry it.
@@ -45,11 +54,24 @@ impl Default for NotifySettings {
             smtp_from: "Leasehold <leasehold@localhost>".into(),
             public_url: "http://127.0.0.1:8080".into(),
             webhook_allow_local: false,
+            webhook_allow_private: false,
+            webhook_proxy: None,
+            lookup: Arc::new(egress::SystemLookup),
             retry_base: Duration::from_secs(10),
             claim_hold: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             reminder_interval: Duration::from_secs(60),
             webhook_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl NotifySettings {
+    /// Which addresses webhooks may reach.
+    pub fn webhook_rules(&self) -> Rules {
+        Rules {
+            allow_local: self.webhook_allow_local,
+            allow_private: self.webhook_allow_private,
         }
     }
 }
@@ -64,6 +86,11 @@ impl std::fmt::Debug for NotifySettings {
             .field("smtp_from", &self.smtp_from)
             .field("public_url", &self.public_url)
             .field("webhook_allow_local", &self.webhook_allow_local)
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field(
+                "webhook_proxy",
+                &self.webhook_proxy.as_deref().map(crate::setup::redact_url),
+            )
             .finish()
     }
 }
@@ -92,13 +119,30 @@ impl Notifier {
             .smtp_from
             .parse()
             .context("LEASEHOLD_SMTP_FROM is not an email address")?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(settings.webhook_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_local: settings.webhook_allow_local,
+            .no_proxy()
+            .user_agent(concat!("Leasehold-Webhooks/", env!("CARGO_PKG_VERSION")));
+        let mut proxy_host = None;
+        if let Some(proxy) = &settings.webhook_proxy {
+            let url = reqwest::Url::parse(proxy).context("LEASEHOLD_WEBHOOK_PROXY is not a URL")?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                anyhow::bail!(
+                    "LEASEHOLD_WEBHOOK_PROXY must be an http:// or https:// URL with a host"
+                );
+            }
+            proxy_host = url
+                .host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_string());
+            http = http.proxy(reqwest::Proxy::all(url).context("LEASEHOLD_WEBHOOK_PROXY")?);
+        }
+        let http = http
+            .dns_resolver(Arc::new(egress::GuardedResolver {
+                lookup: settings.lookup.clone(),
+                rules: settings.webhook_rules(),
+                proxy_host,
             }))
-            .user_agent(concat!("Leasehold-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Notifier {
             settings,
@@ -152,30 +196,10 @@ impl Notifier {
     }
 }
 
-/// Whether a webhook may be sent to this address: never to loopback, unspecified or
-/// link-local ones (the server itself, cloud metadata services) unless allowed.
-pub fn address_allowed(ip: IpAddr, allow_local: bool) -> bool {
-    if allow_local {
-        return true;
-    }
-    let ip = match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_unspecified() || v4.is_link_local()),
-        IpAddr::V6(v6) => {
-            !(v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
-/// Checks a webhook URL as given: http(s), a host, and not a forbidden literal address.
-/// (Names are checked when they resolve, at each delivery.)
-pub fn check_webhook_url(text: &str, allow_local: bool) -> Result<reqwest::Url, String> {
+/// Checks a webhook URL as given: http(s), a host, no credentials, and not a literal
+/// address (or `localhost`) the rules refuse. Names are checked when they resolve, at each
+/// delivery.
+pub fn check_webhook_url(text: &str, rules: Rules) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http or https URL".into());
@@ -183,52 +207,26 @@ pub fn check_webhook_url(text: &str, allow_local: bool) -> Result<reqwest::Url, 
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials; the signature authenticates deliveries".into());
     }
-    let forbidden = "points at this server or a link-local (metadata) address; \
-                     allow it with LEASEHOLD_WEBHOOK_ALLOW_LOCAL=true";
-    match url.host() {
+    let literal = match url.host() {
         None => return Err("has no host".into()),
-        Some(url::Host::Ipv4(v4)) if !address_allowed(IpAddr::V4(v4), allow_local) => {
-            return Err(forbidden.into())
+        Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.');
+            if name == "localhost" || name.ends_with(".localhost") {
+                Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+            } else {
+                None
+            }
         }
-        Some(url::Host::Ipv6(v6)) if !address_allowed(IpAddr::V6(v6), allow_local) => {
-            return Err(forbidden.into())
-        }
-        Some(url::Host::Domain(name))
-            if !allow_local && (name == "localhost" || name.ends_with(".localhost")) =>
-        {
-            return Err(forbidden.into())
-        }
-        _ => {}
+    };
+    if let Some(address) = literal {
+        let host = url.host_str().unwrap_or_default();
+        rules
+            .check(host, address, &egress::interface_addresses())
+            .map_err(|refused| refused.to_string())?;
     }
     Ok(url)
-}
-
-/// Resolves webhook hosts, dropping forbidden addresses: a name that resolves to the
-/// server itself is refused at delivery, however it was registered.
-struct GuardedResolver {
-    allow_local: bool,
-}
-
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_local = self.allow_local;
-        Box::pin(async move {
-            let host = format!("{}:0", name.as_str());
-            let found: Vec<SocketAddr> = tokio::net::lookup_host(host).await?.collect();
-            let allowed: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|a| address_allowed(a.ip(), allow_local))
-                .collect();
-            if allowed.is_empty() {
-                return Err(format!(
-                    "{} resolves only to loopback or link-local addresses",
-                    name.as_str()
-                )
-                .into());
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
 }
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
@@ -394,8 +392,20 @@ async fn deliver_webhook(
         Ok(_) => return Err((None, "webhook deleted".into())),
         Err(e) => return Err((None, e.to_string())),
     };
-    let url = check_webhook_url(&webhook.url, state.notifier.settings.webhook_allow_local)
-        .map_err(|e| (None, format!("URL {e}")))?;
+    let settings = &state.notifier.settings;
+    let url = check_webhook_url(&webhook.url, settings.webhook_rules()).map_err(|e| (None, e))?;
+    if settings.webhook_proxy.is_some() {
+        // The proxy resolves the name and connects; the rules are applied to the name
+        // here first, as they would be without it.
+        if let Some(url::Host::Domain(name)) = url.host() {
+            egress::resolve(settings.lookup.as_ref(), settings.webhook_rules(), name)
+                .await
+                .map_err(|e| match egress::refusal(e.as_ref()) {
+                    Some(refused) => (None, refused.to_string()),
+                    None => (None, format!("resolving {name}: {e}")),
+                })?;
+        }
+    }
     let secret = state
         .master
         .decrypt(&webhook.secret_enc)
@@ -428,8 +438,12 @@ async fn deliver_webhook(
     }
 }
 
-/// A reqwest error with its causes (the top one alone says little).
+/// A reqwest error with its causes (the top one alone says little); an address the
+/// rules refused reads `refused: …`, not as a connection error.
 fn describe(error: &reqwest::Error) -> String {
+    if let Some(refused) = egress::refusal(error) {
+        return refused.to_string();
+    }
     let mut text = if error.is_timeout() {
         "timed out".to_string()
     } else {
@@ -555,27 +569,39 @@ mod tests {
 
     #[test]
     fn webhook_urls_to_this_machine_or_metadata_are_refused() {
+        let strict = Rules::default();
+        let local = Rules {
+            allow_local: true,
+            allow_private: false,
+        };
         for url in [
             "http://127.0.0.1:8080/hook",
             "http://localhost/hook",
+            "http://localhost./hook",
             "http://169.254.169.254/latest/meta-data",
             "http://[::1]/hook",
             "http://[::ffff:127.0.0.1]/hook",
             "http://[fe80::1]/hook",
             "http://0.0.0.0/hook",
         ] {
-            assert!(check_webhook_url(url, false).is_err(), "{url}");
-            assert!(check_webhook_url(url, true).is_ok(), "{url} when allowed");
+            let refused = check_webhook_url(url, strict).unwrap_err();
+            assert!(refused.starts_with("refused: "), "{url}: {refused}");
+            assert!(check_webhook_url(url, local).is_ok(), "{url} when allowed");
         }
         for url in [
             "ftp://example.com/x",
             "not a url",
             "http://user:pw@example.com/",
         ] {
-            assert!(check_webhook_url(url, true).is_err(), "{url}");
+            assert!(check_webhook_url(url, local).is_err(), "{url}");
         }
-        assert!(check_webhook_url("https://hooks.example.com/leasehold", false).is_ok());
-        assert!(check_webhook_url("http://10.1.2.3/hook", false).is_ok());
+        assert!(check_webhook_url("https://hooks.example.com/leasehold", strict).is_ok());
+        assert!(check_webhook_url("http://10.1.2.3/hook", local).is_err());
+        let private = Rules {
+            allow_private: true,
+            ..strict
+        };
+        assert!(check_webhook_url("http://10.1.2.3/hook", private).is_ok());
     }
 
     #[test]

@@ -48,10 +48,29 @@ macro_rules! license_select {
 /// id would depend on the database's collation; en_US puts `~` before digits.)
 pub(crate) const TOP_CURSOR: &str = "";
 
+/// Which events the reader's role may read (`$6`: members and tokens, `$7`: webhooks and
+/// notification settings; DESIGN §11), for the texts below.
+macro_rules! event_scope {
+    ($e:literal) => {
+        concat!(
+            "($6 OR ",
+            $e,
+            "subject_type NOT IN ('member', 'token')) AND ($7 OR (",
+            $e,
+            "subject_type <> 'webhook' AND ",
+            $e,
+            "action <> 'workspace.notifications_updated'))"
+        )
+    };
+}
+
 /// A workspace's audit log, newest first, after a cursor, of one action if `$4`.
-pub(crate) const WORKSPACE_EVENTS: &str =
+pub(crate) const WORKSPACE_EVENTS: &str = concat!(
     "SELECT * FROM events WHERE workspace_id = $1 AND ($2 = '' OR id < $2) \
-     AND ($4 = '' OR action = $4) AND $3 = '' ORDER BY id DESC LIMIT $5";
+     AND ($4 = '' OR action = $4) AND $3 = '' AND ",
+    event_scope!(""),
+    " ORDER BY id DESC LIMIT $5"
+);
 /// A machine's (`$2`) live seat of the license (`$1`) and when it expires (the latest, for
 /// leases: one per OS user), one text per kind: the kind written out lets both databases
 /// use the partial index of live activations or leases, where a parameter for it would
@@ -66,24 +85,31 @@ pub(crate) const HOLDS_ASSIGNMENT: &str = "SELECT expires_at FROM seats WHERE li
 
 /// One license's audit log (`$3`): as [`WORKSPACE_EVENTS`], through `events_license`
 /// (PostgreSQL).
-pub(crate) const LICENSE_EVENTS: &str =
+pub(crate) const LICENSE_EVENTS: &str = concat!(
     "SELECT * FROM events WHERE license_id = $3 AND workspace_id = $1 \
-     AND ($2 = '' OR id < $2) AND ($4 = '' OR action = $4) ORDER BY id DESC LIMIT $5";
+     AND ($2 = '' OR id < $2) AND ($4 = '' OR action = $4) AND ",
+    event_scope!(""),
+    " ORDER BY id DESC LIMIT $5"
+);
 
 /// One license's audit log on SQLite, as [`LICENSE_EVENTS`]: the events `license_events`
 /// indexes (read in its order, so the merge stops at the limit) and those committed
 /// since, past `through` at the end of the table (a short scan by rowid, sorted on its
 /// own: `MATERIALIZED` keeps SQLite from reading the whole table in id order to merge
 /// it, and `+` from reading the workspace's whole log through its index).
-pub(crate) const SQLITE_LICENSE_EVENTS: &str = "WITH tail AS MATERIALIZED ( \
+pub(crate) const SQLITE_LICENSE_EVENTS: &str = concat!(
+    "WITH tail AS MATERIALIZED ( \
      SELECT * FROM events WHERE rowid > (SELECT through FROM license_events_through) AND +license_id = $3 \
-     AND +workspace_id = $1 AND ($2 = '' OR +id < $2) AND ($4 = '' OR action = $4)) \
-     SELECT l.event_id AS id, e.workspace_id, e.actor_kind, e.actor_id, e.actor_label, e.action, \
+     AND +workspace_id = $1 AND ($2 = '' OR +id < $2) AND ($4 = '' OR action = $4) AND ",
+    event_scope!(""),
+    ") SELECT l.event_id AS id, e.workspace_id, e.actor_kind, e.actor_id, e.actor_label, e.action, \
      e.subject_type, e.subject_id, e.license_id, e.before_json, e.after_json, e.created_at \
      FROM license_events l CROSS JOIN events e ON e.id = l.event_id \
      WHERE l.license_id = $3 AND ($2 = '' OR l.event_id < $2) AND e.workspace_id = $1 \
-     AND ($4 = '' OR e.action = $4) \
-     UNION ALL SELECT * FROM tail ORDER BY id DESC LIMIT $5";
+     AND ($4 = '' OR e.action = $4) AND ",
+    event_scope!("e."),
+    " UNION ALL SELECT * FROM tail ORDER BY id DESC LIMIT $5"
+);
 
 /// The earliest and latest days both databases store.
 pub(crate) fn first_day() -> chrono::NaiveDate {
@@ -387,6 +413,31 @@ macro_rules! impl_store {
                     .fetch_optional(&mut **tx)
                     .await?
                     .ok_or(StoreError::NotFound)
+            }
+
+            /// A member about to change, and how many other members are owners who can sign
+            /// in. The workspace row is locked first, so two owners demoting each other at
+            /// once are decided one after the other.
+            async fn member_for_change(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<(Member, u64)> {
+                sqlx::query("UPDATE workspaces SET name = name WHERE id = $1")
+                    .bind(workspace_id)
+                    .execute(&mut **tx)
+                    .await?;
+                let member = sqlx::query_as::<_, Member>("SELECT * FROM members WHERE id = $1 AND workspace_id = $2")
+                    .bind(id)
+                    .bind(workspace_id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let others: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND id <> $2 \
+                     AND role = 'owner' AND disabled_at IS NULL",
+                )
+                .bind(workspace_id)
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?;
+                Ok((member, u64::try_from(others).unwrap_or(0)))
             }
 
             async fn workspace_in(tx: &mut Tx, id: &str) -> Result<Workspace> {
@@ -1795,6 +1846,49 @@ macro_rules! impl_store {
                     .ok_or(StoreError::NotFound)
             }
 
+            async fn update_member(&self, actor: &Actor, workspace_id: &str, id: &str, change: MemberChange) -> Result<Member> {
+                let mut tx = self.begin_write().await?;
+                let (before, other_owners) = Self::member_for_change(&mut tx, workspace_id, id).await?;
+                let role = change.role.unwrap_or(before.role);
+                let disabled_at = match change.disabled {
+                    Some(true) => before.disabled_at.or(Some(now_ms())),
+                    Some(false) => None,
+                    None => before.disabled_at,
+                };
+                let after = leasehold_core::perm::Standing { role, disabled: disabled_at.is_some() };
+                leasehold_core::perm::change_member(before.standing(), Some(after), other_owners)?;
+                let updated = sqlx::query_as::<_, Member>(
+                    "UPDATE members SET role = $1, disabled_at = $2 WHERE id = $3 AND workspace_id = $4 RETURNING *",
+                )
+                .bind(role)
+                .bind(disabled_at)
+                .bind(id)
+                .bind(workspace_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if updated.disabled_at.is_some() {
+                    sqlx::query("DELETE FROM sessions WHERE member_id = $1").bind(id).execute(&mut *tx).await?;
+                }
+                Self::insert_event(&mut tx, workspace_id, actor, "member.updated", ("member", id), None, json(&before), json(&updated)).await?;
+                self.commit(tx).await?;
+                Ok(updated)
+            }
+
+            async fn delete_member(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Member> {
+                let mut tx = self.begin_write().await?;
+                let (before, other_owners) = Self::member_for_change(&mut tx, workspace_id, id).await?;
+                leasehold_core::perm::change_member(before.standing(), None, other_owners)?;
+                sqlx::query("DELETE FROM sessions WHERE member_id = $1").bind(id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM members WHERE id = $1 AND workspace_id = $2")
+                    .bind(id)
+                    .bind(workspace_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_event(&mut tx, workspace_id, actor, "member.removed", ("member", id), None, json(&before), None).await?;
+                self.commit(tx).await?;
+                Ok(before)
+            }
+
             async fn create_session(&self, session: Session) -> Result<()> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
@@ -1908,6 +2002,8 @@ macro_rules! impl_store {
                 .bind(filter.license_id.as_deref().unwrap_or(""))
                 .bind(filter.action.as_deref().unwrap_or(""))
                 .bind(page.fetch_limit())
+                .bind(filter.scope.members_and_tokens)
+                .bind(filter.scope.notifications)
                 .fetch_all(self.reader())
                 .await?;
                 Ok(Page::from_fetched(rows, page, |e| e.id.clone()))

@@ -58,6 +58,8 @@ pub enum StoreError {
     NotInForce(leasehold_core::EffectiveStatus),
     #[error("the lease has expired")]
     LeaseExpired,
+    #[error("the workspace would have no owner who can sign in")]
+    LastOwner,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database error: {0}")]
@@ -73,6 +75,12 @@ impl From<leasehold_core::lease::InstanceLimit> for StoreError {
         StoreError::InstanceLimit {
             limit: refused.limit,
         }
+    }
+}
+
+impl From<leasehold_core::perm::LastOwner> for StoreError {
+    fn from(_: leasehold_core::perm::LastOwner) -> StoreError {
+        StoreError::LastOwner
     }
 }
 
@@ -226,6 +234,17 @@ pub trait Store: Notifications + Send + Sync + 'static {
     /// Every member with this email, in any workspace (sign-in picks the one whose password matches).
     async fn members_by_email(&self, email: &str) -> Result<Vec<Member>>;
     async fn member(&self, workspace_id: &str, id: &str) -> Result<Member>;
+    /// Changes a member's role or disables them; a disabled member's sessions end in the
+    /// same step. `LastOwner` when the workspace would keep no owner who can sign in.
+    async fn update_member(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        change: MemberChange,
+    ) -> Result<Member>;
+    /// Removes a member and ends their sessions (their events stay); `LastOwner` as above.
+    async fn delete_member(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Member>;
     async fn create_session(&self, session: Session) -> Result<()>;
     /// The live session with this token hash.
     async fn session(&self, token_hash: &str) -> Result<Option<Session>>;

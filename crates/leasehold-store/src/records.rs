@@ -132,6 +132,13 @@ pub struct NewMember {
     pub role: Role,
 }
 
+/// What `PATCH /v1/members/{id}` changes; `None` keeps the field as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemberChange {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewToken {
     pub name: String,
@@ -479,6 +486,8 @@ pub struct Event {
 pub struct EventFilter {
     pub license_id: Option<String>,
     pub action: Option<String>,
+    /// The events the reader's role may read (DESIGN §11).
+    pub scope: leasehold_core::AuditScope,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -490,6 +499,17 @@ pub struct Member {
     pub password_hash: String,
     pub role: Role,
     pub created_at: i64,
+    /// When the member was disabled: they keep their place and can't sign in.
+    pub disabled_at: Option<i64>,
+}
+
+impl Member {
+    pub fn standing(&self) -> leasehold_core::perm::Standing {
+        leasehold_core::perm::Standing {
+            role: self.role,
+            disabled: self.disabled_at.is_some(),
+        }
+    }
 }
 
 /// A signed-in browser: a member of a workspace, or a license holder on the portal.

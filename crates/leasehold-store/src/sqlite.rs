@@ -300,10 +300,18 @@ mod tests {
         let mut explain = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("the statement is valid");
-        // A listing's parameters (workspace, cursor, license, action, limit), as many as
-        // the statement has.
+        // A listing's parameters (workspace, cursor, license, action, limit, and for the
+        // audit log the reader's scope: a viewer's), as many as the statement has.
         let text = |t: &str| rusqlite::types::Value::Text(t.to_string());
-        let values = [text("w"), text(""), text("l"), text(""), 50.into()];
+        let values = [
+            text("w"),
+            text(""),
+            text("l"),
+            text(""),
+            50.into(),
+            0.into(),
+            0.into(),
+        ];
         let count = explain.parameter_count();
         let lines = explain
             .query_map(
@@ -362,6 +370,7 @@ mod tests {
         let filter = crate::EventFilter {
             license_id: Some(license_id.to_string()),
             action: action.map(str::to_string),
+            scope: leasehold_core::AuditScope::ALL,
         };
         let mut page = crate::PageRequest::first(limit);
         let mut ids = Vec::new();

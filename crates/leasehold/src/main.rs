@@ -112,9 +112,15 @@ struct NotifyArgs {
     /// The console's public address, for links in emails.
     #[arg(long, env = "LEASEHOLD_PUBLIC_URL")]
     public_url: Option<String>,
-    /// Allow webhooks to loopback and link-local addresses (refused by default).
+    /// Allow webhooks to loopback and link-local addresses and this host's own (refused by default).
     #[arg(long, env = "LEASEHOLD_WEBHOOK_ALLOW_LOCAL", default_value_t = false)]
     webhook_allow_local: bool,
+    /// Allow webhooks to private networks: RFC 1918, CGNAT 100.64/10, ULA fc00::/7 (refused by default).
+    #[arg(long, env = "LEASEHOLD_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    webhook_allow_private: bool,
+    /// Send webhooks through this HTTP proxy (HTTP_PROXY and HTTPS_PROXY are ignored).
+    #[arg(long, env = "LEASEHOLD_WEBHOOK_PROXY")]
+    webhook_proxy: Option<String>,
     /// The first retry of a failed delivery waits this long (ms); each next one twice as long, up to an hour.
     #[arg(long, env = "LEASEHOLD_RETRY_BASE_MS", default_value_t = 10_000)]
     retry_base_ms: u64,
@@ -167,6 +173,8 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_SMTP_FROM",
     "LEASEHOLD_PUBLIC_URL",
     "LEASEHOLD_WEBHOOK_ALLOW_LOCAL",
+    "LEASEHOLD_WEBHOOK_ALLOW_PRIVATE",
+    "LEASEHOLD_WEBHOOK_PROXY",
     "LEASEHOLD_RETRY_BASE_MS",
     "LEASEHOLD_DELIVERY_CLAIM_MS",
     "LEASEHOLD_REMINDER_INTERVAL_MS",
@@ -257,6 +265,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", args.listen)),
         webhook_allow_local: args.notify.webhook_allow_local,
+        webhook_allow_private: args.notify.webhook_allow_private,
+        webhook_proxy: args.notify.webhook_proxy.clone(),
         retry_base: ms(args.notify.retry_base_ms),
         claim_hold: ms(args.notify.delivery_claim_ms),
         reminder_interval: ms(args.notify.reminder_interval_ms),

@@ -74,6 +74,7 @@ pub async fn list_events(
     let filter = EventFilter {
         license_id: query.license_id,
         action: query.action,
+        scope: principal.role.audit_scope(),
     };
     let page = state
         .store

@@ -8,7 +8,7 @@ pub(crate) mod contacts;
 mod events;
 mod health;
 mod licenses;
-mod members;
+pub(crate) mod members;
 pub(crate) mod notifications;
 mod seats;
 mod tokens;
@@ -88,6 +88,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::dismiss_reminder))
         .routes(routes!(crate::live::stream))
         .routes(routes!(members::create_member, members::list_members))
+        .routes(routes!(members::update_member, members::delete_member))
         .routes(routes!(
             notifications::create_webhook,
             notifications::list_webhooks

@@ -5,6 +5,7 @@
 //! form carries the session's CSRF token; what a role may not do is neither shown nor
 //! accepted (the shared handlers check permissions again).
 
+mod members;
 mod notifications;
 mod pages;
 mod portal;
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .merge(pages::routes())
+        .merge(members::routes())
         .merge(notifications::routes())
         .merge(portal::routes())
 }
@@ -151,6 +153,8 @@ pub(crate) async fn session_from_headers(
         return Ok(None);
     };
     let member = match state.store.member(&session.workspace_id, member_id).await {
+        // Disabling a member ends their sessions; this is the belt to those braces.
+        Ok(member) if member.disabled_at.is_some() => return Ok(None),
         Ok(member) => member,
         Err(leasehold_store::StoreError::NotFound) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -242,14 +246,20 @@ async fn login(
         crate::setup::verify_password(password.clone(), crate::setup::dummy_password_hash().await)
             .await;
     }
+    let mut disabled = false;
     for member in members {
         if crate::setup::verify_password(password.clone(), member.password_hash.clone()).await {
+            if member.disabled_at.is_some() {
+                disabled = true;
+                continue;
+            }
             signed_in = Some(member);
             break;
         }
     }
     let Some(member) = signed_in else {
-        return Redirect::to("/login?error=invalid").into_response();
+        let error = if disabled { "disabled" } else { "invalid" };
+        return Redirect::to(&format!("/login?error={error}")).into_response();
     };
     let token = random_token();
     let now = chrono::Utc::now().timestamp_millis();

@@ -1089,6 +1089,7 @@ async fn audit(
     let filter = EventFilter {
         license_id: q.license_id.clone().filter(|s| !s.is_empty()),
         action: q.action.clone().filter(|s| !s.is_empty()),
+        scope: session.principal.role.audit_scope(),
     };
     let events = tri!(
         session,

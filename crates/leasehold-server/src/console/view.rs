@@ -54,6 +54,9 @@ pub fn frame(title: &str, session: Option<&ConsoleSession>, body: Markup) -> Mar
                                 a href="/notifications" { "Notifications" }
                             }
                             a href="/audit" { "Audit log" }
+                            @if session.can(leasehold_core::Permission::WorkspaceAdmin) {
+                                a href="/members" { "Members" }
+                            }
                         }
                         span { (session.email) " · " (session.principal.role.as_str()) }
                         form method="post" action="/logout" {
@@ -87,6 +90,7 @@ pub fn login(csrf: &str, error: Option<&str>) -> Response {
     let message = match error {
         Some("invalid") => Some("Wrong email or password."),
         Some("expired") => Some("The form expired; please sign in again."),
+        Some("disabled") => Some("This account is disabled; ask a workspace owner."),
         _ => None,
     };
     page(

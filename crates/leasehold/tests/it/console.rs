@@ -443,6 +443,77 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_manages_members_and_a_disabled_member_is_signed_out() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let api = s.workspace("Acme").await;
+    let b = Browser::start(&s.base).await;
+    b.sign_in("owner@example.com", OWNER_PASSWORD).await;
+    b.click("nav a[href='/members']").await;
+    assert!(b.wait_text("h1", "Members", 10).await);
+    b.set("#m-email", "ann@example.com").await;
+    b.set("#m-password", "ann's password").await;
+    b.set("#m-role", "assigner").await;
+    b.click("form[action='/members'] button[type=submit]").await;
+    let listed = |email: &'static str| {
+        let api = api.clone();
+        async move {
+            api.ok_get("/v1/members")
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["email"] == email)
+                .cloned()
+        }
+    };
+    let ann = listed("ann@example.com").await.expect("Ann was added");
+    assert_eq!(ann["role"], "assigner");
+    let ann_id = id(&ann);
+    let row = format!("tr[data-member='{ann_id}']");
+    assert!(b.text(&row).await.contains("Active"));
+
+    b.set(&format!("#role-{ann_id}"), "manager").await;
+    b.click(&format!("{row} td:nth-child(2) button")).await;
+    assert_eq!(listed("ann@example.com").await.unwrap()["role"], "manager");
+
+    // Ann is signed in elsewhere; disabling her signs her out at once.
+    let ann_session = s.console_session("ann@example.com", "ann's password").await;
+    b.click_and_confirm(&format!("{row} form[data-confirm^='Disable'] button"))
+        .await;
+    assert!(b.text(&row).await.contains("Disabled"));
+    assert_eq!(listed("ann@example.com").await.unwrap()["disabled"], true);
+    let page = ann_session
+        .client
+        .get(format!("{}/", s.base))
+        .header(reqwest::header::COOKIE, &ann_session.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["location"], "/login", "Ann is signed out");
+    b.screenshot("members").await;
+
+    b.click_and_confirm(&format!("{row} form[action$='/delete'] button"))
+        .await;
+    assert!(b.wait_text("h1", "Members", 10).await);
+    assert!(!b.exists(&row).await, "Ann is removed");
+    assert!(listed("ann@example.com").await.is_none());
+
+    // The last owner can't remove themselves: the console says why.
+    let me = id(&listed("owner@example.com").await.unwrap());
+    b.click_and_confirm(&format!(
+        "tr[data-member='{me}'] form[action$='/delete'] button"
+    ))
+    .await;
+    assert!(
+        b.wait_contains("last owner", 10).await,
+        "{}",
+        b.page_text().await
+    );
+    b.close().await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_is_not_offered_edits_and_forged_posts_are_refused() {
     let s = TestServer::start(Backend::Sqlite).await;
     let api = s.workspace("Acme").await;
