@@ -131,9 +131,17 @@ async fn create(
         password: form.get("password").cloned().unwrap_or_default(),
         role,
     };
-    match members::create(&state, &session.principal, body).await {
+    back(
+        &session,
+        members::create(&state, &session.principal, body).await,
+    )
+}
+
+/// Back to the list when a change was made; the reason on a page of its own when not.
+fn back<T>(session: &ConsoleSession, done: Result<T, ApiError>) -> Response {
+    match done {
         Ok(_) => Redirect::to("/members").into_response(),
-        Err(e) => failed(&session, e),
+        Err(e) => failed(session, e),
     }
 }
 
@@ -161,17 +169,11 @@ async fn update(
             )
         }
     };
-    match members::update(
-        &state,
-        &session.principal,
-        &id,
-        UpdateMember { role, disabled },
+    let change = UpdateMember { role, disabled };
+    back(
+        &session,
+        members::update(&state, &session.principal, &id, change).await,
     )
-    .await
-    {
-        Ok(_) => Redirect::to("/members").into_response(),
-        Err(e) => failed(&session, e),
-    }
 }
 
 async fn remove(
@@ -183,8 +185,8 @@ async fn remove(
     if let Err(refused) = guard(&session, &form) {
         return *refused;
     }
-    match members::remove(&state, &session.principal, &id).await {
-        Ok(()) => Redirect::to("/members").into_response(),
-        Err(e) => failed(&session, e),
-    }
+    back(
+        &session,
+        members::remove(&state, &session.principal, &id).await,
+    )
 }
