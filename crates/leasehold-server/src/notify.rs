@@ -173,18 +173,23 @@ impl Notifier {
             .subject(subject)
             .message_id(Some(format!("<{id}@leasehold>")))
             .header(ContentType::TEXT_PLAIN);
-        let mut any = false;
+        let mut recipients = Vec::new();
         for address in to {
             match address.parse::<Mailbox>() {
-                Ok(mailbox) => {
-                    message = message.to(mailbox);
-                    any = true;
-                }
+                Ok(mailbox) => recipients.push(mailbox),
                 Err(_) => tracing::warn!(%address, "skipping a recipient that is not an address"),
             }
         }
-        if !any {
-            return Err("no recipients".into());
+        // One recipient is addressed; several are blind copies, so that an outside
+        // address never sees the members' (or each other's).
+        match recipients.len() {
+            0 => return Err("no recipients".into()),
+            1 => message = message.to(recipients.remove(0)),
+            _ => {
+                for mailbox in recipients {
+                    message = message.bcc(mailbox);
+                }
+            }
         }
         let message = message
             .body(text.to_string())

@@ -125,12 +125,22 @@ pub(crate) fn last_day() -> chrono::NaiveDate {
 /// `sweep_at`, not the expiry, is indexed). A new expiry before the lease's `sweep_at` (its
 /// license's lease period was shortened) matches no row here; the general path then moves
 /// `sweep_at` too ([`TOUCH_LEASE_SOONER`]), so a lease never lapses before its `sweep_at`.
-pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET expires_at = $1, last_seen_at = $2 WHERE id = $3 \
+/// The newest heartbeat wins: one that arrives late (a stalled node, a retry) after a
+/// newer one was recorded (`last_seen_at` later than its own time) leaves the newer one's
+/// expiry and time in place, so it can never move a lease's expiry back. (A heartbeat
+/// after a shorter lease period still shortens it, from its own time.)
+pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET \
+     expires_at = CASE WHEN last_seen_at > $2 THEN expires_at ELSE $1 END, \
+     last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END WHERE id = $3 \
      AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 AND sweep_at <= $1 \
      RETURNING instances";
-/// A heartbeat whose new expiry comes before the lease's `sweep_at`.
-pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET expires_at = $1, last_seen_at = $2, \
-     sweep_at = $1 WHERE id = $3 AND kind = 'lease' AND released_at IS NULL";
+/// A heartbeat whose new expiry comes before the lease's `sweep_at` (the newest winning,
+/// as above).
+pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET \
+     expires_at = CASE WHEN last_seen_at > $2 THEN expires_at ELSE $1 END, \
+     sweep_at = CASE WHEN last_seen_at > $2 THEN sweep_at ELSE $1 END, \
+     last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END \
+     WHERE id = $3 AND kind = 'lease' AND released_at IS NULL";
 
 /// The seat statements both the sqlx paths and SQLite's seat writer run (one text each).
 /// A holder's live lease (`$3`: its OS user). (No `$n = '' OR …` shortcut in these two:
@@ -177,7 +187,8 @@ pub(crate) const INSERT_LEASE: &str =
 /// A live lease taken again by another instance of its holder (`sweep_at` kept no later
 /// than the new expiry, as [`TOUCH_LEASE`] keeps it).
 pub(crate) const RENEW_LEASE: &str =
-    "UPDATE seats SET instances = $1, expires_at = $2, last_seen_at = $3, \
+    "UPDATE seats SET instances = $1, expires_at = CASE WHEN last_seen_at > $3 THEN expires_at ELSE $2 END, \
+     last_seen_at = CASE WHEN last_seen_at > $3 THEN last_seen_at ELSE $3 END, \
      identifier = COALESCE($4, identifier), \
      sweep_at = CASE WHEN sweep_at > $2 THEN $2 ELSE sweep_at END WHERE id = $5 AND released_at IS NULL";
 pub(crate) const SET_INSTANCES: &str =

@@ -47,7 +47,9 @@ pub struct Webhook {
     pub events: String,
     #[serde(skip)]
     pub secret_enc: Vec<u8>,
+    #[serde(serialize_with = "crate::records::as_json::time")]
     pub created_at: i64,
+    #[serde(serialize_with = "crate::records::as_json::optional_time")]
     pub deleted_at: Option<i64>,
 }
 

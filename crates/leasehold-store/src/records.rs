@@ -105,6 +105,7 @@ pub struct Workspace {
     pub currency: String,
     /// JSON array of lead days.
     pub reminder_lead_days: String,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
     #[serde(skip)]
     pub signing_key_enc: Option<Vec<u8>>,
@@ -154,7 +155,9 @@ pub struct TokenRecord {
     pub role: Role,
     #[serde(skip)]
     pub token_hash: String,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
+    #[serde(serialize_with = "as_json::optional_time")]
     pub revoked_at: Option<i64>,
 }
 
@@ -165,7 +168,9 @@ pub struct Application {
     pub name: String,
     pub vendor: Option<String>,
     pub deployment_model: DeploymentModel,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
+    #[serde(serialize_with = "as_json::time")]
     pub updated_at: i64,
 }
 
@@ -216,7 +221,9 @@ pub struct License {
     pub admin_release: AdminRelease,
     pub release_cooldown_s: i64,
     pub max_instances_per_lease: i64,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
+    #[serde(serialize_with = "as_json::time")]
     pub updated_at: i64,
 }
 
@@ -331,13 +338,18 @@ pub struct Seat {
     pub identifier: Option<String>,
     /// JSON array of instance ids, for leases.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "as_json::instances")]
     pub instances: Option<String>,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "as_json::optional_time")]
     pub last_seen_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "as_json::optional_time")]
     pub expires_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "as_json::optional_time")]
     pub released_at: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release_reason: Option<ReleaseReason>,
@@ -431,7 +443,9 @@ pub struct Contact {
     pub name: String,
     pub email: Option<String>,
     pub status: ContactStatus,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
+    #[serde(serialize_with = "as_json::optional_time")]
     pub terminated_at: Option<i64>,
 }
 
@@ -449,8 +463,11 @@ pub struct Reminder {
     pub kind: ReminderKind,
     pub due_on: NaiveDate,
     pub state: ReminderState,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
+    #[serde(serialize_with = "as_json::optional_time")]
     pub sent_at: Option<i64>,
+    #[serde(serialize_with = "as_json::optional_time")]
     pub dismissed_at: Option<i64>,
     /// The message that announced it, once sent.
     pub outbox_id: Option<String>,
@@ -498,8 +515,10 @@ pub struct Member {
     #[serde(skip)]
     pub password_hash: String,
     pub role: Role,
+    #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
     /// When the member was disabled: they keep their place and can't sign in.
+    #[serde(serialize_with = "as_json::optional_time")]
     pub disabled_at: Option<i64>,
 }
 
@@ -524,4 +543,44 @@ pub struct Session {
     pub csrf_token: String,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+/// How the records read in the audit log's before/after and in webhook payloads: as the
+/// rest of the API reads — times in RFC 3339 (UTC, milliseconds), a lease's instances an
+/// array — not as they are stored (epoch milliseconds, JSON text).
+pub(crate) mod as_json {
+    use serde::Serializer;
+
+    fn text(ms: i64) -> String {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    pub fn time<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&text(*ms))
+    }
+
+    pub fn optional_time<S: Serializer>(
+        ms: &Option<i64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => serializer.serialize_some(&text(*ms)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn instances<S: Serializer>(
+        stored: &Option<String>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match stored {
+            Some(text) => {
+                let list: Vec<String> = serde_json::from_str(text).unwrap_or_default();
+                serializer.serialize_some(&list)
+            }
+            None => serializer.serialize_none(),
+        }
+    }
 }

@@ -56,7 +56,7 @@ impl Modify for BearerAuth {
 
 /// The API routes and the OpenAPI document describing exactly them.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
@@ -104,7 +104,70 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             notifications::update_settings
         ))
         .routes(routes!(notifications::test_email))
-        .split_for_parts()
+        .split_for_parts();
+    let mut openapi = openapi;
+    document_errors(&mut openapi);
+    (router, openapi)
+}
+
+/// Documents on every operation the errors any request to it may get, each an
+/// `ErrorBody`: 400 where it reads a body, path or query; 401 and 403 where it needs a
+/// token; 404 where it names a resource in its path. (Statuses an operation documents
+/// itself keep their own words.)
+fn document_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+    let error = |description: &str| -> RefOr<Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+            .into()
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let parameters = operation.parameters.as_deref().unwrap_or_default();
+            let reads_input = operation.request_body.is_some() || !parameters.is_empty();
+            let names_resource = parameters
+                .iter()
+                .any(|p| p.parameter_in == ParameterIn::Path);
+            let secured = operation
+                .security
+                .as_ref()
+                .is_some_and(|requirements| !requirements.is_empty());
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error(description));
+            };
+            if reads_input {
+                add("400", "The body, path or query can't be read, or a field is invalid (`INVALID_REQUEST`)");
+            }
+            if secured {
+                add("401", "No valid bearer token (`UNAUTHORIZED`)");
+                add(
+                    "403",
+                    "The token's role lacks the permission this needs (`FORBIDDEN`)",
+                );
+            }
+            if names_resource {
+                add("404", "Not found in the caller's workspace (`NOT_FOUND`)");
+            }
+        }
+    }
 }
 
 /// A required text field: trimmed, not empty, at most `max` characters, no NUL (which

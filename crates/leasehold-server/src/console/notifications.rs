@@ -1,17 +1,17 @@
 //! Console: webhooks and their delivery log, reminder email settings, the SMTP test.
 
-use super::pages::failed;
+use super::pages::{failed, log_page, next_page, whole, Cursor};
 use super::view::{csrf, page, when};
 use super::ConsoleSession;
 use crate::api::notifications;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use leasehold_core::Permission;
 use leasehold_proto::{CreateWebhook, UpdateNotificationSettings};
-use leasehold_store::{PageRequest, WEBHOOK_EVENTS};
+use leasehold_store::WEBHOOK_EVENTS;
 use maud::{html, Markup};
 use std::collections::HashMap;
 
@@ -59,12 +59,9 @@ async fn render(state: &AppState, session: &ConsoleSession, notice: Option<Marku
         Ok(settings) => settings,
         Err(e) => return failed(session, e.into()),
     };
-    let hooks = match state
-        .store
-        .list_webhooks(ws, &PageRequest::first(PageRequest::MAX_LIMIT))
-        .await
-    {
-        Ok(page) => page.items,
+    let store = &state.store;
+    let hooks = match whole(|page| async move { store.list_webhooks(ws, &page).await }).await {
+        Ok(hooks) => hooks,
         Err(e) => return failed(session, e.into()),
     };
     page(
@@ -223,6 +220,7 @@ async fn deliveries(
     State(state): State<AppState>,
     session: ConsoleSession,
     Path(id): Path<String>,
+    Query(at): Query<Cursor>,
 ) -> Response {
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
@@ -234,10 +232,10 @@ async fn deliveries(
     };
     let log = match state
         .store
-        .list_deliveries(ws, &id, &PageRequest::first(PageRequest::MAX_LIMIT))
+        .list_deliveries(ws, &id, &log_page(at.cursor.as_deref()))
         .await
     {
-        Ok(page) => page.items,
+        Ok(page) => page,
         Err(e) => return failed(&session, e.into()),
     };
     page(
@@ -248,7 +246,7 @@ async fn deliveries(
             p { a href="/notifications" { "← Notifications" } }
             div.table-wrap { table {
                 thead { tr { th { "Event" } th { "Id" } th { "State" } th { "Attempts" } th { "Last answer" } th { "Queued" } th { "Delivered" } th { span.muted { "Action" } } } }
-                tbody { @for d in &log {
+                tbody { @for d in &log.items {
                     tr data-delivery=(d.id) {
                         td { (d.event_type) }
                         td { code { (d.id) } }
@@ -263,6 +261,7 @@ async fn deliveries(
                     }
                 } }
             } }
+            (next_page(&format!("/webhooks/{id}"), &[], log.next_cursor.as_deref()))
         },
     )
 }

@@ -14,7 +14,7 @@ use axum::{Form, Router};
 use leasehold_core::{DeploymentModel, Permission, SeatKind};
 use leasehold_proto::{AssignSeat, CreateLicense, UpdateLicense};
 use leasehold_store::{
-    Application, EventFilter, License, LicenseFilter, PageRequest, ReminderFilter, Seat,
+    Application, EventFilter, License, LicenseFilter, Page, PageRequest, ReminderFilter, Seat,
 };
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -62,8 +62,60 @@ macro_rules! tri {
     };
 }
 
-fn all() -> PageRequest {
-    PageRequest::first(PageRequest::MAX_LIMIT)
+/// Every row of a listing, a page at a time, for the sets the console shows whole (a
+/// workspace's licenses and applications, a license's live seats, the contacts to pick
+/// from), which the business bounds. Logs (the audit log, a license's released seats,
+/// the contacts list) are paged instead: [`log_page`].
+pub(super) async fn whole<T, F, Fut>(mut fetch: F) -> leasehold_store::Result<Vec<T>>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = leasehold_store::Result<Page<T>>>,
+{
+    let mut items = Vec::new();
+    let mut request = PageRequest::first(PageRequest::MAX_LIMIT);
+    loop {
+        let page = fetch(request.clone()).await?;
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(next) => request.cursor = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// Rows per page of a log in the console.
+const LOG_PAGE: u32 = 100;
+
+/// `?cursor=` of a paged console list.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Cursor {
+    pub(super) cursor: Option<String>,
+}
+
+/// The page of a log that starts at `cursor` (the first without one).
+pub(super) fn log_page(cursor: Option<&str>) -> PageRequest {
+    PageRequest {
+        cursor: cursor.filter(|c| !c.is_empty()).map(String::from),
+        limit: LOG_PAGE,
+    }
+}
+
+/// The link to a log's next page, if there is one: `path` with `query` and the cursor.
+pub(super) fn next_page(path: &str, query: &[(&str, &str)], next: Option<&str>) -> Markup {
+    let Some(next) = next else {
+        return html! {};
+    };
+    let mut params: Vec<(&str, &str)> = query
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .copied()
+        .collect();
+    params.push(("cursor", next));
+    let href = format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(&params).unwrap_or_default()
+    );
+    html! { p.next-page { a rel="next" href=(href) { "Older →" } } }
 }
 
 // ---- live usage ----
@@ -88,17 +140,17 @@ async fn overview_fragment(State(state): State<AppState>, session: ConsoleSessio
 
 async fn overview_body(state: &AppState, session: &ConsoleSession) -> Result<Markup, ApiError> {
     let ws = &session.principal.workspace_id;
-    let licenses = state
-        .store
-        .list_licenses(ws, &LicenseFilter::default(), &all())
-        .await?;
+    let store = &state.store;
+    let licenses = whole(|page| async move {
+        store
+            .list_licenses(ws, &LicenseFilter::default(), &page)
+            .await
+    })
+    .await?;
     let mut rows = Vec::new();
-    for license in licenses.items {
-        let seats = state
-            .store
-            .list_seats(ws, &license.id, true, &all())
-            .await?;
-        rows.push((license, seats.items));
+    for license in licenses {
+        let seats = live_seats(state, ws, &license.id).await?;
+        rows.push((license, seats));
     }
     Ok(html! {
         @if rows.is_empty() { p { "No licenses yet. " a href="/applications" { "Add an application" } " to start." } }
@@ -113,6 +165,22 @@ async fn overview_body(state: &AppState, session: &ConsoleSession) -> Result<Mar
             }
         }
     })
+}
+
+/// A license's live seats, all of them (no more than its seats total).
+async fn live_seats(
+    state: &AppState,
+    ws: &str,
+    license_id: &str,
+) -> leasehold_store::Result<Vec<Seat>> {
+    let store = &state.store;
+    whole(|page| async move { store.list_seats(ws, license_id, true, &page).await }).await
+}
+
+/// A workspace's applications, all of them.
+async fn all_applications(state: &AppState, ws: &str) -> leasehold_store::Result<Vec<Application>> {
+    let store = &state.store;
+    whole(|page| async move { store.list_applications(ws, &page).await }).await
 }
 
 fn holders_table(seats: &[Seat]) -> Markup {
@@ -140,10 +208,7 @@ fn holders_table(seats: &[Seat]) -> Markup {
 async fn applications(State(state): State<AppState>, session: ConsoleSession) -> Response {
     let apps = tri!(
         session,
-        state
-            .store
-            .list_applications(&session.principal.workspace_id, &all())
-            .await
+        all_applications(&state, &session.principal.workspace_id).await
     );
     page(
         "Applications",
@@ -152,7 +217,7 @@ async fn applications(State(state): State<AppState>, session: ConsoleSession) ->
             h1 { "Applications" }
             div.table-wrap { table {
                 thead { tr { th { "Name" } th { "Vendor" } th { "Deployment" } } }
-                tbody { @for app in &apps.items {
+                tbody { @for app in &apps {
                     tr { td { a href={"/applications/" (app.id)} { (app.name) } } td { (app.vendor.as_deref().unwrap_or("—")) } td { (deployment(app.deployment_model)) } }
                 } }
             } }
@@ -227,9 +292,11 @@ async fn application(
         application_id: Some(id.clone()),
         status: None,
     };
+    let store = &state.store;
+    let filter = &filter;
     let licenses = tri!(
         session,
-        state.store.list_licenses(ws, &filter, &all()).await
+        whole(|page| async move { store.list_licenses(ws, filter, &page).await }).await
     );
     let currency = tri!(session, state.store.workspace(ws).await).currency;
     page(
@@ -242,8 +309,8 @@ async fn application(
             @if session.can(Permission::LicenseManage) {
                 p { a.button href={"/licenses/new?application_id=" (app.id)} { "Add license" } }
             }
-            @if licenses.items.is_empty() { p { "No licenses yet." } }
-            div.cards { @for license in &licenses.items { (license_card(&session, license, &currency)) } }
+            @if licenses.is_empty() { p { "No licenses yet." } }
+            div.cards { @for license in &licenses { (license_card(&session, license, &currency)) } }
         },
     )
 }
@@ -300,17 +367,14 @@ async fn new_license(
     }
     let apps = tri!(
         session,
-        state
-            .store
-            .list_applications(&session.principal.workspace_id, &all())
-            .await
+        all_applications(&state, &session.principal.workspace_id).await
     );
     let mut values = FormData::new();
     values.insert(
         "application_id".into(),
         q.application_id.unwrap_or_default(),
     );
-    license_form_page(&session, &apps.items, None, &values, None, StatusCode::OK)
+    license_form_page(&session, &apps, None, &values, None, StatusCode::OK)
 }
 
 fn license_values(l: &License) -> FormData {
@@ -532,12 +596,12 @@ async fn create_license(
         return *refused;
     }
     let ws = session.principal.workspace_id.clone();
-    let apps = tri!(session, state.store.list_applications(&ws, &all()).await);
+    let apps = tri!(session, all_applications(&state, &ws).await);
     let currency = tri!(session, state.store.workspace(&ws).await).currency;
     let invalid = |error: (String, String)| {
         license_form_page(
             &session,
-            &apps.items,
+            &apps,
             None,
             &form,
             Some(error),
@@ -694,7 +758,7 @@ async fn reveal_key(
     let Ok(key) = state.master.decrypt_string(&sealed) else {
         return failed(&session, ApiError::internal());
     };
-    license_page(&state, &session, &id, Some(key), None, StatusCode::OK).await
+    license_page(&state, &session, &id, None, Some(key), None, StatusCode::OK).await
 }
 
 // ---- a license: card, live holders, Manage Seats ----
@@ -703,40 +767,85 @@ async fn license(
     State(state): State<AppState>,
     session: ConsoleSession,
     Path(id): Path<String>,
+    Query(at): Query<Cursor>,
 ) -> Response {
-    license_page(&state, &session, &id, None, None, StatusCode::OK).await
+    let ledger = at.cursor.as_deref();
+    license_page(&state, &session, &id, ledger, None, None, StatusCode::OK).await
 }
 
 async fn license_fragment(
     State(state): State<AppState>,
     session: ConsoleSession,
     Path(id): Path<String>,
+    Query(at): Query<Cursor>,
 ) -> Response {
     let ws = &session.principal.workspace_id;
     let license = tri!(session, state.store.license(ws, &id).await);
-    let seats = tri!(
+    let ledger = tri!(
         session,
-        state.store.list_seats(ws, &id, false, &all()).await
+        Ledger::read(&state, ws, &id, at.cursor.as_deref()).await
     );
     let currency = tri!(session, state.store.workspace(ws).await).currency;
     view::respond(
         StatusCode::OK,
-        seats_section(&session, &license, &seats.items, &currency),
+        seats_section(&session, &license, &ledger, &currency),
     )
+}
+
+/// What Manage Seats lists: every live seat, then one page of released ones (newest
+/// first), with the cursor of the page after it.
+struct Ledger {
+    rows: Vec<Seat>,
+    at: Option<String>,
+    next: Option<String>,
+}
+
+impl Ledger {
+    async fn read(
+        state: &AppState,
+        ws: &str,
+        license_id: &str,
+        at: Option<&str>,
+    ) -> leasehold_store::Result<Ledger> {
+        let mut rows = live_seats(state, ws, license_id).await?;
+        let page = state
+            .store
+            .list_seats(ws, license_id, false, &log_page(at))
+            .await?;
+        rows.extend(page.items.into_iter().filter(|s| s.released_at.is_some()));
+        Ok(Ledger {
+            rows,
+            at: at.map(String::from),
+            next: page.next_cursor,
+        })
+    }
 }
 
 async fn license_page(
     state: &AppState,
     session: &ConsoleSession,
     id: &str,
+    ledger: Option<&str>,
     revealed: Option<String>,
     assign_error: Option<String>,
     status: StatusCode,
 ) -> Response {
     let ws = &session.principal.workspace_id;
     let license = tri!(session, state.store.license(ws, id).await);
-    let seats = tri!(session, state.store.list_seats(ws, id, false, &all()).await);
-    let contacts = tri!(session, state.store.list_contacts(ws, &all()).await);
+    let ledger = tri!(session, Ledger::read(state, ws, id, ledger).await);
+    let store = &state.store;
+    let contacts = tri!(
+        session,
+        whole(|page| async move { store.list_contacts(ws, &page).await }).await
+    );
+    let fragment = match &ledger.at {
+        Some(at) => format!(
+            "/licenses/{}/fragment?{}",
+            license.id,
+            serde_urlencoded::to_string([("cursor", at)]).unwrap_or_default()
+        ),
+        None => format!("/licenses/{}/fragment", license.id),
+    };
     let currency = tri!(session, state.store.workspace(ws).await).currency;
     let assignable = session.can(Permission::LicenseAssign)
         && license.seat_model == leasehold_core::SeatModel::Dedicated;
@@ -749,9 +858,9 @@ async fn license_page(
                 p { a href={"/applications/" (license.application_id)} { "← Licenses" } }
                 h1 { (license.licensed_to) " " (status_badge(&license)) }
                 @if let Some(key) = &revealed { p.notice { "Key: " code.key #revealed-key { (key) } " (this reveal is in the audit log)" } }
-                section #seats data-live-src={"/licenses/" (license.id) "/fragment"}
+                section #seats data-live-src=(fragment)
                     data-live-stream={"/v1/events/stream?license_id=" (license.id)} aria-live="polite" {
-                    (seats_section(session, &license, &seats.items, &currency))
+                    (seats_section(session, &license, &ledger, &currency))
                 }
                 @if assignable {
                     h2 { "Assign Seat" }
@@ -762,7 +871,7 @@ async fn license_page(
                             div { label for="a-contact" { "Contact" }
                                 select #a-contact name="contact_id" {
                                     option value="" { "— free-form name or device —" }
-                                    @for c in contacts.items.iter().filter(|c| c.status == leasehold_core::ContactStatus::Active) {
+                                    @for c in contacts.iter().filter(|c| c.status == leasehold_core::ContactStatus::Active) {
                                         option value=(c.id) { (c.name) }
                                     }
                                 }
@@ -785,9 +894,10 @@ async fn license_page(
 fn seats_section(
     session: &ConsoleSession,
     license: &License,
-    seats: &[Seat],
+    ledger: &Ledger,
     currency: &str,
 ) -> Markup {
+    let seats = &ledger.rows;
     let active: Vec<Seat> = seats
         .iter()
         .filter(|s| s.released_at.is_none())
@@ -831,6 +941,7 @@ fn seats_section(
                 }
             }
         } }
+        (next_page(&format!("/licenses/{}", license.id), &[], ledger.next.as_deref()))
     }
 }
 
@@ -856,6 +967,7 @@ async fn assign_seat(
                 &session,
                 &id,
                 None,
+                None,
                 Some("Activated date: not a date".into()),
                 StatusCode::BAD_REQUEST,
             )
@@ -876,7 +988,16 @@ async fn assign_seat(
             if error.status == StatusCode::CONFLICT || error.status == StatusCode::BAD_REQUEST =>
         {
             let status = error.status;
-            license_page(&state, &session, &id, None, Some(error.message), status).await
+            license_page(
+                &state,
+                &session,
+                &id,
+                None,
+                None,
+                Some(error.message),
+                status,
+            )
+            .await
         }
         Err(error) => failed(&session, error),
     }
@@ -899,10 +1020,21 @@ async fn reclaim_seat(
 
 // ---- contacts ----
 
-async fn contacts(State(state): State<AppState>, session: ConsoleSession) -> Response {
+async fn contacts(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    Query(at): Query<Cursor>,
+) -> Response {
     let ws = &session.principal.workspace_id;
-    let list = tri!(session, state.store.list_contacts(ws, &all()).await);
+    let list = tri!(
+        session,
+        state
+            .store
+            .list_contacts(ws, &log_page(at.cursor.as_deref()))
+            .await
+    );
     let mut rows = Vec::new();
+    let next = list.next_cursor;
     for contact in list.items {
         let seats = tri!(session, state.store.contact_seats(ws, &contact.id).await);
         rows.push((contact, seats));
@@ -927,6 +1059,7 @@ async fn contacts(State(state): State<AppState>, session: ConsoleSession) -> Res
                     }
                 } }
             } }
+            (next_page("/contacts", &[], next.as_deref()))
             @if session.can(Permission::LicenseAssign) {
                 h2 { "Add a contact" }
                 form method="post" action="/contacts" {
@@ -1001,25 +1134,35 @@ async fn terminate_contact(
 
 // ---- reminders and audit ----
 
-async fn reminders(State(state): State<AppState>, session: ConsoleSession) -> Response {
+async fn reminders(
+    State(state): State<AppState>,
+    session: ConsoleSession,
+    Query(at): Query<Cursor>,
+) -> Response {
     let ws = &session.principal.workspace_id;
     let list = tri!(
         session,
         state
             .store
-            .list_reminders(ws, &ReminderFilter::default(), &all())
+            .list_reminders(
+                ws,
+                &ReminderFilter::default(),
+                &log_page(at.cursor.as_deref())
+            )
             .await
     );
+    let store = &state.store;
     let licenses = tri!(
         session,
-        state
-            .store
-            .list_licenses(ws, &LicenseFilter::default(), &all())
-            .await
+        whole(|page| async move {
+            store
+                .list_licenses(ws, &LicenseFilter::default(), &page)
+                .await
+        })
+        .await
     );
     let name = |id: &str| {
         licenses
-            .items
             .iter()
             .find(|l| l.id == id)
             .map(|l| format!("{} · {}", l.licensed_to, l.key_masked))
@@ -1045,6 +1188,7 @@ async fn reminders(State(state): State<AppState>, session: ConsoleSession) -> Re
                     }
                 } }
             } }
+            (next_page("/reminders", &[], list.next_cursor.as_deref()))
         },
     )
 }
@@ -1079,6 +1223,7 @@ async fn dismiss_reminder(
 struct AuditQuery {
     license_id: Option<String>,
     action: Option<String>,
+    cursor: Option<String>,
 }
 
 async fn audit(
@@ -1095,9 +1240,19 @@ async fn audit(
         session,
         state
             .store
-            .list_events(&session.principal.workspace_id, &filter, &all())
+            .list_events(
+                &session.principal.workspace_id,
+                &filter,
+                &log_page(q.cursor.as_deref())
+            )
             .await
     );
+    let license_id = q.license_id.unwrap_or_default();
+    let action = q.action.unwrap_or_default();
+    let query = [
+        ("license_id", license_id.as_str()),
+        ("action", action.as_str()),
+    ];
     page(
         "Audit log",
         Some(&session),
@@ -1105,17 +1260,18 @@ async fn audit(
             h1 { "Audit log" }
             form method="get" action="/audit" {
                 div.grid2 {
-                    div { label for="q-license" { "License id" } input #q-license name="license_id" value=(q.license_id.unwrap_or_default()); }
-                    div { label for="q-action" { "Action (e.g. seat.assigned)" } input #q-action name="action" value=(q.action.unwrap_or_default()); }
+                    div { label for="q-license" { "License id" } input #q-license name="license_id" value=(license_id); }
+                    div { label for="q-action" { "Action (e.g. seat.assigned)" } input #q-action name="action" value=(action); }
                 }
                 p { button type="submit" { "Filter" } }
             }
             div.table-wrap { table {
                 thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Subject" } } }
                 tbody { @for e in &events.items {
-                    tr { td { (when(Some(e.created_at))) } td { (e.actor_label) " (" (e.actor_kind) ")" } td { (e.action) } td { (e.subject_type) " " code { (e.subject_id) } } }
+                    tr data-event=(e.id) { td { (when(Some(e.created_at))) } td { (e.actor_label) " (" (e.actor_kind) ")" } td { (e.action) } td { (e.subject_type) " " code { (e.subject_id) } } }
                 } }
             } }
+            (next_page("/audit", &query, events.next_cursor.as_deref()))
         },
     )
 }

@@ -1,12 +1,13 @@
 //! The seat invariant under concurrent assignment: never more seats than seats_total.
 
-use crate::harness::{both_stores, id, TestServer};
+use crate::harness::{both_stores, id, Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
 both_stores!(
     concurrent_assignments_never_exceed_seats_total,
     floating_checkouts_of_shared_holders_never_fail_or_overcount,
+    a_late_heartbeat_never_moves_a_lease_back,
 );
 
 async fn concurrent_assignments_never_exceed_seats_total(s: &TestServer) {
@@ -104,4 +105,81 @@ async fn floating_checkouts_of_shared_holders_never_fail_or_overcount(s: &TestSe
     let live = live["items"].as_array().unwrap().len();
     assert!(live <= 3);
     assert_eq!(api.seats_used(&lid).await, live as i64);
+}
+
+/// Runs one statement with `(i64, i64, &str)` parameters against the server's database,
+/// as another node of the cluster would.
+async fn execute(s: &TestServer, sql: &str, a: i64, b: i64, c: &str) {
+    match s.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&s.database_url).await.unwrap();
+            sqlx::query(sql)
+                .bind(a)
+                .bind(b)
+                .bind(c)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+            sqlx::query(sql)
+                .bind(a)
+                .bind(b)
+                .bind(c)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A heartbeat that reaches the store after a newer one (a stalled node delivering it
+/// late) leaves the newer one's expiry: it can't shorten the lease.
+async fn a_late_heartbeat_never_moves_a_lease_back(s: &TestServer) {
+    let api = s.workspace("Acme").await;
+    let license = api
+        .license_with(
+            json!({"seat_model": "concurrent", "seats_total": 1, "policy": {"lease_ttl_s": 600}}),
+        )
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = s.anonymous();
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": "m1", "os_user": "u", "instance": "i"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let lease_id = id(&lease);
+    // Another node recorded a heartbeat stamped a minute from now (its clock, or simply
+    // later than the one below is delivered).
+    let newer_seen = chrono::Utc::now().timestamp_millis() + 60_000;
+    let newer_expiry = newer_seen + 600_000;
+    execute(
+        s,
+        "UPDATE seats SET last_seen_at = $1, expires_at = $2, sweep_at = $2 WHERE id = $3",
+        newer_seen,
+        newer_expiry,
+        &lease_id,
+    )
+    .await;
+    c.ok_post(
+        &format!("/v1/client/leases/{lease_id}/heartbeat"),
+        json!({"key": key, "instance": "i"}),
+        StatusCode::OK,
+    )
+    .await;
+    let seats = api
+        .ok_get(&format!("/v1/licenses/{}/seats?active=true", id(&license)))
+        .await;
+    let seat = &seats["items"][0];
+    let stored = chrono::DateTime::parse_from_rfc3339(seat["expires_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    assert_eq!(
+        stored, newer_expiry,
+        "the late heartbeat moved the expiry back: {seat}"
+    );
 }

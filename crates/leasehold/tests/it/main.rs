@@ -19,6 +19,7 @@ mod members;
 mod nodes;
 mod notify;
 mod openapi;
+mod paging;
 mod reminders;
 mod scale;
 mod sdk;

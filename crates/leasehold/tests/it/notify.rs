@@ -571,6 +571,13 @@ async fn due_reminders_are_emailed_once(backend: Backend) {
             "{:?}",
             mail.to
         );
+        // Each recipient is a blind copy: an outside address never sees the members'.
+        let headers = mail.data.split("\r\n\r\n").next().unwrap_or_default();
+        let headers = headers.split("\n\n").next().unwrap_or_default();
+        assert!(
+            !headers.contains("owner@example.com") && !headers.contains("it@example.com"),
+            "{headers}"
+        );
         assert!(
             mail.message_id().starts_with("<reminder."),
             "{}",

@@ -38,11 +38,36 @@ async fn openapi_document_describes_every_route_and_matches_the_snapshot() {
         ("/v1/contacts/{id}/terminate", "post"),
         ("/v1/reminders", "get"),
         ("/v1/events", "get"),
+        ("/v1/members", "post"),
+        ("/v1/members/{id}", "patch"),
+        ("/v1/members/{id}", "delete"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
             "{method} {path} missing"
         );
+    }
+    // Every operation documents the errors any request to it may get (a fuzzer reads an
+    // undocumented status as a failure).
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                for status in ["401", "403"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
+            }
+            if path.contains('{') {
+                assert!(responses.contains_key("404"), "{method} {path}: no 404");
+                assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            }
+        }
     }
     let schemas = served["components"]["schemas"].as_object().unwrap();
     for schema in [
