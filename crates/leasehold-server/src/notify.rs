@@ -98,6 +98,8 @@ impl std::fmt::Debug for NotifySettings {
 /// What the delivery loop sends with.
 pub struct Notifier {
     pub settings: NotifySettings,
+    /// Wakes this node's delivery loop before its next poll (a delivery queued again).
+    wake: tokio::sync::Notify,
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
     http: reqwest::Client,
@@ -146,10 +148,16 @@ impl Notifier {
             .build()?;
         Ok(Notifier {
             settings,
+            wake: tokio::sync::Notify::new(),
             smtp,
             from,
             http,
         })
+    }
+
+    /// Has this node look for due messages now, not at its next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     pub fn email_enabled(&self) -> bool {
@@ -270,8 +278,18 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
         let state = state.clone();
         tokio::spawn(async move {
             loop {
-                deliver_due(&state).await;
-                tokio::time::sleep(state.notifier.settings.poll_interval).await;
+                let (_, next_retry) = deliver_due(&state).await;
+                // Until the next poll, or the first retry this pass scheduled if that is
+                // sooner (a retry base below the poll interval still doubles), or a wake.
+                let mut pause = state.notifier.settings.poll_interval;
+                if let Some(at) = next_retry {
+                    let until = u64::try_from(at - leasehold_store::now_ms()).unwrap_or(0);
+                    pause = pause.min(Duration::from_millis(until));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = state.notifier.wake.notified() => {}
+                }
             }
         })
     };
@@ -308,10 +326,12 @@ pub async fn queue_reminders(state: &AppState) -> u64 {
     }
 }
 
-/// Delivers every message due now, one at a time; answers how many were attempted.
-pub async fn deliver_due(state: &AppState) -> usize {
+/// Delivers every message due now, one at a time; answers how many were attempted, and
+/// when the first retry it scheduled is due.
+pub async fn deliver_due(state: &AppState) -> (usize, Option<i64>) {
     let hold = state.notifier.settings.claim_hold.as_millis() as i64;
     let mut attempted = 0;
+    let mut next_retry: Option<i64> = None;
     loop {
         let message = match state
             .store
@@ -319,10 +339,10 @@ pub async fn deliver_due(state: &AppState) -> usize {
             .await
         {
             Ok(Some(message)) => message,
-            Ok(None) => return attempted,
+            Ok(None) => return (attempted, next_retry),
             Err(error) => {
                 tracing::warn!(%error, "claiming a message failed");
-                return attempted;
+                return (attempted, next_retry);
             }
         };
         attempted += 1;
@@ -336,6 +356,9 @@ pub async fn deliver_due(state: &AppState) -> usize {
                     leasehold_store::now_ms(),
                 );
                 tracing::info!(id = %message.id, attempts = message.attempts, %error, retry = retry_at.is_some(), "delivery failed");
+                if let Some(at) = retry_at {
+                    next_retry = Some(next_retry.map_or(at, |next| next.min(at)));
+                }
                 Attempt::Failed {
                     status,
                     error,

@@ -126,19 +126,20 @@ pub(crate) fn last_day() -> chrono::NaiveDate {
 /// license's lease period was shortened) matches no row here; the general path then moves
 /// `sweep_at` too ([`TOUCH_LEASE_SOONER`]), so a lease never lapses before its `sweep_at`.
 /// The newest heartbeat wins: one that arrives late (a stalled node, a retry) after a
-/// newer one was recorded (`last_seen_at` later than its own time) leaves the newer one's
-/// expiry and time in place, so it can never move a lease's expiry back. (A heartbeat
-/// after a shorter lease period still shortens it, from its own time.)
+/// newer one was recorded (`last_seen_at` later than its own time) can't move the lease's
+/// expiry back or its last-seen time. (A heartbeat after a shorter lease period still
+/// shortens it, from its own time.) Parameters first appear in their order in these texts:
+/// SQLite's seat writer binds `$n` by order of first appearance, not by number.
 pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET \
-     expires_at = CASE WHEN last_seen_at > $2 THEN expires_at ELSE $1 END, \
+     expires_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN expires_at ELSE $1 END, \
      last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END WHERE id = $3 \
      AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 AND sweep_at <= $1 \
      RETURNING instances";
 /// A heartbeat whose new expiry comes before the lease's `sweep_at` (the newest winning,
 /// as above).
 pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET \
-     expires_at = CASE WHEN last_seen_at > $2 THEN expires_at ELSE $1 END, \
-     sweep_at = CASE WHEN last_seen_at > $2 THEN sweep_at ELSE $1 END, \
+     expires_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN expires_at ELSE $1 END, \
+     sweep_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN sweep_at ELSE $1 END, \
      last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END \
      WHERE id = $3 AND kind = 'lease' AND released_at IS NULL";
 
@@ -187,7 +188,8 @@ pub(crate) const INSERT_LEASE: &str =
 /// A live lease taken again by another instance of its holder (`sweep_at` kept no later
 /// than the new expiry, as [`TOUCH_LEASE`] keeps it).
 pub(crate) const RENEW_LEASE: &str =
-    "UPDATE seats SET instances = $1, expires_at = CASE WHEN last_seen_at > $3 THEN expires_at ELSE $2 END, \
+    "UPDATE seats SET instances = $1, \
+     expires_at = CASE WHEN $2 < expires_at AND last_seen_at > $3 THEN expires_at ELSE $2 END, \
      last_seen_at = CASE WHEN last_seen_at > $3 THEN last_seen_at ELSE $3 END, \
      identifier = COALESCE($4, identifier), \
      sweep_at = CASE WHEN sweep_at > $2 THEN $2 ELSE sweep_at END WHERE id = $5 AND released_at IS NULL";
@@ -867,6 +869,41 @@ macro_rules! impl_store {
 
             async fn listen(&self, channel: &str) -> Result<Option<$crate::Messages>> {
                 self.listen_nodes(channel).await
+            }
+
+            async fn import_leases(&self, license_id: &str, count: i64, now: i64, expires_at: i64) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                let counted = sqlx::query(
+                    "UPDATE licenses SET seats_used = seats_used + $1 WHERE id = $2 \
+                     AND seat_model = 'concurrent' AND seats_used + $1 <= seats_total",
+                )
+                .bind(count)
+                .bind(license_id)
+                .execute(&mut *tx)
+                .await?;
+                if counted.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "{count} leases do not fit license {license_id} (or it is not concurrent)"
+                    )));
+                }
+                sqlx::query(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
+                     INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, instances, \
+                     created_at, last_seen_at, expires_at, sweep_at) \
+                     SELECT $1 || '-' || CAST(i AS TEXT), (SELECT workspace_id FROM licenses WHERE id = $1), $1, \
+                     'lease', 'seed-' || CAST(i AS TEXT), 'u', '[\"i\"]', $2, $2, $4, $4 FROM n",
+                )
+                .bind(license_id)
+                .bind(now)
+                .bind(count)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+                self.commit(tx).await?;
+                if matches!($backend, Backend::Postgres) {
+                    sqlx::query("ANALYZE seats").execute(self.writer()).await?;
+                }
+                Ok(())
             }
 
             async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String> {

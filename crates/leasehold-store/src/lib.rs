@@ -194,6 +194,18 @@ pub trait Store: Notifications + Send + Sync + 'static {
     async fn listen(&self, channel: &str) -> Result<Option<Messages>>;
     /// Stores `value` under `key` unless a value is there; answers the value that is.
     async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String>;
+    /// Loads `count` live leases onto a concurrent license at once, for the benchmark: ids
+    /// `{license}-{n}`, machines `seed-{n}`, OS user `u`, one instance `i`, taken at
+    /// `now` and expiring at `expires_at`; `seats_used` grows by as many, in the same
+    /// transaction. No audit events or webhooks: it stands for leases taken before.
+    /// Refused (`Conflict`) past the license's free seats.
+    async fn import_leases(
+        &self,
+        license_id: &str,
+        count: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()>;
 
     // Workspaces, members and tokens.
     async fn create_workspace(

@@ -6,7 +6,6 @@ use leasehold_server::Settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-mod bench;
 mod run;
 
 #[derive(Parser)]
@@ -28,12 +27,6 @@ enum Command {
     Init(InitArgs),
     /// Run a program while holding a seat of a license (see README for exit codes).
     Run(run::RunArgs),
-    /// Measure the server: throughput and latency of a scenario, against this machine's
-    /// HTTP ceiling and a Redis-based baseline, measured in the same run.
-    Bench(bench::BenchArgs),
-    /// The bench's Redis baseline service, which `bench` runs as its own process.
-    #[command(hide = true)]
-    BenchBaseline(bench::BaselineArgs),
     /// Check an offline license file: signature, time window and (optionally) machine.
     /// Exit 0 valid, 1 bad signature, 2 expired or not yet valid, 3 another machine, 4 unreadable.
     VerifyLicenseFile(VerifyArgs),
@@ -184,6 +177,7 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_BENCH_PG_URL",
     "LEASEHOLD_BENCH_REDIS_URL",
     "LEASEHOLD_BENCH_TOKEN",
+    "LEASEHOLD_BIN",
 ];
 
 fn settings(args: &StoreArgs) -> anyhow::Result<Settings> {
@@ -234,8 +228,6 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Init(args) => init(args).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::BenchBaseline(args) => bench::serve_baseline(args).await,
         Command::Run(args) => return std::process::ExitCode::from(run::run(args).await),
         Command::VerifyLicenseFile(args) => return std::process::ExitCode::from(verify(args)),
     };

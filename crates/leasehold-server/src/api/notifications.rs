@@ -167,6 +167,7 @@ pub async fn resend_delivery(
         .store
         .resend_delivery(&principal.actor, &principal.workspace_id, &id, &delivery_id)
         .await?;
+    state.notifier.wake();
     Ok(Json(convert::delivery(message)))
 }
 

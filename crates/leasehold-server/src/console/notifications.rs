@@ -285,7 +285,10 @@ async fn resend(
         )
         .await
     {
-        Ok(_) => Redirect::to(&format!("/webhooks/{id}")).into_response(),
+        Ok(_) => {
+            state.notifier.wake();
+            Redirect::to(&format!("/webhooks/{id}")).into_response()
+        }
         Err(e) => failed(&session, e.into()),
     }
 }

@@ -1,4 +1,4 @@
-//! `leasehold bench`: with `--url` it drives a server it did not start, through its API
+//! `leasehold-bench`: with `--url` it drives a server it did not start, through its API
 //! only, reads the ledger back through the API and cleans up after itself; its Redis
 //! baseline is a service of its own, in its own process.
 
@@ -8,10 +8,23 @@ use std::process::Command;
 
 both_stores!(bench_drives_a_running_server_through_its_api);
 
-/// Runs `leasehold bench` with `args` off the runtime's threads (the server under test
+/// Runs `leasehold-bench` with `args` off the runtime's threads (the server under test
 /// answers on them); answers (success, stdout, stderr).
 async fn bench(args: Vec<String>) -> (bool, String, String) {
     bench_with(args, &[]).await
+}
+
+/// The `leasehold-bench` binary, built next to `leasehold` (`scripts/test` builds it
+/// before the tests run).
+fn bench_exe() -> std::path::PathBuf {
+    let exe =
+        std::path::Path::new(env!("CARGO_BIN_EXE_leasehold")).with_file_name("leasehold-bench");
+    assert!(
+        exe.is_file(),
+        "{} is missing: cargo build -p leasehold-bench",
+        exe.display()
+    );
+    exe
 }
 
 /// The environment variable that marks the processes a test's bench runs start.
@@ -24,8 +37,7 @@ async fn bench_with(args: Vec<String>, vars: &[(&str, &str)]) -> (bool, String, 
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_leasehold"))
-            .arg("bench")
+        Command::new(bench_exe())
             .args(args)
             .env("NO_COLOR", "1")
             .env_remove("LEASEHOLD_BENCH_TOKEN")
@@ -225,8 +237,8 @@ async fn the_redis_baseline_takes_at_most_the_seats_and_frees_them() {
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
     let prefix = format!("lhtest:{}:", uuid::Uuid::new_v4().simple());
     let _service = Stopped(
-        Command::new(env!("CARGO_BIN_EXE_leasehold"))
-            .arg("bench-baseline")
+        Command::new(bench_exe())
+            .arg("baseline")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--prefix", &prefix])
             .arg("--seats")

@@ -1041,3 +1041,53 @@ async fn swept_leases_are_audited_and_announced_sqlite() {
 async fn swept_leases_are_audited_and_announced_postgres() {
     swept_leases_are_audited_and_announced(Backend::Postgres).await;
 }
+
+/// A retry due sooner than the next poll is not held to it: with the poll an hour apart,
+/// a delivery queued again (Re-send wakes the loop) fails twice and still arrives, its
+/// retries 100 and 200 ms after the attempts before them. (It used to wait for the poll:
+/// a retry base below a second did not double, and here nothing would arrive.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_sooner_than_the_poll_are_not_held_to_it() {
+    let s = TestServer::start_with(Backend::Sqlite, |settings| {
+        local(settings);
+        settings.notify.poll_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let admin = s.workspace("Acme").await;
+    let receiver = Receiver::start(2, false).await;
+    let webhook = id(&receiver.subscribe(&admin, &["license.updated"]).await);
+    let license = admin.license(1).await;
+    admin
+        .patch(
+            &format!("/v1/licenses/{}", id(&license)),
+            json!({"notes": "changed"}),
+        )
+        .await;
+    let deliveries = admin
+        .ok_get(&format!("/v1/webhooks/{webhook}/deliveries"))
+        .await;
+    let delivery = deliveries["items"][0]["id"].as_str().unwrap().to_string();
+    assert!(receiver.got().is_empty(), "the poll is an hour away");
+    admin
+        .ok_post(
+            &format!("/v1/webhooks/{webhook}/deliveries/{delivery}/resend"),
+            json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    let got = receiver.wait_for(|got| got.len() >= 3).await;
+    assert!(
+        got.iter().all(|r| r.id_header == delivery),
+        "one message, three attempts"
+    );
+    assert!(
+        crate::harness::eventually(20, || async {
+            let page = admin
+                .ok_get(&format!("/v1/webhooks/{webhook}/deliveries"))
+                .await;
+            page["items"][0]["state"] == "delivered"
+        })
+        .await
+    );
+    s.stop().await;
+}

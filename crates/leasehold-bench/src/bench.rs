@@ -1,4 +1,4 @@
-//! `leasehold bench`: starts its own server(s) on loopback, drives a fixed number of
+//! `leasehold-bench`: starts its own server(s) on loopback (the `leasehold` binary), drives a fixed number of
 //! connections at one scenario, and measures in the same run, with the same load
 //! generator: the HTTP ceiling of this machine (the server's own `GET /healthz`) and, for
 //! checkout and heartbeat, the usual alternative — a minimal axum service over Redis with
@@ -85,6 +85,10 @@ pub struct BenchArgs {
     /// application and licenses in; they are deleted after the run.
     #[arg(long, env = "LEASEHOLD_BENCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The `leasehold` binary whose servers it starts (by default the one next to this
+    /// binary).
+    #[arg(long, env = "LEASEHOLD_BIN")]
+    server_bin: Option<PathBuf>,
 }
 
 /// A server's base URL: http(s), no query, no trailing slash kept.
@@ -631,7 +635,16 @@ async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
     )
     .await?;
     drop(state);
-    let exe = std::env::current_exe()?;
+    let exe = match &args.server_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("leasehold"),
+    };
+    if !exe.is_file() {
+        bail!(
+            "{} is not there: build it (cargo build --release --bin leasehold) or name it with --server-bin",
+            exe.display()
+        );
+    }
     let mut children = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..args.nodes.max(1) {
@@ -1060,9 +1073,9 @@ fn ceiling_load(bases: &[String]) -> Load {
     }
 }
 
-/// Seeds `count` live leases spread over the licenses, straight into the ledger (through
-/// the API a million would take many minutes): per license one `INSERT … SELECT` and the
-/// matching `seats_used`, in one transaction. Answers (lease id, key, instance).
+/// Seeds `count` live leases spread over the licenses, straight into the ledger through
+/// the store's `import_leases` (through the client API a million would take many
+/// minutes). Answers (lease id, key, instance).
 async fn seed_leases(
     servers: &Servers,
     fleet: &Fleet,
@@ -1075,44 +1088,16 @@ async fn seed_leases(
     let now = now_ms();
     let expires_at = now + 3_600_000;
     let per_license = count.div_ceil(fleet.licenses.len()) as i64;
-    let insert = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $3) \
-        INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, instances, \
-        created_at, last_seen_at, expires_at, sweep_at) \
-        SELECT $1 || '-' || CAST(i AS TEXT), (SELECT workspace_id FROM licenses WHERE id = $1), $1, \
-        'lease', 'seed-' || CAST(i AS TEXT), 'u', '[\"i\"]', $2, $2, $4, $4 FROM n";
-    let counter = "UPDATE licenses SET seats_used = seats_used + $1 WHERE id = $2";
-    macro_rules! seed {
-        ($pool:expr) => {{
-            let pool = $pool;
-            for (id, _, _) in &fleet.licenses {
-                let mut tx = pool.begin().await?;
-                sqlx::query(insert)
-                    .bind(id)
-                    .bind(now)
-                    .bind(per_license)
-                    .bind(expires_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(counter)
-                    .bind(per_license)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            }
-            if database_url.starts_with("postgres") {
-                sqlx::query("ANALYZE").execute(&pool).await?;
-            }
-        }};
+    let store = leasehold_store::open(database_url, &leasehold_store::StoreOptions::default())
+        .await
+        .context("opening the servers' store to seed it")?;
+    for (id, _, _) in &fleet.licenses {
+        store
+            .import_leases(id, per_license, now, expires_at)
+            .await
+            .with_context(|| format!("seeding license {id}"))?;
     }
-    if database_url.starts_with("postgres") {
-        seed!(sqlx::PgPool::connect(database_url).await?);
-    } else {
-        use std::str::FromStr;
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(database_url)?
-            .busy_timeout(Duration::from_secs(30));
-        seed!(sqlx::SqlitePool::connect_with(options).await?);
-    }
+    drop(store);
     let mut leases = Vec::with_capacity(fleet.licenses.len() * per_license as usize);
     for (id, key, _) in &fleet.licenses {
         for i in 1..=per_license {
@@ -1358,7 +1343,7 @@ async fn baseline_heartbeat(State(b): State<Baseline>, Json(r): Json<SeatRequest
     }
 }
 
-/// `leasehold bench-baseline` (hidden): the baseline service, run by the bench as its own
+/// `leasehold-bench baseline` (hidden): the baseline service, run by the bench as its own
 /// process, as the servers under test are, so that it shares neither the load generator's
 /// runtime nor its threads.
 #[derive(clap::Args, Debug)]
@@ -1448,7 +1433,7 @@ impl BaselineService {
         let base = format!("http://127.0.0.1:{port}");
         let mut process = KillOnDrop(
             Command::new(std::env::current_exe()?)
-                .arg("bench-baseline")
+                .arg("baseline")
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--prefix", &prefix])
                 .arg("--seats")
