@@ -461,6 +461,7 @@ pub fn check_nonce(nonce: &str) -> Result<(), &'static str> {
 /// the top level of its JSON body (DESIGN §11). The SDK refuses an answer whose binding
 /// differs from its request: a replayed answer, or one to a request that was altered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Binding {
     /// The request's nonce, echoed (null when none was sent).
     pub nonce: Option<String>,
@@ -477,6 +478,7 @@ pub struct Binding {
 
 /// `POST /v1/client/validate`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,6 +494,7 @@ pub struct ValidateRequest {
 
 /// What a client learns of its license.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ClientLicense {
     pub id: String,
     #[serde(rename = "type")]
@@ -509,6 +512,7 @@ pub struct ClientLicense {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ValidateAnswer {
     pub valid: bool,
     /// `VALID`, `NOT_FOUND`, `SUSPENDED`, `REVOKED`, `EXPIRED` or `NOT_ACTIVATED`.
@@ -519,6 +523,7 @@ pub struct ValidateAnswer {
 
 /// `POST /v1/client/activations`
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -534,6 +539,7 @@ pub struct ActivateRequest {
 /// An activation. Its `fingerprint` is the one the request named, as every answer's
 /// [`Binding`] echoes it (the server writes it once, there).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Activation {
     pub id: String,
     pub fingerprint: String,
@@ -543,6 +549,7 @@ pub struct Activation {
 
 /// The body of the client's `DELETE`s; the key may come as `Authorization: License …` instead.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyOnly {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -553,6 +560,7 @@ pub struct KeyOnly {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Deactivated {
     pub id: String,
     pub released_at: DateTime<Utc>,
@@ -560,6 +568,7 @@ pub struct Deactivated {
 
 /// `POST /v1/client/leases`
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -575,6 +584,7 @@ pub struct LeaseRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Lease {
     pub id: String,
     pub expires_at: DateTime<Utc>,
@@ -584,6 +594,7 @@ pub struct Lease {
 
 /// `POST /v1/client/leases/{id}/heartbeat`
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -595,11 +606,13 @@ pub struct HeartbeatRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct HeartbeatAnswer {
     pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct InstanceReleased {
     /// True when this was the lease's last instance and the seat is free.
     pub released: bool,
@@ -624,6 +637,7 @@ pub struct LicenseFilePayload {
 
 /// A signed offline license file: the exact payload bytes (base64) and their signature.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct LicenseFile {
     pub format: String,
     pub algorithm: String,

@@ -24,6 +24,19 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The client protocol's part of `/openapi.json` (the routes themselves are served by
+/// [`routes`], each behind its signing layer).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(validate, activate, deactivate, take_lease, heartbeat, release_instance, license_file, public_key),
+    components(schemas(Binding)),
+    tags((name = "client", description = "The client protocol licensed applications call. Every answer, \
+        errors included, is signed (`Leasehold-Signature: ed25519=…` over `leasehold-answer-v1\\n` + body) \
+        and carries the `Binding` fields (`nonce`, `op`, `fingerprint`, `os_user`, `at`) at the top level \
+        of its JSON body"))
+)]
+pub(crate) struct ClientDoc;
+
 /// The longest an offline license file may be valid (policy values are capped too).
 const MAX_FILE_TTL_S: i64 = 10 * 366 * 24 * 3600;
 
@@ -376,6 +389,13 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
+/// Checks a license key (and, for a dedicated license, that this machine holds a seat).
+/// The answer is signed and bound to the request (see `Binding`).
+#[utoipa::path(post, path = "/v1/client/validate", tag = "client", request_body = ValidateRequest,
+    responses((status = 200, body = ValidateAnswer, description = "Signed; an unknown key is `NOT_FOUND` with `license: null`"),
+        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
+        (status = 401, description = "No license key", body = ErrorBody),
+        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody)))]
 async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -448,6 +468,16 @@ async fn validation(state: AppState, headers: HeaderMap, body: ValidateRequest) 
     caller.reply(result)
 }
 
+/// Takes a dedicated (node-locked) seat for a machine.
+#[utoipa::path(post, path = "/v1/client/activations", tag = "client", request_body = ActivateRequest,
+    responses((status = 201, body = Activation, description = "A new seat"),
+        (status = 200, body = Activation, description = "This machine holds a seat already"),
+        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
+        (status = 401, description = "No license key", body = ErrorBody),
+        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+        (status = 403, description = "The license is not in force (`SUSPENDED`, `REVOKED`, `EXPIRED`)", body = ErrorBody),
+        (status = 404, description = "No license has this key", body = ErrorBody),
+        (status = 409, description = "`NO_SEATS`, or `RELEASE_COOLDOWN` after an admin released this machine", body = ErrorBody)))]
 async fn activate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -495,6 +525,15 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &Bytes) -> Api
     }
 }
 
+/// Frees this machine's dedicated seat, to move the license.
+#[utoipa::path(delete, path = "/v1/client/activations/{fingerprint}", tag = "client", request_body = KeyOnly,
+    params(("fingerprint" = String, Path)),
+    responses((status = 200, body = Deactivated),
+        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
+        (status = 401, description = "No license key", body = ErrorBody),
+        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+        (status = 404, description = "No license has this key, or the machine holds no seat", body = ErrorBody),
+        (status = 429, description = "`RELEASE_LIMIT`: the month's self-service releases are used up", body = ErrorBody)))]
 async fn deactivate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -530,6 +569,16 @@ async fn deactivate(
     )
 }
 
+/// Takes a concurrent (floating) seat, or joins the lease this machine and OS user hold.
+#[utoipa::path(post, path = "/v1/client/leases", tag = "client", request_body = LeaseRequest,
+    responses((status = 201, body = Lease, description = "A new lease"),
+        (status = 200, body = Lease, description = "Joined the holder's lease"),
+        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
+        (status = 401, description = "No license key", body = ErrorBody),
+        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+        (status = 403, description = "The license is not in force", body = ErrorBody),
+        (status = 404, description = "No license has this key", body = ErrorBody),
+        (status = 409, description = "`NO_SEATS` (with `retry_after_s`), `RELEASE_COOLDOWN` or `INSTANCE_LIMIT`", body = ErrorBody)))]
 async fn take_lease(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -575,6 +624,16 @@ async fn take_lease(
     )
 }
 
+/// Keeps a lease alive: pushes its expiry by the license's lease period.
+#[utoipa::path(post, path = "/v1/client/leases/{id}/heartbeat", tag = "client", request_body = HeartbeatRequest,
+    params(("id" = String, Path)),
+    responses((status = 200, body = HeartbeatAnswer),
+        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
+        (status = 401, description = "No license key", body = ErrorBody),
+        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+        (status = 404, description = "No license has this key", body = ErrorBody),
+        (status = 409, description = "`INSTANCE_LIMIT`: a new instance would pass the policy's limit", body = ErrorBody),
+        (status = 410, description = "`LEASE_EXPIRED`: take a new lease", body = ErrorBody)))]
 async fn heartbeat(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -604,6 +663,14 @@ async fn heartbeat(
     )
 }
 
+/// One instance exits; the seat is freed with the lease's last instance.
+#[utoipa::path(delete, path = "/v1/client/leases/{id}/instances/{instance}", tag = "client", request_body = KeyOnly,
+    params(("id" = String, Path), ("instance" = String, Path)),
+    responses((status = 200, body = InstanceReleased),
+        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
+        (status = 401, description = "No license key", body = ErrorBody),
+        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+        (status = 404, description = "No license has this key, or no such lease", body = ErrorBody)))]
 async fn release_instance(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -647,6 +714,18 @@ struct LicenseFileQuery {
     nonce: Option<String>,
 }
 
+/// A signed offline license file for a machine that holds a seat (on a concurrent
+/// license, valid no longer than its lease).
+#[utoipa::path(get, path = "/v1/client/license-file", tag = "client",
+    params(("fingerprint" = String, Query), ("key" = Option<String>, Query, description = "Or `Authorization: License …`"),
+        ("nonce" = Option<String>, Query, description = "Or the `Leasehold-Nonce` header")),
+    responses((status = 200, body = LicenseFile),
+        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
+        (status = 401, description = "No license key", body = ErrorBody),
+        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+        (status = 403, description = "The license is not in force", body = ErrorBody),
+        (status = 404, description = "No license has this key", body = ErrorBody),
+        (status = 409, description = "`NOT_ACTIVATED`: this machine holds no seat", body = ErrorBody)))]
 async fn license_file(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -729,6 +808,13 @@ struct PublicKeyQuery {
 
 /// The workspace's signing key, for a license key (`?key=` or `Authorization: License`)
 /// or an API token.
+#[utoipa::path(get, path = "/v1/public-key", tag = "client",
+    params(("key" = Option<String>, Query, description = "Or `Authorization: License …`, or a bearer token")),
+    responses((status = 200, body = PublicKey),
+        (status = 400, description = "The key is malformed", body = ErrorBody),
+        (status = 401, description = "No license key or token", body = ErrorBody),
+        (status = 404, description = "No license has this key", body = ErrorBody),
+        (status = 429, description = "Past the rate limit (`RATE_LIMITED`)", body = ErrorBody)))]
 async fn public_key(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -106,6 +106,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(notifications::test_email))
         .split_for_parts();
     let mut openapi = openapi;
+    openapi.merge(<crate::client::ClientDoc as OpenApi>::openapi());
     document_errors(&mut openapi);
     (router, openapi)
 }

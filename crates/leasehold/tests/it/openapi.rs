@@ -41,6 +41,14 @@ async fn openapi_document_describes_every_route_and_matches_the_snapshot() {
         ("/v1/members", "post"),
         ("/v1/members/{id}", "patch"),
         ("/v1/members/{id}", "delete"),
+        ("/v1/client/validate", "post"),
+        ("/v1/client/activations", "post"),
+        ("/v1/client/activations/{fingerprint}", "delete"),
+        ("/v1/client/leases", "post"),
+        ("/v1/client/leases/{id}/heartbeat", "post"),
+        ("/v1/client/leases/{id}/instances/{instance}", "delete"),
+        ("/v1/client/license-file", "get"),
+        ("/v1/public-key", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -77,6 +85,9 @@ async fn openapi_document_describes_every_route_and_matches_the_snapshot() {
         "ErrorBody",
         "Money",
         "LeasePolicy",
+        "Binding",
+        "ValidateAnswer",
+        "Lease",
     ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
