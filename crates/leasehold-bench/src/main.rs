@@ -28,6 +28,11 @@ struct BaselineCli {
     args: bench::BaselineArgs,
 }
 
+/// mimalloc, as the server has: the load generator shares the cores with what it
+/// measures, and spends less of them in the allocator this way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
