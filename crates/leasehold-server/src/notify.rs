@@ -74,6 +74,12 @@ impl NotifySettings {
             allow_private: self.webhook_allow_private,
         }
     }
+
+    /// [`check_webhook_url`] under these rules, with this host's addresses as the lookup
+    /// seam reports them.
+    pub fn check_webhook_url(&self, text: &str) -> Result<reqwest::Url, String> {
+        check_webhook_url(text, self.webhook_rules(), &self.lookup.own_addresses())
+    }
 }
 
 impl std::fmt::Debug for NotifySettings {
@@ -212,7 +218,7 @@ impl Notifier {
 /// Checks a webhook URL as given: http(s), a host, no credentials, and not a literal
 /// address (or `localhost`) the rules refuse. Names are checked when they resolve, at each
 /// delivery.
-pub fn check_webhook_url(text: &str, rules: Rules) -> Result<reqwest::Url, String> {
+pub fn check_webhook_url(text: &str, rules: Rules, own: &[IpAddr]) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http or https URL".into());
@@ -236,7 +242,7 @@ pub fn check_webhook_url(text: &str, rules: Rules) -> Result<reqwest::Url, Strin
     if let Some(address) = literal {
         let host = url.host_str().unwrap_or_default();
         rules
-            .check(host, address, &egress::interface_addresses())
+            .check(host, address, own)
             .map_err(|refused| refused.to_string())?;
     }
     Ok(url)
@@ -421,7 +427,9 @@ async fn deliver_webhook(
         Err(e) => return Err((None, e.to_string())),
     };
     let settings = &state.notifier.settings;
-    let url = check_webhook_url(&webhook.url, settings.webhook_rules()).map_err(|e| (None, e))?;
+    let url = settings
+        .check_webhook_url(&webhook.url)
+        .map_err(|e| (None, e))?;
     if settings.webhook_proxy.is_some() {
         // The proxy resolves the name and connects; the rules are applied to the name
         // here first, as they would be without it.
@@ -612,24 +620,27 @@ mod tests {
             "http://[fe80::1]/hook",
             "http://0.0.0.0/hook",
         ] {
-            let refused = check_webhook_url(url, strict).unwrap_err();
+            let refused = check_webhook_url(url, strict, &[]).unwrap_err();
             assert!(refused.starts_with("refused: "), "{url}: {refused}");
-            assert!(check_webhook_url(url, local).is_ok(), "{url} when allowed");
+            assert!(
+                check_webhook_url(url, local, &[]).is_ok(),
+                "{url} when allowed"
+            );
         }
         for url in [
             "ftp://example.com/x",
             "not a url",
             "http://user:pw@example.com/",
         ] {
-            assert!(check_webhook_url(url, local).is_err(), "{url}");
+            assert!(check_webhook_url(url, local, &[]).is_err(), "{url}");
         }
-        assert!(check_webhook_url("https://hooks.example.com/leasehold", strict).is_ok());
-        assert!(check_webhook_url("http://10.1.2.3/hook", local).is_err());
+        assert!(check_webhook_url("https://hooks.example.com/leasehold", strict, &[]).is_ok());
+        assert!(check_webhook_url("http://10.1.2.3/hook", local, &[]).is_err());
         let private = Rules {
             allow_private: true,
             ..strict
         };
-        assert!(check_webhook_url("http://10.1.2.3/hook", private).is_ok());
+        assert!(check_webhook_url("http://10.1.2.3/hook", private, &[]).is_ok());
     }
 
     #[test]

@@ -22,9 +22,11 @@ pub(crate) async fn create(
     body: CreateWebhook,
 ) -> ApiResult<Webhook> {
     principal.require(Permission::LicenseManage)?;
-    let url =
-        crate::notify::check_webhook_url(body.url.trim(), state.notifier.settings.webhook_rules())
-            .map_err(|message| ApiError::invalid("url", message))?;
+    let url = state
+        .notifier
+        .settings
+        .check_webhook_url(body.url.trim())
+        .map_err(|message| ApiError::invalid("url", message))?;
     if body.url.len() > 2000 {
         return Err(ApiError::invalid("url", "must be at most 2000 characters"));
     }

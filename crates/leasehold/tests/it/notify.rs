@@ -389,6 +389,22 @@ async fn seat_and_license_events_arrive_signed(backend: Backend) {
     assert_eq!(released.json["data"]["license_id"], id(&license));
     let taken = got.iter().find(|r| r.json["type"] == "seat.taken").unwrap();
     assert_eq!(taken.json["data"]["seat"]["fingerprint"], "m1");
+    // As the rest of the API reads: times in RFC 3339, a lease's instances an array; and
+    // the audit log's after alike.
+    let is_time = |v: &Value| {
+        v.as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+    };
+    let seat = &taken.json["data"]["seat"];
+    assert!(
+        is_time(&seat["created_at"]) && is_time(&seat["expires_at"]),
+        "{seat}"
+    );
+    assert_eq!(seat["instances"], json!(["i1"]), "{seat}");
+    let audited = admin.events(&id(&license), "seat.taken").await;
+    let after = &audited.last().expect("the take is audited")["after"];
+    assert!(is_time(&after["created_at"]), "{after}");
+    assert_eq!(after["instances"], json!(["i1"]), "{after}");
     let denied = got
         .iter()
         .find(|r| r.json["type"] == "seat.denied")
