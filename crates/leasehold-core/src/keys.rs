@@ -1,7 +1,5 @@
 //! License key format: generation, normalisation and masking.
 
-use rand::Rng;
-
 /// Crockford's base32 alphabet (no I, L, O, U).
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const GROUPS: usize = 5;
@@ -9,17 +7,18 @@ const GROUP_LEN: usize = 5;
 /// The longest key an admin may enter.
 pub const MAX_KEY_LEN: usize = 256;
 
-/// A new key `XXXXX-XXXXX-XXXXX-XXXXX-XXXXX`: 25 Crockford symbols, 125 random bits.
-pub fn generate_key() -> String {
-    let mut rng = rand::rngs::OsRng;
+/// The random bytes a key is made of: one per symbol, of which the low 5 bits count.
+pub const KEY_RANDOM_BYTES: usize = GROUPS * GROUP_LEN;
+
+/// A key `XXXXX-XXXXX-XXXXX-XXXXX-XXXXX` from 25 random bytes: 25 Crockford symbols,
+/// 125 random bits. The caller draws the bytes from the OS (the domain does no I/O).
+pub fn key_from_random(random: &[u8; KEY_RANDOM_BYTES]) -> String {
     let mut key = String::with_capacity(GROUPS * (GROUP_LEN + 1));
-    for group in 0..GROUPS {
-        if group > 0 {
+    for (i, byte) in random.iter().enumerate() {
+        if i > 0 && i % GROUP_LEN == 0 {
             key.push('-');
         }
-        for _ in 0..GROUP_LEN {
-            key.push(CROCKFORD[rng.gen_range(0..32)] as char);
-        }
+        key.push(CROCKFORD[usize::from(byte & 31)] as char);
     }
     key
 }
@@ -66,14 +65,27 @@ mod tests {
 
     #[test]
     fn generated_keys_have_five_groups_of_crockford_symbols() {
-        let key = generate_key();
+        let mut random = [0u8; KEY_RANDOM_BYTES];
+        for (i, b) in random.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(200);
+        }
+        let key = key_from_random(&random);
         assert_eq!(key.len(), 29);
         let groups: Vec<&str> = key.split('-').collect();
         assert_eq!(groups.len(), 5);
         assert!(groups
             .iter()
             .all(|g| g.len() == 5 && g.bytes().all(|b| CROCKFORD.contains(&b))));
-        assert_ne!(generate_key(), key);
+        // Only the low five bits of each byte count.
+        assert_eq!(key_from_random(&random.map(|b| b | 0xE0)), key);
+        assert_eq!(
+            key_from_random(&[0; KEY_RANDOM_BYTES]),
+            "00000-00000-00000-00000-00000"
+        );
+        assert_eq!(
+            key_from_random(&[31; KEY_RANDOM_BYTES]),
+            "ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ"
+        );
     }
 
     #[test]

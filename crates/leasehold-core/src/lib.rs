@@ -1,5 +1,5 @@
 //! Leasehold's domain: the vocabulary of licenses and seats, and the rules that
-//! need no I/O (key format and masking, roles, reminder derivation, secrets).
+//! need no I/O (key format and masking, roles, reminder derivation).
 
 /// Stores a vocabulary type as its text name in any sqlx database that has text.
 #[cfg(feature = "sqlx")]
@@ -51,7 +51,6 @@ pub mod lease;
 pub mod model;
 pub mod perm;
 pub mod reminders;
-pub mod secrets;
 
 pub use model::*;
 pub use perm::{AuditScope, Permission, Role};

@@ -128,7 +128,7 @@ impl Paging {
 /// The hash an API token is stored and found by. Tokens carry 256 random bits, so a
 /// plain SHA-256 suffices (no password-style stretching needed).
 pub fn token_hash(token: &str) -> String {
-    leasehold_core::secrets::hex(&Sha256::digest(token.as_bytes()))
+    crate::secrets::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// Who is calling the admin API, from `Authorization: Bearer <token>`.

@@ -259,7 +259,7 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     mac.update(body);
     format!(
         "t={timestamp},v1={}",
-        leasehold_core::secrets::hex(&mac.finalize().into_bytes())
+        crate::secrets::hex(&mac.finalize().into_bytes())
     )
 }
 
@@ -650,7 +650,7 @@ mod tests {
         let mut mac =
             Hmac::<sha2::Sha256>::new_from_slice(b"Jefe").unwrap_or_else(|_| unreachable!());
         mac.update(b"1.{}");
-        let expected = leasehold_core::secrets::hex(&mac.finalize().into_bytes());
+        let expected = crate::secrets::hex(&mac.finalize().into_bytes());
         assert_eq!(signed, format!("t=1,v1={expected}"));
         assert_ne!(signature(b"other", 1, b"{}"), signed);
     }

@@ -2,12 +2,12 @@
 //! its check against the store, and creating workspaces.
 
 use crate::extract::token_hash;
+use crate::secrets::MasterKey;
 use crate::AppState;
 use anyhow::{bail, Context};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::Argon2;
 use leasehold_core::reminders::DEFAULT_LEAD_DAYS;
-use leasehold_core::secrets::MasterKey;
 use leasehold_core::{is_currency_code, Role};
 use leasehold_store::{NewMember, NewToken, NewWorkspace, StoreError};
 use std::path::{Path, PathBuf};

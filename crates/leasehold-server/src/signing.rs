@@ -2,11 +2,11 @@
 //! for the server, which signs answers that belong to no workspace (an unknown key).
 
 use crate::error::ApiError;
+use crate::secrets::MasterKey;
 use axum::body::Bytes;
 use axum::http::HeaderValue;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
-use leasehold_core::secrets::MasterKey;
 use leasehold_proto::{signed_message, ANSWER_CONTEXT, FILE_CONTEXT};
 use leasehold_store::Store;
 use rand::RngCore;

@@ -91,7 +91,7 @@ pub(crate) async fn create(
         Some(key) => {
             keys::normalize_key(key).map_err(|message| ApiError::invalid("key", message))?
         }
-        None => keys::generate_key(),
+        None => crate::secrets::generate_license_key(),
     };
     let fields = LicenseChange {
         licensed_to: required_text("licensed_to", &body.licensed_to, 200)?,

@@ -13,6 +13,7 @@ mod view;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{token_hash, Principal};
+use crate::secrets::constant_time_eq;
 use crate::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -22,7 +23,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use base64::Engine;
-use leasehold_core::secrets::constant_time_eq;
 use leasehold_store::{Actor, Session};
 use rand::RngCore;
 use serde::Deserialize;

@@ -119,6 +119,13 @@ impl MasterKey {
     }
 }
 
+/// A new license key from the OS's randomness (the format is the domain's, in `keys`).
+pub fn generate_license_key() -> String {
+    let mut random = [0u8; leasehold_core::keys::KEY_RANDOM_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    leasehold_core::keys::key_from_random(&random)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
