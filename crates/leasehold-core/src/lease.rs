@@ -1,4 +1,128 @@
-//! Rules of a floating seat's lease that need no I/O.
+//! The seat ledger's rules, without I/O: how long a lease lives, when a holder an admin
+//! released may come back, how many self-service releases a month allows, what a license
+//! out of force answers, a lease's instance set, and **the seat decision**: given what an
+//! engine read in its atomic step (the license's seats, the holder's live seat, its last
+//! admin release) and now, what it must do next.
+//!
+//! Every store engine (SQLite's seat writer, the sqlx transactions) asks these functions
+//! and applies their answer; a new rule (a queue, idle reclaim, borrowing) is added here
+//! once. The engines still apply a take with a guarded statement (`seats_used <
+//! seats_total`) and the table's check constraint, so a wrong read can refuse, never
+//! over-count.
+
+use crate::{EffectiveStatus, LeasePolicy, SeatModel};
+use serde::{Deserialize, Serialize};
+
+const MS_PER_S: i64 = 1000;
+
+impl LeasePolicy {
+    /// When a lease taken or renewed at `now` (ms) lapses without another heartbeat.
+    pub fn lease_expiry(&self, now: i64) -> i64 {
+        now.saturating_add(self.lease_ttl_s.saturating_mul(MS_PER_S))
+    }
+
+    /// The heartbeat interval a client is told: the policy's, but at least three beats
+    /// per lease period (so one lost heartbeat never ends a lease), and at least 1 s.
+    pub fn heartbeat_every_s(&self) -> i64 {
+        self.heartbeat_interval_s.min(self.lease_ttl_s / 3).max(1)
+    }
+
+    /// Refuses a holder whose seat an admin released (at `last_admin_release`, ms) less
+    /// than `release_cooldown_s` before `now`.
+    pub fn release_cooldown(
+        &self,
+        last_admin_release: Option<i64>,
+        now: i64,
+    ) -> Result<(), Cooldown> {
+        let Some(released_at) = last_admin_release else {
+            return Ok(());
+        };
+        let until = released_at.saturating_add(self.release_cooldown_s.saturating_mul(MS_PER_S));
+        if until > now {
+            return Err(Cooldown {
+                retry_after_s: (until - now + MS_PER_S - 1) / MS_PER_S,
+            });
+        }
+        Ok(())
+    }
+
+    /// The cooldown as a window, for an engine that checks it in SQL: an admin release
+    /// later than this (ms) still holds the holder off. `None` without a cooldown.
+    pub fn cooldown_window_start(&self, now: i64) -> Option<i64> {
+        self.has_release_cooldown()
+            .then(|| now.saturating_sub(self.release_cooldown_s.saturating_mul(MS_PER_S)))
+    }
+
+    /// Whether the engine needs to read the holder's last admin release at all.
+    pub fn has_release_cooldown(&self) -> bool {
+        self.release_cooldown_s > 0
+    }
+
+    /// A machine's own release of its activation (self-service deactivation), given how
+    /// many it made since [`month_start`]: refused past the policy's monthly allowance.
+    pub fn self_service_release(&self, released_this_month: i64) -> Result<(), ReleaseLimit> {
+        if released_this_month >= self.self_service_releases_per_month {
+            return Err(ReleaseLimit {
+                limit: self.self_service_releases_per_month,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A lease's expiry after a heartbeat or a renewal sent at `now` asks for `expires_at`,
+/// given the lease's stored expiry and last-seen time: the newest heartbeat wins, so one
+/// that arrives late (a stalled node, a retry) never moves the expiry back. A heartbeat
+/// after a shorter lease period still shortens it, from its own time. (The stores' SQL
+/// texts say the same in a `CASE`.)
+pub fn renewed_expiry(
+    stored_expires_at: i64,
+    stored_last_seen: i64,
+    expires_at: i64,
+    now: i64,
+) -> i64 {
+    if expires_at < stored_expires_at && stored_last_seen > now {
+        stored_expires_at
+    } else {
+        expires_at
+    }
+}
+
+/// Refused: an admin released this holder's seat; it may take one again in `retry_after_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cooldown {
+    pub retry_after_s: i64,
+}
+
+/// Refused: the license's self-service releases for this month are used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseLimit {
+    pub limit: i64,
+}
+
+/// The start (ms, UTC) of the calendar month `today` is in: the self-service window.
+pub fn month_start(today: chrono::NaiveDate) -> i64 {
+    use chrono::Datelike;
+    today
+        .with_day(1)
+        .unwrap_or(today)
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or(0)
+}
+
+impl EffectiveStatus {
+    /// What a client asking for a seat of a license in this state is told: `None` when
+    /// the license is in force, else its error code and message.
+    pub fn refusal(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            EffectiveStatus::Active => None,
+            EffectiveStatus::Suspended => Some(("SUSPENDED", "the license is suspended")),
+            EffectiveStatus::Revoked => Some(("REVOKED", "the license is revoked")),
+            EffectiveStatus::Expired => Some(("EXPIRED", "the license has expired")),
+        }
+    }
+}
 
 /// Refused: the lease already holds the policy's `max_instances_per_lease` instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -6,43 +130,508 @@ pub struct InstanceLimit {
     pub limit: i64,
 }
 
-/// Counts `instance` in a lease's instances (DESIGN §3: the instances of an application
-/// on one machine and OS user share one seat), up to `max` of them (DESIGN §11): a lease's
-/// instance list is written whole on every change, so it may not grow without bound.
-/// `Ok(true)` when it was added, `Ok(false)` when it was there already.
-pub fn join_instance(
-    instances: &mut Vec<String>,
-    instance: &str,
-    max: i64,
-) -> Result<bool, InstanceLimit> {
-    if instances.iter().any(|i| i == instance) {
-        return Ok(false);
+/// The instances (processes of one application) a lease counts (DESIGN §3: the instances
+/// on one machine and OS user share one seat), in the order they joined. Stored as a JSON
+/// array; a stored value that does not parse reads as no instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Instances(Vec<String>);
+
+impl Instances {
+    /// A new lease's set: its first instance.
+    pub fn first(instance: &str) -> Instances {
+        Instances(vec![instance.to_string()])
     }
-    if i64::try_from(instances.len()).unwrap_or(i64::MAX) >= max {
-        return Err(InstanceLimit { limit: max });
+
+    /// The set from its stored JSON array.
+    pub fn from_stored(stored: Option<&str>) -> Instances {
+        stored
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default()
     }
-    instances.push(instance.to_string());
-    Ok(true)
+
+    /// The stored JSON array.
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "[]".into())
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn contains(&self, instance: &str) -> bool {
+        self.0.iter().any(|i| i == instance)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Counts `instance` in, up to `max` of them (DESIGN §11: the set is written whole
+    /// on every change, so it may not grow without bound). `Ok(true)` when it was added,
+    /// `Ok(false)` when it was there already.
+    pub fn join(&mut self, instance: &str, max: i64) -> Result<bool, InstanceLimit> {
+        if self.contains(instance) {
+            return Ok(false);
+        }
+        if i64::try_from(self.0.len()).unwrap_or(i64::MAX) >= max {
+            return Err(InstanceLimit { limit: max });
+        }
+        self.0.push(instance.to_string());
+        Ok(true)
+    }
+
+    /// Counts `instance` out. Answers whether the lease has no instance left (and ends).
+    pub fn leave(&mut self, instance: &str) -> bool {
+        self.0.retain(|i| i != instance);
+        self.0.is_empty()
+    }
+}
+
+/// A license's seats as an engine read them inside its atomic step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LicenseSeats {
+    pub model: SeatModel,
+    pub standing: EffectiveStatus,
+    pub seats_total: i64,
+    pub seats_used: i64,
+}
+
+/// The holder's own live (unreleased) lease, if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLease {
+    pub expires_at: i64,
+    pub instances: Instances,
+}
+
+/// Everything the decision to give `instance` a floating seat depends on.
+#[derive(Debug, Clone)]
+pub struct TakeInput<'a> {
+    pub instance: &'a str,
+    pub now: i64,
+    pub policy: LeasePolicy,
+    pub license: LicenseSeats,
+    /// The holder's unreleased lease.
+    pub held: Option<HeldLease>,
+    /// When an admin last released this holder's seat (read only when the policy has a
+    /// cooldown).
+    pub last_admin_release: Option<i64>,
+    /// Whether the license's lapsed leases were already ended in this step.
+    pub lapsed_reclaimed: bool,
+}
+
+/// Why a seat is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every seat is taken by a live lease.
+    Full { seats_total: i64, seats_used: i64 },
+    /// An admin released this holder's seat a moment ago.
+    Cooldown(Cooldown),
+    /// The license is suspended, revoked or expired.
+    NotInForce(EffectiveStatus),
+    /// The license's seats are of the other model (changed since the caller read it).
+    OtherModel(SeatModel),
+    /// The holder's lease counts its most instances already.
+    InstanceLimit(InstanceLimit),
+}
+
+impl Refusal {
+    /// Whether the workspace's webhooks hear of it (`seat.denied`): every refusal of a
+    /// seat, not a refused extra instance of a seat the holder has.
+    pub fn is_announced(&self) -> bool {
+        !matches!(self, Refusal::InstanceLimit(_))
+    }
+}
+
+/// What the engine does next to give a holder a floating seat. The steps that change the
+/// input (`EndOwnLapsed`, `ReclaimLapsed`) are followed by another decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeStep {
+    /// The holder's live lease counts this instance too (`added`: it was not there) and
+    /// lives on to `expires_at`. No seat is counted.
+    Join {
+        instances: Instances,
+        expires_at: i64,
+        added: bool,
+    },
+    /// The holder's lease lapsed without being swept: end it (reason `expired`, its seat
+    /// freed), then decide again without it.
+    EndOwnLapsed,
+    /// The license is full: end its lapsed leases first (what crashed apps left behind),
+    /// then decide again with `lapsed_reclaimed` and the seats they freed.
+    ReclaimLapsed,
+    /// Count one more seat and write a new lease to `expires_at`.
+    Take {
+        expires_at: i64,
+    },
+    Refuse(Refusal),
+}
+
+/// The seat decision for a floating seat (DESIGN §2–§3).
+pub fn decide_take(input: &TakeInput<'_>) -> TakeStep {
+    let expires_at = input.policy.lease_expiry(input.now);
+    if let Some(held) = &input.held {
+        if held.expires_at < input.now {
+            return TakeStep::EndOwnLapsed;
+        }
+        let mut instances = held.instances.clone();
+        return match instances.join(input.instance, input.policy.max_instances_per_lease) {
+            Ok(added) => TakeStep::Join {
+                instances,
+                expires_at,
+                added,
+            },
+            Err(limit) => TakeStep::Refuse(Refusal::InstanceLimit(limit)),
+        };
+    }
+    match admit(
+        &input.policy,
+        &input.license,
+        SeatModel::Concurrent,
+        input.last_admin_release,
+        input.now,
+    ) {
+        Err(Refusal::Full { .. }) if !input.lapsed_reclaimed => TakeStep::ReclaimLapsed,
+        Err(refusal) => TakeStep::Refuse(refusal),
+        Ok(()) => TakeStep::Take { expires_at },
+    }
+}
+
+/// What the engine does to give a machine a dedicated seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivateStep {
+    /// The machine holds its activation already: it is seen again.
+    Renew,
+    /// Count one more seat and write the activation.
+    Activate,
+    Refuse(Refusal),
+}
+
+/// The seat decision for a dedicated seat: `held` is whether the machine holds one.
+pub fn decide_activate(
+    policy: &LeasePolicy,
+    license: &LicenseSeats,
+    held: bool,
+    last_admin_release: Option<i64>,
+    now: i64,
+) -> ActivateStep {
+    if held {
+        return ActivateStep::Renew;
+    }
+    match admit(
+        policy,
+        license,
+        SeatModel::Dedicated,
+        last_admin_release,
+        now,
+    ) {
+        Ok(()) => ActivateStep::Activate,
+        Err(refusal) => ActivateStep::Refuse(refusal),
+    }
+}
+
+/// Whether a holder without a seat gets a new one, in the order refusals are explained:
+/// an admin's recent release, the seat model, the license's standing, then room.
+fn admit(
+    policy: &LeasePolicy,
+    license: &LicenseSeats,
+    model: SeatModel,
+    last_admin_release: Option<i64>,
+    now: i64,
+) -> Result<(), Refusal> {
+    policy
+        .release_cooldown(last_admin_release, now)
+        .map_err(Refusal::Cooldown)?;
+    if license.model != model {
+        return Err(Refusal::OtherModel(license.model));
+    }
+    if license.standing != EffectiveStatus::Active {
+        return Err(Refusal::NotInForce(license.standing));
+    }
+    if license.seats_used >= license.seats_total {
+        return Err(Refusal::Full {
+            seats_total: license.seats_total,
+            seats_used: license.seats_used,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_000_000_000;
+
+    fn seats(used: i64, total: i64) -> LicenseSeats {
+        LicenseSeats {
+            model: SeatModel::Concurrent,
+            standing: EffectiveStatus::Active,
+            seats_total: total,
+            seats_used: used,
+        }
+    }
+
+    fn input(license: LicenseSeats) -> TakeInput<'static> {
+        TakeInput {
+            instance: "i1",
+            now: NOW,
+            policy: LeasePolicy::default(),
+            license,
+            held: None,
+            last_admin_release: None,
+            lapsed_reclaimed: false,
+        }
+    }
+
     #[test]
     fn instances_join_once_and_up_to_the_limit() {
-        let mut instances = vec!["a".to_string()];
-        assert_eq!(join_instance(&mut instances, "a", 2), Ok(false));
-        assert_eq!(join_instance(&mut instances, "b", 2), Ok(true));
+        let mut instances = Instances::first("a");
+        assert_eq!(instances.join("a", 2), Ok(false));
+        assert_eq!(instances.join("b", 2), Ok(true));
+        assert_eq!(instances.join("c", 2), Err(InstanceLimit { limit: 2 }));
+        assert_eq!(instances.join("b", 2), Ok(false), "a member may come again");
+        assert_eq!(instances.as_slice(), ["a", "b"]);
+        assert!(!instances.leave("a"));
+        assert!(instances.leave("b"), "the last one leaving ends the lease");
+    }
+
+    #[test]
+    fn instances_round_trip_through_their_stored_form() {
+        let mut instances = Instances::first("a");
+        instances.join("b\"quoted", 5).ok();
+        let stored = instances.to_stored();
+        assert_eq!(stored, r#"["a","b\"quoted"]"#);
+        assert_eq!(Instances::from_stored(Some(&stored)), instances);
+        assert!(Instances::from_stored(None).is_empty());
+        assert!(Instances::from_stored(Some("not json")).is_empty());
+    }
+
+    #[test]
+    fn a_lease_lives_its_period_and_is_beaten_at_least_three_times() {
+        let policy = LeasePolicy {
+            lease_ttl_s: 60,
+            heartbeat_interval_s: 300,
+            ..LeasePolicy::default()
+        };
+        assert_eq!(policy.lease_expiry(NOW), NOW + 60_000);
+        assert_eq!(policy.heartbeat_every_s(), 20);
+        let short = LeasePolicy {
+            lease_ttl_s: 1,
+            ..policy
+        };
+        assert_eq!(short.heartbeat_every_s(), 1);
+        let relaxed = LeasePolicy {
+            lease_ttl_s: 900,
+            heartbeat_interval_s: 120,
+            ..policy
+        };
+        assert_eq!(relaxed.heartbeat_every_s(), 120);
+        let huge = LeasePolicy {
+            lease_ttl_s: i64::MAX,
+            ..policy
+        };
+        assert_eq!(huge.lease_expiry(NOW), i64::MAX);
+    }
+
+    #[test]
+    fn the_newest_heartbeat_wins() {
+        // In order: the later heartbeat sets the expiry.
+        assert_eq!(renewed_expiry(NOW + 10, NOW - 5, NOW + 20, NOW), NOW + 20);
+        // Late: one sent before the last recorded can't move the expiry back...
+        assert_eq!(renewed_expiry(NOW + 30, NOW + 5, NOW + 20, NOW), NOW + 30);
+        // ... but may still push it on.
+        assert_eq!(renewed_expiry(NOW + 30, NOW + 5, NOW + 40, NOW), NOW + 40);
+        // A shorter period applies from a heartbeat in order.
+        assert_eq!(renewed_expiry(NOW + 30, NOW - 5, NOW + 20, NOW), NOW + 20);
+    }
+
+    #[test]
+    fn the_cooldown_counts_whole_seconds_up_from_the_admin_release() {
+        let policy = LeasePolicy {
+            release_cooldown_s: 60,
+            ..LeasePolicy::default()
+        };
+        assert_eq!(policy.release_cooldown(None, NOW), Ok(()));
         assert_eq!(
-            join_instance(&mut instances, "c", 2),
-            Err(InstanceLimit { limit: 2 })
+            policy.release_cooldown(Some(NOW - 500), NOW),
+            Err(Cooldown { retry_after_s: 60 })
         );
         assert_eq!(
-            join_instance(&mut instances, "b", 2),
-            Ok(false),
-            "a member may come again"
+            policy.release_cooldown(Some(NOW - 59_001), NOW),
+            Err(Cooldown { retry_after_s: 1 })
         );
-        assert_eq!(instances, ["a", "b"]);
+        assert_eq!(policy.release_cooldown(Some(NOW - 60_000), NOW), Ok(()));
+        // The window an engine checks in SQL agrees at its edge.
+        let start = policy.cooldown_window_start(NOW);
+        assert_eq!(start, Some(NOW - 60_000));
+        assert!(policy.release_cooldown(start.map(|s| s + 1), NOW).is_err());
+        assert!(policy.release_cooldown(start, NOW).is_ok());
+        let none = LeasePolicy {
+            release_cooldown_s: 0,
+            ..policy
+        };
+        assert!(!none.has_release_cooldown());
+        assert_eq!(none.cooldown_window_start(NOW), None);
+        assert_eq!(none.release_cooldown(Some(NOW), NOW), Ok(()));
+    }
+
+    #[test]
+    fn self_service_releases_are_counted_per_calendar_month() {
+        let policy = LeasePolicy {
+            self_service_releases_per_month: 2,
+            ..LeasePolicy::default()
+        };
+        assert_eq!(policy.self_service_release(1), Ok(()));
+        assert_eq!(
+            policy.self_service_release(2),
+            Err(ReleaseLimit { limit: 2 })
+        );
+        let today = chrono::Utc::now().date_naive();
+        let start = month_start(today);
+        let first = chrono::DateTime::from_timestamp_millis(start)
+            .map(|t| t.naive_utc())
+            .unwrap_or_default();
+        use chrono::{Datelike, Timelike};
+        assert_eq!((first.year(), first.month()), (today.year(), today.month()));
+        assert_eq!((first.day(), first.hour(), first.minute()), (1, 0, 0));
+    }
+
+    #[test]
+    fn each_standing_out_of_force_has_its_code() {
+        assert_eq!(EffectiveStatus::Active.refusal(), None);
+        assert_eq!(
+            EffectiveStatus::Suspended.refusal().map(|r| r.0),
+            Some("SUSPENDED")
+        );
+        assert_eq!(
+            EffectiveStatus::Revoked.refusal().map(|r| r.0),
+            Some("REVOKED")
+        );
+        assert_eq!(
+            EffectiveStatus::Expired.refusal().map(|r| r.0),
+            Some("EXPIRED")
+        );
+    }
+
+    #[test]
+    fn a_free_seat_is_taken_to_the_lease_period() {
+        assert_eq!(
+            decide_take(&input(seats(1, 2))),
+            TakeStep::Take {
+                expires_at: NOW + 900_000
+            }
+        );
+    }
+
+    #[test]
+    fn a_live_holder_joins_even_on_a_full_license() {
+        let mut take = input(seats(2, 2));
+        take.held = Some(HeldLease {
+            expires_at: NOW,
+            instances: Instances::first("i0"),
+        });
+        let TakeStep::Join {
+            instances, added, ..
+        } = decide_take(&take)
+        else {
+            panic!("a live holder joins");
+        };
+        assert!(added);
+        assert_eq!(instances.as_slice(), ["i0", "i1"]);
+        take.policy.max_instances_per_lease = 1;
+        assert_eq!(
+            decide_take(&take),
+            TakeStep::Refuse(Refusal::InstanceLimit(InstanceLimit { limit: 1 }))
+        );
+    }
+
+    #[test]
+    fn a_holder_whose_lease_lapsed_ends_it_before_taking_again() {
+        let mut take = input(seats(2, 2));
+        take.held = Some(HeldLease {
+            expires_at: NOW - 1,
+            instances: Instances::first("i1"),
+        });
+        assert_eq!(decide_take(&take), TakeStep::EndOwnLapsed);
+        // The engine ended it: its seat is free again.
+        take.held = None;
+        take.license.seats_used = 1;
+        assert!(matches!(decide_take(&take), TakeStep::Take { .. }));
+    }
+
+    #[test]
+    fn a_full_license_reclaims_lapsed_leases_once_before_refusing() {
+        let mut take = input(seats(2, 2));
+        assert_eq!(decide_take(&take), TakeStep::ReclaimLapsed);
+        take.lapsed_reclaimed = true;
+        assert_eq!(
+            decide_take(&take),
+            TakeStep::Refuse(Refusal::Full {
+                seats_total: 2,
+                seats_used: 2
+            })
+        );
+        take.license.seats_used = 1;
+        assert!(matches!(decide_take(&take), TakeStep::Take { .. }));
+    }
+
+    #[test]
+    fn refusals_come_in_order_cooldown_model_standing_room() {
+        let mut take = input(LicenseSeats {
+            model: SeatModel::Dedicated,
+            standing: EffectiveStatus::Suspended,
+            seats_total: 1,
+            seats_used: 1,
+        });
+        take.last_admin_release = Some(NOW - 1000);
+        assert!(matches!(
+            decide_take(&take),
+            TakeStep::Refuse(Refusal::Cooldown(_))
+        ));
+        take.last_admin_release = None;
+        assert_eq!(
+            decide_take(&take),
+            TakeStep::Refuse(Refusal::OtherModel(SeatModel::Dedicated))
+        );
+        take.license.model = SeatModel::Concurrent;
+        assert_eq!(
+            decide_take(&take),
+            TakeStep::Refuse(Refusal::NotInForce(EffectiveStatus::Suspended))
+        );
+        assert!(Refusal::NotInForce(EffectiveStatus::Suspended).is_announced());
+        assert!(!Refusal::InstanceLimit(InstanceLimit { limit: 1 }).is_announced());
+    }
+
+    #[test]
+    fn a_machine_activates_once_and_is_refused_on_a_full_license() {
+        let policy = LeasePolicy::default();
+        let dedicated = LicenseSeats {
+            model: SeatModel::Dedicated,
+            ..seats(1, 1)
+        };
+        assert_eq!(
+            decide_activate(&policy, &dedicated, true, None, NOW),
+            ActivateStep::Renew
+        );
+        assert_eq!(
+            decide_activate(&policy, &dedicated, false, None, NOW),
+            ActivateStep::Refuse(Refusal::Full {
+                seats_total: 1,
+                seats_used: 1
+            })
+        );
+        let room = LicenseSeats {
+            seats_total: 2,
+            ..dedicated
+        };
+        assert_eq!(
+            decide_activate(&policy, &room, false, None, NOW),
+            ActivateStep::Activate
+        );
+        assert!(matches!(
+            decide_activate(&policy, &room, false, Some(NOW), NOW),
+            ActivateStep::Refuse(Refusal::Cooldown(_))
+        ));
     }
 }

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::SubsecRound;
-use leasehold_core::{effective_status, keys, EffectiveStatus, SeatKind, SeatModel};
+use leasehold_core::{effective_status, keys, SeatKind, SeatModel};
 use leasehold_proto::*;
 use leasehold_store::{today, LeaseHolder, License};
 use serde::{Deserialize, Serialize};
@@ -277,14 +277,11 @@ impl Caller {
 
     /// Refuses seats on a license that is not in force today.
     fn require_in_force(&self) -> ApiResult<()> {
-        let (code, message) =
-            match effective_status(self.license.status, self.license.expires_on, today()) {
-                EffectiveStatus::Active => return Ok(()),
-                EffectiveStatus::Suspended => ("SUSPENDED", "the license is suspended"),
-                EffectiveStatus::Revoked => ("REVOKED", "the license is revoked"),
-                EffectiveStatus::Expired => ("EXPIRED", "the license has expired"),
-            };
-        Err(ApiError::new(StatusCode::FORBIDDEN, code, message))
+        let standing = effective_status(self.license.status, self.license.expires_on, today());
+        match standing.refusal() {
+            None => Ok(()),
+            Some((code, message)) => Err(ApiError::new(StatusCode::FORBIDDEN, code, message)),
+        }
     }
 
     fn require_model(&self, model: SeatModel) -> ApiResult<()> {
@@ -349,14 +346,8 @@ fn client_license(l: &License) -> ClientLicense {
         version: l.version.clone(),
         licensed_to: l.licensed_to.clone(),
         lease_ttl_s: l.lease_ttl_s,
-        heartbeat_interval_s: heartbeat_interval(l),
+        heartbeat_interval_s: l.policy().heartbeat_every_s(),
     }
-}
-
-/// The heartbeat interval clients are told: the policy's, but never so long that a lease
-/// lapses between two heartbeats (at most a third of the TTL, at least 1 s).
-fn heartbeat_interval(l: &License) -> i64 {
-    l.heartbeat_interval_s.min(l.lease_ttl_s / 3).max(1)
 }
 
 /// The longest machine, user, identifier or instance name a client may send (DESIGN §11).
@@ -437,11 +428,10 @@ async fn validation(state: AppState, headers: HeaderMap, body: ValidateRequest) 
         let fingerprint = optional("fingerprint", body.fingerprint.as_deref())?;
         optional("os_user", body.os_user.as_deref())?;
         let license = &caller.license;
-        let code = match effective_status(license.status, license.expires_on, today()) {
-            EffectiveStatus::Revoked => "REVOKED",
-            EffectiveStatus::Suspended => "SUSPENDED",
-            EffectiveStatus::Expired => "EXPIRED",
-            EffectiveStatus::Active => match (license.seat_model, fingerprint.as_deref()) {
+        let standing = effective_status(license.status, license.expires_on, today());
+        let code = match standing.refusal() {
+            Some((code, _)) => code,
+            None => match (license.seat_model, fingerprint.as_deref()) {
                 (SeatModel::Dedicated, Some(fingerprint))
                     if state
                         .store
@@ -616,7 +606,7 @@ async fn take_lease(
                 Lease {
                     id: seat.id,
                     expires_at: seat.expires_at.unwrap_or(seat.created_at),
-                    heartbeat_interval_s: heartbeat_interval(&caller.license),
+                    heartbeat_interval_s: caller.license.policy().heartbeat_every_s(),
                     instances: seat.instances,
                 },
             ))

@@ -140,11 +140,9 @@ impl From<StoreError> for ApiError {
             .with_details(json!({ "retry_after_s": retry_after_s }))
             .retry_after(retry_after_s as u64),
             StoreError::NotInForce(status) => {
-                let (code, message) = match status {
-                    leasehold_core::EffectiveStatus::Suspended => ("SUSPENDED", "the license is suspended"),
-                    leasehold_core::EffectiveStatus::Revoked => ("REVOKED", "the license is revoked"),
-                    _ => ("EXPIRED", "the license has expired"),
-                };
+                let (code, message) = status
+                    .refusal()
+                    .unwrap_or(("EXPIRED", "the license has expired"));
                 ApiError::new(StatusCode::FORBIDDEN, code, message)
             }
             StoreError::LeaseExpired => ApiError::new(

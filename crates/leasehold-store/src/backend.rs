@@ -168,14 +168,9 @@ pub(crate) const TRY_TAKE_SEAT: &str = concat!(
     in_force!("$4"),
     "))"
 );
-/// A concurrent license in force (`$2`: today) that refused a take: its seat counts, for
-/// the refusal. No row: deleted, another seat model or not in force (the general path
-/// explains those).
-pub(crate) const FULL_LICENSE: &str = concat!(
-    "SELECT seats_total, seats_used FROM licenses \
-     WHERE id = $1 AND deleted_at IS NULL AND seat_model = 'concurrent' AND ",
-    in_force!("$2")
-);
+/// A license's seats and standing, for the seat decision (no row: deleted).
+pub(crate) const LICENSE_SEATS: &str = "SELECT seat_model, status, expires_on, seats_total, \
+     seats_used FROM licenses WHERE id = $1 AND deleted_at IS NULL";
 /// The soonest a live lease of the license could lapse (a refusal's `retry_after_s`): its
 /// earliest `sweep_at`, never later than the earliest expiry, and the expiry itself for
 /// every lease not renewed since [`RESWEEP_LEASES`] last moved it. One probe of the index.
@@ -235,23 +230,6 @@ pub(crate) const LAST_ADMIN_RELEASE: &str =
     "SELECT MAX(released_at) FROM seats WHERE license_id = $1 \
      AND fingerprint = $2 AND ($3 = '' OR os_user = $3) AND release_reason = 'admin_release'";
 
-/// Refuses a holder an admin released less than `cooldown_s` before `now`.
-pub(crate) fn check_release_cooldown(
-    last_admin_release: Option<i64>,
-    cooldown_s: i64,
-    now: i64,
-) -> crate::Result<()> {
-    if let Some(released_at) = last_admin_release {
-        let until = released_at.saturating_add(cooldown_s.saturating_mul(1000));
-        if until > now {
-            return Err(crate::StoreError::ReleaseCooldown {
-                retry_after_s: ((until - now) + 999) / 1000,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// The `seat.denied` webhook message's data: who was refused a seat of `license`, and why.
 pub(crate) fn denial_data(
     license: &crate::License,
@@ -298,13 +276,6 @@ pub(crate) fn webhook_data(
         data[subject.0] = serde_json::json!({ "id": subject.1 });
     }
     data.to_string()
-}
-
-/// A lease's instance list, from its stored JSON array.
-pub(crate) fn instance_list(instances: Option<&str>) -> Vec<String> {
-    instances
-        .and_then(|i| serde_json::from_str(i).ok())
-        .unwrap_or_default()
 }
 
 pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {
@@ -695,9 +666,10 @@ macro_rules! impl_store {
                 Ok((expired, moved))
             }
 
-            /// The refusal of a holder an admin released less than `release_cooldown_s` ago.
-            async fn cooldown_refusal(tx: &mut Tx, license: &License, fingerprint: &str, os_user: &str, now: i64) -> Result<Option<StoreError>> {
-                if license.release_cooldown_s <= 0 {
+            /// When an admin last released this holder's seat, read only when the license's
+            /// policy has a cooldown (`os_user` `""`: any of the machine's users).
+            async fn last_admin_release(tx: &mut Tx, license: &License, fingerprint: &str, os_user: &str) -> Result<Option<i64>> {
+                if !license.policy().has_release_cooldown() {
                     return Ok(None);
                 }
                 let (last,): (Option<i64>,) = sqlx::query_as($crate::backend::LAST_ADMIN_RELEASE)
@@ -706,34 +678,27 @@ macro_rules! impl_store {
                     .bind(os_user)
                     .fetch_one(&mut **tx)
                     .await?;
-                Ok($crate::backend::check_release_cooldown(last, license.release_cooldown_s, now).err())
+                Ok(last)
             }
 
-            /// Why a seat could not be counted, from the license as it is now: gone, another
-            /// seat model, no longer in force, or full.
-            async fn refusal(tx: &mut Tx, license: &License, model: SeatModel, in_force: bool) -> Result<StoreError> {
-                let current = Self::license_in(tx, &license.workspace_id, &license.id).await?;
-                if current.seat_model != model {
-                    return Ok(StoreError::Conflict(format!(
-                        "this license's seats are {}",
-                        current.seat_model.as_str()
-                    )));
-                }
-                if in_force {
-                    match effective_status(current.status, current.expires_on, today()) {
-                        EffectiveStatus::Active => {}
-                        other => return Ok(StoreError::NotInForce(other)),
+            /// Answers the seat decision's refusal: a full license says when its earliest lease
+            /// could lapse, and every refusal of a seat is told to the webhooks (`seat.denied`).
+            async fn refuse<T>(&self, mut tx: Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: leasehold_core::lease::Refusal) -> Result<T> {
+                let next_expiry_ms = match refusal {
+                    leasehold_core::lease::Refusal::Full { .. } => {
+                        let (next,): (Option<i64>,) = sqlx::query_as($crate::backend::NEXT_LEASE_EXPIRY)
+                            .bind(&license.id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        next
                     }
+                    _ => None,
+                };
+                let error = StoreError::refused(refusal, next_expiry_ms);
+                if !refusal.is_announced() {
+                    return Err(error);
                 }
-                let (next_expiry_ms,): (Option<i64>,) = sqlx::query_as($crate::backend::NEXT_LEASE_EXPIRY)
-                .bind(&license.id)
-                .fetch_one(&mut **tx)
-                .await?;
-                Ok(StoreError::NoSeats {
-                    seats_total: current.seats_total,
-                    seats_used: current.seats_used,
-                    next_expiry_ms,
-                })
+                self.deny(tx, license, fingerprint, os_user, error).await
             }
 
             async fn active_seat_of(tx: &mut Tx, license_id: &str, kind: SeatKind, fingerprint: &str, os_user: Option<&str>) -> Result<Option<Seat>> {
@@ -751,26 +716,35 @@ macro_rules! impl_store {
             }
 
             async fn activate_once(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
+                use leasehold_core::lease::{decide_activate, ActivateStep};
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
-                Self::lock_license(&mut tx, &license.id).await?;
-                if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Activation, fingerprint, None).await? {
-                    sqlx::query("UPDATE seats SET last_seen_at = $1, identifier = COALESCE($2, identifier) WHERE id = $3")
-                        .bind(now)
-                        .bind(identifier)
-                        .bind(&seat.id)
-                        .execute(&mut *tx)
-                        .await?;
-                    let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
-                    self.commit(tx).await?;
-                    return Ok((seat, false));
-                }
-                if let Some(refusal) = Self::cooldown_refusal(&mut tx, license, fingerprint, "", now).await? {
-                    return self.deny(tx, license, fingerprint, None, refusal).await;
-                }
-                if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Dedicated, true).await? {
-                    let refusal = Self::refusal(&mut tx, license, SeatModel::Dedicated, true).await?;
-                    return self.deny(tx, license, fingerprint, None, refusal).await;
+                let current = Self::locked_license(&mut tx, &license.workspace_id, &license.id).await?;
+                let held = Self::active_seat_of(&mut tx, &license.id, SeatKind::Activation, fingerprint, None).await?;
+                let last_release = match held {
+                    Some(_) => None,
+                    None => Self::last_admin_release(&mut tx, license, fingerprint, "").await?,
+                };
+                match decide_activate(&license.policy(), &current.seats(today()), held.is_some(), last_release, now) {
+                    ActivateStep::Renew => {
+                        let seat = held.ok_or_else(|| StoreError::Corrupt("renewed no activation".into()))?;
+                        sqlx::query("UPDATE seats SET last_seen_at = $1, identifier = COALESCE($2, identifier) WHERE id = $3")
+                            .bind(now)
+                            .bind(identifier)
+                            .bind(&seat.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
+                        self.commit(tx).await?;
+                        return Ok((seat, false));
+                    }
+                    ActivateStep::Refuse(refusal) => return self.refuse(tx, license, fingerprint, None, refusal).await,
+                    ActivateStep::Activate => {
+                        // The guarded count is the invariant's last word (the license is locked).
+                        if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Dedicated, true).await? {
+                            return Err(StoreError::Corrupt("the seat count moved under the license lock".into()));
+                        }
+                    }
                 }
                 let id = new_id();
                 sqlx::query(
@@ -793,45 +767,71 @@ macro_rules! impl_store {
             }
 
             async fn take_lease_once(&self, license: &License, holder: &LeaseHolder) -> Result<(Seat, bool)> {
+                use leasehold_core::lease::{decide_take, TakeInput, TakeStep};
                 let now = now_ms();
-                let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
                 let mut tx = self.begin_write().await?;
                 // The license lock also serialises changes to a lease's instance list.
-                Self::lock_license(&mut tx, &license.id).await?;
-                if let Some(seat) = Self::active_seat_of(&mut tx, &license.id, SeatKind::Lease, &holder.fingerprint, Some(&holder.os_user)).await? {
-                    if seat.expires_at.unwrap_or(0) >= now {
-                        let mut instances: Vec<String> = $crate::backend::instance_list(seat.instances.as_deref());
-                        leasehold_core::lease::join_instance(&mut instances, &holder.instance, license.max_instances_per_lease)?;
-                        sqlx::query($crate::backend::RENEW_LEASE)
-                        .bind(json(&instances))
-                        .bind(expires_at)
-                        .bind(now)
-                        .bind(&holder.identifier)
-                        .bind(&seat.id)
-                        .execute(&mut *tx)
-                        .await?;
-                        let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
-                        self.commit(tx).await?;
-                        return Ok((seat, false));
+                let current = Self::locked_license(&mut tx, &license.workspace_id, &license.id).await?;
+                let mut held = Self::active_seat_of(&mut tx, &license.id, SeatKind::Lease, &holder.fingerprint, Some(&holder.os_user)).await?;
+                let last_admin_release = match held {
+                    Some(_) => None,
+                    None => Self::last_admin_release(&mut tx, license, &holder.fingerprint, &holder.os_user).await?,
+                };
+                let mut input = TakeInput {
+                    instance: &holder.instance,
+                    now,
+                    policy: license.policy(),
+                    license: current.seats(today()),
+                    held: held.as_ref().map(Seat::held_lease),
+                    last_admin_release,
+                    lapsed_reclaimed: false,
+                };
+                let expires_at = loop {
+                    match decide_take(&input) {
+                        TakeStep::Join { instances, expires_at, .. } => {
+                            let seat = held.ok_or_else(|| StoreError::Corrupt("joined no lease".into()))?;
+                            sqlx::query($crate::backend::RENEW_LEASE)
+                                .bind(instances.to_stored())
+                                .bind(expires_at)
+                                .bind(now)
+                                .bind(&holder.identifier)
+                                .bind(&seat.id)
+                                .execute(&mut *tx)
+                                .await?;
+                            let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
+                            self.commit(tx).await?;
+                            return Ok((seat, false));
+                        }
+                        TakeStep::EndOwnLapsed => {
+                            // This holder's old seat ends as expired (kept even if the take is
+                            // refused), and it is decided again without it.
+                            if let Some(seat) = held.take() {
+                                if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
+                                    Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
+                                }
+                            }
+                            input.held = None;
+                            input.last_admin_release = Self::last_admin_release(&mut tx, license, &holder.fingerprint, &holder.os_user).await?;
+                            input.license = Self::license_in(&mut tx, &license.workspace_id, &license.id).await?.seats(today());
+                        }
+                        TakeStep::ReclaimLapsed => {
+                            // Free what crashed apps left behind (kept even if the take is refused).
+                            Self::expire_all_lapsed(&mut tx, license, now).await?;
+                            input.lapsed_reclaimed = true;
+                            input.license = Self::license_in(&mut tx, &license.workspace_id, &license.id).await?.seats(today());
+                        }
+                        TakeStep::Refuse(refusal) => {
+                            return self.refuse(tx, license, &holder.fingerprint, Some(&holder.os_user), refusal).await;
+                        }
+                        TakeStep::Take { expires_at } => {
+                            // The guarded count is the invariant's last word (the license is locked).
+                            if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await? {
+                                return Err(StoreError::Corrupt("the seat count moved under the license lock".into()));
+                            }
+                            break expires_at;
+                        }
                     }
-                    // Lapsed: this holder's old seat ends as expired and a new one is taken.
-                    if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
-                        Self::insert_event(&mut tx, &license.workspace_id, &Actor::system(), "seat.expired", ("seat", &seat.id), Some(&license.id), json(&seat), None).await?;
-                    }
-                }
-                if let Some(refusal) = Self::cooldown_refusal(&mut tx, license, &holder.fingerprint, &holder.os_user, now).await? {
-                    return self.deny(tx, license, &holder.fingerprint, Some(&holder.os_user), refusal).await;
-                }
-                if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await? {
-                    // Before refusing, free what crashed apps left behind.
-                    if Self::expire_all_lapsed(&mut tx, license, now).await? == 0
-                        || !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true).await?
-                    {
-                        let refusal = Self::refusal(&mut tx, license, SeatModel::Concurrent, true).await?;
-                        // The expiries just made are kept, even though this checkout is refused.
-                        return self.deny(tx, license, &holder.fingerprint, Some(&holder.os_user), refusal).await;
-                    }
-                }
+                };
                 let id = new_id();
                 sqlx::query($crate::backend::INSERT_LEASE)
                 .bind(&id)
@@ -1415,12 +1415,14 @@ macro_rules! impl_store {
                 }
                 // The invariant, decided in one statement: a seat is counted only if one is free.
                 if !Self::try_take_seat(&mut tx, license_id, SeatModel::Dedicated, false).await? {
-                    // Full, or deleted meanwhile (then this answers not found).
-                    return Err(match Self::refusal(&mut tx, &license, SeatModel::Dedicated, false).await? {
-                        StoreError::NoSeats { seats_total, seats_used, .. } => {
-                            StoreError::SeatOverAllocated { seats_total, seats_used }
-                        }
-                        other => other,
+                    // Full, or changed or deleted meanwhile (then this answers not found).
+                    let current = Self::license_in(&mut tx, workspace_id, license_id).await?;
+                    if current.seat_model != SeatModel::Dedicated {
+                        return Err(StoreError::refused(leasehold_core::lease::Refusal::OtherModel(current.seat_model), None));
+                    }
+                    return Err(StoreError::SeatOverAllocated {
+                        seats_total: current.seats_total,
+                        seats_used: current.seats_used,
                     });
                 }
                 let id = new_id();
@@ -1622,15 +1624,7 @@ macro_rules! impl_store {
                 let seat = Self::active_seat_of(&mut tx, &license.id, SeatKind::Activation, fingerprint, None)
                     .await?
                     .ok_or(StoreError::NotFound)?;
-                let month_start = {
-                    use chrono::Datelike;
-                    let day = today();
-                    day.with_day(1)
-                        .unwrap_or(day)
-                        .and_hms_opt(0, 0, 0)
-                        .map(|t| t.and_utc().timestamp_millis())
-                        .unwrap_or(0)
-                };
+                let month_start = leasehold_core::lease::month_start(today());
                 let (used,): (i64,) = sqlx::query_as(
                     "SELECT COUNT(*) FROM seats WHERE license_id = $1 AND release_reason = 'transferred' \
                      AND released_at >= $2",
@@ -1639,11 +1633,7 @@ macro_rules! impl_store {
                 .bind(month_start)
                 .fetch_one(&mut *tx)
                 .await?;
-                if used >= license.self_service_releases_per_month {
-                    return Err(StoreError::ReleaseLimit {
-                        limit: license.self_service_releases_per_month,
-                    });
-                }
+                license.policy().self_service_release(used)?;
                 if !Self::end_seat(&mut tx, &seat, ReleaseReason::Transferred, now).await? {
                     return Err(StoreError::NotFound);
                 }
@@ -1668,7 +1658,7 @@ macro_rules! impl_store {
 
             async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64> {
                 let now = now_ms();
-                let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
+                let expires_at = license.policy().lease_expiry(now);
                 // The hot path: one statement on one row.
                 let mut live = self.touch_lease(lease_id, &license.id, expires_at, now).await?;
                 if live.is_none() {
@@ -1697,20 +1687,17 @@ macro_rules! impl_store {
                     live = Some(seat.instances);
                 }
                 let instances = live.unwrap_or_default();
-                let list: Vec<String> = $crate::backend::instance_list(instances.as_deref());
-                if !list.iter().any(|i| i == instance) {
+                if !leasehold_core::lease::Instances::from_stored(instances.as_deref()).contains(instance) {
                     // An instance the server had not seen: count it in, so its
                     // checkin is awaited too. Rare, so it takes the license lock
                     // like every other change to the instance list.
                     let mut tx = self.begin_write().await?;
                     Self::lock_license(&mut tx, &license.id).await?;
                     let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-                    let mut list = $crate::backend::instance_list(seat.instances.as_deref());
-                    if seat.released_at.is_none()
-                        && leasehold_core::lease::join_instance(&mut list, instance, license.max_instances_per_lease)?
-                    {
+                    let mut list = seat.instance_set();
+                    if seat.released_at.is_none() && list.join(instance, license.max_instances_per_lease)? {
                         sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL")
-                            .bind(json(&list))
+                            .bind(list.to_stored())
                             .bind(lease_id)
                             .execute(&mut *tx)
                             .await?;
@@ -1735,10 +1722,8 @@ macro_rules! impl_store {
                 if seat.released_at.is_some() {
                     return Ok(true);
                 }
-                let mut instances: Vec<String> =
-                    $crate::backend::instance_list(seat.instances.as_deref());
-                instances.retain(|i| i != instance);
-                if instances.is_empty() {
+                let mut instances = seat.instance_set();
+                if instances.leave(instance) {
                     if Self::end_seat(&mut tx, &seat, ReleaseReason::Checkin, now).await? {
                         let after = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
                         Self::insert_event(&mut tx, &license.workspace_id, &key_actor(license, seat.identifier.as_deref()), "seat.released", ("seat", lease_id), Some(&license.id), json(&seat), json(&after)).await?;
@@ -1747,7 +1732,7 @@ macro_rules! impl_store {
                     return Ok(true);
                 }
                 sqlx::query($crate::backend::SET_INSTANCES)
-                    .bind(json(&instances))
+                    .bind(instances.to_stored())
                     .bind(now)
                     .bind(lease_id)
                     .execute(&mut *tx)

@@ -78,6 +78,43 @@ impl From<leasehold_core::lease::InstanceLimit> for StoreError {
     }
 }
 
+impl StoreError {
+    /// The error a refused seat answers; a full license also says when its earliest
+    /// live lease could lapse (`next_expiry_ms`, read by the engine that refused).
+    pub(crate) fn refused(
+        refusal: leasehold_core::lease::Refusal,
+        next_expiry_ms: Option<i64>,
+    ) -> StoreError {
+        use leasehold_core::lease::Refusal;
+        match refusal {
+            Refusal::Full {
+                seats_total,
+                seats_used,
+            } => StoreError::NoSeats {
+                seats_total,
+                seats_used,
+                next_expiry_ms,
+            },
+            Refusal::Cooldown(cooldown) => StoreError::ReleaseCooldown {
+                retry_after_s: cooldown.retry_after_s,
+            },
+            Refusal::NotInForce(standing) => StoreError::NotInForce(standing),
+            Refusal::OtherModel(model) => {
+                StoreError::Conflict(format!("this license's seats are {}", model.as_str()))
+            }
+            Refusal::InstanceLimit(limit) => limit.into(),
+        }
+    }
+}
+
+impl From<leasehold_core::lease::ReleaseLimit> for StoreError {
+    fn from(refused: leasehold_core::lease::ReleaseLimit) -> StoreError {
+        StoreError::ReleaseLimit {
+            limit: refused.limit,
+        }
+    }
+}
+
 impl From<leasehold_core::perm::LastOwner> for StoreError {
     fn from(_: leasehold_core::perm::LastOwner) -> StoreError {
         StoreError::LastOwner

@@ -109,13 +109,9 @@ impl PostgresStore {
         holder: &LeaseHolder,
     ) -> crate::Result<Option<(Seat, bool)>> {
         let now = now_ms();
-        let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
-        let seat = Seat::new_lease(license, holder, new_id(), now, expires_at);
-        let cooldown_until = if license.release_cooldown_s > 0 {
-            now.saturating_sub(license.release_cooldown_s.saturating_mul(1000))
-        } else {
-            i64::MAX
-        };
+        let policy = license.policy();
+        let seat = Seat::new_lease(license, holder, new_id(), now, policy.lease_expiry(now));
+        let cooldown_until = policy.cooldown_window_start(now).unwrap_or(i64::MAX);
         let after = json(&seat);
         let event = SeatEvent::new(
             &license.id,

@@ -2,6 +2,7 @@
 //! columns are never serialized (the audit log stores rows through `Serialize`).
 
 use chrono::NaiveDate;
+use leasehold_core::lease::{HeldLease, Instances, LicenseSeats};
 use leasehold_core::*;
 use serde::Serialize;
 
@@ -228,6 +229,16 @@ pub struct License {
 }
 
 impl License {
+    /// Its seats, as the seat decision sees them on `today`.
+    pub fn seats(&self, today: NaiveDate) -> LicenseSeats {
+        LicenseSeats {
+            model: self.seat_model,
+            standing: effective_status(self.status, self.expires_on, today),
+            seats_total: self.seats_total,
+            seats_used: self.seats_used,
+        }
+    }
+
     pub fn policy(&self) -> LeasePolicy {
         LeasePolicy {
             lease_ttl_s: self.lease_ttl_s,
@@ -383,13 +394,26 @@ impl Seat {
             fingerprint: Some(holder.fingerprint.clone()),
             os_user: Some(holder.os_user.clone()),
             identifier: holder.identifier.clone(),
-            instances: crate::backend::json(&[&holder.instance]),
+            instances: Some(Instances::first(&holder.instance).to_stored()),
             created_at: now,
             last_seen_at: Some(now),
             expires_at: Some(expires_at),
             released_at: None,
             release_reason: None,
             reclaimed_on: None,
+        }
+    }
+
+    /// The lease's instance set.
+    pub fn instance_set(&self) -> Instances {
+        Instances::from_stored(self.instances.as_deref())
+    }
+
+    /// This lease as the seat decision sees it.
+    pub(crate) fn held_lease(&self) -> HeldLease {
+        HeldLease {
+            expires_at: self.expires_at.unwrap_or(0),
+            instances: self.instance_set(),
         }
     }
 

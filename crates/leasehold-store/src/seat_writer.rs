@@ -30,24 +30,24 @@
 //! ([`AuditIndex`]). A store without a seat writer (an in-memory database) never indexes,
 //! and its license logs read the whole table.
 //!
-//! The statements are the ones the general (sqlx) paths run: [`crate::backend`] holds
-//! each text once. A full license (after ending its lapsed leases) and a holder in a
-//! release cooldown it refuses itself, announcing the refusal as the general path would,
-//! so a crowd waiting for a seat never takes the write lock from it. What it does not
-//! decide (a license gone or not in force, a lapsed lease of the same holder) it hands
-//! back as [`Done::Elsewhere`], and the general path, which refuses and explains, takes
-//! over.
+//! **One seat decision.** A take asks the domain's [`decide_take`] with what its
+//! transaction read and applies the answer step by step (join, end the holder's lapsed
+//! lease, reclaim a full license's lapsed leases, take, or refuse and announce it), as
+//! the general (sqlx) path does with the same rule and the same statement texts
+//! ([`crate::backend`] holds each text once). Every take of a file-backed store is decided
+//! here, so a crowd waiting for a seat never takes SQLite's write lock from this thread.
 
 use crate::backend::{
-    check_release_cooldown, denial_data, instance_list, json, subscribed_pattern, webhook_data,
-    ACTIVE_LEASE, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, FULL_LICENSE,
-    INSERT_EVENT, INSERT_LEASE, LAPSED_LEASES, LAST_ADMIN_RELEASE, NEXT_LEASE_EXPIRY, RENEW_LEASE,
-    RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
+    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_LEASE, END_SEAT, ENQUEUE_WEBHOOKS,
+    EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, INSERT_EVENT, INSERT_LEASE, LAPSED_LEASES,
+    LAST_ADMIN_RELEASE, LICENSE_SEATS, NEXT_LEASE_EXPIRY, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID,
+    SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
 };
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
 use crate::{StoreError, Swept};
-use leasehold_core::{ReleaseReason, SeatKind, SeatModel};
+use leasehold_core::lease::{decide_take, LicenseSeats, Refusal, TakeInput, TakeStep};
+use leasehold_core::{effective_status, LicenseStatus, ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,8 +94,6 @@ pub(crate) enum Op {
 pub(crate) enum Done {
     /// A new lease (`true`), or the holder's live one with this instance counted in.
     Taken(Box<Seat>, bool),
-    /// Not decided here: the general path takes over (nothing was written).
-    Elsewhere,
     /// Refused here, and announced to the webhooks (`seat.denied`).
     Refused(StoreError),
     /// Whether the lease ended (its last instance left, or it already had).
@@ -652,6 +650,10 @@ fn expire_all_lapsed(
     }
 }
 
+/// A floating seat for `holder`: the domain's seat decision ([`decide_take`]) on what
+/// this transaction reads, applied step by step. Nothing else writes the seat tables
+/// meanwhile (this thread is SQLite's only writer of them), and the guarded count
+/// (`TRY_TAKE_SEAT`) is still the invariant's last word.
 fn take(
     conn: &Connection,
     hooks: &mut Webhooks,
@@ -659,87 +661,104 @@ fn take(
     holder: &LeaseHolder,
     now: i64,
 ) -> Result<Done, StoreError> {
-    let expires_at = now.saturating_add(license.lease_ttl_s.saturating_mul(1000));
-    let held = conn
+    let mut held = conn
         .prepare_cached(ACTIVE_LEASE)?
         .query_row(
             params![license.id, holder.fingerprint, holder.os_user],
             seat_from_row,
         )
         .optional()?;
-    if let Some(seat) = held {
-        if seat.expires_at.unwrap_or(0) < now {
-            return Ok(Done::Elsewhere);
-        }
-        let mut instances = instance_list(seat.instances.as_deref());
-        leasehold_core::lease::join_instance(
-            &mut instances,
-            &holder.instance,
-            license.max_instances_per_lease,
-        )?;
-        let instances = json(&instances);
-        conn.prepare_cached(RENEW_LEASE)?.execute(params![
-            instances,
-            expires_at,
-            now,
-            holder.identifier,
-            seat.id
-        ])?;
-        let seat = Seat {
-            instances,
-            expires_at: Some(expires_at),
-            last_seen_at: Some(now),
-            identifier: holder.identifier.clone().or(seat.identifier),
-            ..seat
-        };
-        return Ok(Done::Taken(Box::new(seat), false));
-    }
-    if license.release_cooldown_s > 0 {
-        let last: Option<i64> = conn.prepare_cached(LAST_ADMIN_RELEASE)?.query_row(
-            params![license.id, holder.fingerprint, holder.os_user],
-            |row| row.get(0),
-        )?;
-        if let Err(refusal) = check_release_cooldown(last, license.release_cooldown_s, now) {
-            return deny(conn, hooks, license, holder, refusal, now);
-        }
-    }
-    let try_take = || -> Result<bool, StoreError> {
-        let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
-            license.id,
-            SeatModel::Concurrent.as_str(),
-            true,
-            today()
-        ])?;
-        Ok(taken == 1)
+    let last_release = match held {
+        Some(_) => None,
+        None => last_admin_release(conn, license, holder)?,
     };
-    if !try_take()? {
-        let seats: Option<(i64, i64)> = conn
-            .prepare_cached(FULL_LICENSE)?
-            .query_row(params![license.id, today()], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
-        // Gone, or not in force: the general path explains.
-        let Some((seats_total, seats_used)) = seats else {
-            return Ok(Done::Elsewhere);
-        };
-        // Full: before refusing, free what crashed apps left behind, as the general path
-        // does (the expiries stay, even if this take is refused).
-        let workspace_and_license = (license.workspace_id.as_str(), license.id.as_str());
-        let expired = expire_all_lapsed(conn, hooks, workspace_and_license, now)?;
-        if expired == 0 || !try_take()? {
-            let seats_used = seats_used - expired;
-            let next_expiry_ms: Option<i64> = conn
-                .prepare_cached(NEXT_LEASE_EXPIRY)?
-                .query_row(params![license.id], |row| row.get(0))?;
-            let refusal = StoreError::NoSeats {
-                seats_total,
-                seats_used,
-                next_expiry_ms,
-            };
-            return deny(conn, hooks, license, holder, refusal, now);
+    let mut input = TakeInput {
+        instance: &holder.instance,
+        now,
+        policy: license.policy(),
+        license: license_seats(conn, &license.id)?,
+        held: held.as_ref().map(Seat::held_lease),
+        last_admin_release: last_release,
+        lapsed_reclaimed: false,
+    };
+    let expires_at = loop {
+        match decide_take(&input) {
+            TakeStep::Join {
+                instances,
+                expires_at,
+                ..
+            } => {
+                let seat = held.ok_or_else(|| StoreError::Corrupt("joined no lease".into()))?;
+                let instances = Some(instances.to_stored());
+                conn.prepare_cached(RENEW_LEASE)?.execute(params![
+                    instances,
+                    expires_at,
+                    now,
+                    holder.identifier,
+                    seat.id
+                ])?;
+                // As RENEW_LEASE leaves it (the newest heartbeat's expiry winning).
+                let expires_at = leasehold_core::lease::renewed_expiry(
+                    seat.expires_at.unwrap_or(0),
+                    seat.last_seen_at.unwrap_or(0),
+                    expires_at,
+                    now,
+                );
+                let seat = Seat {
+                    instances,
+                    expires_at: Some(expires_at),
+                    last_seen_at: seat.last_seen_at.max(Some(now)),
+                    identifier: holder.identifier.clone().or(seat.identifier),
+                    ..seat
+                };
+                return Ok(Done::Taken(Box::new(seat), false));
+            }
+            TakeStep::EndOwnLapsed => {
+                // The holder's old seat ends as expired (kept even if this take is
+                // refused); decided again without it.
+                if let Some(seat) = held.take() {
+                    end_lease(conn, hooks, license, &seat, ReleaseReason::Expired, now)?;
+                }
+                input.held = None;
+                input.last_admin_release = last_admin_release(conn, license, holder)?;
+                input.license = license_seats(conn, &license.id)?;
+            }
+            TakeStep::ReclaimLapsed => {
+                // Free what crashed apps left behind (kept even if this take is refused).
+                let workspace_and_license = (license.workspace_id.as_str(), license.id.as_str());
+                expire_all_lapsed(conn, hooks, workspace_and_license, now)?;
+                input.lapsed_reclaimed = true;
+                input.license = license_seats(conn, &license.id)?;
+            }
+            TakeStep::Refuse(refusal) => {
+                let next_expiry_ms = match refusal {
+                    Refusal::Full { .. } => conn
+                        .prepare_cached(NEXT_LEASE_EXPIRY)?
+                        .query_row(params![license.id], |row| row.get(0))?,
+                    _ => None,
+                };
+                let error = StoreError::refused(refusal, next_expiry_ms);
+                if !refusal.is_announced() {
+                    return Err(error);
+                }
+                return deny(conn, hooks, license, holder, error, now);
+            }
+            TakeStep::Take { expires_at } => {
+                let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
+                    license.id,
+                    SeatModel::Concurrent.as_str(),
+                    true,
+                    today()
+                ])?;
+                if taken != 1 {
+                    return Err(StoreError::Corrupt(
+                        "the seat count moved under the seat writer".into(),
+                    ));
+                }
+                break expires_at;
+            }
         }
-    }
+    };
     let seat = Seat::new_lease(license, holder, new_id(), now, expires_at);
     conn.prepare_cached(INSERT_LEASE)?.execute(params![
         seat.id,
@@ -766,6 +785,88 @@ fn take(
     Ok(Done::Taken(Box::new(seat), true))
 }
 
+/// The license's seats as the seat decision sees them today.
+fn license_seats(conn: &Connection, license_id: &str) -> Result<LicenseSeats, StoreError> {
+    let row = conn
+        .prepare_cached(LICENSE_SEATS)?
+        .query_row(params![license_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<chrono::NaiveDate>>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })
+        .optional()?;
+    let (model, status, expires_on, seats_total, seats_used) = row.ok_or(StoreError::NotFound)?;
+    let model = SeatModel::parse(&model)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown seat model {model:?}")))?;
+    let status = LicenseStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown license status {status:?}")))?;
+    Ok(LicenseSeats {
+        model,
+        standing: effective_status(status, expires_on, today()),
+        seats_total,
+        seats_used,
+    })
+}
+
+/// When an admin last released the holder's seat, read only under a cooldown policy.
+fn last_admin_release(
+    conn: &Connection,
+    license: &License,
+    holder: &LeaseHolder,
+) -> Result<Option<i64>, StoreError> {
+    if !license.policy().has_release_cooldown() {
+        return Ok(None);
+    }
+    Ok(conn.prepare_cached(LAST_ADMIN_RELEASE)?.query_row(
+        params![license.id, holder.fingerprint, holder.os_user],
+        |row| row.get(0),
+    )?)
+}
+
+/// Ends one live lease with `reason`, frees its seat and audits it (`seat.expired` or
+/// `seat.released`). Answers whether it was live.
+fn end_lease(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    seat: &Seat,
+    reason: ReleaseReason,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let ended = conn
+        .prepare_cached(END_SEAT)?
+        .execute(params![now, reason.as_str(), seat.id])?;
+    if ended != 1 {
+        return Ok(false);
+    }
+    conn.prepare_cached(FREE_SEAT)?
+        .execute(params![license.id])?;
+    let (actor, action, after) = match reason {
+        ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
+        _ => (
+            key_actor(license, seat.identifier.as_deref()),
+            "seat.released",
+            json(&seat.ended(now, reason)),
+        ),
+    };
+    insert_event(
+        conn,
+        hooks,
+        (&license.workspace_id, &license.id),
+        &actor,
+        action,
+        &seat.id,
+        json(seat),
+        after,
+        now,
+    )?;
+    Ok(true)
+}
+
 fn release(
     conn: &Connection,
     hooks: &mut Webhooks,
@@ -781,34 +882,16 @@ fn release(
     if seat.released_at.is_some() {
         return Ok(Done::Released(true));
     }
-    let mut instances = instance_list(seat.instances.as_deref());
-    instances.retain(|i| i != instance);
-    if !instances.is_empty() {
-        conn.prepare_cached(SET_INSTANCES)?
-            .execute(params![json(&instances), now, lease_id])?;
+    let mut instances = seat.instance_set();
+    if !instances.leave(instance) {
+        conn.prepare_cached(SET_INSTANCES)?.execute(params![
+            instances.to_stored(),
+            now,
+            lease_id
+        ])?;
         return Ok(Done::Released(false));
     }
-    let ended = conn.prepare_cached(END_SEAT)?.execute(params![
-        now,
-        ReleaseReason::Checkin.as_str(),
-        lease_id
-    ])?;
-    if ended == 1 {
-        conn.prepare_cached(FREE_SEAT)?
-            .execute(params![license.id])?;
-        let after = seat.ended(now, ReleaseReason::Checkin);
-        insert_event(
-            conn,
-            hooks,
-            (&license.workspace_id, &license.id),
-            &key_actor(license, seat.identifier.as_deref()),
-            "seat.released",
-            lease_id,
-            json(&seat),
-            json(&after),
-            now,
-        )?;
-    }
+    end_lease(conn, hooks, license, &seat, ReleaseReason::Checkin, now)?;
     Ok(Done::Released(true))
 }
 

@@ -199,7 +199,6 @@ impl SqliteStore {
         };
         match seats.apply(op).await? {
             Done::Taken(seat, created) => Ok(Some((*seat, created))),
-            Done::Elsewhere => Ok(None),
             Done::Refused(refusal) => Err(refusal),
             _ => Err(unexpected()),
         }
