@@ -357,7 +357,7 @@ const MAX_CLIENT_TEXT: usize = 256;
 /// empty, at most 256 characters, without control or bidirectional-override characters
 /// (which could make one machine's name read as another's in the console).
 fn text(field: &str, value: &str) -> ApiResult<String> {
-    let value = crate::api::required_text(field, value, MAX_CLIENT_TEXT)?;
+    let value = crate::service::required_text(field, value, MAX_CLIENT_TEXT)?;
     if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(ApiError::invalid(
             field,

@@ -172,7 +172,7 @@ impl Principal {
         // A console session may read the API (the live stream, fragments); changes need a
         // token, so a cross-site form can never make one with the session cookie.
         if !bearer && safe {
-            if let Some(session) = crate::console::session_from_headers(state, headers).await? {
+            if let Some(session) = crate::session::session_from_headers(state, headers).await? {
                 return Ok(session.principal);
             }
         }

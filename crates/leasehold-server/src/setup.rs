@@ -239,7 +239,7 @@ pub async fn dummy_password_hash() -> String {
     static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     DUMMY
         .get_or_init(|| async {
-            let random = crate::console::random_token();
+            let random = crate::session::random_token();
             hash_password(random).await.unwrap_or_default()
         })
         .await

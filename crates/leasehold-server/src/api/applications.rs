@@ -1,14 +1,14 @@
-use super::{optional_text, required_text};
 use crate::convert;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Paging, Principal};
+use crate::service::{optional_text, required_text};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use leasehold_core::Permission;
 use leasehold_proto::{Application, CreateApplication, ErrorBody, Page, UpdateApplication};
-use leasehold_store::{ApplicationChange, NewApplication};
+use leasehold_store::ApplicationChange;
 
 #[utoipa::path(post, path = "/v1/applications", tag = "applications", request_body = CreateApplication,
     security(("bearer" = [])),
@@ -20,25 +20,16 @@ pub async fn create_application(
     ApiJson(body): ApiJson<CreateApplication>,
 ) -> ApiResult<(StatusCode, Json<Application>)> {
     principal.require(Permission::LicenseManage)?;
-    let application = new_application(&body.name, body.vendor.as_deref(), body.deployment_model)?;
+    let application = crate::service::tracking::new_application(
+        &body.name,
+        body.vendor.as_deref(),
+        body.deployment_model,
+    )?;
     let created = state
         .store
         .create_application(&principal.actor, &principal.workspace_id, application)
         .await?;
     Ok((StatusCode::CREATED, Json(convert::application(created))))
-}
-
-/// A new application's fields, checked: the API's and the console's one rule.
-pub(crate) fn new_application(
-    name: &str,
-    vendor: Option<&str>,
-    deployment_model: leasehold_core::DeploymentModel,
-) -> ApiResult<NewApplication> {
-    Ok(NewApplication {
-        name: required_text("name", name, 200)?,
-        vendor: optional_text("vendor", vendor, 200)?,
-        deployment_model,
-    })
 }
 
 #[utoipa::path(get, path = "/v1/applications", tag = "applications", params(Paging), security(("bearer" = [])),

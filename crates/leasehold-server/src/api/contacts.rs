@@ -1,6 +1,5 @@
-use super::{optional_text, required_text};
 use crate::convert;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Paging, Principal};
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -8,7 +7,6 @@ use axum::http::StatusCode;
 use axum::Json;
 use leasehold_core::Permission;
 use leasehold_proto::{Contact, CreateContact, ErrorBody, Page};
-use leasehold_store::NewContact;
 
 /// Records a person seats can be assigned to.
 #[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = CreateContact,
@@ -20,24 +18,12 @@ pub async fn create_contact(
     ApiJson(body): ApiJson<CreateContact>,
 ) -> ApiResult<(StatusCode, Json<Contact>)> {
     principal.require(Permission::LicenseAssign)?;
-    let contact = new_contact(&body.name, body.email.as_deref())?;
+    let contact = crate::service::tracking::new_contact(&body.name, body.email.as_deref())?;
     let created = state
         .store
         .create_contact(&principal.actor, &principal.workspace_id, contact)
         .await?;
     Ok((StatusCode::CREATED, Json(convert::contact(created, None))))
-}
-
-/// A new contact's fields, checked: the API's and the console's one rule.
-pub(crate) fn new_contact(name: &str, email: Option<&str>) -> ApiResult<NewContact> {
-    let email = optional_text("email", email, 254)?;
-    if email.as_deref().is_some_and(|e| !e.contains('@')) {
-        return Err(ApiError::invalid("email", "is not an email address"));
-    }
-    Ok(NewContact {
-        name: required_text("name", name, 200)?,
-        email,
-    })
 }
 
 #[utoipa::path(get, path = "/v1/contacts", tag = "contacts", params(Paging), security(("bearer" = [])),

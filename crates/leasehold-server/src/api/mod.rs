@@ -1,20 +1,17 @@
 //! The admin API: its route table, generated into `/openapi.json` from the same
 //! handler annotations, so the document cannot drift from the code.
 
-pub(crate) mod applications;
-pub(crate) use licenses::{create as create_license, update as update_license};
-pub(crate) use seats::{assign as assign_seat, reclaim as reclaim_seat};
-pub(crate) mod contacts;
+mod applications;
+mod contacts;
 mod events;
 mod health;
 mod licenses;
-pub(crate) mod members;
-pub(crate) mod notifications;
+mod members;
+mod notifications;
 mod seats;
 mod tokens;
 mod workspace;
 
-use crate::error::ApiError;
 use crate::AppState;
 use axum::Router;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -168,36 +165,5 @@ fn document_errors(openapi: &mut utoipa::openapi::OpenApi) {
                 add("404", "Not found in the caller's workspace (`NOT_FOUND`)");
             }
         }
-    }
-}
-
-/// A required text field: trimmed, not empty, at most `max` characters, no NUL (which
-/// PostgreSQL refuses in text).
-pub(crate) fn required_text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(ApiError::invalid(field, "must not be empty"));
-    }
-    if value.contains('\0') {
-        return Err(ApiError::invalid(field, "must not contain NUL characters"));
-    }
-    if value.chars().count() > max {
-        return Err(ApiError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    Ok(value.to_string())
-}
-
-/// An optional text field: trimmed; empty means absent.
-pub(crate) fn optional_text(
-    field: &str,
-    value: Option<&str>,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
-    match value.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(v) => required_text(field, v, max).map(Some),
     }
 }

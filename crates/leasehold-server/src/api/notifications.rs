@@ -1,82 +1,18 @@
 //! Webhooks, their delivery log, and the workspace's email settings.
 
 use crate::convert;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Paging, Principal};
+use crate::service::notifications as service;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use base64::Engine;
 use leasehold_core::Permission;
 use leasehold_proto::{
     CreateWebhook, Delivery, ErrorBody, NotificationSettings, Page, TestEmail,
     UpdateNotificationSettings, Webhook,
 };
-use rand::RngCore;
-
-/// Validates and creates a webhook; answers it with its secret (shown this once).
-pub(crate) async fn create(
-    state: &AppState,
-    principal: &Principal,
-    body: CreateWebhook,
-) -> ApiResult<Webhook> {
-    principal.require(Permission::LicenseManage)?;
-    let url = state
-        .notifier
-        .settings
-        .check_webhook_url(body.url.trim())
-        .map_err(|message| ApiError::invalid("url", message))?;
-    if body.url.len() > 2000 {
-        return Err(ApiError::invalid("url", "must be at most 2000 characters"));
-    }
-    let mut events: Vec<String> = Vec::new();
-    for event in &body.events {
-        if !leasehold_store::WEBHOOK_EVENTS.contains(&event.as_str()) {
-            return Err(ApiError::invalid(
-                "events",
-                format!(
-                    "unknown event {event:?}; one of {}",
-                    leasehold_store::WEBHOOK_EVENTS.join(", ")
-                ),
-            ));
-        }
-        if !events.contains(event) {
-            events.push(event.clone());
-        }
-    }
-    if events.is_empty() {
-        return Err(ApiError::invalid("events", "name at least one event"));
-    }
-    let secret = match body.secret {
-        Some(secret) if secret.len() < 16 || secret.len() > 200 => {
-            return Err(ApiError::invalid(
-                "secret",
-                "must be 16 to 200 characters (or left out to have one generated)",
-            ))
-        }
-        Some(secret) => secret,
-        None => {
-            let mut bytes = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut bytes);
-            format!(
-                "whsec_{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-            )
-        }
-    };
-    let created = state
-        .store
-        .create_webhook(
-            &principal.actor,
-            &principal.workspace_id,
-            url.as_str(),
-            &events,
-            state.master.encrypt(secret.as_bytes()),
-        )
-        .await?;
-    Ok(convert::webhook(created, Some(secret)))
-}
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "notifications", request_body = CreateWebhook,
     security(("bearer" = [])),
@@ -89,7 +25,7 @@ pub async fn create_webhook(
 ) -> ApiResult<(StatusCode, Json<Webhook>)> {
     Ok((
         StatusCode::CREATED,
-        Json(create(&state, &principal, body).await?),
+        Json(service::create(&state, &principal, body).await?),
     ))
 }
 
@@ -188,47 +124,6 @@ pub async fn get_settings(
     }))
 }
 
-/// Checks and stores email settings; shared with the console.
-pub(crate) async fn update(
-    state: &AppState,
-    principal: &Principal,
-    body: UpdateNotificationSettings,
-) -> ApiResult<NotificationSettings> {
-    principal.require(Permission::LicenseManage)?;
-    let mut settings = state.store.notify_settings(&principal.workspace_id).await?;
-    if let Some(emails) = body.emails {
-        if emails.len() > 50 {
-            return Err(ApiError::invalid("emails", "at most 50 addresses"));
-        }
-        let mut clean = Vec::new();
-        for email in emails {
-            let email = email.trim().to_string();
-            if email.parse::<lettre::Address>().is_err() {
-                return Err(ApiError::invalid(
-                    "emails",
-                    format!("{email:?} is not an email address"),
-                ));
-            }
-            if !clean.contains(&email) {
-                clean.push(email);
-            }
-        }
-        settings.emails = clean;
-    }
-    if let Some(digest) = body.digest {
-        settings.digest = digest;
-    }
-    let settings = state
-        .store
-        .update_notify_settings(&principal.actor, &principal.workspace_id, &settings)
-        .await?;
-    Ok(NotificationSettings {
-        emails: settings.emails,
-        digest: settings.digest,
-        smtp_configured: state.notifier.email_enabled(),
-    })
-}
-
 #[utoipa::path(patch, path = "/v1/notifications", tag = "notifications", request_body = UpdateNotificationSettings,
     security(("bearer" = [])),
     responses((status = 200, body = NotificationSettings), (status = 400, body = ErrorBody)))]
@@ -237,43 +132,7 @@ pub async fn update_settings(
     principal: Principal,
     ApiJson(body): ApiJson<UpdateNotificationSettings>,
 ) -> ApiResult<Json<NotificationSettings>> {
-    Ok(Json(update(&state, &principal, body).await?))
-}
-
-/// Sends a test email now, to `to` or the caller; answers what the SMTP server said.
-pub(crate) async fn send_test(
-    state: &AppState,
-    principal: &Principal,
-    to: Option<String>,
-) -> ApiResult<String> {
-    principal.require(Permission::LicenseManage)?;
-    let to = match to.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
-        Some(to) => to,
-        None => match (principal.actor.kind, principal.actor.id.as_deref()) {
-            ("member", Some(id)) => state.store.member(&principal.workspace_id, id).await?.email,
-            _ => {
-                return Err(ApiError::invalid(
-                    "to",
-                    "name the address to send the test to",
-                ))
-            }
-        },
-    };
-    if to.parse::<lettre::Address>().is_err() {
-        return Err(ApiError::invalid("to", "not an email address"));
-    }
-    let id = format!("test.{}", uuid::Uuid::now_v7());
-    state
-        .notifier
-        .send_email(
-            &id,
-            std::slice::from_ref(&to),
-            "Leasehold: SMTP test",
-            "This is a test email from Leasehold. Reminder emails will arrive like this one.\n",
-        )
-        .await
-        .map_err(|message| ApiError::new(StatusCode::BAD_GATEWAY, "SMTP_FAILED", message))?;
-    Ok(to)
+    Ok(Json(service::update(&state, &principal, body).await?))
 }
 
 #[utoipa::path(post, path = "/v1/notifications/test-email", tag = "notifications", request_body = TestEmail,
@@ -285,6 +144,6 @@ pub async fn test_email(
     principal: Principal,
     ApiJson(body): ApiJson<TestEmail>,
 ) -> ApiResult<StatusCode> {
-    send_test(&state, &principal, body.to).await?;
+    service::send_test(&state, &principal, body.to).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,14 +1,14 @@
-use super::optional_text;
 use crate::convert;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Principal};
+use crate::service::tracking as service;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use leasehold_core::{keys, Permission};
+use leasehold_core::Permission;
 use leasehold_proto::{AssignSeat, ErrorBody, Page, Seat};
-use leasehold_store::{NewAssignment, PageRequest};
+use leasehold_store::PageRequest;
 use serde::Deserialize;
 
 /// Assigns a seat to a contact, or to a person's name and/or a device.
@@ -25,61 +25,8 @@ pub async fn assign_seat(
 ) -> ApiResult<(StatusCode, Json<Seat>)> {
     Ok((
         StatusCode::CREATED,
-        Json(assign(&state, &principal, &license_id, body).await?),
+        Json(service::assign_seat(&state, &principal, &license_id, body).await?),
     ))
-}
-
-/// Assigns a seat (the API and the console both come here).
-pub(crate) async fn assign(
-    state: &AppState,
-    principal: &Principal,
-    license_id: &str,
-    body: AssignSeat,
-) -> ApiResult<Seat> {
-    principal.require(Permission::LicenseAssign)?;
-    let contact_id = optional_text("contact_id", body.contact_id.as_deref(), 100)?;
-    let assignee_name = optional_text("assignee_name", body.assignee_name.as_deref(), 200)?;
-    let device_name = optional_text("device_name", body.device_name.as_deref(), 200)?;
-    if contact_id.is_none() && assignee_name.is_none() && device_name.is_none() {
-        return Err(ApiError::invalid(
-            "assignee_name",
-            "name a contact_id, an assignee_name or a device_name",
-        ));
-    }
-    let serial = match body
-        .seat_serial_key
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-    {
-        Some(key) => {
-            Some(keys::normalize_key(key).map_err(|m| ApiError::invalid("seat_serial_key", m))?)
-        }
-        None => None,
-    };
-    let assignment = NewAssignment {
-        contact_id,
-        assignee_name,
-        device_name,
-        serial_key_enc: serial
-            .as_deref()
-            .map(|k| state.master.encrypt(k.as_bytes())),
-        serial_key_masked: serial.as_deref().map(keys::mask_key),
-        activated_on: body.activated_on,
-    };
-    let seat = state
-        .store
-        .assign_seat(
-            &principal.actor,
-            &principal.workspace_id,
-            license_id,
-            assignment,
-        )
-        .await?;
-    state
-        .live
-        .publish(&principal.workspace_id, license_id, "seat.assigned");
-    Ok(convert::seat(seat))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -130,22 +77,7 @@ pub async fn reclaim_seat(
     principal: Principal,
     Path(seat_id): Path<String>,
 ) -> ApiResult<Json<Seat>> {
-    Ok(Json(reclaim(&state, &principal, &seat_id).await?))
-}
-
-/// Reclaims a seat (the API and the console both come here).
-pub(crate) async fn reclaim(
-    state: &AppState,
-    principal: &Principal,
-    seat_id: &str,
-) -> ApiResult<Seat> {
-    principal.require(Permission::LicenseAssign)?;
-    let seat = state
-        .store
-        .reclaim_seat(&principal.actor, &principal.workspace_id, seat_id)
-        .await?;
-    state
-        .live
-        .publish(&principal.workspace_id, &seat.license_id, "seat.reclaimed");
-    Ok(convert::seat(seat))
+    Ok(Json(
+        service::reclaim_seat(&state, &principal, &seat_id).await?,
+    ))
 }

@@ -1,7 +1,7 @@
-use super::required_text;
 use crate::convert;
 use crate::error::ApiResult;
 use crate::extract::{token_hash, ApiJson, ApiQuery, Paging, Principal};
+use crate::service::required_text;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -3,14 +3,14 @@
 
 use super::pages::failed;
 use super::view::{csrf, page, when};
-use super::ConsoleSession;
-use crate::api::members::{self, CreateMember, UpdateMember};
+use super::{ConsoleSession, Posted};
 use crate::error::ApiError;
+use crate::service::members::{self, CreateMember, UpdateMember};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use leasehold_core::{Permission, Role};
 use maud::html;
 use std::collections::HashMap;
@@ -24,9 +24,9 @@ pub fn routes() -> Router<AppState> {
         .route("/members/{id}/delete", post(remove))
 }
 
-/// Checks the form's CSRF token and that the member administers the workspace.
-fn guard(session: &ConsoleSession, form: &FormData) -> Result<(), Box<Response>> {
-    session.check_csrf(form)?;
+/// Checks that the member administers the workspace (the form's CSRF token is checked
+/// by [`Posted`]).
+fn guard(session: &ConsoleSession) -> Result<(), Box<Response>> {
     session
         .principal
         .require(Permission::WorkspaceAdmin)
@@ -114,12 +114,8 @@ async fn list(State(state): State<AppState>, session: ConsoleSession) -> Respons
     )
 }
 
-async fn create(
-    State(state): State<AppState>,
-    session: ConsoleSession,
-    Form(form): Form<FormData>,
-) -> Response {
-    if let Err(refused) = guard(&session, &form) {
+async fn create(State(state): State<AppState>, Posted { session, form, .. }: Posted) -> Response {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     let role = match role_field(&form) {
@@ -147,11 +143,10 @@ fn back<T>(session: &ConsoleSession, done: Result<T, ApiError>) -> Response {
 
 async fn update(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted { session, form, .. }: Posted,
 ) -> Response {
-    if let Err(refused) = guard(&session, &form) {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     let role = match role_field(&form) {
@@ -178,11 +173,12 @@ async fn update(
 
 async fn remove(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted {
+        session, form: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = guard(&session, &form) {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     back(

@@ -2,18 +2,17 @@
 
 use super::pages::{failed, log_page, next_page, whole, Cursor};
 use super::view::{csrf, page, when};
-use super::ConsoleSession;
-use crate::api::notifications;
+use super::{ConsoleSession, Posted};
+use crate::service::notifications;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use leasehold_core::Permission;
 use leasehold_proto::{CreateWebhook, UpdateNotificationSettings};
 use leasehold_store::WEBHOOK_EVENTS;
 use maud::{html, Markup};
-use std::collections::HashMap;
 
 /// A form's fields; repeated names (event checkboxes) all kept.
 type Fields = Vec<(String, String)>;
@@ -28,10 +27,8 @@ pub fn routes() -> Router<AppState> {
         .route("/webhooks/{id}/deliveries/{delivery}/resend", post(resend))
 }
 
-/// Checks the CSRF token and the permission every form here needs.
-fn guard(session: &ConsoleSession, fields: &Fields) -> Result<(), Box<Response>> {
-    let map: HashMap<String, String> = fields.iter().cloned().collect();
-    session.check_csrf(&map)?;
+/// Checks the permission every form here needs (the CSRF token is checked by [`Posted`]).
+fn guard(session: &ConsoleSession) -> Result<(), Box<Response>> {
     session
         .principal
         .require(Permission::LicenseManage)
@@ -120,10 +117,11 @@ async fn render(state: &AppState, session: &ConsoleSession, notice: Option<Marku
 
 async fn save_settings(
     State(state): State<AppState>,
-    session: ConsoleSession,
-    Form(fields): Form<Fields>,
+    Posted {
+        session, fields, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = guard(&session, &fields) {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     let emails: Vec<String> = field(&fields, "emails")
@@ -145,10 +143,11 @@ async fn save_settings(
 
 async fn test_email(
     State(state): State<AppState>,
-    session: ConsoleSession,
-    Form(fields): Form<Fields>,
+    Posted {
+        session, fields: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = guard(&session, &fields) {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     let notice = match notifications::send_test(&state, &session.principal, None).await {
@@ -160,10 +159,11 @@ async fn test_email(
 
 async fn create_webhook(
     State(state): State<AppState>,
-    session: ConsoleSession,
-    Form(fields): Form<Fields>,
+    Posted {
+        session, fields, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = guard(&session, &fields) {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     let body = CreateWebhook {
@@ -195,11 +195,12 @@ async fn create_webhook(
 
 async fn delete_webhook(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(fields): Form<Fields>,
+    Posted {
+        session, fields: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = guard(&session, &fields) {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     match state
@@ -268,11 +269,12 @@ async fn deliveries(
 
 async fn resend(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path((id, delivery)): Path<(String, String)>,
-    Form(fields): Form<Fields>,
+    Posted {
+        session, fields: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = guard(&session, &fields) {
+    if let Err(refused) = guard(&session) {
         return *refused;
     }
     match state

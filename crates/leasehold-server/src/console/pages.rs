@@ -2,15 +2,15 @@
 //! Seats, contacts, reminders and the audit log.
 
 use super::view::{self, csrf, day, holder, money, page, status_badge, terminated_badge, when};
-use super::ConsoleSession;
-use crate::api;
+use super::{ConsoleSession, Posted};
 use crate::error::ApiError;
+use crate::service::tracking as service;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use leasehold_core::{DeploymentModel, Permission, SeatKind};
 use leasehold_proto::{AssignSeat, CreateLicense, UpdateLicense};
 use leasehold_store::{
@@ -248,12 +248,8 @@ fn deployment(model: DeploymentModel) -> &'static str {
 
 async fn create_application(
     State(state): State<AppState>,
-    session: ConsoleSession,
-    Form(form): Form<FormData>,
+    Posted { session, form, .. }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
     }
@@ -263,7 +259,7 @@ async fn create_application(
         .unwrap_or(DeploymentModel::OnPremise);
     let name = form.get("name").map(String::as_str).unwrap_or_default();
     let vendor = form.get("vendor").map(String::as_str);
-    let application = match crate::api::applications::new_application(name, vendor, model) {
+    let application = match service::new_application(name, vendor, model) {
         Ok(application) => application,
         Err(e) => return failed(&session, e),
     };
@@ -589,12 +585,8 @@ fn field_of(error: &ApiError) -> String {
 
 async fn create_license(
     State(state): State<AppState>,
-    session: ConsoleSession,
-    Form(form): Form<FormData>,
+    Posted { session, form, .. }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     let ws = session.principal.workspace_id.clone();
     let apps = tri!(session, all_applications(&state, &ws).await);
     let currency = tri!(session, state.store.workspace(&ws).await).currency;
@@ -617,7 +609,7 @@ async fn create_license(
             Ok(body) => body,
             Err(error) => return invalid((field_of(&error), error.message)),
         };
-    match api::create_license(&state, &session.principal, body).await {
+    match service::create_license(&state, &session.principal, body).await {
         Ok(created) => page(
             "License created",
             Some(&session),
@@ -664,13 +656,9 @@ async fn edit_license(
 
 async fn update_license(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted { session, form, .. }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     let ws = session.principal.workspace_id.clone();
     let license = tri!(session, state.store.license(&ws, &id).await);
     let currency = license
@@ -696,7 +684,7 @@ async fn update_license(
             Ok(body) => body,
             Err(error) => return invalid((field_of(&error), error.message)),
         };
-    match api::update_license(&state, &session.principal, &id, body).await {
+    match service::update_license(&state, &session.principal, &id, body).await {
         Ok(_) => Redirect::to(&format!("/licenses/{id}")).into_response(),
         Err(error)
             if error.status == StatusCode::BAD_REQUEST || error.status == StatusCode::CONFLICT =>
@@ -709,13 +697,11 @@ async fn update_license(
 
 async fn delete_license(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted {
+        session, form: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
     }
@@ -734,13 +720,11 @@ async fn delete_license(
 
 async fn reveal_key(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted {
+        session, form: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
     }
@@ -947,13 +931,9 @@ fn seats_section(
 
 async fn assign_seat(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted { session, form, .. }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     let text = |k: &str| {
         form.get(k)
             .map(|v| v.trim().to_string())
@@ -982,7 +962,7 @@ async fn assign_seat(
         seat_serial_key: text("seat_serial_key"),
         activated_on,
     };
-    match api::assign_seat(&state, &session.principal, &id, body).await {
+    match service::assign_seat(&state, &session.principal, &id, body).await {
         Ok(_) => Redirect::to(&format!("/licenses/{id}")).into_response(),
         Err(error)
             if error.status == StatusCode::CONFLICT || error.status == StatusCode::BAD_REQUEST =>
@@ -1005,14 +985,12 @@ async fn assign_seat(
 
 async fn reclaim_seat(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted {
+        session, form: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
-    match api::reclaim_seat(&state, &session.principal, &id).await {
+    match service::reclaim_seat(&state, &session.principal, &id).await {
         Ok(seat) => Redirect::to(&format!("/licenses/{}", seat.license_id)).into_response(),
         Err(error) => failed(&session, error),
     }
@@ -1075,18 +1053,14 @@ async fn contacts(
 
 async fn create_contact(
     State(state): State<AppState>,
-    session: ConsoleSession,
-    Form(form): Form<FormData>,
+    Posted { session, form, .. }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     if let Err(e) = session.principal.require(Permission::LicenseAssign) {
         return failed(&session, e);
     }
     let name = form.get("name").map(String::as_str).unwrap_or_default();
     let email = form.get("email").map(String::as_str);
-    let contact = match crate::api::contacts::new_contact(name, email) {
+    let contact = match service::new_contact(name, email) {
         Ok(contact) => contact,
         Err(e) => return failed(&session, e),
     };
@@ -1106,13 +1080,11 @@ async fn create_contact(
 
 async fn terminate_contact(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted {
+        session, form: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
     }
@@ -1195,13 +1167,11 @@ async fn reminders(
 
 async fn dismiss_reminder(
     State(state): State<AppState>,
-    session: ConsoleSession,
     Path(id): Path<String>,
-    Form(form): Form<FormData>,
+    Posted {
+        session, form: _, ..
+    }: Posted,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(&form) {
-        return *refused;
-    }
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
     }

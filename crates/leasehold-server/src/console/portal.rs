@@ -2,9 +2,9 @@
 //! sees only that key's seats; they may release their own dedicated seat to move it.
 
 use super::view::{self, when};
-use super::{cookie, random_token, set_cookie, PORTAL_COOKIE};
 use crate::error::ApiError;
 use crate::extract::token_hash;
+use crate::session::{cookie, random_token, set_cookie, PORTAL_COOKIE};
 use crate::AppState;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
