@@ -1,7 +1,7 @@
 //! Console: the workspace's members — add, change a role, disable or enable, remove
 //! (owners only). Every form goes through the API's own functions and checks.
 
-use super::pages::failed;
+use super::failed;
 use super::view::{csrf, page, when};
 use super::{ConsoleSession, Posted};
 use crate::error::ApiError;

@@ -5,9 +5,27 @@
 //! form carries the session's CSRF token; what a role may not do is neither shown nor
 //! accepted (the shared handlers check permissions again).
 
+/// A result's value, or the console's error page for its error.
+macro_rules! tri {
+    ($session:expr, $e:expr) => {
+        match $e {
+            Ok(value) => value,
+            Err(error) => {
+                return $crate::console::failed(&$session, $crate::error::ApiError::from(error))
+            }
+        }
+    };
+}
+
+mod applications;
+mod contacts;
+mod license_form;
+mod licenses;
+mod logs;
 mod members;
 mod notifications;
-mod pages;
+mod overview;
+mod paging;
 mod portal;
 mod view;
 
@@ -39,7 +57,11 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/console.js", get(js))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
-        .merge(pages::routes())
+        .merge(overview::routes())
+        .merge(applications::routes())
+        .merge(licenses::routes())
+        .merge(contacts::routes())
+        .merge(logs::routes())
         .merge(members::routes())
         .merge(notifications::routes())
         .merge(portal::routes())
@@ -63,6 +85,14 @@ async fn js() -> impl IntoResponse {
         ],
         include_str!("../../assets/console.js"),
     )
+}
+
+/// A form's fields by name.
+type FormData = HashMap<String, String>;
+
+/// An API error as a console page.
+fn failed(session: &ConsoleSession, error: ApiError) -> Response {
+    view::error_page(Some(session), error.status, &error.message)
 }
 
 /// A form a signed-in member posted, its CSRF token checked: every console form handler

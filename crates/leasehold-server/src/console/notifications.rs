@@ -1,6 +1,7 @@
 //! Console: webhooks and their delivery log, reminder email settings, the SMTP test.
 
-use super::pages::{failed, log_page, next_page, whole, Cursor};
+use super::failed;
+use super::paging::{log_page, next_page, whole, Cursor};
 use super::view::{csrf, page, when};
 use super::{ConsoleSession, Posted};
 use crate::service::notifications;

@@ -1,0 +1,240 @@
+//! The license form: its values, its page, and the form read into the API's JSON.
+
+use super::view::{self, csrf};
+use super::{ConsoleSession, FormData};
+use crate::error::ApiError;
+use axum::http::StatusCode;
+use axum::response::Response;
+use leasehold_store::{Application, License};
+use maud::{html, Markup};
+use serde_json::{json, Map, Value};
+
+pub(super) fn license_values(l: &License) -> FormData {
+    let mut v = FormData::new();
+    let mut put = |k: &str, val: Option<String>| {
+        v.insert(k.to_string(), val.unwrap_or_default());
+    };
+    put("licensed_to", Some(l.licensed_to.clone()));
+    put("vendor", l.vendor.clone());
+    put("type", Some(l.license_type.as_str().into()));
+    put("status", Some(l.status.as_str().into()));
+    put("seat_model", Some(l.seat_model.as_str().into()));
+    put("seats_total", Some(l.seats_total.to_string()));
+    put("version", l.version.clone());
+    put(
+        "cost",
+        l.cost_amount_minor
+            .map(|a| format!("{}.{:02}", a / 100, a % 100)),
+    );
+    put("purchased_on", l.purchased_on.map(|d| d.to_string()));
+    put("expires_on", l.expires_on.map(|d| d.to_string()));
+    put(
+        "maintenance_expires_on",
+        l.maintenance_expires_on.map(|d| d.to_string()),
+    );
+    put("po_number", l.po_number.clone());
+    put("notes", l.notes.clone());
+    put("lease_ttl_s", Some(l.lease_ttl_s.to_string()));
+    v
+}
+
+/// The license form; `editing` is the license being edited, `error` the field and message.
+pub(super) fn license_form_page(
+    session: &ConsoleSession,
+    apps: &[Application],
+    editing: Option<&License>,
+    values: &FormData,
+    error: Option<(String, String)>,
+    status: StatusCode,
+) -> Response {
+    let value = |k: &str| values.get(k).cloned().unwrap_or_default();
+    let err = |k: &str| -> Markup {
+        html! { @if let Some((field, message)) = &error { @if field == k || field.starts_with(&format!("{k}.")) { span.error id={"err-" (k)} role="alert" { " " (message) } } } }
+    };
+    let selected = |k: &str, v: &str| value(k) == v;
+    let action = match editing {
+        Some(l) => format!("/licenses/{}/edit", l.id),
+        None => "/licenses".to_string(),
+    };
+    let title = if editing.is_some() {
+        "Edit license"
+    } else {
+        "Add license"
+    };
+    view::respond(
+        status,
+        view::frame(
+            title,
+            Some(session),
+            html! {
+                h1 { (title) }
+                @if let Some((field, message)) = &error { p.error role="alert" { "Please correct " (field) ": " (message) } }
+                form method="post" action=(action) novalidate {
+                    (csrf(session))
+                    div.grid2 {
+                        @if editing.is_none() {
+                            div {
+                                label for="f-app" { "Application" }
+                                select #f-app name="application_id" {
+                                    @for app in apps { option value=(app.id) selected[selected("application_id", &app.id)] { (app.name) } }
+                                }
+                                (err("application_id"))
+                            }
+                            div { label for="f-key" { "Product key (blank: generate one)" } input #f-key name="key" value=(value("key")) autocomplete="off"; (err("key")) }
+                        }
+                        div { label for="f-to" { "Licensed to" } input #f-to name="licensed_to" value=(value("licensed_to")) required; (err("licensed_to")) }
+                        div { label for="f-vendor" { "Vendor" } input #f-vendor name="vendor" value=(value("vendor")); (err("vendor")) }
+                        div { label for="f-type" { "Type" }
+                            select #f-type name="type" { @for t in ["perpetual", "subscription", "trial"] { option value=(t) selected[selected("type", t)] { (t) } } } (err("type")) }
+                        div { label for="f-status" { "Status" }
+                            select #f-status name="status" { @for t in ["active", "suspended", "revoked"] { option value=(t) selected[selected("status", t)] { (t) } } } (err("status")) }
+                        div { label for="f-model" { "Seat model" }
+                            select #f-model name="seat_model" { @for t in ["dedicated", "concurrent"] { option value=(t) selected[selected("seat_model", t)] { (t) } } } (err("seat_model")) }
+                        div { label for="f-seats" { "Seats total" } input #f-seats name="seats_total" inputmode="numeric" value=(value("seats_total")) required; (err("seats_total")) }
+                        div { label for="f-version" { "Version" } input #f-version name="version" value=(value("version")); (err("version")) }
+                        div { label for="f-cost" { "Cost (in the workspace currency, e.g. 1299.00)" } input #f-cost name="cost" inputmode="decimal" value=(value("cost")); (err("cost")) }
+                        div { label for="f-bought" { "Purchase date" } input #f-bought name="purchased_on" type="date" value=(value("purchased_on")); (err("purchased_on")) }
+                        div { label for="f-expires" { "Expiry date" } input #f-expires name="expires_on" type="date" value=(value("expires_on")); (err("expires_on")) }
+                        div { label for="f-maint" { "Maintenance expiry date" } input #f-maint name="maintenance_expires_on" type="date" value=(value("maintenance_expires_on")); (err("maintenance_expires_on")) }
+                        div { label for="f-po" { "PO number" } input #f-po name="po_number" value=(value("po_number")); (err("po_number")) }
+                        div { label for="f-ttl" { "Lease TTL (seconds)" } input #f-ttl name="lease_ttl_s" inputmode="numeric" value=(value("lease_ttl_s")); (err("policy")) }
+                    }
+                    label for="f-notes" { "Notes" } textarea #f-notes name="notes" rows="3" { (value("notes")) } (err("notes"))
+                    p { button.primary type="submit" { "Save license" } }
+                }
+            },
+        ),
+    )
+}
+
+/// Turns the form into the API's JSON shape, so the API's validation (and its field
+/// names) apply; `for_update` sends blanks as nulls, to clear.
+pub(super) fn license_json(
+    form: &FormData,
+    currency: &str,
+    for_update: bool,
+) -> Result<Map<String, Value>, (String, String)> {
+    let mut body = Map::new();
+    let text = |k: &str| {
+        form.get(k)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    for key in [
+        "key",
+        "licensed_to",
+        "vendor",
+        "type",
+        "status",
+        "seat_model",
+        "version",
+        "purchased_on",
+        "expires_on",
+        "maintenance_expires_on",
+        "po_number",
+        "notes",
+        "application_id",
+    ] {
+        if for_update && (key == "key" || key == "application_id") {
+            continue;
+        }
+        let value = text(key);
+        if !value.is_empty() {
+            body.insert(key.into(), json!(value));
+        } else if for_update && !matches!(key, "licensed_to" | "type" | "status" | "seat_model") {
+            body.insert(key.into(), Value::Null);
+        }
+    }
+    let seats = text("seats_total");
+    if !seats.is_empty() || !for_update {
+        let seats: i64 = seats.parse().map_err(|_| {
+            (
+                "seats_total".to_string(),
+                "must be a whole number".to_string(),
+            )
+        })?;
+        body.insert("seats_total".into(), json!(seats));
+    }
+    let cost = text("cost");
+    if cost.is_empty() {
+        if for_update {
+            body.insert("cost".into(), Value::Null);
+        }
+    } else {
+        let minor = parse_money(&cost).ok_or((
+            "cost".to_string(),
+            "must be an amount such as 1299.00".to_string(),
+        ))?;
+        body.insert(
+            "cost".into(),
+            json!({"amount_minor": minor, "currency": currency}),
+        );
+    }
+    let ttl = text("lease_ttl_s");
+    if !ttl.is_empty() {
+        let ttl: i64 = ttl.parse().map_err(|_| {
+            (
+                "policy.lease_ttl_s".to_string(),
+                "must be a whole number of seconds".to_string(),
+            )
+        })?;
+        body.insert("policy".into(), json!({"lease_ttl_s": ttl}));
+    }
+    Ok(body)
+}
+
+/// "1299.5" → 129950 minor units (two decimals). Digits only: a cost is never negative,
+/// and "-0.50" must not come out as 50.
+fn parse_money(text: &str) -> Option<i64> {
+    let text = text.replace(',', "");
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if fraction.len() > 2
+        || whole.is_empty() && fraction.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+    {
+        return None;
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let fraction: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<2}").parse().ok()?
+    };
+    whole.checked_mul(100)?.checked_add(fraction)
+}
+
+pub(super) fn field_of(error: &ApiError) -> String {
+    error
+        .details
+        .as_ref()
+        .and_then(|d| d.get("field"))
+        .and_then(|f| f.as_str())
+        .unwrap_or("form")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_money;
+
+    #[test]
+    fn money_is_read_into_minor_units() {
+        assert_eq!(parse_money("1299.5"), Some(129950));
+        assert_eq!(parse_money("1,299.05"), Some(129905));
+        assert_eq!(parse_money("12"), Some(1200));
+        assert_eq!(parse_money("1.234"), None);
+        assert_eq!(parse_money("abc"), None);
+        assert_eq!(parse_money(".5"), Some(50));
+        // Signs anywhere are refused, not folded into a positive amount.
+        assert_eq!(parse_money("-0.50"), None);
+        assert_eq!(parse_money("-1.50"), None);
+        assert_eq!(parse_money("+12"), None);
+        assert_eq!(parse_money("1.-5"), None);
+    }
+}

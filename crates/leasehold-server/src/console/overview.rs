@@ -1,0 +1,99 @@
+//! Live usage: who holds which seat right now (the page updates itself).
+
+use super::paging::whole;
+use super::view::{self, page, when};
+use super::ConsoleSession;
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use leasehold_store::{LicenseFilter, Seat};
+use maud::{html, Markup};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/live", get(overview_fragment))
+}
+
+async fn overview(State(state): State<AppState>, session: ConsoleSession) -> Response {
+    let body = tri!(session, overview_body(&state, &session).await);
+    page(
+        "Live usage",
+        Some(&session),
+        html! {
+            h1 { "Live usage" }
+            p.muted { "Who holds which seat right now. This page updates itself." }
+            section #live data-live-src="/live" data-live-stream="/v1/events/stream" aria-live="polite" { (body) }
+        },
+    )
+}
+
+async fn overview_fragment(State(state): State<AppState>, session: ConsoleSession) -> Response {
+    let body = tri!(session, overview_body(&state, &session).await);
+    view::respond(StatusCode::OK, body)
+}
+
+async fn overview_body(state: &AppState, session: &ConsoleSession) -> Result<Markup, ApiError> {
+    let ws = &session.principal.workspace_id;
+    let store = &state.store;
+    let licenses = whole(|page| async move {
+        store
+            .list_licenses(ws, &LicenseFilter::default(), &page)
+            .await
+    })
+    .await?;
+    let mut rows = Vec::new();
+    for license in licenses {
+        let seats = live_seats(state, ws, &license.id).await?;
+        rows.push((license, seats));
+    }
+    Ok(html! {
+        @if rows.is_empty() { p { "No licenses yet. " a href="/applications" { "Add an application" } " to start." } }
+        @for (license, seats) in &rows {
+            article.card {
+                h3 {
+                    a href={"/licenses/" (license.id)} { (license.licensed_to) " · " (license.key_masked) }
+                    span.figure data-seats-figure=(license.id) { (license.seats_used) " / " (license.seats_total) }
+                }
+                p.muted { (license.seat_model.as_str()) " · " (license.seats_total - license.seats_used) " free" }
+                (holders_table(seats))
+            }
+        }
+    })
+}
+
+/// A license's live seats, all of them (no more than its seats total).
+pub(super) async fn live_seats(
+    state: &AppState,
+    ws: &str,
+    license_id: &str,
+) -> leasehold_store::Result<Vec<Seat>> {
+    let store = &state.store;
+    whole(|page| async move { store.list_seats(ws, license_id, true, &page).await }).await
+}
+
+pub(super) fn holders_table(seats: &[Seat]) -> Markup {
+    html! {
+        @if seats.is_empty() { p.muted { "No seat is held." } } @else {
+            div.table-wrap { table {
+                thead { tr { th { "Computer" } th { "User" } th { "Since" } th { "Last heartbeat" } } }
+                tbody {
+                    @for seat in seats {
+                        tr data-holder=(seat.id) {
+                            td { (seat.identifier.as_deref().or(seat.device_name.as_deref()).or(seat.assignee_name.as_deref()).or(seat.contact_name.as_deref()).unwrap_or("—")) }
+                            td { (seat.os_user.as_deref().unwrap_or("—")) }
+                            td { (when(Some(seat.created_at))) }
+                            td { (when(seat.last_seen_at)) }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+// ---- applications ----
