@@ -6,10 +6,8 @@
 mod backend;
 #[macro_use]
 mod outbox;
-mod pg_batch;
 mod postgres;
 mod records;
-mod seat_writer;
 mod sqlite;
 
 use async_trait::async_trait;

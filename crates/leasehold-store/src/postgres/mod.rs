@@ -1,7 +1,9 @@
 //! PostgreSQL: one pool; row locks (`FOR NO KEY UPDATE`) where a change reads before it writes,
 //! and the seat counter updated conditionally, so several nodes share one ledger.
 
-use crate::pg_batch::{SeatBatcher, SeatOp};
+mod batch;
+
+use batch::{SeatBatcher, SeatOp};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 

@@ -12,7 +12,11 @@
 //! connection that applies every operation queued at once in one transaction (see
 //! `seat_writer.rs`).
 
-use crate::seat_writer::{Done, Op, SeatWriter};
+mod audit_index;
+mod seats;
+mod wal;
+mod writer;
+
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -21,6 +25,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use writer::{Done, Op, SeatWriter};
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -429,7 +434,7 @@ mod tests {
             &["seat.released", "license.updated"],
         ));
         assert_eq!(
-            crate::seat_writer::index_license_events(&conn).expect("indexed"),
+            audit_index::index_license_events(&conn).expect("indexed"),
             7
         );
         // Newer ones, not yet indexed: read from the end of the table.
@@ -457,11 +462,11 @@ mod tests {
 
         // Indexing the rest changes nothing a reader sees, and indexes each event once.
         assert_eq!(
-            crate::seat_writer::index_license_events(&conn).expect("indexed"),
+            audit_index::index_license_events(&conn).expect("indexed"),
             3
         );
         assert_eq!(
-            crate::seat_writer::index_license_events(&conn).expect("indexed"),
+            audit_index::index_license_events(&conn).expect("indexed"),
             0
         );
         for limit in [1, 4, 50] {
@@ -477,7 +482,7 @@ mod tests {
         // in its place by id.
         let early = crate::records::new_id();
         a.extend(write_events(&conn, "A", &["seat.taken"]));
-        crate::seat_writer::index_license_events(&conn).expect("indexed");
+        audit_index::index_license_events(&conn).expect("indexed");
         conn.execute(
             "INSERT INTO events (id, workspace_id, actor_kind, actor_label, action, \
              subject_type, subject_id, license_id, created_at) \
@@ -500,9 +505,9 @@ mod tests {
             rusqlite::params![a.pop()],
         )
         .expect("deleted");
-        crate::seat_writer::index_license_events(&conn).expect("indexed");
+        audit_index::index_license_events(&conn).expect("indexed");
         a.extend(write_events(&conn, "A", &["seat.taken"]));
-        crate::seat_writer::index_license_events(&conn).expect("rebuilt");
+        audit_index::index_license_events(&conn).expect("rebuilt");
         assert_eq!(license_log(&store, "A", None, 3).await, newest_first(&a));
         assert_eq!(license_log(&store, "B", None, 3).await, newest_first(&b));
         drop(store);

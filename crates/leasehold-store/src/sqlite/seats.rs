@@ -1,0 +1,567 @@
+//! The seat operations the writer applies inside its batch: take (the domain's seat
+//! decision applied step by step), release, heartbeat and the sweeper's chunks, with
+//! their audit events and webhook messages.
+
+use super::writer::{Done, Op};
+use crate::backend::{
+    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_LEASE, END_SEAT, ENQUEUE_WEBHOOKS,
+    EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, INSERT_EVENT, INSERT_LEASE, LAPSED_LEASES,
+    LAST_ADMIN_RELEASE, LICENSE_SEATS, NEXT_LEASE_EXPIRY, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID,
+    SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
+};
+use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
+use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
+use crate::{StoreError, Swept};
+use leasehold_core::lease::{decide_take, LicenseSeats, Refusal, TakeInput, TakeStep};
+use leasehold_core::{effective_status, LicenseStatus, ReleaseReason, SeatKind, SeatModel};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Workspace → whether it has webhooks, learnt once per batch: the batch is one write
+/// transaction, so no webhook can appear or go while it runs.
+pub(super) type Webhooks = std::collections::HashMap<String, bool>;
+
+pub(super) const HAS_WEBHOOKS: &str =
+    "SELECT EXISTS (SELECT 1 FROM webhooks WHERE workspace_id = $1 AND deleted_at IS NULL)";
+
+pub(super) fn apply_op(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    op: &Op,
+) -> Result<Done, StoreError> {
+    match op {
+        Op::Take {
+            license,
+            holder,
+            now,
+        } => take(conn, hooks, license, holder, *now),
+        Op::Release {
+            license,
+            lease_id,
+            instance,
+            now,
+        } => release(conn, hooks, license, lease_id, instance, *now),
+        Op::Touch {
+            lease_id,
+            license_id,
+            expires_at,
+            now,
+        } => Ok(Done::Touched(
+            conn.prepare_cached(TOUCH_LEASE)?
+                .query_row(params![expires_at, now, lease_id, license_id], |row| {
+                    row.get::<_, Option<String>>(0)
+                })
+                .optional()?,
+        )),
+        Op::Expire {
+            licenses,
+            now,
+            limit,
+        } => expire(conn, hooks, licenses, *now, *limit).map(Done::Expired),
+    }
+}
+
+/// A sweep's chunk in one transaction: up to `limit` lapsed leases of `licenses` (id,
+/// workspace) end (or move their `sweep_at` on), license by license, so the chunk waits
+/// for one commit and one fsync however thinly its leases are spread.
+pub(super) fn expire(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    licenses: &[(String, String)],
+    now: i64,
+    limit: i64,
+) -> Result<Swept, StoreError> {
+    let mut swept = Swept::default();
+    let mut handled = 0;
+    for (license_id, workspace_id) in licenses {
+        let (expired, moved) = expire_license(
+            conn,
+            hooks,
+            (workspace_id, license_id),
+            now,
+            limit - handled,
+        )?;
+        handled += moved + expired.len() as i64;
+        swept.expired.extend(expired);
+        if handled >= limit {
+            swept.ran_out_in = Some(license_id.clone());
+            break;
+        }
+    }
+    Ok(swept)
+}
+
+/// Ends up to `limit` of the license's lapsed leases, as the general path's
+/// `expire_license_leases` does: each with its `seat.expired` event. Leases whose
+/// `sweep_at` passed though they live on move it first, and count in `limit`: answers the
+/// leases ended and how many moved.
+pub(super) fn expire_license(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    (workspace_id, license_id): (&str, &str),
+    now: i64,
+    limit: i64,
+) -> Result<(Vec<Seat>, i64), StoreError> {
+    let moved = conn
+        .prepare_cached(RESWEEP_LEASES)?
+        .execute(params![license_id, now, limit])? as i64;
+    if moved >= limit {
+        return Ok((Vec::new(), moved));
+    }
+    let lapsed = conn
+        .prepare_cached(LAPSED_LEASES)?
+        .query_map(params![license_id, now, limit - moved], seat_from_row)?
+        .collect::<rusqlite::Result<Vec<Seat>>>()?;
+    let mut expired = Vec::with_capacity(lapsed.len());
+    for seat in lapsed {
+        let ended = conn.prepare_cached(END_SEAT)?.execute(params![
+            now,
+            ReleaseReason::Expired.as_str(),
+            seat.id
+        ])?;
+        if ended == 1 {
+            insert_event(
+                conn,
+                hooks,
+                (workspace_id, license_id),
+                &Actor::system(),
+                "seat.expired",
+                &seat.id,
+                json(&seat),
+                None,
+                now,
+            )?;
+            expired.push(seat);
+        }
+    }
+    if !expired.is_empty() {
+        conn.prepare_cached(FREE_SEATS)?
+            .execute(params![expired.len() as i64, license_id])?;
+    }
+    Ok((expired, moved))
+}
+
+/// Before a full license refuses: ends its lapsed leases (up to a chunk of them), however
+/// many leases have their `sweep_at` to move on first. Answers how many ended.
+pub(super) fn expire_all_lapsed(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    workspace_and_license: (&str, &str),
+    now: i64,
+) -> Result<i64, StoreError> {
+    loop {
+        let (expired, moved) =
+            expire_license(conn, hooks, workspace_and_license, now, EXPIRE_CHUNK)?;
+        if moved < EXPIRE_CHUNK {
+            return Ok(expired.len() as i64);
+        }
+    }
+}
+
+/// A floating seat for `holder`: the domain's seat decision ([`decide_take`]) on what
+/// this transaction reads, applied step by step. Nothing else writes the seat tables
+/// meanwhile (this thread is SQLite's only writer of them), and the guarded count
+/// (`TRY_TAKE_SEAT`) is still the invariant's last word.
+pub(super) fn take(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    holder: &LeaseHolder,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let mut held = conn
+        .prepare_cached(ACTIVE_LEASE)?
+        .query_row(
+            params![license.id, holder.fingerprint, holder.os_user],
+            seat_from_row,
+        )
+        .optional()?;
+    let last_release = match held {
+        Some(_) => None,
+        None => last_admin_release(conn, license, holder)?,
+    };
+    let mut input = TakeInput {
+        instance: &holder.instance,
+        now,
+        policy: license.policy(),
+        license: license_seats(conn, &license.id)?,
+        held: held.as_ref().map(Seat::held_lease),
+        last_admin_release: last_release,
+        lapsed_reclaimed: false,
+    };
+    let expires_at = loop {
+        match decide_take(&input) {
+            TakeStep::Join {
+                instances,
+                expires_at,
+                ..
+            } => {
+                let seat = held.ok_or_else(|| StoreError::Corrupt("joined no lease".into()))?;
+                let instances = Some(instances.to_stored());
+                conn.prepare_cached(RENEW_LEASE)?.execute(params![
+                    instances,
+                    expires_at,
+                    now,
+                    holder.identifier,
+                    seat.id
+                ])?;
+                // As RENEW_LEASE leaves it (the newest heartbeat's expiry winning).
+                let expires_at = leasehold_core::lease::renewed_expiry(
+                    seat.expires_at.unwrap_or(0),
+                    seat.last_seen_at.unwrap_or(0),
+                    expires_at,
+                    now,
+                );
+                let seat = Seat {
+                    instances,
+                    expires_at: Some(expires_at),
+                    last_seen_at: seat.last_seen_at.max(Some(now)),
+                    identifier: holder.identifier.clone().or(seat.identifier),
+                    ..seat
+                };
+                return Ok(Done::Taken(Box::new(seat), false));
+            }
+            TakeStep::EndOwnLapsed => {
+                // The holder's old seat ends as expired (kept even if this take is
+                // refused); decided again without it.
+                if let Some(seat) = held.take() {
+                    end_lease(conn, hooks, license, &seat, ReleaseReason::Expired, now)?;
+                }
+                input.held = None;
+                input.last_admin_release = last_admin_release(conn, license, holder)?;
+                input.license = license_seats(conn, &license.id)?;
+            }
+            TakeStep::ReclaimLapsed => {
+                // Free what crashed apps left behind (kept even if this take is refused).
+                let workspace_and_license = (license.workspace_id.as_str(), license.id.as_str());
+                expire_all_lapsed(conn, hooks, workspace_and_license, now)?;
+                input.lapsed_reclaimed = true;
+                input.license = license_seats(conn, &license.id)?;
+            }
+            TakeStep::Refuse(refusal) => {
+                let next_expiry_ms = match refusal {
+                    Refusal::Full { .. } => conn
+                        .prepare_cached(NEXT_LEASE_EXPIRY)?
+                        .query_row(params![license.id], |row| row.get(0))?,
+                    _ => None,
+                };
+                let error = StoreError::refused(refusal, next_expiry_ms);
+                if !refusal.is_announced() {
+                    return Err(error);
+                }
+                return deny(conn, hooks, license, holder, error, now);
+            }
+            TakeStep::Take { expires_at } => {
+                let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
+                    license.id,
+                    SeatModel::Concurrent.as_str(),
+                    true,
+                    today()
+                ])?;
+                if taken != 1 {
+                    return Err(StoreError::Corrupt(
+                        "the seat count moved under the seat writer".into(),
+                    ));
+                }
+                break expires_at;
+            }
+        }
+    };
+    let seat = Seat::new_lease(license, holder, new_id(), now, expires_at);
+    conn.prepare_cached(INSERT_LEASE)?.execute(params![
+        seat.id,
+        seat.workspace_id,
+        seat.license_id,
+        seat.fingerprint,
+        seat.os_user,
+        seat.identifier,
+        seat.instances,
+        now,
+        expires_at
+    ])?;
+    insert_event(
+        conn,
+        hooks,
+        (&license.workspace_id, &license.id),
+        &key_actor(license, holder.identifier.as_deref()),
+        "seat.taken",
+        &seat.id,
+        None,
+        json(&seat),
+        now,
+    )?;
+    Ok(Done::Taken(Box::new(seat), true))
+}
+
+/// The license's seats as the seat decision sees them today.
+pub(super) fn license_seats(
+    conn: &Connection,
+    license_id: &str,
+) -> Result<LicenseSeats, StoreError> {
+    let row = conn
+        .prepare_cached(LICENSE_SEATS)?
+        .query_row(params![license_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Option<chrono::NaiveDate>>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })
+        .optional()?;
+    let (model, status, expires_on, seats_total, seats_used) = row.ok_or(StoreError::NotFound)?;
+    let model = SeatModel::parse(&model)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown seat model {model:?}")))?;
+    let status = LicenseStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown license status {status:?}")))?;
+    Ok(LicenseSeats {
+        model,
+        standing: effective_status(status, expires_on, today()),
+        seats_total,
+        seats_used,
+    })
+}
+
+/// When an admin last released the holder's seat, read only under a cooldown policy.
+pub(super) fn last_admin_release(
+    conn: &Connection,
+    license: &License,
+    holder: &LeaseHolder,
+) -> Result<Option<i64>, StoreError> {
+    if !license.policy().has_release_cooldown() {
+        return Ok(None);
+    }
+    Ok(conn.prepare_cached(LAST_ADMIN_RELEASE)?.query_row(
+        params![license.id, holder.fingerprint, holder.os_user],
+        |row| row.get(0),
+    )?)
+}
+
+/// Ends one live lease with `reason`, frees its seat and audits it (`seat.expired` or
+/// `seat.released`). Answers whether it was live.
+pub(super) fn end_lease(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    seat: &Seat,
+    reason: ReleaseReason,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let ended = conn
+        .prepare_cached(END_SEAT)?
+        .execute(params![now, reason.as_str(), seat.id])?;
+    if ended != 1 {
+        return Ok(false);
+    }
+    conn.prepare_cached(FREE_SEAT)?
+        .execute(params![license.id])?;
+    let (actor, action, after) = match reason {
+        ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
+        _ => (
+            key_actor(license, seat.identifier.as_deref()),
+            "seat.released",
+            json(&seat.ended(now, reason)),
+        ),
+    };
+    insert_event(
+        conn,
+        hooks,
+        (&license.workspace_id, &license.id),
+        &actor,
+        action,
+        &seat.id,
+        json(seat),
+        after,
+        now,
+    )?;
+    Ok(true)
+}
+
+pub(super) fn release(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    lease_id: &str,
+    instance: &str,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let seat = seat_by_id(conn, &license.workspace_id, lease_id)?;
+    if seat.license_id != license.id || seat.kind != SeatKind::Lease {
+        return Err(StoreError::NotFound);
+    }
+    if seat.released_at.is_some() {
+        return Ok(Done::Released(true));
+    }
+    let mut instances = seat.instance_set();
+    if !instances.leave(instance) {
+        conn.prepare_cached(SET_INSTANCES)?.execute(params![
+            instances.to_stored(),
+            now,
+            lease_id
+        ])?;
+        return Ok(Done::Released(false));
+    }
+    end_lease(conn, hooks, license, &seat, ReleaseReason::Checkin, now)?;
+    Ok(Done::Released(true))
+}
+
+/// Refuses `holder` and tells the workspace's webhooks (`seat.denied`), as the general
+/// path's `deny` does. Answered as an outcome, not an error, so that the announcement
+/// commits with the batch even when the batch is applied again with savepoints.
+pub(super) fn deny(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    holder: &LeaseHolder,
+    refusal: StoreError,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let workspace_id = &license.workspace_id;
+    enqueue_webhooks(
+        conn,
+        hooks,
+        workspace_id,
+        "seat.denied",
+        &new_id(),
+        now,
+        || {
+            denial_data(
+                license,
+                &holder.fingerprint,
+                Some(&holder.os_user),
+                &refusal,
+            )
+        },
+    )?;
+    Ok(Done::Refused(refusal))
+}
+
+/// Queues a message of `event_type` for each of the workspace's webhooks subscribed to
+/// it; `data` is made only when the workspace has webhooks (asked once per batch).
+pub(super) fn enqueue_webhooks(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    workspace_id: &str,
+    event_type: &str,
+    event_id: &str,
+    now: i64,
+    data: impl FnOnce() -> String,
+) -> Result<(), StoreError> {
+    let has_webhooks = match hooks.get(workspace_id) {
+        Some(known) => *known,
+        None => {
+            let known = conn
+                .prepare_cached(HAS_WEBHOOKS)?
+                .query_row(params![workspace_id], |row| row.get(0))?;
+            hooks.insert(workspace_id.to_string(), known);
+            known
+        }
+    };
+    if has_webhooks {
+        conn.prepare_cached(ENQUEUE_WEBHOOKS)?.execute(params![
+            event_id,
+            workspace_id,
+            event_type,
+            data(),
+            now,
+            now.saturating_add(RETRY_WINDOW_MS),
+            subscribed_pattern(event_type)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Records a seat event in the audit log and queues it for subscribed webhooks.
+// One row's columns; a struct for them would only be unpacked again here.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn insert_event(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    (workspace_id, license_id): (&str, &str),
+    actor: &Actor,
+    action: &str,
+    seat_id: &str,
+    before: Option<String>,
+    after: Option<String>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = new_id();
+    if let Some(event_type) = webhook_event_of(action) {
+        enqueue_webhooks(conn, hooks, workspace_id, event_type, &id, now, || {
+            webhook_data(
+                ("seat", seat_id),
+                Some(license_id),
+                before.as_deref(),
+                after.as_deref(),
+            )
+        })?;
+    }
+    conn.prepare_cached(INSERT_EVENT)?.execute(params![
+        id,
+        workspace_id,
+        actor.kind,
+        actor.id,
+        actor.label,
+        action,
+        "seat",
+        seat_id,
+        license_id,
+        before,
+        after,
+        now
+    ])?;
+    Ok(())
+}
+
+pub(super) fn seat_by_id(
+    conn: &Connection,
+    workspace_id: &str,
+    id: &str,
+) -> Result<Seat, StoreError> {
+    conn.prepare_cached(SEAT_BY_ID)?
+        .query_row(params![id, workspace_id], seat_from_row)
+        .optional()?
+        .ok_or(StoreError::NotFound)
+}
+
+/// A row of `seat_select!()`, in its column order.
+pub(super) fn seat_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Seat> {
+    let vocabulary = |index: usize, name: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown {name}").into(),
+        )
+    };
+    let kind: String = row.get(3)?;
+    let reason: Option<String> = row.get(20)?;
+    Ok(Seat {
+        id: row.get(0)?,
+        workspace_id: row.get(1)?,
+        license_id: row.get(2)?,
+        kind: SeatKind::parse(&kind).ok_or_else(|| vocabulary(3, "seat kind"))?,
+        contact_id: row.get(4)?,
+        contact_name: row.get(5)?,
+        contact_terminated: row.get(6)?,
+        assignee_name: row.get(7)?,
+        device_name: row.get(8)?,
+        serial_key_enc: row.get(9)?,
+        serial_key_masked: row.get(10)?,
+        activated_on: row.get(11)?,
+        fingerprint: row.get(12)?,
+        os_user: row.get(13)?,
+        identifier: row.get(14)?,
+        instances: row.get(15)?,
+        created_at: row.get(16)?,
+        last_seen_at: row.get(17)?,
+        expires_at: row.get(18)?,
+        released_at: row.get(19)?,
+        release_reason: match reason {
+            Some(r) => {
+                Some(ReleaseReason::parse(r.as_str()).ok_or_else(|| vocabulary(20, "reason"))?)
+            }
+            None => None,
+        },
+        reclaimed_on: row.get(21)?,
+    })
+}
