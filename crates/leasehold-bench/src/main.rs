@@ -5,7 +5,10 @@
 
 use clap::Parser;
 
+mod baseline;
 mod bench;
+mod load;
+mod servers;
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +28,7 @@ struct Cli {
 #[command(name = "leasehold-bench baseline")]
 struct BaselineCli {
     #[command(flatten)]
-    args: bench::BaselineArgs,
+    args: baseline::BaselineArgs,
 }
 
 /// mimalloc, as the server has: the load generator shares the cores with what it
@@ -44,7 +47,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let result = if std::env::args().nth(1).as_deref() == Some("baseline") {
         let cli = BaselineCli::parse_from(std::env::args().skip(1));
-        bench::serve_baseline(cli.args).await
+        baseline::serve_baseline(cli.args).await
     } else {
         bench::run(Cli::parse().bench).await
     };

@@ -44,6 +44,37 @@ macro_rules! license_select {
     };
 }
 
+/// The columns of a license an admin sets (a `LicenseChange`), in the order
+/// `bind_license_fields` binds them: `$1`…`$21` of [`INSERT_LICENSE`] and
+/// [`UPDATE_LICENSE`].
+macro_rules! license_fields {
+    () => {
+        "licensed_to, vendor, license_type, status, seat_model, seats_total, version, \
+         cost_amount_minor, cost_currency, purchased_on, expires_on, maintenance_expires_on, \
+         po_number, notes, lease_ttl_s, heartbeat_interval_s, license_file_ttl_s, \
+         self_service_releases_per_month, admin_release, release_cooldown_s, max_instances_per_lease"
+    };
+}
+
+/// `$1`…`$21`: the fields; then id, workspace, application, the key (sealed, hashed,
+/// masked) and the time.
+pub(crate) const INSERT_LICENSE: &str = concat!(
+    "INSERT INTO licenses (",
+    license_fields!(),
+    ", id, workspace_id, application_id, key_enc, key_hash, key_masked, seats_used, created_at, \
+     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, 0, $28, $28) RETURNING *"
+);
+
+/// `$1`…`$21`: the fields; then the time and the id. No row when the new `seats_total`
+/// (`$6`) is below the seats in use.
+pub(crate) const UPDATE_LICENSE: &str = concat!(
+    "UPDATE licenses SET (",
+    license_fields!(),
+    ", updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+     $17, $18, $19, $20, $21, $22) WHERE id = $23 AND seats_used <= $6 RETURNING *"
+);
+
 /// "No cursor": lists read `($n = '' OR id < $n)`. (A sentinel that sorts above every
 /// id would depend on the database's collation; en_US puts `~` before digits.)
 pub(crate) const TOP_CURSOR: &str = "";
@@ -370,6 +401,36 @@ macro_rules! impl_store {
             async fn announce_denial(tx: &mut Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: &StoreError) -> Result<()> {
                 let data = $crate::backend::denial_data(license, fingerprint, os_user, refusal);
                 Self::enqueue_webhooks(tx, &license.workspace_id, "seat.denied", &new_id(), &data, now_ms()).await
+            }
+
+            /// Binds a license's admin-set fields as `$1`…`$21`, in `license_fields!()` order.
+            fn bind_license_fields<'q>(
+                query: sqlx::query::QueryAs<'q, $db, License, <$db as sqlx::Database>::Arguments<'q>>,
+                c: &'q LicenseChange,
+            ) -> sqlx::query::QueryAs<'q, $db, License, <$db as sqlx::Database>::Arguments<'q>> {
+                let policy = &c.policy;
+                query
+                    .bind(&c.licensed_to)
+                    .bind(&c.vendor)
+                    .bind(c.license_type)
+                    .bind(c.status)
+                    .bind(c.seat_model)
+                    .bind(c.seats_total)
+                    .bind(&c.version)
+                    .bind(c.cost.as_ref().map(|m| m.amount_minor))
+                    .bind(c.cost.as_ref().map(|m| m.currency.as_str()))
+                    .bind(c.purchased_on)
+                    .bind(c.expires_on)
+                    .bind(c.maintenance_expires_on)
+                    .bind(&c.po_number)
+                    .bind(&c.notes)
+                    .bind(policy.lease_ttl_s)
+                    .bind(policy.heartbeat_interval_s)
+                    .bind(policy.license_file_ttl_s)
+                    .bind(policy.self_service_releases_per_month)
+                    .bind(policy.admin_release)
+                    .bind(policy.release_cooldown_s)
+                    .bind(policy.max_instances_per_lease)
             }
 
             async fn locked_license(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {
@@ -1199,44 +1260,13 @@ macro_rules! impl_store {
                     return Err(StoreError::invalid("application_id", "no such application"));
                 }
                 let f = &license.fields;
-                let cost = f.cost.clone();
-                let created = sqlx::query_as::<_, License>(
-                    "INSERT INTO licenses (id, workspace_id, application_id, key_enc, key_hash, key_masked, \
-                     licensed_to, vendor, license_type, status, seat_model, seats_total, seats_used, version, \
-                     cost_amount_minor, cost_currency, purchased_on, expires_on, maintenance_expires_on, \
-                     po_number, notes, lease_ttl_s, heartbeat_interval_s, license_file_ttl_s, \
-                     self_service_releases_per_month, admin_release, release_cooldown_s, max_instances_per_lease, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $15, $16, $17, \
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $28) RETURNING *",
-                )
+                let created = Self::bind_license_fields(sqlx::query_as::<_, License>($crate::backend::INSERT_LICENSE), f)
                 .bind(new_id())
                 .bind(workspace_id)
                 .bind(&license.application_id)
                 .bind(&license.key_enc)
                 .bind(&license.key_hash)
                 .bind(&license.key_masked)
-                .bind(&f.licensed_to)
-                .bind(&f.vendor)
-                .bind(f.license_type)
-                .bind(f.status)
-                .bind(f.seat_model)
-                .bind(f.seats_total)
-                .bind(&f.version)
-                .bind(cost.as_ref().map(|c| c.amount_minor))
-                .bind(cost.map(|c| c.currency))
-                .bind(f.purchased_on)
-                .bind(f.expires_on)
-                .bind(f.maintenance_expires_on)
-                .bind(&f.po_number)
-                .bind(&f.notes)
-                .bind(f.policy.lease_ttl_s)
-                .bind(f.policy.heartbeat_interval_s)
-                .bind(f.policy.license_file_ttl_s)
-                .bind(f.policy.self_service_releases_per_month)
-                .bind(f.policy.admin_release)
-                .bind(f.policy.release_cooldown_s)
-                .bind(f.policy.max_instances_per_lease)
                 .bind(now)
                 .fetch_one(&mut *tx)
                 .await
@@ -1308,47 +1338,18 @@ macro_rules! impl_store {
                     )
                     .await?;
                 }
-                let cost = c.cost.clone();
-                let updated = sqlx::query(
-                    "UPDATE licenses SET licensed_to = $1, vendor = $2, license_type = $3, status = $4, \
-                     seat_model = $5, seats_total = $6, version = $7, cost_amount_minor = $8, cost_currency = $9, \
-                     purchased_on = $10, expires_on = $11, maintenance_expires_on = $12, po_number = $13, \
-                     notes = $14, lease_ttl_s = $15, heartbeat_interval_s = $16, license_file_ttl_s = $17, \
-                     self_service_releases_per_month = $18, admin_release = $19, release_cooldown_s = $20, \
-                     max_instances_per_lease = $21, updated_at = $22 WHERE id = $23 AND seats_used <= $6",
-                )
-                .bind(&c.licensed_to)
-                .bind(&c.vendor)
-                .bind(c.license_type)
-                .bind(c.status)
-                .bind(c.seat_model)
-                .bind(c.seats_total)
-                .bind(&c.version)
-                .bind(cost.as_ref().map(|m| m.amount_minor))
-                .bind(cost.map(|m| m.currency))
-                .bind(c.purchased_on)
-                .bind(c.expires_on)
-                .bind(c.maintenance_expires_on)
-                .bind(&c.po_number)
-                .bind(&c.notes)
-                .bind(c.policy.lease_ttl_s)
-                .bind(c.policy.heartbeat_interval_s)
-                .bind(c.policy.license_file_ttl_s)
-                .bind(c.policy.self_service_releases_per_month)
-                .bind(c.policy.admin_release)
-                .bind(c.policy.release_cooldown_s)
-                .bind(c.policy.max_instances_per_lease)
-                .bind(now_ms())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                let after = Self::license_in(&mut tx, workspace_id, id).await?;
-                if updated.rows_affected() == 0 {
+                let updated = Self::bind_license_fields(sqlx::query_as::<_, License>($crate::backend::UPDATE_LICENSE), &c)
+                    .bind(now_ms())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(after) = updated else {
+                    let current = Self::license_in(&mut tx, workspace_id, id).await?;
                     return Err(StoreError::SeatsInUse {
                         requested: c.seats_total,
-                        seats_used: after.seats_used,
+                        seats_used: current.seats_used,
                     });
-                }
+                };
                 Self::sync_reminders(&mut tx, &after).await?;
                 Self::insert_event(&mut tx, workspace_id, actor, "license.updated", ("license", id), Some(id), json(&before), json(&after)).await?;
                 self.commit(tx).await?;

@@ -109,7 +109,7 @@ pub(super) fn license_form_page(
 
 /// Turns the form into the API's JSON shape, so the API's validation (and its field
 /// names) apply; `for_update` sends blanks as nulls, to clear.
-pub(super) fn license_json(
+fn license_json(
     form: &FormData,
     currency: &str,
     for_update: bool,
@@ -209,7 +209,26 @@ fn parse_money(text: &str) -> Option<i64> {
     whole.checked_mul(100)?.checked_add(fraction)
 }
 
-pub(super) fn field_of(error: &ApiError) -> String {
+/// The license form read into the API's JSON body (`update`: a change, where an empty
+/// field clears it), or the first bad field and why.
+pub(super) fn read_license_form<T: serde::de::DeserializeOwned>(
+    form: &FormData,
+    currency: &str,
+    update: bool,
+) -> Result<T, (String, String)> {
+    let body = license_json(form, currency, update)?;
+    crate::extract::parse_json(Value::Object(body).to_string().as_bytes())
+        .map_err(|error| (field_of(&error), error.message))
+}
+
+/// A refusal the form shows next to its field (a bad field or a conflict), or `None`
+/// for one that is a page of its own.
+pub(super) fn form_error(error: &ApiError) -> Option<(String, String)> {
+    (error.status == StatusCode::BAD_REQUEST || error.status == StatusCode::CONFLICT)
+        .then(|| (field_of(error), error.message.clone()))
+}
+
+fn field_of(error: &ApiError) -> String {
     error
         .details
         .as_ref()

@@ -1,7 +1,7 @@
 //! A license: create and edit it, reveal its key, and its page with Manage Seats.
 
 use super::applications::{all_applications, license_card};
-use super::license_form::{field_of, license_form_page, license_json, license_values};
+use super::license_form::{form_error, license_form_page, license_values, read_license_form};
 use super::overview::{holders_table, live_seats};
 use super::paging::{log_page, next_page, whole, Cursor};
 use super::view::{self, csrf, holder, page, status_badge, terminated_badge, when};
@@ -19,7 +19,6 @@ use leasehold_proto::{AssignSeat, CreateLicense, UpdateLicense};
 use leasehold_store::{License, Seat};
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::Value;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -79,15 +78,10 @@ async fn create_license(
             StatusCode::BAD_REQUEST,
         )
     };
-    let body = match license_json(&form, &currency, false) {
+    let body: CreateLicense = match read_license_form(&form, &currency, false) {
         Ok(body) => body,
         Err(error) => return invalid(error),
     };
-    let body: CreateLicense =
-        match crate::extract::parse_json(Value::Object(body).to_string().as_bytes()) {
-            Ok(body) => body,
-            Err(error) => return invalid((field_of(&error), error.message)),
-        };
     match service::create_license(&state, &session.principal, body).await {
         Ok(created) => page(
             "License created",
@@ -99,12 +93,10 @@ async fn create_license(
                 p { a.button href={"/licenses/" (created.id)} { "Open the license" } }
             },
         ),
-        Err(error)
-            if error.status == StatusCode::BAD_REQUEST || error.status == StatusCode::CONFLICT =>
-        {
-            invalid((field_of(&error), error.message))
-        }
-        Err(error) => failed(&session, error),
+        Err(error) => match form_error(&error) {
+            Some(field_error) => invalid(field_error),
+            None => failed(&session, error),
+        },
     }
 }
 
@@ -154,23 +146,16 @@ async fn update_license(
             StatusCode::BAD_REQUEST,
         )
     };
-    let body = match license_json(&form, &currency, true) {
+    let body: UpdateLicense = match read_license_form(&form, &currency, true) {
         Ok(body) => body,
         Err(error) => return invalid(error),
     };
-    let body: UpdateLicense =
-        match crate::extract::parse_json(Value::Object(body).to_string().as_bytes()) {
-            Ok(body) => body,
-            Err(error) => return invalid((field_of(&error), error.message)),
-        };
     match service::update_license(&state, &session.principal, &id, body).await {
         Ok(_) => Redirect::to(&format!("/licenses/{id}")).into_response(),
-        Err(error)
-            if error.status == StatusCode::BAD_REQUEST || error.status == StatusCode::CONFLICT =>
-        {
-            invalid((field_of(&error), error.message))
-        }
-        Err(error) => failed(&session, error),
+        Err(error) => match form_error(&error) {
+            Some(field_error) => invalid(field_error),
+            None => failed(&session, error),
+        },
     }
 }
 

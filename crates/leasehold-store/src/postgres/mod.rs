@@ -101,7 +101,7 @@ impl PostgresStore {
     }
 
     /// Takes a new lease with the node's other seat operations, many per statement
-    /// (`pg_batch.rs`): the conditional counter update (the invariant), the seat, its
+    /// (`batch.rs`): the conditional counter update (the invariant), the seat, its
     /// audit event and its webhook messages. `None` when nothing was taken (the license
     /// is full or not in force, the holder has a live lease or is in a release cooldown):
     /// the general path then decides, and refuses or explains.

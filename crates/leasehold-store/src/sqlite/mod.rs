@@ -10,7 +10,7 @@
 //! **Seat writer.** Taking leases, releasing instances and heartbeats, the bulk of the
 //! load, and the sweeper's chunks run on [`SeatWriter`]: a thread with its own write
 //! connection that applies every operation queued at once in one transaction (see
-//! `seat_writer.rs`).
+//! `writer.rs`).
 
 mod audit_index;
 mod seats;

@@ -1,5 +1,6 @@
 //! Tokens, roles and workspace isolation.
 
+use crate::client::{client, lease_body};
 use crate::harness::{both_stores, id, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -453,4 +454,51 @@ async fn behind_a_trusted_proxy_sign_in_limits_count_the_forwarded_address() {
     assert_eq!(owner.status(), StatusCode::SEE_OTHER);
     assert_eq!(owner.headers()["location"], "/", "signed in");
     s.stop().await;
+}
+
+both_stores!(a_key_reaches_only_its_own_workspace,);
+
+async fn a_key_reaches_only_its_own_workspace(s: &TestServer) {
+    let acme = s.workspace("Acme").await;
+    let globex = s.workspace("Globex").await;
+    let theirs = acme
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 2}))
+        .await;
+    let mine = globex
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 2}))
+        .await;
+    let c = client(s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(theirs["key"].as_str().unwrap(), "m1", "ann", "i1"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let my_key = mine["key"].as_str().unwrap();
+    let (status, _) = c
+        .post(
+            &format!("/v1/client/leases/{}/heartbeat", id(&lease)),
+            json!({"key": my_key, "instance": "i1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = c
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/client/leases/{}/instances/i1", id(&lease)),
+            Some(json!({"key": my_key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        acme.ok_get(&format!("/v1/licenses/{}", id(&theirs))).await["seats_used"],
+        1
+    );
+    let a = acme.ok_get("/v1/public-key").await;
+    let g = globex.ok_get("/v1/public-key").await;
+    assert_ne!(
+        a["public_key"], g["public_key"],
+        "each workspace signs with its own key"
+    );
 }

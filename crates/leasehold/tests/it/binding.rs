@@ -585,3 +585,112 @@ async fn a_proxy_that_rewrites_the_fingerprint_is_caught(s: &TestServer) {
     assert!(answer.valid);
     assert_eq!(admin.seats_used(&lid).await, 1);
 }
+
+both_stores!(answers_are_signed_and_tampering_shows,);
+
+async fn answers_are_signed_and_tampering_shows(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin.license(1).await;
+    let key = license["key"].as_str().unwrap();
+    let public = admin.ok_get(&format!("/v1/public-key?key={key}")).await;
+    assert_eq!(public["algorithm"], "ed25519");
+    let by_token = admin.ok_get("/v1/public-key").await;
+    assert_eq!(
+        by_token["public_key"], public["public_key"],
+        "the same key by token"
+    );
+    let public_key =
+        leasehold_client::parse_public_key(public["public_key"].as_str().unwrap()).unwrap();
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/client/activations", s.base))
+        .json(&json!({"key": key, "fingerprint": "m1"}))
+        .send()
+        .await
+        .unwrap();
+    let header = response.headers()["leasehold-signature"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = response.bytes().await.unwrap().to_vec();
+    assert!(
+        !s.state.signers.remembers(&body),
+        "an activation's answer is signed, not remembered: it is not answered twice"
+    );
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(header.strip_prefix("ed25519=").unwrap())
+        .unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+    let answer_context =
+        |bytes: &[u8]| leasehold_proto::signed_message(leasehold_proto::ANSWER_CONTEXT, bytes);
+    assert!(
+        public_key
+            .verify(&answer_context(&body), &signature)
+            .is_ok(),
+        "the exact body verifies, after the answer context"
+    );
+    let mut tampered = body.clone();
+    let at = tampered.iter().position(|&b| b == b'm').unwrap();
+    tampered[at] = b'n';
+    assert!(
+        public_key
+            .verify(&answer_context(&tampered), &signature)
+            .is_err(),
+        "a changed body does not"
+    );
+
+    // Errors are signed too, and the SDK checks every answer.
+    let sdk = leasehold_client::Client::new(&s.base, key)
+        .unwrap()
+        .with_public_key(public["public_key"].as_str().unwrap())
+        .unwrap();
+    let holder = leasehold_client::Holder {
+        fingerprint: "m2".into(),
+        os_user: "ann".into(),
+        identifier: None,
+    };
+    let full = sdk.activate(&holder).await.unwrap_err();
+    assert_eq!(full.code(), Some("NO_SEATS"));
+
+    // A validation is checked to the whole second, so one license's answer is the same
+    // body all through a second and its signature is signed once and remembered. Each
+    // answer still verifies (the SDK checks) and shows the license as it is now: a freed
+    // seat shows at once (the body changes, so its signature is a new one).
+    let taken = sdk.validate(None, None).await.unwrap();
+    assert_eq!(taken.checked_at.timestamp_subsec_nanos(), 0);
+    let again = sdk.validate(None, None).await.unwrap();
+    assert_eq!(taken.license.as_ref().unwrap().seats_used, 1);
+    assert_eq!(again.license.as_ref().unwrap().seats_used, 1);
+    sdk.deactivate("m1").await.unwrap();
+    let freed = sdk.validate(None, None).await.unwrap();
+    assert_eq!(freed.license.as_ref().unwrap().seats_used, 0);
+    assert_eq!(freed.checked_at.timestamp_subsec_nanos(), 0);
+    let validation = reqwest::Client::new()
+        .post(format!("{}/v1/client/validate", s.base))
+        .json(&json!({"key": key}))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        validation.len() > 64,
+        "larger than the small bodies remembered anyway"
+    );
+    assert!(s.state.signers.remembers(&validation));
+    let other_key = leasehold_client::Client::new(&s.base, key)
+        .unwrap()
+        .with_public_key(
+            &base64::engine::general_purpose::STANDARD.encode(
+                ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+                    .verifying_key()
+                    .to_bytes(),
+            ),
+        )
+        .unwrap();
+    assert!(matches!(
+        other_key.validate(None, None).await,
+        Err(leasehold_client::Error::BadSignature)
+    ));
+}

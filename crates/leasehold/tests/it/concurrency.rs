@@ -1,8 +1,11 @@
 //! The seat invariant under concurrent assignment: never more seats than seats_total.
 
+use crate::client::{client, lease_body};
+use crate::harness::Api;
 use crate::harness::{both_stores, id, Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
+use serde_json::Value;
 
 both_stores!(
     concurrent_assignments_never_exceed_seats_total,
@@ -182,4 +185,250 @@ async fn a_late_heartbeat_never_moves_a_lease_back(s: &TestServer) {
         stored, newer_expiry,
         "the late heartbeat moved the expiry back: {seat}"
     );
+}
+
+both_stores!(
+    concurrent_checkouts_never_exceed_seats_total,
+    checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log,
+    concurrent_activations_never_exceed_seats_total,
+    a_seat_operation_failing_in_the_database_fails_alone,
+);
+
+async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 25}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let attempts = 300;
+    let tasks: Vec<_> = (0..attempts)
+        .map(|i| {
+            let c = client(s);
+            let body = lease_body(&key, &format!("machine-{i}"), "user", "i1");
+            tokio::spawn(async move { c.post("/v1/client/leases", body).await })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED => granted.push(id(&body)),
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "NO_SEATS"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(granted.len(), 25);
+    assert_ledger_holds(&admin, &id(&license), &mut granted).await;
+}
+
+/// Checkouts and checkins of one license arrive together (one batch, and on PostgreSQL
+/// one statement, takes and ends them): the counter and the ledger agree throughout, and
+/// the audit log has each take and each end once, an end with the live lease before and
+/// the ended one after.
+async fn checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 8}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    // 24 machines, each checking out and in 4 times; every sixth keeps its last lease.
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let c = client(s);
+            let key = key.clone();
+            tokio::spawn(async move {
+                let (mut granted, mut kept) = (0, None);
+                for cycle in 0..4 {
+                    let body = lease_body(&key, &format!("machine-{i}"), "user", "i1");
+                    let (status, lease) = c.post("/v1/client/leases", body).await;
+                    match status {
+                        StatusCode::CREATED => granted += 1,
+                        StatusCode::CONFLICT => {
+                            assert_eq!(lease["error"]["code"], "NO_SEATS");
+                            continue;
+                        }
+                        other => panic!("unexpected {other}: {lease}"),
+                    }
+                    if i % 6 == 0 && cycle == 3 {
+                        kept = Some(id(&lease));
+                        break;
+                    }
+                    let path = format!("/v1/client/leases/{}/instances/i1", id(&lease));
+                    let (status, answer) = c
+                        .call(reqwest::Method::DELETE, &path, Some(json!({"key": key})))
+                        .await;
+                    assert_eq!(status, StatusCode::OK, "{answer}");
+                    assert_eq!(answer["released"], true);
+                }
+                (granted, kept)
+            })
+        })
+        .collect();
+    let (mut granted, mut kept) = (0, Vec::new());
+    for task in tasks {
+        let (n, lease) = task.await.unwrap();
+        granted += n;
+        kept.extend(lease);
+    }
+    assert!(granted >= 24, "most checkouts were granted: {granted}");
+    assert_ledger_holds(&admin, &lid, &mut kept).await;
+
+    let taken = admin.events(&lid, "seat.taken").await;
+    let released = admin.events(&lid, "seat.released").await;
+    assert_eq!(taken.len(), granted, "one seat.taken per lease granted");
+    assert_eq!(
+        released.len(),
+        granted - kept.len(),
+        "one seat.released per lease checked in"
+    );
+    let mut subjects: Vec<&str> = released
+        .iter()
+        .map(|e| e["subject_id"].as_str().unwrap())
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), released.len(), "each lease ended once");
+    for event in &released {
+        assert_eq!(event["before"]["id"], event["subject_id"]);
+        assert_eq!(event["before"]["released_at"], Value::Null, "{event}");
+        assert_eq!(event["after"]["release_reason"], "checkin", "{event}");
+        assert!(!event["after"]["released_at"].is_null(), "{event}");
+        assert_eq!(event["actor"]["kind"], "license_key");
+    }
+}
+
+/// The counter counts exactly the granted leases, and they are the active ones.
+async fn assert_ledger_holds(admin: &Api, lid: &str, granted: &mut [String]) {
+    assert_eq!(admin.seats_used(lid).await, granted.len());
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
+        .await;
+    let mut active: Vec<String> = active["items"].as_array().unwrap().iter().map(id).collect();
+    active.sort();
+    granted.sort();
+    assert_eq!(active, granted, "exactly the granted leases are active");
+}
+
+/// Seat operations are applied in batches (SQLite's seat writer, PostgreSQL's batcher).
+/// A trigger makes the database refuse some new leases: those checkouts fail, and only
+/// they: every other one of the same batches is granted, and counter and ledger agree.
+async fn a_seat_operation_failing_in_the_database_fails_alone(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 40}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    match s.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&s.database_url).await.unwrap();
+            sqlx::query(
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON seats WHEN NEW.fingerprint LIKE 'boom%' \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&s.database_url).await.unwrap();
+            sqlx::query(
+                "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.fingerprint LIKE 'boom%' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON seats FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    let machines: Vec<String> = (0..36)
+        .map(|i| {
+            if i % 6 == 3 {
+                format!("boom-{i}")
+            } else {
+                format!("machine-{i}")
+            }
+        })
+        .collect();
+    let tasks: Vec<_> = machines
+        .iter()
+        .map(|machine| {
+            let c = client(s);
+            let body = lease_body(&key, machine, "user", "i1");
+            tokio::spawn(async move { c.post("/v1/client/leases", body).await })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for (machine, task) in machines.iter().zip(tasks) {
+        let (status, body) = task.await.unwrap();
+        if machine.starts_with("boom") {
+            assert_eq!(
+                status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{machine}: {body}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::CREATED, "{machine}: {body}");
+            granted.push(id(&body));
+        }
+    }
+    assert_eq!(granted.len(), 30);
+    let lid = id(&license);
+    assert_ledger_holds(&admin, &lid, &mut granted).await;
+
+    // Their checkins, all at once, free every seat.
+    let tasks: Vec<_> = granted
+        .iter()
+        .map(|lease| {
+            let c = client(s);
+            let path = format!("/v1/client/leases/{lease}/instances/i1");
+            let body = json!({"key": key});
+            tokio::spawn(async move { c.call(reqwest::Method::DELETE, &path, Some(body)).await })
+        })
+        .collect();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["released"], true);
+    }
+    assert_eq!(admin.seats_used(&lid).await, 0);
+}
+
+async fn concurrent_activations_never_exceed_seats_total(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin.license_with(json!({"seats_total": 20})).await;
+    let key = license["key"].as_str().unwrap().to_string();
+    // 200 requests from 150 machines: some machines ask twice at once.
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let c = client(s);
+            let body = json!({"key": key, "fingerprint": format!("m{}", i % 150)});
+            tokio::spawn(async move { c.post("/v1/client/activations", body).await })
+        })
+        .collect();
+    let mut machines = std::collections::HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            StatusCode::CREATED | StatusCode::OK => {
+                machines.insert(body["fingerprint"].as_str().unwrap().to_string());
+            }
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "NO_SEATS"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(machines.len(), 20);
+    let lid = id(&license);
+    assert_eq!(admin.seats_used(&lid).await, 20);
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
+        .await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 20);
 }

@@ -642,8 +642,8 @@ async fn the_portal_shows_only_its_own_key_and_releases_a_seat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_adds_a_webhook_watches_its_deliveries_and_tests_smtp() {
-    let sink = crate::notify::SmtpSink::start().await;
-    let receiver = crate::notify::Receiver::start(0, false).await;
+    let sink = crate::sinks::SmtpSink::start().await;
+    let receiver = crate::sinks::Receiver::start(0, false).await;
     let smtp = sink.url.clone();
     let s = TestServer::start_with(Backend::Sqlite, move |settings| {
         settings.notify.webhook_allow_local = true;
@@ -674,7 +674,7 @@ async fn an_admin_adds_a_webhook_watches_its_deliveries_and_tests_smtp() {
     let got = receiver
         .wait_for(|got| got.iter().any(|r| r.json["type"] == "license.created"))
         .await;
-    assert!(crate::notify::signature_valid(&secret, &got[0]));
+    assert!(crate::sinks::signature_valid(&secret, &got[0]));
     b.goto("/notifications").await;
     b.click("tr[data-webhook] a[href^='/webhooks/']").await;
     assert!(b.wait_contains("license.created", 10).await);

@@ -1,9 +1,12 @@
 //! Limits that hold under abuse (DESIGN §11): what one license key can make the server
 //! store is bounded.
 
+use crate::client::client;
+use crate::harness::Backend;
 use crate::harness::{both_stores, id, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
+use serde_json::Value;
 
 both_stores!(
     a_lease_counts_at_most_its_policys_instances,
@@ -336,4 +339,91 @@ async fn the_consoles_forms_check_what_the_api_checks(s: &TestServer) {
         1,
         "only the good one"
     );
+}
+
+/// Behind a trusted load balancer, the client protocol's per-address limit counts the
+/// address the balancer forwards: one client's flood does not refuse another client
+/// behind the same balancer. The flood spreads over three keys, so it is the address's
+/// limit, not a key's, that stops it.
+#[tokio::test]
+async fn behind_a_trusted_proxy_client_limits_count_the_forwarded_address() {
+    let s = TestServer::start_with(Backend::Sqlite, |settings| {
+        settings.client_rate_limit = 2;
+        settings.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let admin = s.workspace("Acme").await;
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let license = admin.license(1).await;
+        keys.push(license["key"].as_str().unwrap().to_string());
+    }
+    let c = client(&s);
+    let validate = |from: &'static str, key: &str| {
+        c.client
+            .post(format!("{}/v1/client/validate", s.base))
+            .header("x-forwarded-for", from)
+            .json(&json!({"key": key}))
+            .send()
+    };
+    let mut refused_after = None;
+    for i in 0..40 {
+        let response = validate("203.0.113.1", &keys[i % 3]).await.unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused_after = Some(i);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let refused_after = refused_after.expect("2/s with a burst of 20 must refuse 40 at once");
+    assert!(
+        refused_after >= 20,
+        "the burst was allowed: {refused_after}"
+    );
+    let other = validate("203.0.113.2", &keys[0]).await.unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another client behind the same proxy is not refused"
+    );
+    let again = validate("203.0.113.1", &keys[1]).await.unwrap();
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn client_calls_are_rate_limited_per_ip_and_key() {
+    let s =
+        TestServer::start_with(Backend::Sqlite, |settings| settings.client_rate_limit = 2).await;
+    let admin = s.workspace("Acme").await;
+    // Three keys: the address's burst runs out first, each key's not.
+    let mut licenses = Vec::new();
+    for _ in 0..3 {
+        licenses.push(admin.license(1).await);
+    }
+    let c = client(&s);
+    let mut limited = None;
+    for n in 0..40 {
+        let response = c
+            .client
+            .post(format!("{}/v1/client/validate", s.base))
+            .json(&json!({"key": licenses[n % 3]["key"]}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("2/s with a burst of 20 must refuse 40 at once");
+    assert!(response.headers().contains_key("retry-after"));
+    let signature = response.headers()["leasehold-signature"].to_str().unwrap();
+    assert!(
+        signature.starts_with("ed25519="),
+        "the limiter's refusal is signed too: {signature}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    s.stop().await;
 }

@@ -23,5 +23,7 @@ mod paging;
 mod reminders;
 mod scale;
 mod sdk;
+mod sinks;
+mod sweep;
 mod tracking;
 mod wal;
