@@ -3,323 +3,9 @@
 //! between the backends (how a write transaction begins, row locks) comes in as
 //! arguments. Keep the SQL portable: `$n` placeholders, `ON CONFLICT`, `RETURNING`.
 
-/// A [`Seat`]'s columns, from seats `s` and their contacts `c`: with the holder
-/// contact's name and whether they were offboarded.
-macro_rules! seat_columns {
-    () => {
-        "s.id, s.workspace_id, s.license_id, s.kind, s.contact_id, c.name AS contact_name, \
-         COALESCE(c.status = 'terminated', FALSE) AS contact_terminated, s.assignee_name, \
-         s.device_name, s.serial_key_enc, s.serial_key_masked, s.activated_on, s.fingerprint, \
-         s.os_user, s.identifier, s.instances, s.created_at, s.last_seen_at, s.expires_at, \
-         s.released_at, s.release_reason, s.reclaimed_on "
-    };
-}
-
-/// Seats with their contacts, for a `WHERE` to follow.
-macro_rules! seat_select {
-    () => {
-        concat!(
-            "SELECT ",
-            seat_columns!(),
-            "FROM seats s LEFT JOIN contacts c ON c.id = s.contact_id "
-        )
-    };
-}
-
-/// A license in force on `$today` (the placeholder naming today's date): active and not
-/// expired. One text for every statement that decides a take.
-macro_rules! in_force {
-    ($today:literal) => {
-        concat!(
-            "status = 'active' AND (expires_on IS NULL OR expires_on >= ",
-            $today,
-            ")"
-        )
-    };
-}
-
-macro_rules! license_select {
-    () => {
-        "SELECT * FROM licenses WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL"
-    };
-}
-
-/// The columns of a license an admin sets (a `LicenseChange`), in the order
-/// `bind_license_fields` binds them: `$1`…`$21` of [`INSERT_LICENSE`] and
-/// [`UPDATE_LICENSE`].
-macro_rules! license_fields {
-    () => {
-        "licensed_to, vendor, license_type, status, seat_model, seats_total, version, \
-         cost_amount_minor, cost_currency, purchased_on, expires_on, maintenance_expires_on, \
-         po_number, notes, lease_ttl_s, heartbeat_interval_s, license_file_ttl_s, \
-         self_service_releases_per_month, admin_release, release_cooldown_s, max_instances_per_lease"
-    };
-}
-
-/// `$1`…`$21`: the fields; then id, workspace, application, the key (sealed, hashed,
-/// masked) and the time.
-pub(crate) const INSERT_LICENSE: &str = concat!(
-    "INSERT INTO licenses (",
-    license_fields!(),
-    ", id, workspace_id, application_id, key_enc, key_hash, key_masked, seats_used, created_at, \
-     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, 0, $28, $28) RETURNING *"
-);
-
-/// `$1`…`$21`: the fields; then the time and the id. No row when the new `seats_total`
-/// (`$6`) is below the seats in use.
-pub(crate) const UPDATE_LICENSE: &str = concat!(
-    "UPDATE licenses SET (",
-    license_fields!(),
-    ", updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20, $21, $22) WHERE id = $23 AND seats_used <= $6 RETURNING *"
-);
-
-/// "No cursor": lists read `($n = '' OR id < $n)`. (A sentinel that sorts above every
-/// id would depend on the database's collation; en_US puts `~` before digits.)
-pub(crate) const TOP_CURSOR: &str = "";
-
-/// Which events the reader's role may read (`$6`: members and tokens, `$7`: webhooks and
-/// notification settings; DESIGN §11), for the texts below.
-macro_rules! event_scope {
-    ($e:literal) => {
-        concat!(
-            "($6 OR ",
-            $e,
-            "subject_type NOT IN ('member', 'token')) AND ($7 OR (",
-            $e,
-            "subject_type <> 'webhook' AND ",
-            $e,
-            "action <> 'workspace.notifications_updated'))"
-        )
-    };
-}
-
-/// A workspace's audit log, newest first, after a cursor, of one action if `$4`.
-pub(crate) const WORKSPACE_EVENTS: &str = concat!(
-    "SELECT * FROM events WHERE workspace_id = $1 AND ($2 = '' OR id < $2) \
-     AND ($4 = '' OR action = $4) AND $3 = '' AND ",
-    event_scope!(""),
-    " ORDER BY id DESC LIMIT $5"
-);
-/// A machine's (`$2`) live seat of the license (`$1`) and when it expires (the latest, for
-/// leases: one per OS user), one text per kind: the kind written out lets both databases
-/// use the partial index of live activations or leases, where a parameter for it would
-/// read every seat the license ever had.
-pub(crate) const HOLDS_ACTIVATION: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
-     AND kind = 'activation' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
-pub(crate) const HOLDS_LEASE: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
-     AND kind = 'lease' AND fingerprint = $2 AND released_at IS NULL \
-     ORDER BY expires_at DESC LIMIT 1";
-pub(crate) const HOLDS_ASSIGNMENT: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
-     AND kind = 'assignment' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
-
-/// One license's audit log (`$3`): as [`WORKSPACE_EVENTS`], through `events_license`
-/// (PostgreSQL).
-pub(crate) const LICENSE_EVENTS: &str = concat!(
-    "SELECT * FROM events WHERE license_id = $3 AND workspace_id = $1 \
-     AND ($2 = '' OR id < $2) AND ($4 = '' OR action = $4) AND ",
-    event_scope!(""),
-    " ORDER BY id DESC LIMIT $5"
-);
-
-/// One license's audit log on SQLite, as [`LICENSE_EVENTS`]: the events `license_events`
-/// indexes (read in its order, so the merge stops at the limit) and those committed
-/// since, past `through` at the end of the table (a short scan by rowid, sorted on its
-/// own: `MATERIALIZED` keeps SQLite from reading the whole table in id order to merge
-/// it, and `+` from reading the workspace's whole log through its index).
-pub(crate) const SQLITE_LICENSE_EVENTS: &str = concat!(
-    "WITH tail AS MATERIALIZED ( \
-     SELECT * FROM events WHERE rowid > (SELECT through FROM license_events_through) AND +license_id = $3 \
-     AND +workspace_id = $1 AND ($2 = '' OR +id < $2) AND ($4 = '' OR action = $4) AND ",
-    event_scope!(""),
-    ") SELECT l.event_id AS id, e.workspace_id, e.actor_kind, e.actor_id, e.actor_label, e.action, \
-     e.subject_type, e.subject_id, e.license_id, e.before_json, e.after_json, e.created_at \
-     FROM license_events l CROSS JOIN events e ON e.id = l.event_id \
-     WHERE l.license_id = $3 AND ($2 = '' OR l.event_id < $2) AND e.workspace_id = $1 \
-     AND ($4 = '' OR e.action = $4) AND ",
-    event_scope!("e."),
-    " UNION ALL SELECT * FROM tail ORDER BY id DESC LIMIT $5"
-);
-
-/// The earliest and latest days both databases store.
-pub(crate) fn first_day() -> chrono::NaiveDate {
-    chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or_default()
-}
-
-pub(crate) fn last_day() -> chrono::NaiveDate {
-    chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or_default()
-}
-
-/// A heartbeat: one statement on one row, answering the instance list of a live lease.
-/// It names no indexed column, so it changes the row's page only (migration 0010:
-/// `sweep_at`, not the expiry, is indexed). A new expiry before the lease's `sweep_at` (its
-/// license's lease period was shortened) matches no row here; the general path then moves
-/// `sweep_at` too ([`TOUCH_LEASE_SOONER`]), so a lease never lapses before its `sweep_at`.
-/// The newest heartbeat wins: one that arrives late (a stalled node, a retry) after a
-/// newer one was recorded (`last_seen_at` later than its own time) can't move the lease's
-/// expiry back or its last-seen time. (A heartbeat after a shorter lease period still
-/// shortens it, from its own time.) Parameters first appear in their order in these texts:
-/// SQLite's seat writer binds `$n` by order of first appearance, not by number.
-pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET \
-     expires_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN expires_at ELSE $1 END, \
-     last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END WHERE id = $3 \
-     AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 AND sweep_at <= $1 \
-     RETURNING instances";
-/// A heartbeat whose new expiry comes before the lease's `sweep_at` (the newest winning,
-/// as above).
-pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET \
-     expires_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN expires_at ELSE $1 END, \
-     sweep_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN sweep_at ELSE $1 END, \
-     last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END \
-     WHERE id = $3 AND kind = 'lease' AND released_at IS NULL";
-
-/// The seat statements both the sqlx paths and SQLite's seat writer run (one text each).
-/// A holder's live lease (`$3`: its OS user). (No `$n = '' OR …` shortcut in these two:
-/// SQLite re-prepares a statement on every run whose plan depends on such a value.)
-pub(crate) const ACTIVE_LEASE: &str = concat!(
-    seat_select!(),
-    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.fingerprint = $2 AND s.os_user = $3 \
-     AND s.released_at IS NULL"
-);
-/// A machine's activation.
-pub(crate) const ACTIVE_ACTIVATION: &str = concat!(
-    seat_select!(),
-    "WHERE s.license_id = $1 AND s.kind = 'activation' AND s.fingerprint = $2 AND s.released_at IS NULL"
-);
-pub(crate) const SEAT_BY_ID: &str =
-    concat!(seat_select!(), "WHERE s.id = $1 AND s.workspace_id = $2");
-/// Counts one more seat if one is free: the invariant, in one statement. It re-checks what
-/// the caller read before its transaction: the seat model and, for applications
-/// (`$3`, in force), that the license is active on `$4` (today).
-pub(crate) const TRY_TAKE_SEAT: &str = concat!(
-    "UPDATE licenses SET seats_used = seats_used + 1 \
-     WHERE id = $1 AND seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
-     AND ($3 = FALSE OR (",
-    in_force!("$4"),
-    "))"
-);
-/// A license's seats and standing, for the seat decision (no row: deleted).
-pub(crate) const LICENSE_SEATS: &str = "SELECT seat_model, status, expires_on, seats_total, \
-     seats_used FROM licenses WHERE id = $1 AND deleted_at IS NULL";
-/// The soonest a live lease of the license could lapse (a refusal's `retry_after_s`): its
-/// earliest `sweep_at`, never later than the earliest expiry, and the expiry itself for
-/// every lease not renewed since [`RESWEEP_LEASES`] last moved it. One probe of the index.
-pub(crate) const NEXT_LEASE_EXPIRY: &str = "SELECT MIN(sweep_at) FROM seats \
-     WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL";
-pub(crate) const INSERT_LEASE: &str =
-    "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \
-     identifier, instances, created_at, last_seen_at, expires_at, sweep_at) \
-     VALUES ($1, $2, $3, 'lease', $4, $5, $6, $7, $8, $8, $9, $9)";
-/// A live lease taken again by another instance of its holder (`sweep_at` kept no later
-/// than the new expiry, as [`TOUCH_LEASE`] keeps it).
-pub(crate) const RENEW_LEASE: &str =
-    "UPDATE seats SET instances = $1, \
-     expires_at = CASE WHEN $2 < expires_at AND last_seen_at > $3 THEN expires_at ELSE $2 END, \
-     last_seen_at = CASE WHEN last_seen_at > $3 THEN last_seen_at ELSE $3 END, \
-     identifier = COALESCE($4, identifier), \
-     sweep_at = CASE WHEN sweep_at > $2 THEN $2 ELSE sweep_at END WHERE id = $5 AND released_at IS NULL";
-pub(crate) const SET_INSTANCES: &str =
-    "UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3 AND released_at IS NULL";
-pub(crate) const END_SEAT: &str =
-    "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL";
-pub(crate) const FREE_SEAT: &str = "UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1";
-/// A license's live leases whose `sweep_at` has passed (`$2`: now) though they have not
-/// lapsed (heartbeats pushed their expiry): at most `$3` of them, in index order, get their
-/// expiry as their `sweep_at`. Run before [`LAPSED_LEASES`], so that it reads only lapsed
-/// leases when fewer than `$3` were moved.
-pub(crate) const RESWEEP_LEASES: &str = "UPDATE seats SET sweep_at = expires_at WHERE id IN (\
-     SELECT id FROM seats WHERE license_id = $1 AND kind = 'lease' AND released_at IS NULL \
-     AND sweep_at < $2 AND expires_at >= $2 ORDER BY sweep_at LIMIT $3)";
-/// A license's lapsed leases (`$2`: now), at most `$3`, in `sweep_at` order (oldest
-/// first, but for leases renewed since their `sweep_at` last moved).
-pub(crate) const LAPSED_LEASES: &str = concat!(
-    seat_select!(),
-    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL AND s.sweep_at < $2 \
-     AND s.expires_at < $2 ORDER BY s.sweep_at LIMIT $3"
-);
-/// Frees `$1` seats of license `$2` at once (the expired leases of a sweep's chunk).
-pub(crate) const FREE_SEATS: &str =
-    "UPDATE licenses SET seats_used = seats_used - $1 WHERE id = $2";
-pub(crate) const INSERT_EVENT: &str =
-    "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
-     subject_type, subject_id, license_id, before_json, after_json, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-/// Queues an event for every webhook of the workspace subscribed to it (`$7`: its quoted
-/// type, as the webhook's JSON list holds it); ids are `event_id.webhook_id`, so queuing
-/// twice is once. (`LIKE $7` would make SQLite re-prepare the statement whenever `$7`
-/// changes, for its LIKE optimisation; an expression does not.)
-pub(crate) const ENQUEUE_WEBHOOKS: &str =
-    "INSERT INTO outbox (id, workspace_id, channel, webhook_id, event_type, \
-     payload, state, attempts, next_attempt_at, retry_until, created_at) \
-     SELECT $1 || '.' || w.id, $2, 'webhook', w.id, $3, $4, 'pending', 0, $5, $6, $5 \
-     FROM webhooks w WHERE w.workspace_id = $2 AND w.deleted_at IS NULL AND w.events LIKE '%' || $7 || '%' \
-     ON CONFLICT (id) DO NOTHING";
-
-/// When an admin last released this holder's seat (`$3`: the OS user, `''` for any).
-pub(crate) const LAST_ADMIN_RELEASE: &str =
-    "SELECT MAX(released_at) FROM seats WHERE license_id = $1 \
-     AND fingerprint = $2 AND ($3 = '' OR os_user = $3) AND release_reason = 'admin_release'";
-
-/// The `seat.denied` webhook message's data: who was refused a seat of `license`, and why.
-pub(crate) fn denial_data(
-    license: &crate::License,
-    fingerprint: &str,
-    os_user: Option<&str>,
-    refusal: &crate::StoreError,
-) -> String {
-    serde_json::json!({
-        "license_id": license.id,
-        "fingerprint": fingerprint,
-        "os_user": os_user,
-        "reason": refusal.to_string(),
-        "seats_total": license.seats_total,
-    })
-    .to_string()
-}
-
-/// How a webhook's JSON list of events holds `event_type`.
-pub(crate) fn subscribed_pattern(event_type: &str) -> String {
-    format!("\"{event_type}\"")
-}
-
-/// How many lapsed leases one transaction ends (bind-parameter and lock-time bound).
-pub(crate) const EXPIRE_CHUNK: i64 = 500;
-
-/// A webhook event's `data`: the subject as it is after the change (before, if it is
-/// gone), the license it concerns, and a seat's release reason.
-pub(crate) fn webhook_data(
-    subject: (&str, &str),
-    license_id: Option<&str>,
-    before: Option<&str>,
-    after: Option<&str>,
-) -> String {
-    let object: serde_json::Value = after
-        .or(before)
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or(serde_json::Value::Null);
-    let mut data = serde_json::json!({ "license_id": license_id });
-    if let Some(reason) = object.get("release_reason").filter(|r| !r.is_null()) {
-        data["reason"] = reason.clone();
-    }
-    data[subject.0] = object;
-    if data[subject.0].is_null() {
-        data[subject.0] = serde_json::json!({ "id": subject.1 });
-    }
-    data.to_string()
-}
-
-pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {
-    serde_json::to_string(value).ok()
-}
-
-pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
-}
-
 macro_rules! impl_store {
     ($store:ty, $db:ty, backend = $backend:expr, lock = $lock:literal, skip_locked = $skip_locked:literal) => {
-        use $crate::backend::{is_unique_violation, json, EXPIRE_CHUNK, TOP_CURSOR};
+        use $crate::sql::{is_unique_violation, json, EXPIRE_CHUNK, TOP_CURSOR};
         use $crate::records::*;
         use $crate::{Backend, Result, Store, StoreError};
         use async_trait::async_trait;
@@ -344,10 +30,10 @@ macro_rules! impl_store {
                 let id = new_id();
                 let now = now_ms();
                 if let Some(event_type) = $crate::outbox::webhook_event_of(action) {
-                    let data = $crate::backend::webhook_data(subject, license_id, before.as_deref(), after.as_deref());
+                    let data = $crate::sql::webhook_data(subject, license_id, before.as_deref(), after.as_deref());
                     Self::enqueue_webhooks(tx, workspace_id, event_type, &id, &data, now).await?;
                 }
-                sqlx::query($crate::backend::INSERT_EVENT)
+                sqlx::query($crate::sql::INSERT_EVENT)
                 .bind(&id)
                 .bind(workspace_id)
                 .bind(actor.kind)
@@ -376,14 +62,14 @@ macro_rules! impl_store {
                 data: &str,
                 now: i64,
             ) -> Result<()> {
-                sqlx::query($crate::backend::ENQUEUE_WEBHOOKS)
+                sqlx::query($crate::sql::ENQUEUE_WEBHOOKS)
                 .bind(event_id)
                 .bind(workspace_id)
                 .bind(event_type)
                 .bind(data)
                 .bind(now)
                 .bind(now.saturating_add($crate::outbox::RETRY_WINDOW_MS))
-                .bind($crate::backend::subscribed_pattern(event_type))
+                .bind($crate::sql::subscribed_pattern(event_type))
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -399,7 +85,7 @@ macro_rules! impl_store {
 
             /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
             async fn announce_denial(tx: &mut Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: &StoreError) -> Result<()> {
-                let data = $crate::backend::denial_data(license, fingerprint, os_user, refusal);
+                let data = $crate::sql::denial_data(license, fingerprint, os_user, refusal);
                 Self::enqueue_webhooks(tx, &license.workspace_id, "seat.denied", &new_id(), &data, now_ms()).await
             }
 
@@ -452,7 +138,7 @@ macro_rules! impl_store {
             }
 
             async fn seat_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<Seat> {
-                sqlx::query_as::<_, Seat>($crate::backend::SEAT_BY_ID)
+                sqlx::query_as::<_, Seat>($crate::sql::SEAT_BY_ID)
                     .bind(id)
                     .bind(workspace_id)
                     .fetch_optional(&mut **tx)
@@ -598,7 +284,7 @@ macro_rules! impl_store {
             /// statement re-checks what the caller read before its transaction: the seat
             /// model and, for applications (`in_force`), that the license is active today.
             async fn try_take_seat(tx: &mut Tx, license_id: &str, model: SeatModel, in_force: bool) -> Result<bool> {
-                let taken = sqlx::query($crate::backend::TRY_TAKE_SEAT)
+                let taken = sqlx::query($crate::sql::TRY_TAKE_SEAT)
                 .bind(license_id)
                 .bind(model)
                 .bind(in_force)
@@ -620,7 +306,7 @@ macro_rules! impl_store {
 
             /// Ends one active seat (if it still is) and frees it in the counter.
             async fn end_seat(tx: &mut Tx, seat: &Seat, reason: ReleaseReason, now: i64) -> Result<bool> {
-                let ended = sqlx::query($crate::backend::END_SEAT)
+                let ended = sqlx::query($crate::sql::END_SEAT)
                 .bind(now)
                 .bind(reason)
                 .bind(&seat.id)
@@ -629,7 +315,7 @@ macro_rules! impl_store {
                 if ended.rows_affected() == 0 {
                     return Ok(false);
                 }
-                sqlx::query($crate::backend::FREE_SEAT)
+                sqlx::query($crate::sql::FREE_SEAT)
                     .bind(&seat.license_id)
                     .execute(&mut **tx)
                     .await?;
@@ -653,7 +339,7 @@ macro_rules! impl_store {
             /// though they live on move it to their expiry first, and count in `limit`: answers
             /// the leases ended and how many moved (all of `limit`: some may be left).
             async fn expire_license_leases(tx: &mut Tx, license: &License, now: i64, limit: i64) -> Result<(Vec<Seat>, i64)> {
-                let moved = sqlx::query($crate::backend::RESWEEP_LEASES)
+                let moved = sqlx::query($crate::sql::RESWEEP_LEASES)
                     .bind(&license.id)
                     .bind(now)
                     .bind(limit)
@@ -663,7 +349,7 @@ macro_rules! impl_store {
                 if moved >= limit {
                     return Ok((Vec::new(), moved));
                 }
-                let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>($crate::backend::LAPSED_LEASES)
+                let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>($crate::sql::LAPSED_LEASES)
                 .bind(&license.id)
                 .bind(now)
                 .bind(limit - moved)
@@ -686,7 +372,7 @@ macro_rules! impl_store {
                 if expired.is_empty() {
                     return Ok((expired, moved));
                 }
-                sqlx::query($crate::backend::FREE_SEATS)
+                sqlx::query($crate::sql::FREE_SEATS)
                     .bind(expired.len() as i64)
                     .bind(&license.id)
                     .execute(&mut **tx)
@@ -701,7 +387,7 @@ macro_rules! impl_store {
                 .await?;
                 if subscribed > 0 {
                     for (id, seat) in ids.iter().zip(&expired) {
-                        let data = $crate::backend::webhook_data(("seat", &seat.id), Some(&license.id), json(seat).as_deref(), None);
+                        let data = $crate::sql::webhook_data(("seat", &seat.id), Some(&license.id), json(seat).as_deref(), None);
                         Self::enqueue_webhooks(tx, &license.workspace_id, "seat.expired", id, &data, now).await?;
                     }
                 }
@@ -733,7 +419,7 @@ macro_rules! impl_store {
                 if !license.policy().has_release_cooldown() {
                     return Ok(None);
                 }
-                let (last,): (Option<i64>,) = sqlx::query_as($crate::backend::LAST_ADMIN_RELEASE)
+                let (last,): (Option<i64>,) = sqlx::query_as($crate::sql::LAST_ADMIN_RELEASE)
                     .bind(&license.id)
                     .bind(fingerprint)
                     .bind(os_user)
@@ -747,7 +433,7 @@ macro_rules! impl_store {
             async fn refuse<T>(&self, mut tx: Tx, license: &License, fingerprint: &str, os_user: Option<&str>, refusal: leasehold_core::lease::Refusal) -> Result<T> {
                 let next_expiry_ms = match refusal {
                     leasehold_core::lease::Refusal::Full { .. } => {
-                        let (next,): (Option<i64>,) = sqlx::query_as($crate::backend::NEXT_LEASE_EXPIRY)
+                        let (next,): (Option<i64>,) = sqlx::query_as($crate::sql::NEXT_LEASE_EXPIRY)
                             .bind(&license.id)
                             .fetch_one(&mut *tx)
                             .await?;
@@ -764,11 +450,11 @@ macro_rules! impl_store {
 
             async fn active_seat_of(tx: &mut Tx, license_id: &str, kind: SeatKind, fingerprint: &str, os_user: Option<&str>) -> Result<Option<Seat>> {
                 let query = match (kind, os_user) {
-                    (SeatKind::Lease, Some(os_user)) => sqlx::query_as::<_, Seat>($crate::backend::ACTIVE_LEASE)
+                    (SeatKind::Lease, Some(os_user)) => sqlx::query_as::<_, Seat>($crate::sql::ACTIVE_LEASE)
                         .bind(license_id)
                         .bind(fingerprint)
                         .bind(os_user),
-                    (SeatKind::Activation, None) => sqlx::query_as::<_, Seat>($crate::backend::ACTIVE_ACTIVATION)
+                    (SeatKind::Activation, None) => sqlx::query_as::<_, Seat>($crate::sql::ACTIVE_ACTIVATION)
                         .bind(license_id)
                         .bind(fingerprint),
                     _ => return Err(StoreError::Corrupt("a lease is held per OS user, an activation per machine".into())),
@@ -789,7 +475,7 @@ macro_rules! impl_store {
                 match decide_activate(&license.policy(), &current.seats(today()), held.is_some(), last_release, now) {
                     ActivateStep::Renew => {
                         let seat = held.ok_or_else(|| StoreError::Corrupt("renewed no activation".into()))?;
-                        sqlx::query("UPDATE seats SET last_seen_at = $1, identifier = COALESCE($2, identifier) WHERE id = $3")
+                        sqlx::query($crate::sql::RENEW_ACTIVATION)
                             .bind(now)
                             .bind(identifier)
                             .bind(&seat.id)
@@ -808,10 +494,7 @@ macro_rules! impl_store {
                     }
                 }
                 let id = new_id();
-                sqlx::query(
-                    "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, identifier, activated_on, \
-                     created_at, last_seen_at) VALUES ($1, $2, $3, 'activation', $4, $5, $6, $7, $7)",
-                )
+                sqlx::query($crate::sql::INSERT_ACTIVATION)
                 .bind(&id)
                 .bind(&license.workspace_id)
                 .bind(&license.id)
@@ -851,7 +534,7 @@ macro_rules! impl_store {
                     match decide_take(&input) {
                         TakeStep::Join { instances, expires_at, .. } => {
                             let seat = held.ok_or_else(|| StoreError::Corrupt("joined no lease".into()))?;
-                            sqlx::query($crate::backend::RENEW_LEASE)
+                            sqlx::query($crate::sql::RENEW_LEASE)
                                 .bind(instances.to_stored())
                                 .bind(expires_at)
                                 .bind(now)
@@ -894,7 +577,7 @@ macro_rules! impl_store {
                     }
                 };
                 let id = new_id();
-                sqlx::query($crate::backend::INSERT_LEASE)
+                sqlx::query($crate::sql::INSERT_LEASE)
                 .bind(&id)
                 .bind(&license.workspace_id)
                 .bind(&license.id)
@@ -1260,7 +943,7 @@ macro_rules! impl_store {
                     return Err(StoreError::invalid("application_id", "no such application"));
                 }
                 let f = &license.fields;
-                let created = Self::bind_license_fields(sqlx::query_as::<_, License>($crate::backend::INSERT_LICENSE), f)
+                let created = Self::bind_license_fields(sqlx::query_as::<_, License>($crate::sql::INSERT_LICENSE), f)
                 .bind(new_id())
                 .bind(workspace_id)
                 .bind(&license.application_id)
@@ -1338,7 +1021,7 @@ macro_rules! impl_store {
                     )
                     .await?;
                 }
-                let updated = Self::bind_license_fields(sqlx::query_as::<_, License>($crate::backend::UPDATE_LICENSE), &c)
+                let updated = Self::bind_license_fields(sqlx::query_as::<_, License>($crate::sql::UPDATE_LICENSE), &c)
                     .bind(now_ms())
                     .bind(id)
                     .fetch_optional(&mut *tx)
@@ -1593,9 +1276,9 @@ macro_rules! impl_store {
 
             async fn held_seat(&self, license_id: &str, kind: SeatKind, fingerprint: &str) -> Result<Option<$crate::HeldSeat>> {
                 let sql = match kind {
-                    SeatKind::Activation => $crate::backend::HOLDS_ACTIVATION,
-                    SeatKind::Lease => $crate::backend::HOLDS_LEASE,
-                    SeatKind::Assignment => $crate::backend::HOLDS_ASSIGNMENT,
+                    SeatKind::Activation => $crate::sql::HOLDS_ACTIVATION,
+                    SeatKind::Lease => $crate::sql::HOLDS_LEASE,
+                    SeatKind::Assignment => $crate::sql::HOLDS_ASSIGNMENT,
                 };
                 let found: Option<(Option<i64>,)> = sqlx::query_as(sql)
                     .bind(license_id)
@@ -1608,6 +1291,9 @@ macro_rules! impl_store {
             async fn activate(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
                 // Two first activations of one machine racing on different nodes: the loser
                 // hits the unique index and, retried, finds the winner's seat.
+                if let Some(activated) = self.fast_activate(license, fingerprint, identifier).await? {
+                    return Ok(activated);
+                }
                 let mut attempt = 0;
                 loop {
                     match self.activate_once(license, fingerprint, identifier).await {
@@ -1618,6 +1304,9 @@ macro_rules! impl_store {
             }
 
             async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat> {
+                if let Some(released) = self.fast_deactivate(license, fingerprint).await? {
+                    return Ok(released);
+                }
                 let now = now_ms();
                 let mut tx = self.begin_write().await?;
                 // Locked, so concurrent releases count each other against the monthly limit.
@@ -1626,10 +1315,7 @@ macro_rules! impl_store {
                     .await?
                     .ok_or(StoreError::NotFound)?;
                 let month_start = leasehold_core::lease::month_start(today());
-                let (used,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM seats WHERE license_id = $1 AND release_reason = 'transferred' \
-                     AND released_at >= $2",
-                )
+                let (used,): (i64,) = sqlx::query_as($crate::sql::TRANSFERS_SINCE)
                 .bind(&license.id)
                 .bind(month_start)
                 .fetch_one(&mut *tx)
@@ -1678,7 +1364,7 @@ macro_rules! impl_store {
                         self.commit(tx).await?;
                         return Err(StoreError::LeaseExpired);
                     }
-                    sqlx::query($crate::backend::TOUCH_LEASE_SOONER)
+                    sqlx::query($crate::sql::TOUCH_LEASE_SOONER)
                         .bind(expires_at)
                         .bind(now)
                         .bind(lease_id)
@@ -1732,7 +1418,7 @@ macro_rules! impl_store {
                     self.commit(tx).await?;
                     return Ok(true);
                 }
-                sqlx::query($crate::backend::SET_INSTANCES)
+                sqlx::query($crate::sql::SET_INSTANCES)
                     .bind(instances.to_stored())
                     .bind(now)
                     .bind(lease_id)
@@ -1995,7 +1681,7 @@ macro_rules! impl_store {
                     None if page.cursor.is_some() => {
                         return Err(StoreError::invalid("cursor", "not a cursor of this list"))
                     }
-                    None => ($crate::backend::first_day(), String::new()),
+                    None => ($crate::sql::first_day(), String::new()),
                 };
                 let rows = sqlx::query_as::<_, Reminder>(
                     "SELECT r.*, o.state AS delivery FROM reminders r JOIN licenses l ON l.id = r.license_id \
@@ -2008,7 +1694,7 @@ macro_rules! impl_store {
                 .bind(after_day)
                 .bind(after_id)
                 .bind(filter.license_id.as_deref().unwrap_or(""))
-                .bind(filter.due_before.unwrap_or($crate::backend::last_day()))
+                .bind(filter.due_before.unwrap_or($crate::sql::last_day()))
                 .bind(filter.state.map(|s| s.as_str()).unwrap_or(""))
                 .bind(page.fetch_limit())
                 .fetch_all(self.reader())
@@ -2024,11 +1710,11 @@ macro_rules! impl_store {
                 // license's events too.
                 let sql = if filter.license_id.is_some() {
                     match $backend {
-                        Backend::Sqlite => $crate::backend::SQLITE_LICENSE_EVENTS,
-                        Backend::Postgres => $crate::backend::LICENSE_EVENTS,
+                        Backend::Sqlite => $crate::sql::SQLITE_LICENSE_EVENTS,
+                        Backend::Postgres => $crate::sql::LICENSE_EVENTS,
                     }
                 } else {
-                    $crate::backend::WORKSPACE_EVENTS
+                    $crate::sql::WORKSPACE_EVENTS
                 };
                 let rows = sqlx::query_as::<_, Event>(sql)
                 .bind(workspace_id)

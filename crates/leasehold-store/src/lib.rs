@@ -1,7 +1,9 @@
 //! Leasehold's storage. One [`Store`] trait in the domain's words; a SQLite and a
-//! PostgreSQL implementation generated from one body of SQL (see `backend.rs`), each
-//! with its own embedded migrations.
+//! PostgreSQL implementation generated from one body of SQL (`backend.rs`, its shared
+//! texts in `sql.rs`), each with its own embedded migrations.
 
+#[macro_use]
+mod sql;
 #[macro_use]
 mod backend;
 #[macro_use]

@@ -221,7 +221,7 @@ macro_rules! impl_notifications {
                     .bind(now_ms())
                     .fetch_one(&mut *tx)
                     .await?;
-                    Self::insert_event(&mut tx, workspace_id, actor, "webhook.created", ("webhook", &id), None, None, $crate::backend::json(&webhook)).await?;
+                    Self::insert_event(&mut tx, workspace_id, actor, "webhook.created", ("webhook", &id), None, None, $crate::sql::json(&webhook)).await?;
                     self.commit(tx).await?;
                     Ok(webhook)
                 }
@@ -243,7 +243,7 @@ macro_rules! impl_notifications {
                          AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
                     )
                     .bind(workspace_id)
-                    .bind(page.cursor.as_deref().unwrap_or($crate::backend::TOP_CURSOR))
+                    .bind(page.cursor.as_deref().unwrap_or($crate::sql::TOP_CURSOR))
                     .bind(page.fetch_limit())
                     .fetch_all(self.reader())
                     .await?;
@@ -290,7 +290,7 @@ macro_rules! impl_notifications {
                     )
                     .bind(webhook_id)
                     .bind(workspace_id)
-                    .bind(page.cursor.as_deref().unwrap_or($crate::backend::TOP_CURSOR))
+                    .bind(page.cursor.as_deref().unwrap_or($crate::sql::TOP_CURSOR))
                     .bind(page.fetch_limit())
                     .fetch_all(self.reader())
                     .await?;
@@ -369,7 +369,7 @@ macro_rules! impl_notifications {
                         .bind(workspace_id)
                         .execute(&mut *tx)
                         .await?;
-                    Self::insert_event(&mut tx, workspace_id, actor, "workspace.notifications_updated", ("workspace", workspace_id), None, $crate::backend::json(&before), $crate::backend::json(settings)).await?;
+                    Self::insert_event(&mut tx, workspace_id, actor, "workspace.notifications_updated", ("workspace", workspace_id), None, $crate::sql::json(&before), $crate::sql::json(settings)).await?;
                     self.commit(tx).await?;
                     Ok(settings.clone())
                 }

@@ -10,7 +10,7 @@
 use leasehold_core::{LeasePolicy, LicenseStatus, LicenseType, Role, SeatModel};
 use leasehold_store::{
     Actor, LeaseHolder, License, LicenseChange, NewApplication, NewLicense, NewMember, NewToken,
-    NewWorkspace, Store, StoreError, StoreOptions,
+    NewWorkspace, Seat, Store, StoreError, StoreOptions,
 };
 use std::sync::Arc;
 
@@ -134,6 +134,14 @@ impl Fixture {
         Arc::new(license)
     }
 
+    /// A floating seat for `machine`'s `instance` (OS user alice), which must be given.
+    async fn take(&self, license: &Arc<License>, machine: &str, instance: &str) -> (Seat, bool) {
+        self.store
+            .take_lease(license, &holder(machine, instance))
+            .await
+            .unwrap_or_else(|e| panic!("{machine} takes a seat: {e}"))
+    }
+
     async fn seats_used(&self, license: &License) -> i64 {
         self.store
             .license(&self.workspace_id, &license.id)
@@ -214,17 +222,9 @@ async fn a_live_holder_joins_without_a_seat_even_when_the_license_is_full(f: &Fi
             },
         )
         .await;
-    let (first, created) = f
-        .store
-        .take_lease(&license, &holder("m1", "i1"))
-        .await
-        .expect("the first seat");
+    let (first, created) = f.take(&license, "m1", "i1").await;
     assert!(created);
-    let (joined, created) = f
-        .store
-        .take_lease(&license, &holder("m1", "i2"))
-        .await
-        .expect("a second instance joins");
+    let (joined, created) = f.take(&license, "m1", "i2").await;
     assert!(!created, "a join counts no new seat");
     assert_eq!(joined.id, first.id);
     assert_eq!(joined.instance_set().as_slice(), ["i1", "i2"]);
@@ -250,15 +250,8 @@ async fn a_live_holder_joins_without_a_seat_even_when_the_license_is_full(f: &Fi
 
 async fn a_full_license_refuses_and_says_when_a_seat_may_free(f: &Fixture) {
     let license = f.license(SeatModel::Concurrent, 2, policy()).await;
-    let (first, _) = f
-        .store
-        .take_lease(&license, &holder("m1", "i"))
-        .await
-        .expect("a seat");
-    f.store
-        .take_lease(&license, &holder("m2", "i"))
-        .await
-        .expect("a seat");
+    let (first, _) = f.take(&license, "m1", "i").await;
+    f.take(&license, "m2", "i").await;
     match f.store.take_lease(&license, &holder("m3", "i")).await {
         Err(StoreError::NoSeats {
             seats_total: 2,
@@ -285,11 +278,7 @@ async fn an_admin_release_holds_the_holder_off_for_the_cooldown(f: &Fixture) {
             },
         )
         .await;
-    let (seat, _) = f
-        .store
-        .take_lease(&license, &holder("m1", "i"))
-        .await
-        .expect("a seat");
+    let (seat, _) = f.take(&license, "m1", "i").await;
     f.store
         .reclaim_seat(&Actor::system(), &f.workspace_id, &seat.id)
         .await
@@ -301,10 +290,7 @@ async fn an_admin_release_holds_the_holder_off_for_the_cooldown(f: &Fixture) {
         other => panic!("the released holder waits: {other:?}"),
     }
     // Another holder is not held off.
-    f.store
-        .take_lease(&license, &holder("m2", "i"))
-        .await
-        .expect("another holder takes a seat");
+    f.take(&license, "m2", "i").await;
     assert_eq!(f.seats_used(&license).await, 1);
 }
 
@@ -341,11 +327,7 @@ async fn a_full_license_reclaims_what_crashed_apps_left_behind(f: &Fixture) {
         .await
         .expect("three lapsed leases");
     assert_eq!(f.seats_used(&license).await, 3);
-    let (_, created) = f
-        .store
-        .take_lease(&license, &holder("m1", "i"))
-        .await
-        .expect("a lapsed lease's seat is taken");
+    let (_, created) = f.take(&license, "m1", "i").await;
     assert!(created);
     // All three lapsed leases ended; one seat is held.
     assert_eq!(f.seats_used(&license).await, 1);
@@ -394,10 +376,7 @@ async fn a_refused_operation_in_a_batch_leaves_the_others_taken(f: &Fixture) {
             },
         )
         .await;
-    f.store
-        .take_lease(&license, &holder("m0", "i0"))
-        .await
-        .expect("a seat");
+    f.take(&license, "m0", "i0").await;
     // Sixteen at once: a second instance on m0 (over its limit) and fifteen machines for
     // the seven seats left. The refusals must not undo the takes batched with them.
     let mut tasks = Vec::new();

@@ -101,9 +101,7 @@ async fn create_contact(
 async fn terminate_contact(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Posted {
-        session, form: _, ..
-    }: Posted,
+    Posted { session, .. }: Posted,
 ) -> Response {
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);

@@ -162,9 +162,7 @@ async fn update_license(
 async fn delete_license(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Posted {
-        session, form: _, ..
-    }: Posted,
+    Posted { session, .. }: Posted,
 ) -> Response {
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
@@ -185,9 +183,7 @@ async fn delete_license(
 async fn reveal_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Posted {
-        session, form: _, ..
-    }: Posted,
+    Posted { session, .. }: Posted,
 ) -> Response {
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);
@@ -450,9 +446,7 @@ async fn assign_seat(
 async fn reclaim_seat(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Posted {
-        session, form: _, ..
-    }: Posted,
+    Posted { session, .. }: Posted,
 ) -> Response {
     match service::reclaim_seat(&state, &session.principal, &id).await {
         Ok(seat) => Redirect::to(&format!("/licenses/{}", seat.license_id)).into_response(),

@@ -82,9 +82,7 @@ async fn reminders(
 async fn dismiss_reminder(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Posted {
-        session, form: _, ..
-    }: Posted,
+    Posted { session, .. }: Posted,
 ) -> Response {
     if let Err(e) = session.principal.require(Permission::LicenseManage) {
         return failed(&session, e);

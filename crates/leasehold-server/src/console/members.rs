@@ -174,9 +174,7 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Posted {
-        session, form: _, ..
-    }: Posted,
+    Posted { session, .. }: Posted,
 ) -> Response {
     if let Err(refused) = guard(&session) {
         return *refused;

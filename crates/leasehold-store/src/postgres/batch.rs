@@ -15,9 +15,9 @@
 //! fail, the transaction is rolled back and each operation runs again on its own, so a
 //! failure is only its own.
 
-use crate::backend::json;
 use crate::postgres::SeatEvent;
 use crate::records::{key_actor_of, now_ms, today, Seat};
+use crate::sql::json;
 use crate::StoreError;
 use leasehold_core::{ReleaseReason, SeatModel};
 use sqlx::postgres::{PgConnection, PgPool};
@@ -249,8 +249,8 @@ async fn run(
         .bind(now)
         .bind(ReleaseReason::Checkin.as_str())
         .bind(crate::outbox::RETRY_WINDOW_MS)
-        .bind(crate::backend::subscribed_pattern("seat.taken"))
-        .bind(crate::backend::subscribed_pattern("seat.released"))
+        .bind(crate::sql::subscribed_pattern("seat.taken"))
+        .bind(crate::sql::subscribed_pattern("seat.released"))
         .fetch_all(conn)
         .await?;
     Ok(ids.into_iter().collect())

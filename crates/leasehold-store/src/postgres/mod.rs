@@ -90,6 +90,25 @@ impl PostgresStore {
         Ok(live.map(|(instances,)| instances))
     }
 
+    /// Activations take the general path (under the license's row lock).
+    async fn fast_activate(
+        &self,
+        _license: &License,
+        _fingerprint: &str,
+        _identifier: Option<&str>,
+    ) -> crate::Result<Option<(Seat, bool)>> {
+        Ok(None)
+    }
+
+    /// Self-service releases take the general path (under the license's row lock).
+    async fn fast_deactivate(
+        &self,
+        _license: &License,
+        _fingerprint: &str,
+    ) -> crate::Result<Option<Seat>> {
+        Ok(None)
+    }
+
     /// A sweep's chunk takes the general path (each license under its row lock).
     async fn fast_expire_leases(
         &self,
@@ -158,7 +177,7 @@ impl PostgresStore {
     }
 }
 
-const TOUCH_LEASE: &str = crate::backend::TOUCH_LEASE;
+const TOUCH_LEASE: &str = crate::sql::TOUCH_LEASE;
 
 /// A seat event's columns, made before the statement that writes it.
 pub(crate) struct SeatEvent {
@@ -182,7 +201,7 @@ impl SeatEvent {
             actor_kind: actor.kind,
             actor_id: actor.id,
             actor_label: actor.label,
-            webhook_data: crate::backend::webhook_data(
+            webhook_data: crate::sql::webhook_data(
                 ("seat", seat_id),
                 Some(license_id),
                 before,

@@ -166,7 +166,7 @@ impl SqliteStore {
         now: i64,
     ) -> crate::Result<Option<Option<String>>> {
         let Some(seats) = &self.seats else {
-            let live: Option<(Option<String>,)> = sqlx::query_as(crate::backend::TOUCH_LEASE)
+            let live: Option<(Option<String>,)> = sqlx::query_as(crate::sql::TOUCH_LEASE)
                 .bind(expires_at)
                 .bind(now)
                 .bind(lease_id)
@@ -187,8 +187,8 @@ impl SqliteStore {
         }
     }
 
-    /// Takes a lease on the seat writer; `None` when the general path must decide, an
-    /// error for a holder in a release cooldown (refused and announced there).
+    /// Takes a lease on the seat writer, which decides and applies the take (a refusal is
+    /// announced there and answered as an error); `None` without one (in-memory database).
     async fn fast_take_lease(
         &self,
         license: &Arc<crate::License>,
@@ -205,6 +205,49 @@ impl SqliteStore {
         match seats.apply(op).await? {
             Done::Taken(seat, created) => Ok(Some((*seat, created))),
             Done::Refused(refusal) => Err(refusal),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Activates a machine on the seat writer; `None` without one (in-memory database).
+    async fn fast_activate(
+        &self,
+        license: &crate::License,
+        fingerprint: &str,
+        identifier: Option<&str>,
+    ) -> crate::Result<Option<(crate::Seat, bool)>> {
+        let Some(seats) = &self.seats else {
+            return Ok(None);
+        };
+        let op = Op::Activate {
+            license: Arc::new(license.clone()),
+            fingerprint: fingerprint.to_string(),
+            identifier: identifier.map(String::from),
+            now: crate::now_ms(),
+        };
+        match seats.apply(op).await? {
+            Done::Taken(seat, created) => Ok(Some((*seat, created))),
+            Done::Refused(refusal) => Err(refusal),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// A machine's own release of its activation, on the seat writer; `None` without one.
+    async fn fast_deactivate(
+        &self,
+        license: &crate::License,
+        fingerprint: &str,
+    ) -> crate::Result<Option<crate::Seat>> {
+        let Some(seats) = &self.seats else {
+            return Ok(None);
+        };
+        let op = Op::Deactivate {
+            license: Arc::new(license.clone()),
+            fingerprint: fingerprint.to_string(),
+            now: crate::now_ms(),
+        };
+        match seats.apply(op).await? {
+            Done::Deactivated(seat) => Ok(Some(*seat)),
             _ => Err(unexpected()),
         }
     }
@@ -535,8 +578,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_machines_live_seat_is_found_through_the_live_seats_index() {
-        assert_read_through(crate::backend::HOLDS_ACTIVATION, "seats_active_activation").await;
-        assert_read_through(crate::backend::HOLDS_LEASE, "seats_active_lease").await;
+        assert_read_through(crate::sql::HOLDS_ACTIVATION, "seats_active_activation").await;
+        assert_read_through(crate::sql::HOLDS_LEASE, "seats_active_lease").await;
     }
 
     /// The sweep, a full license's expiry and a refusal's retry hint read a license's due
@@ -544,9 +587,9 @@ mod tests {
     #[tokio::test]
     async fn due_leases_are_found_through_the_sweep_index() {
         for sql in [
-            crate::backend::RESWEEP_LEASES,
-            crate::backend::LAPSED_LEASES,
-            crate::backend::NEXT_LEASE_EXPIRY,
+            crate::sql::RESWEEP_LEASES,
+            crate::sql::LAPSED_LEASES,
+            crate::sql::NEXT_LEASE_EXPIRY,
         ] {
             assert_read_through(sql, "seats_license_lease_sweep").await;
         }
@@ -554,7 +597,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_licenses_audit_log_is_read_through_its_own_index() {
-        let lines = plan(crate::backend::SQLITE_LICENSE_EVENTS).await;
+        let lines = plan(crate::sql::SQLITE_LICENSE_EVENTS).await;
         // The indexed events in license_events' order, so the merge stops at the limit
         // (no sort of the license's whole log) ...
         assert!(
@@ -580,6 +623,6 @@ mod tests {
         );
         let sorts = lines.iter().filter(|l| l.contains("TEMP B-TREE")).count();
         assert_eq!(sorts, 1, "only the tail is sorted: {lines:?}");
-        assert_read_through(crate::backend::WORKSPACE_EVENTS, "events_workspace").await;
+        assert_read_through(crate::sql::WORKSPACE_EVENTS, "events_workspace").await;
     }
 }

@@ -3,16 +3,19 @@
 //! their audit events and webhook messages.
 
 use super::writer::{Done, Op};
-use crate::backend::{
-    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_LEASE, END_SEAT, ENQUEUE_WEBHOOKS,
-    EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, INSERT_EVENT, INSERT_LEASE, LAPSED_LEASES,
-    LAST_ADMIN_RELEASE, LICENSE_SEATS, NEXT_LEASE_EXPIRY, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID,
-    SET_INSTANCES, TOUCH_LEASE, TRY_TAKE_SEAT,
-};
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
+use crate::sql::{
+    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_LEASE, END_SEAT,
+    ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, INSERT_ACTIVATION, INSERT_EVENT,
+    INSERT_LEASE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LICENSE_SEATS, NEXT_LEASE_EXPIRY,
+    RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE,
+    TRANSFERS_SINCE, TRY_TAKE_SEAT,
+};
 use crate::{StoreError, Swept};
-use leasehold_core::lease::{decide_take, LicenseSeats, Refusal, TakeInput, TakeStep};
+use leasehold_core::lease::{
+    decide_activate, decide_take, ActivateStep, LicenseSeats, Refusal, TakeInput, TakeStep,
+};
 use leasehold_core::{effective_status, LicenseStatus, ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -57,6 +60,24 @@ pub(super) fn apply_op(
             now,
             limit,
         } => expire(conn, hooks, licenses, *now, *limit).map(Done::Expired),
+        Op::Activate {
+            license,
+            fingerprint,
+            identifier,
+            now,
+        } => activate(
+            conn,
+            hooks,
+            license,
+            fingerprint,
+            identifier.as_deref(),
+            *now,
+        ),
+        Op::Deactivate {
+            license,
+            fingerprint,
+            now,
+        } => deactivate(conn, hooks, license, fingerprint, *now),
     }
 }
 
@@ -177,7 +198,7 @@ pub(super) fn take(
         .optional()?;
     let last_release = match held {
         Some(_) => None,
-        None => last_admin_release(conn, license, holder)?,
+        None => last_admin_release(conn, license, &holder.fingerprint, &holder.os_user)?,
     };
     let mut input = TakeInput {
         instance: &holder.instance,
@@ -227,7 +248,8 @@ pub(super) fn take(
                     end_lease(conn, hooks, license, &seat, ReleaseReason::Expired, now)?;
                 }
                 input.held = None;
-                input.last_admin_release = last_admin_release(conn, license, holder)?;
+                input.last_admin_release =
+                    last_admin_release(conn, license, &holder.fingerprint, &holder.os_user)?;
                 input.license = license_seats(conn, &license.id)?;
             }
             TakeStep::ReclaimLapsed => {
@@ -238,30 +260,11 @@ pub(super) fn take(
                 input.license = license_seats(conn, &license.id)?;
             }
             TakeStep::Refuse(refusal) => {
-                let next_expiry_ms = match refusal {
-                    Refusal::Full { .. } => conn
-                        .prepare_cached(NEXT_LEASE_EXPIRY)?
-                        .query_row(params![license.id], |row| row.get(0))?,
-                    _ => None,
-                };
-                let error = StoreError::refused(refusal, next_expiry_ms);
-                if !refusal.is_announced() {
-                    return Err(error);
-                }
-                return deny(conn, hooks, license, holder, error, now);
+                let who = (holder.fingerprint.as_str(), Some(holder.os_user.as_str()));
+                return refuse(conn, hooks, license, who, refusal, now);
             }
             TakeStep::Take { expires_at } => {
-                let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
-                    license.id,
-                    SeatModel::Concurrent.as_str(),
-                    true,
-                    today()
-                ])?;
-                if taken != 1 {
-                    return Err(StoreError::Corrupt(
-                        "the seat count moved under the seat writer".into(),
-                    ));
-                }
+                count_seat(conn, &license.id, SeatModel::Concurrent)?;
                 break expires_at;
             }
         }
@@ -290,6 +293,24 @@ pub(super) fn take(
         now,
     )?;
     Ok(Done::Taken(Box::new(seat), true))
+}
+
+/// Counts the seat the decision gave: the guarded update (`seats_used < seats_total`, in
+/// force, this seat model) is still the invariant's last word. Nothing else writes the
+/// counter meanwhile, so a refusal here means the ledger is not what was read.
+fn count_seat(conn: &Connection, license_id: &str, model: SeatModel) -> Result<(), StoreError> {
+    let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
+        license_id,
+        model.as_str(),
+        true,
+        today()
+    ])?;
+    if taken != 1 {
+        return Err(StoreError::Corrupt(
+            "the seat count moved under the seat writer".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The license's seats as the seat decision sees them today.
@@ -326,15 +347,15 @@ pub(super) fn license_seats(
 pub(super) fn last_admin_release(
     conn: &Connection,
     license: &License,
-    holder: &LeaseHolder,
+    fingerprint: &str,
+    os_user: &str,
 ) -> Result<Option<i64>, StoreError> {
     if !license.policy().has_release_cooldown() {
         return Ok(None);
     }
-    Ok(conn.prepare_cached(LAST_ADMIN_RELEASE)?.query_row(
-        params![license.id, holder.fingerprint, holder.os_user],
-        |row| row.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached(LAST_ADMIN_RELEASE)?
+        .query_row(params![license.id, fingerprint, os_user], |row| row.get(0))?)
 }
 
 /// Ends one live lease with `reason`, frees its seat and audits it (`seat.expired` or
@@ -405,35 +426,126 @@ pub(super) fn release(
     Ok(Done::Released(true))
 }
 
-/// Refuses `holder` and tells the workspace's webhooks (`seat.denied`), as the general
-/// path's `deny` does. Answered as an outcome, not an error, so that the announcement
-/// commits with the batch even when the batch is applied again with savepoints.
-pub(super) fn deny(
+/// Answers the seat decision's refusal of `who` (machine, OS user): a full license also
+/// says when its earliest lease could lapse, and every refusal of a seat is told to the
+/// webhooks (`seat.denied`), as the general path's `refuse` does. Answered as an outcome,
+/// not an error, so that the announcement commits with the batch even when the batch is
+/// applied again with savepoints.
+pub(super) fn refuse(
     conn: &Connection,
     hooks: &mut Webhooks,
     license: &License,
-    holder: &LeaseHolder,
-    refusal: StoreError,
+    (fingerprint, os_user): (&str, Option<&str>),
+    refusal: Refusal,
     now: i64,
 ) -> Result<Done, StoreError> {
-    let workspace_id = &license.workspace_id;
+    let next_expiry_ms = match refusal {
+        Refusal::Full { .. } => conn
+            .prepare_cached(NEXT_LEASE_EXPIRY)?
+            .query_row(params![license.id], |row| row.get(0))?,
+        _ => None,
+    };
+    let error = StoreError::refused(refusal, next_expiry_ms);
+    if !refusal.is_announced() {
+        return Err(error);
+    }
     enqueue_webhooks(
         conn,
         hooks,
-        workspace_id,
+        &license.workspace_id,
         "seat.denied",
         &new_id(),
         now,
-        || {
-            denial_data(
-                license,
-                &holder.fingerprint,
-                Some(&holder.os_user),
-                &refusal,
-            )
-        },
+        || denial_data(license, fingerprint, os_user, &error),
     )?;
-    Ok(Done::Refused(refusal))
+    Ok(Done::Refused(error))
+}
+
+/// A dedicated seat for a machine: the domain's [`decide_activate`] on what this
+/// transaction reads (the machine's activation, the license's seats, its last admin
+/// release), applied here as the general path applies it.
+pub(super) fn activate(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    fingerprint: &str,
+    identifier: Option<&str>,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let held = conn
+        .prepare_cached(ACTIVE_ACTIVATION)?
+        .query_row(params![license.id, fingerprint], seat_from_row)
+        .optional()?;
+    let last_release = match held {
+        Some(_) => None,
+        None => last_admin_release(conn, license, fingerprint, "")?,
+    };
+    let seats = license_seats(conn, &license.id)?;
+    match decide_activate(&license.policy(), &seats, held.is_some(), last_release, now) {
+        ActivateStep::Renew => {
+            let seat = held.ok_or_else(|| StoreError::Corrupt("renewed no activation".into()))?;
+            conn.prepare_cached(RENEW_ACTIVATION)?
+                .execute(params![now, identifier, seat.id])?;
+            let seat = seat_by_id(conn, &license.workspace_id, &seat.id)?;
+            Ok(Done::Taken(Box::new(seat), false))
+        }
+        ActivateStep::Refuse(refusal) => {
+            refuse(conn, hooks, license, (fingerprint, None), refusal, now)
+        }
+        ActivateStep::Activate => {
+            count_seat(conn, &license.id, SeatModel::Dedicated)?;
+            let id = new_id();
+            conn.prepare_cached(INSERT_ACTIVATION)?.execute(params![
+                id,
+                license.workspace_id,
+                license.id,
+                fingerprint,
+                identifier,
+                today(),
+                now
+            ])?;
+            let seat = seat_by_id(conn, &license.workspace_id, &id)?;
+            insert_event(
+                conn,
+                hooks,
+                (&license.workspace_id, &license.id),
+                &key_actor(license, identifier),
+                "seat.activated",
+                &seat.id,
+                None,
+                json(&seat),
+                now,
+            )?;
+            Ok(Done::Taken(Box::new(seat), true))
+        }
+    }
+}
+
+/// A machine's own release of its activation (to move it), within the policy's
+/// self-service releases this calendar month.
+pub(super) fn deactivate(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    fingerprint: &str,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let seat = conn
+        .prepare_cached(ACTIVE_ACTIVATION)?
+        .query_row(params![license.id, fingerprint], seat_from_row)
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    let month_start = leasehold_core::lease::month_start(today());
+    let used: i64 = conn
+        .prepare_cached(TRANSFERS_SINCE)?
+        .query_row(params![license.id, month_start], |row| row.get(0))?;
+    license.policy().self_service_release(used)?;
+    if !end_lease(conn, hooks, license, &seat, ReleaseReason::Transferred, now)? {
+        return Err(StoreError::NotFound);
+    }
+    Ok(Done::Deactivated(Box::new(
+        seat.ended(now, ReleaseReason::Transferred),
+    )))
 }
 
 /// Queues a message of `event_type` for each of the workspace's webhooks subscribed to

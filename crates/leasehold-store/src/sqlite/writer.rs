@@ -71,6 +71,19 @@ pub(crate) enum Op {
         expires_at: i64,
         now: i64,
     },
+    /// A machine's dedicated seat (its activation), or the one it holds.
+    Activate {
+        license: Arc<License>,
+        fingerprint: String,
+        identifier: Option<String>,
+        now: i64,
+    },
+    /// A machine's own release of its activation, within the monthly limit.
+    Deactivate {
+        license: Arc<License>,
+        fingerprint: String,
+        now: i64,
+    },
     /// A sweep's chunk: up to `limit` lapsed leases of these licenses (id, workspace)
     /// end, license by license in this order.
     Expire {
@@ -81,8 +94,11 @@ pub(crate) enum Op {
 }
 
 pub(crate) enum Done {
-    /// A new lease (`true`), or the holder's live one with this instance counted in.
+    /// A new seat (`true`), or the holder's own: its live lease with this instance
+    /// counted in, or its activation seen again.
     Taken(Box<Seat>, bool),
+    /// The activation a machine released, as it is now.
+    Deactivated(Box<Seat>),
     /// Refused here, and announced to the webhooks (`seat.denied`).
     Refused(StoreError),
     /// Whether the lease ended (its last instance left, or it already had).
