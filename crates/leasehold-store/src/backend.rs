@@ -1343,9 +1343,12 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64> {
+            async fn heartbeat(&self, license: &std::sync::Arc<License>, lease_id: &str, instance: &str) -> Result<i64> {
                 let now = now_ms();
                 let expires_at = license.policy().lease_expiry(now);
+                if let Some(beat) = self.fast_heartbeat(license, lease_id, instance, expires_at, now).await? {
+                    return beat;
+                }
                 // The hot path: one statement on one row.
                 let mut live = self.touch_lease(lease_id, &license.id, expires_at, now).await?;
                 if live.is_none() {
@@ -1383,7 +1386,7 @@ macro_rules! impl_store {
                     let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
                     let mut list = seat.instance_set();
                     if seat.released_at.is_none() && list.join(instance, license.max_instances_per_lease)? {
-                        sqlx::query("UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL")
+                        sqlx::query($crate::sql::JOIN_INSTANCE)
                             .bind(list.to_stored())
                             .bind(lease_id)
                             .execute(&mut *tx)

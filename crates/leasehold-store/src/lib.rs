@@ -417,7 +417,12 @@ pub trait Store: Notifications + Send + Sync + 'static {
         holder: &LeaseHolder,
     ) -> Result<(Seat, bool)>;
     /// Pushes a live lease's expiry; [`StoreError::LeaseExpired`] when it has lapsed.
-    async fn heartbeat(&self, license: &License, lease_id: &str, instance: &str) -> Result<i64>;
+    async fn heartbeat(
+        &self,
+        license: &Arc<License>,
+        lease_id: &str,
+        instance: &str,
+    ) -> Result<i64>;
     /// One instance exits; answers whether that freed the seat.
     async fn release_instance(
         &self,

@@ -230,6 +230,9 @@ pub(crate) const RENEW_LEASE: &str =
      last_seen_at = CASE WHEN last_seen_at > $3 THEN last_seen_at ELSE $3 END, \
      identifier = COALESCE($4, identifier), \
      sweep_at = CASE WHEN sweep_at > $2 THEN $2 ELSE sweep_at END WHERE id = $5 AND released_at IS NULL";
+/// An instance counted into a live lease by its heartbeat.
+pub(crate) const JOIN_INSTANCE: &str =
+    "UPDATE seats SET instances = $1 WHERE id = $2 AND released_at IS NULL";
 pub(crate) const SET_INSTANCES: &str =
     "UPDATE seats SET instances = $1, last_seen_at = $2 WHERE id = $3 AND released_at IS NULL";
 pub(crate) const END_SEAT: &str =

@@ -209,6 +209,7 @@ on_both_stores!(
     a_license_out_of_force_refuses_new_seats,
     a_refused_operation_in_a_batch_leaves_the_others_taken,
     a_machine_activates_once_and_a_full_license_refuses_the_next,
+    a_heartbeat_ends_a_lapsed_lease_and_counts_an_unseen_instance,
 );
 
 async fn a_live_holder_joins_without_a_seat_even_when_the_license_is_full(f: &Fixture) {
@@ -297,13 +298,14 @@ async fn an_admin_release_holds_the_holder_off_for_the_cooldown(f: &Fixture) {
 async fn a_holder_whose_lease_lapsed_unswept_gets_a_new_one(f: &Fixture) {
     let license = f.license(SeatModel::Concurrent, 1, policy()).await;
     let now = chrono::Utc::now().timestamp_millis();
-    // A lease of machine `seed-0`, OS user `u`, that lapsed a minute ago, not swept yet.
+    // A lease of machine `seed-1`, OS user `u` (the first `import_leases` makes), that
+    // lapsed a minute ago, not swept yet.
     f.store
         .import_leases(&license.id, 1, now - 120_000, now - 60_000)
         .await
         .expect("a lapsed lease");
     let lapsed_holder = LeaseHolder {
-        fingerprint: "seed-0".into(),
+        fingerprint: "seed-1".into(),
         os_user: "u".into(),
         identifier: None,
         instance: "i".into(),
@@ -314,7 +316,7 @@ async fn a_holder_whose_lease_lapsed_unswept_gets_a_new_one(f: &Fixture) {
         .await
         .expect("the holder takes a seat again");
     assert!(created, "a new lease, not the lapsed one rejoined");
-    assert_ne!(seat.id, format!("{}-0", license.id));
+    assert_ne!(seat.id, format!("{}-1", license.id));
     assert!(seat.expires_at.unwrap_or(0) > now);
     assert_eq!(f.seats_used(&license).await, 1);
 }
@@ -435,4 +437,50 @@ async fn a_machine_activates_once_and_a_full_license_refuses_the_next(f: &Fixtur
         .await
         .expect("the freed seat");
     assert_eq!(f.seats_used(&license).await, 1);
+}
+
+async fn a_heartbeat_ends_a_lapsed_lease_and_counts_an_unseen_instance(f: &Fixture) {
+    let license = f
+        .license(
+            SeatModel::Concurrent,
+            2,
+            LeasePolicy {
+                max_instances_per_lease: 2,
+                ..policy()
+            },
+        )
+        .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    f.store
+        .import_leases(&license.id, 1, now - 120_000, now - 60_000)
+        .await
+        .expect("a lapsed lease");
+    let lapsed = format!("{}-1", license.id);
+    match f.store.heartbeat(&license, &lapsed, "i").await {
+        Err(StoreError::LeaseExpired) => {}
+        other => panic!("a lapsed lease's heartbeat is refused: {other:?}"),
+    }
+    assert_eq!(f.seats_used(&license).await, 0, "and its seat is freed");
+    let (seat, _) = f.take(&license, "m1", "i1").await;
+    let expires_at = f
+        .store
+        .heartbeat(&license, &seat.id, "i2")
+        .await
+        .expect("a live lease's heartbeat");
+    assert!(expires_at >= seat.expires_at.unwrap_or(i64::MAX));
+    let (joined, created) = f.take(&license, "m1", "i2").await;
+    assert!(!created);
+    assert_eq!(
+        joined.instance_set().as_slice(),
+        ["i1", "i2"],
+        "i2 was counted in"
+    );
+    match f.store.heartbeat(&license, &seat.id, "i3").await {
+        Err(StoreError::InstanceLimit { limit: 2 }) => {}
+        other => panic!("a third instance is past the limit: {other:?}"),
+    }
+    match f.store.heartbeat(&license, "no-such-lease", "i1").await {
+        Err(StoreError::NotFound) => {}
+        other => panic!("an unknown lease is not found: {other:?}"),
+    }
 }

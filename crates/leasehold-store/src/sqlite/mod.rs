@@ -156,8 +156,7 @@ impl SqliteStore {
         }
     }
 
-    /// Pushes a live lease's expiry: one statement, batched on the seat writer with
-    /// everything queued beside it.
+    /// Pushes a live lease's expiry (a store without a seat writer: in-memory).
     async fn touch_lease(
         &self,
         lease_id: &str,
@@ -165,24 +164,38 @@ impl SqliteStore {
         expires_at: i64,
         now: i64,
     ) -> crate::Result<Option<Option<String>>> {
+        let live: Option<(Option<String>,)> = sqlx::query_as(crate::sql::TOUCH_LEASE)
+            .bind(expires_at)
+            .bind(now)
+            .bind(lease_id)
+            .bind(license_id)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(live.map(|(instances,)| instances))
+    }
+
+    /// A heartbeat decided whole on the seat writer, batched with everything queued beside
+    /// it; `None` without one (in-memory database).
+    async fn fast_heartbeat(
+        &self,
+        license: &Arc<crate::License>,
+        lease_id: &str,
+        instance: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> crate::Result<Option<crate::Result<i64>>> {
         let Some(seats) = &self.seats else {
-            let live: Option<(Option<String>,)> = sqlx::query_as(crate::sql::TOUCH_LEASE)
-                .bind(expires_at)
-                .bind(now)
-                .bind(lease_id)
-                .bind(license_id)
-                .fetch_optional(&self.writer)
-                .await?;
-            return Ok(live.map(|(instances,)| instances));
+            return Ok(None);
         };
-        let op = Op::Touch {
+        let op = Op::Heartbeat {
+            license: license.clone(),
             lease_id: lease_id.to_string(),
-            license_id: license_id.to_string(),
+            instance: instance.to_string(),
             expires_at,
             now,
         };
         match seats.apply(op).await? {
-            Done::Touched(live) => Ok(live),
+            Done::Beat(beat) => Ok(Some(beat)),
             _ => Err(unexpected()),
         }
     }

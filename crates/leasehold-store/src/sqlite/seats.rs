@@ -8,13 +8,14 @@ use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat
 use crate::sql::{
     denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_LEASE, END_SEAT,
     ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, INSERT_ACTIVATION, INSERT_EVENT,
-    INSERT_LEASE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LICENSE_SEATS, NEXT_LEASE_EXPIRY,
-    RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE,
-    TRANSFERS_SINCE, TRY_TAKE_SEAT,
+    INSERT_LEASE, JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LICENSE_SEATS,
+    NEXT_LEASE_EXPIRY, RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES,
+    TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT,
 };
 use crate::{StoreError, Swept};
 use leasehold_core::lease::{
-    decide_activate, decide_take, ActivateStep, LicenseSeats, Refusal, TakeInput, TakeStep,
+    decide_activate, decide_take, ActivateStep, Instances, LicenseSeats, Refusal, TakeInput,
+    TakeStep,
 };
 use leasehold_core::{effective_status, LicenseStatus, ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -43,18 +44,13 @@ pub(super) fn apply_op(
             instance,
             now,
         } => release(conn, hooks, license, lease_id, instance, *now),
-        Op::Touch {
+        Op::Heartbeat {
+            license,
             lease_id,
-            license_id,
+            instance,
             expires_at,
             now,
-        } => Ok(Done::Touched(
-            conn.prepare_cached(TOUCH_LEASE)?
-                .query_row(params![expires_at, now, lease_id, license_id], |row| {
-                    row.get::<_, Option<String>>(0)
-                })
-                .optional()?,
-        )),
+        } => heartbeat(conn, hooks, license, lease_id, instance, *expires_at, *now),
         Op::Expire {
             licenses,
             now,
@@ -519,6 +515,58 @@ pub(super) fn activate(
             Ok(Done::Taken(Box::new(seat), true))
         }
     }
+}
+
+/// A heartbeat, decided whole in the writer: the hot case is one statement
+/// (`TOUCH_LEASE`); a lease that lapsed ends here (`seat.expired`), one whose new expiry
+/// comes before its `sweep_at` moves both (`TOUCH_LEASE_SOONER`), and an instance the
+/// server had not seen is counted in, up to the policy's limit.
+pub(super) fn heartbeat(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    lease_id: &str,
+    instance: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<Done, StoreError> {
+    let live: Option<Option<String>> = conn
+        .prepare_cached(TOUCH_LEASE)?
+        .query_row(params![expires_at, now, lease_id, license.id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let stored = match live {
+        Some(instances) => instances,
+        None => {
+            let seat = match seat_by_id(conn, &license.workspace_id, lease_id) {
+                Ok(seat) if seat.license_id == license.id && seat.kind == SeatKind::Lease => seat,
+                Ok(_) | Err(StoreError::NotFound) => {
+                    return Ok(Done::Beat(Err(StoreError::NotFound)))
+                }
+                Err(error) => return Err(error),
+            };
+            if seat.released_at.is_some() || seat.expires_at.unwrap_or(0) < now {
+                if seat.released_at.is_none() {
+                    end_lease(conn, hooks, license, &seat, ReleaseReason::Expired, now)?;
+                }
+                return Ok(Done::Beat(Err(StoreError::LeaseExpired)));
+            }
+            conn.prepare_cached(TOUCH_LEASE_SOONER)?
+                .execute(params![expires_at, now, lease_id])?;
+            seat.instances
+        }
+    };
+    let mut instances = Instances::from_stored(stored.as_deref());
+    match instances.join(instance, license.max_instances_per_lease) {
+        Ok(false) => {}
+        Ok(true) => {
+            conn.prepare_cached(JOIN_INSTANCE)?
+                .execute(params![instances.to_stored(), lease_id])?;
+        }
+        Err(limit) => return Ok(Done::Beat(Err(limit.into()))),
+    }
+    Ok(Done::Beat(Ok(expires_at)))
 }
 
 /// A machine's own release of its activation (to move it), within the policy's

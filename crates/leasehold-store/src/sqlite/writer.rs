@@ -65,9 +65,12 @@ pub(crate) enum Op {
         instance: String,
         now: i64,
     },
-    Touch {
+    /// A heartbeat: the lease lives on to `expires_at` (the newest heartbeat winning), or
+    /// ends here if it lapsed; an instance the server had not seen is counted in.
+    Heartbeat {
+        license: Arc<License>,
         lease_id: String,
-        license_id: String,
+        instance: String,
         expires_at: i64,
         now: i64,
     },
@@ -103,8 +106,10 @@ pub(crate) enum Done {
     Refused(StoreError),
     /// Whether the lease ended (its last instance left, or it already had).
     Released(bool),
-    /// The live lease's instance list, or `None` when it is not live.
-    Touched(Option<Option<String>>),
+    /// A heartbeat's answer: the lease's new expiry, or why it has none (it lapsed, and
+    /// ended here if it had not yet; it is gone; an instance past the limit). An outcome,
+    /// not an error, so that an expiry made here commits with the batch.
+    Beat(Result<i64, StoreError>),
     /// The leases that ended, as they were before, and where the budget ran out.
     Expired(Swept),
 }
