@@ -1,6 +1,6 @@
-//! The seat operations the writer applies inside its batch: take (the domain's seat
-//! decision applied step by step), release, heartbeat and the sweeper's chunks, with
-//! their audit events and webhook messages.
+//! The seat operations the writer applies inside its batch: take and activate (the
+//! domain's seat decision applied step by step), check-in, deactivate, heartbeat and
+//! the sweeper's chunks, with their audit events and webhook messages.
 
 use super::writer::{Done, Op};
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};

@@ -1,5 +1,6 @@
-//! SQLite's seat writer: the hot seat operations (take a lease, release an instance,
-//! heartbeat) and the sweeper's chunks run on one dedicated thread that owns a write
+//! SQLite's seat writer: the client's seat operations (take a lease, release an instance,
+//! heartbeat, activate and deactivate a machine) and the sweeper's chunks run on one
+//! dedicated thread that owns a write
 //! connection and its prepared statements, so a statement costs microseconds instead of
 //! a round trip through an async driver's worker thread, and the sweep never contends
 //! with the hot operations for SQLite's write lock.
@@ -27,15 +28,17 @@
 //! **One license's audit log, indexed in bulk.** Events are not indexed by license as
 //! they are written: between two batches, every 50 ms or so, the writer adds the events
 //! committed since to `license_events`, sorted, in a transaction of its own
-//! ([`AuditIndex`]). A store without a seat writer (an in-memory database) never indexes,
+//! (`AuditIndex`). A store without a seat writer (an in-memory database) never indexes,
 //! and its license logs read the whole table.
 //!
-//! **One seat decision.** A take asks the domain's [`decide_take`] with what its
-//! transaction read and applies the answer step by step (join, end the holder's lapsed
-//! lease, reclaim a full license's lapsed leases, take, or refuse and announce it), as
-//! the general (sqlx) path does with the same rule and the same statement texts
-//! ([`crate::backend`] holds each text once). Every take of a file-backed store is decided
-//! here, so a crowd waiting for a seat never takes SQLite's write lock from this thread.
+//! **One seat decision.** A take asks the domain's `decide_take` (an activation its
+//! `decide_activate`) with what its transaction read and applies the answer step by step
+//! (join, end the holder's lapsed lease, reclaim a full license's lapsed leases, take, or
+//! refuse and announce it; `seats.rs`), as the general (sqlx) path does with the same rule
+//! and the same statement texts (`crate::sql` holds each text once). Every client seat
+//! operation of a file-backed store is decided here, so a crowd waiting for a seat never
+//! takes SQLite's write lock from this thread. The bounded WAL is `wal.rs`; the audit
+//! index, `audit_index.rs`.
 
 use super::audit_index::AuditIndex;
 use super::seats::{apply_op, Webhooks};
