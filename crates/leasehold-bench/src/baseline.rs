@@ -1,13 +1,9 @@
 //! The baseline: a minimal axum service over Redis taking and freeing seats with a Lua
 //! sorted-set semaphore with expiry, run as its own process (`leasehold-bench baseline`).
 
-use crate::bench::BenchArgs;
-use crate::bench::Scenario;
-use crate::load::Follow;
-use crate::load::Load;
-use crate::load::Step;
-use crate::servers::wait_until_up;
-use crate::servers::Fleet;
+use crate::bench::{BenchArgs, Scenario};
+use crate::load::{Follow, Load, Step};
+use crate::servers::{wait_until_up, Fleet};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -6,20 +6,11 @@
 //! With `--url` it drives running servers instead, through their API only.
 
 use crate::baseline::BaselineService;
-use crate::load::measure_in_turns;
-use crate::load::Follow;
-use crate::load::Load;
-use crate::load::Measured;
-use crate::load::Step;
-use crate::load::TURN;
-use crate::servers::connect_servers;
-use crate::servers::create_licenses;
-use crate::servers::delete_fleet;
-use crate::servers::over_allocations;
-use crate::servers::peak_rss_mib;
-use crate::servers::seed_leases;
-use crate::servers::start_servers;
-use crate::servers::Fleet;
+use crate::load::{measure_in_turns, Follow, Load, Measured, Step, TURN};
+use crate::servers::{
+    connect_servers, create_licenses, delete_fleet, over_allocations, peak_rss_mib, seed_leases,
+    start_servers, Fleet,
+};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::path::PathBuf;

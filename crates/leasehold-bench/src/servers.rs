@@ -2,8 +2,7 @@
 //! licenses and seeded leases, and the ledger checked afterwards.
 
 use crate::baseline::now_ms;
-use crate::bench::BenchArgs;
-use crate::bench::StoreKind;
+use crate::bench::{BenchArgs, StoreKind};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::path::PathBuf;
