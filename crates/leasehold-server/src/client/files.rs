@@ -26,10 +26,8 @@ pub(super) struct LicenseFileQuery {
 #[utoipa::path(get, path = "/v1/client/license-file", tag = "client",
     params(("fingerprint" = String, Query), ("key" = Option<String>, Query, description = "Or `Authorization: License …`"),
         ("nonce" = Option<String>, Query, description = "Or the `Leasehold-Nonce` header")),
-    responses((status = 200, body = LicenseFile),
-        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
-        (status = 401, description = "No license key", body = ErrorBody),
-        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+    responses(KeyedRefusals,
+        (status = 200, body = LicenseFile),
         (status = 403, description = "The license is not in force", body = ErrorBody),
         (status = 404, description = "No license has this key", body = ErrorBody),
         (status = 409, description = "`NOT_ACTIVATED`: this machine holds no seat", body = ErrorBody)))]

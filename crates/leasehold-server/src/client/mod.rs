@@ -38,6 +38,25 @@ use std::sync::Arc;
 )]
 pub(crate) struct ClientDoc;
 
+/// The refusals every keyed client route can answer, for `/openapi.json` (each route lists
+/// its own besides). Documentation only: the answers themselves are `ApiError`s.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum KeyedRefusals {
+    #[response(
+        status = 400,
+        description = "A field is invalid (`INVALID_REQUEST`), or the nonce"
+    )]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "No license key")]
+    NoKey(ErrorBody),
+    #[response(
+        status = 429,
+        description = "This address or key is past its rate limit (`RATE_LIMITED`)"
+    )]
+    Limited(ErrorBody),
+}
+
 /// The longest an offline license file may be valid (policy values are capped too).
 const MAX_FILE_TTL_S: i64 = 10 * 366 * 24 * 3600;
 

@@ -19,10 +19,8 @@ use leasehold_store::{today, LeaseHolder};
 /// Checks a license key (and, for a dedicated license, that this machine holds a seat).
 /// The answer is signed and bound to the request (see `Binding`).
 #[utoipa::path(post, path = "/v1/client/validate", tag = "client", request_body = ValidateRequest,
-    responses((status = 200, body = ValidateAnswer, description = "Signed; an unknown key is `NOT_FOUND` with `license: null`"),
-        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
-        (status = 401, description = "No license key", body = ErrorBody),
-        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody)))]
+    responses(KeyedRefusals,
+        (status = 200, body = ValidateAnswer, description = "Signed; an unknown key is `NOT_FOUND` with `license: null`")))]
 pub(super) async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -100,11 +98,9 @@ pub(super) async fn validation(
 
 /// Takes a dedicated (node-locked) seat for a machine.
 #[utoipa::path(post, path = "/v1/client/activations", tag = "client", request_body = ActivateRequest,
-    responses((status = 201, body = Activation, description = "A new seat"),
+    responses(KeyedRefusals,
+        (status = 201, body = Activation, description = "A new seat"),
         (status = 200, body = Activation, description = "This machine holds a seat already"),
-        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
-        (status = 401, description = "No license key", body = ErrorBody),
-        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
         (status = 403, description = "The license is not in force (`SUSPENDED`, `REVOKED`, `EXPIRED`)", body = ErrorBody),
         (status = 404, description = "No license has this key", body = ErrorBody),
         (status = 409, description = "`NO_SEATS`, or `RELEASE_COOLDOWN` after an admin released this machine", body = ErrorBody)))]
@@ -160,10 +156,8 @@ pub(super) fn optional_body<T: serde::de::DeserializeOwned + Default>(
 /// Frees this machine's dedicated seat, to move the license.
 #[utoipa::path(delete, path = "/v1/client/activations/{fingerprint}", tag = "client", request_body = KeyOnly,
     params(("fingerprint" = String, Path)),
-    responses((status = 200, body = Deactivated),
-        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
-        (status = 401, description = "No license key", body = ErrorBody),
-        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+    responses(KeyedRefusals,
+        (status = 200, body = Deactivated),
         (status = 404, description = "No license has this key, or the machine holds no seat", body = ErrorBody),
         (status = 429, description = "`RELEASE_LIMIT`: the month's self-service releases are used up", body = ErrorBody)))]
 pub(super) async fn deactivate(
@@ -203,11 +197,9 @@ pub(super) async fn deactivate(
 
 /// Takes a concurrent (floating) seat, or joins the lease this machine and OS user hold.
 #[utoipa::path(post, path = "/v1/client/leases", tag = "client", request_body = LeaseRequest,
-    responses((status = 201, body = Lease, description = "A new lease"),
+    responses(KeyedRefusals,
+        (status = 201, body = Lease, description = "A new lease"),
         (status = 200, body = Lease, description = "Joined the holder's lease"),
-        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
-        (status = 401, description = "No license key", body = ErrorBody),
-        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
         (status = 403, description = "The license is not in force", body = ErrorBody),
         (status = 404, description = "No license has this key", body = ErrorBody),
         (status = 409, description = "`NO_SEATS` (with `retry_after_s`), `RELEASE_COOLDOWN` or `INSTANCE_LIMIT`", body = ErrorBody)))]
@@ -259,10 +251,8 @@ pub(super) async fn take_lease(
 /// Keeps a lease alive: pushes its expiry by the license's lease period.
 #[utoipa::path(post, path = "/v1/client/leases/{id}/heartbeat", tag = "client", request_body = HeartbeatRequest,
     params(("id" = String, Path)),
-    responses((status = 200, body = HeartbeatAnswer),
-        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
-        (status = 401, description = "No license key", body = ErrorBody),
-        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+    responses(KeyedRefusals,
+        (status = 200, body = HeartbeatAnswer),
         (status = 404, description = "No license has this key", body = ErrorBody),
         (status = 409, description = "`INSTANCE_LIMIT`: a new instance would pass the policy's limit", body = ErrorBody),
         (status = 410, description = "`LEASE_EXPIRED`: take a new lease", body = ErrorBody)))]
@@ -298,10 +288,8 @@ pub(super) async fn heartbeat(
 /// One instance exits; the seat is freed with the lease's last instance.
 #[utoipa::path(delete, path = "/v1/client/leases/{id}/instances/{instance}", tag = "client", request_body = KeyOnly,
     params(("id" = String, Path), ("instance" = String, Path)),
-    responses((status = 200, body = InstanceReleased),
-        (status = 400, description = "A field is invalid (`INVALID_REQUEST`), or the nonce", body = ErrorBody),
-        (status = 401, description = "No license key", body = ErrorBody),
-        (status = 429, description = "This address or key is past its rate limit (`RATE_LIMITED`)", body = ErrorBody),
+    responses(KeyedRefusals,
+        (status = 200, body = InstanceReleased),
         (status = 404, description = "No license has this key, or no such lease", body = ErrorBody)))]
 pub(super) async fn release_instance(
     State(state): State<AppState>,
