@@ -1288,7 +1288,7 @@ macro_rules! impl_store {
                 Ok(found.map(|(expires_at,)| $crate::HeldSeat { expires_at }))
             }
 
-            async fn activate(&self, license: &License, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
+            async fn activate(&self, license: &std::sync::Arc<License>, fingerprint: &str, identifier: Option<&str>) -> Result<(Seat, bool)> {
                 // Two first activations of one machine racing on different nodes: the loser
                 // hits the unique index and, retried, finds the winner's seat.
                 if let Some(activated) = self.fast_activate(license, fingerprint, identifier).await? {
@@ -1303,7 +1303,7 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat> {
+            async fn deactivate(&self, license: &std::sync::Arc<License>, fingerprint: &str) -> Result<Seat> {
                 if let Some(released) = self.fast_deactivate(license, fingerprint).await? {
                     return Ok(released);
                 }

@@ -401,14 +401,15 @@ pub trait Store: Notifications + Send + Sync + 'static {
         fingerprint: &str,
     ) -> Result<Option<HeldSeat>>;
     /// Takes a dedicated seat for a machine, or answers its existing one (`false`).
+    /// (`license` is shared, as for leases: SQLite's seat writer keeps it for the batch.)
     async fn activate(
         &self,
-        license: &License,
+        license: &Arc<License>,
         fingerprint: &str,
         identifier: Option<&str>,
     ) -> Result<(Seat, bool)>;
     /// Releases a machine's seat to move it, within the policy's monthly limit.
-    async fn deactivate(&self, license: &License, fingerprint: &str) -> Result<Seat>;
+    async fn deactivate(&self, license: &Arc<License>, fingerprint: &str) -> Result<Seat>;
     /// Takes a concurrent seat for (fingerprint, os_user), or joins the one it holds (`false`).
     /// (`license` is shared, not copied: SQLite's seat writer keeps it for the batch.)
     async fn take_lease(

@@ -207,7 +207,7 @@ async fn release(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let (license, csrf) = match portal_session(&state, &headers).await {
-        Ok(Some(found)) => found,
+        Ok(Some((license, csrf))) => (std::sync::Arc::new(license), csrf),
         Ok(None) => return Redirect::to("/portal").into_response(),
         Err(error) => return error.into_response(),
     };
@@ -254,7 +254,7 @@ async fn release(
         .store
         .license(&license.workspace_id, &license.id)
         .await
-        .unwrap_or(license);
+        .unwrap_or_else(|_| license.as_ref().clone());
     seats_page(&state, &license, &csrf, Some(message)).await
 }
 

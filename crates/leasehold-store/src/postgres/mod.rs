@@ -106,7 +106,7 @@ impl PostgresStore {
     /// Activations take the general path (under the license's row lock).
     async fn fast_activate(
         &self,
-        _license: &License,
+        _license: &std::sync::Arc<License>,
         _fingerprint: &str,
         _identifier: Option<&str>,
     ) -> crate::Result<Option<(Seat, bool)>> {
@@ -116,7 +116,7 @@ impl PostgresStore {
     /// Self-service releases take the general path (under the license's row lock).
     async fn fast_deactivate(
         &self,
-        _license: &License,
+        _license: &std::sync::Arc<License>,
         _fingerprint: &str,
     ) -> crate::Result<Option<Seat>> {
         Ok(None)

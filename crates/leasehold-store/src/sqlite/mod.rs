@@ -225,7 +225,7 @@ impl SqliteStore {
     /// Activates a machine on the seat writer; `None` without one (in-memory database).
     async fn fast_activate(
         &self,
-        license: &crate::License,
+        license: &Arc<crate::License>,
         fingerprint: &str,
         identifier: Option<&str>,
     ) -> crate::Result<Option<(crate::Seat, bool)>> {
@@ -233,7 +233,7 @@ impl SqliteStore {
             return Ok(None);
         };
         let op = Op::Activate {
-            license: Arc::new(license.clone()),
+            license: license.clone(),
             fingerprint: fingerprint.to_string(),
             identifier: identifier.map(String::from),
             now: crate::now_ms(),
@@ -248,14 +248,14 @@ impl SqliteStore {
     /// A machine's own release of its activation, on the seat writer; `None` without one.
     async fn fast_deactivate(
         &self,
-        license: &crate::License,
+        license: &Arc<crate::License>,
         fingerprint: &str,
     ) -> crate::Result<Option<crate::Seat>> {
         let Some(seats) = &self.seats else {
             return Ok(None);
         };
         let op = Op::Deactivate {
-            license: Arc::new(license.clone()),
+            license: license.clone(),
             fingerprint: fingerprint.to_string(),
             now: crate::now_ms(),
         };
