@@ -1,12 +1,11 @@
-//! Leasehold's storage. One [`Store`] trait in the domain's words; a SQLite and a
-//! PostgreSQL implementation generated from one body of SQL (`backend.rs`, its shared
-//! texts in `sql.rs`), each with its own embedded migrations.
+//! Leasehold's storage. One [`Store`] trait in the domain's words, made of [`Directory`],
+//! [`Tracking`], [`Seats`] and [`Notifications`]; a SQLite and a PostgreSQL
+//! implementation, each with its own embedded migrations and seat engine
+//! (`sqlite/writer.rs`, `postgres/batch.rs`), and one body of portable SQL for the rest
+//! (`engine/`, compiled once per backend; its shared texts are in `sql.rs`).
 
 #[macro_use]
 mod sql;
-#[macro_use]
-mod backend;
-#[macro_use]
 mod outbox;
 mod postgres;
 mod records;
@@ -218,54 +217,57 @@ pub(crate) struct Swept {
 
 /// What the domain needs from storage. Every call that changes data writes its
 /// audit event in the same transaction; every call is scoped to one workspace and
-/// answers [`StoreError::NotFound`] for another workspace's objects.
+/// answers [`StoreError::NotFound`] for another workspace's objects. Its parts are
+/// traits of their own; a `dyn Store` answers all of their methods.
+pub trait Store: Directory + Tracking + Seats + Notifications + Send + Sync + 'static {}
+
+impl<S: Directory + Tracking + Seats + Notifications + Send + Sync + 'static> Store for S {}
+
+/// Workspaces, their members, API tokens and sessions, and the store itself.
 #[async_trait]
-pub trait Store: Notifications + Send + Sync + 'static {
+pub trait Directory: Send + Sync {
     fn backend(&self) -> Backend;
+
     /// Answers when the database answers (readiness).
     async fn ping(&self) -> Result<()>;
+
     /// Sends `payload` to every node listening on `channel` (PostgreSQL `NOTIFY`); a
     /// no-op where the store serves one node (SQLite).
     async fn notify(&self, channel: &str, payload: &str) -> Result<()>;
+
     /// What `notify` sends on any node, or `None` where there is only this node.
     async fn listen(&self, channel: &str) -> Result<Option<Messages>>;
+
     /// Stores `value` under `key` unless a value is there; answers the value that is.
     async fn meta_get_or_put(&self, key: &str, value: &str) -> Result<String>;
-    /// Loads `count` live leases onto a concurrent license at once, for the benchmark: ids
-    /// `{license}-{n}`, machines `seed-{n}`, OS user `u`, one instance `i`, taken at
-    /// `now` and expiring at `expires_at`; `seats_used` grows by as many, in the same
-    /// transaction. No audit events or webhooks: it stands for leases taken before.
-    /// Refused (`Conflict`) past the license's free seats.
-    async fn import_leases(
-        &self,
-        license_id: &str,
-        count: i64,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<()>;
 
-    // Workspaces, members and tokens.
     async fn create_workspace(
         &self,
         workspace: NewWorkspace,
         owner: NewMember,
         token: NewToken,
     ) -> Result<Workspace>;
+
     async fn workspace(&self, id: &str) -> Result<Workspace>;
+
     async fn workspace_count(&self) -> Result<i64>;
+
     /// The live (unrevoked) token with this hash.
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>>;
+
     async fn create_token(
         &self,
         actor: &Actor,
         workspace_id: &str,
         token: NewToken,
     ) -> Result<TokenRecord>;
+
     async fn list_tokens(
         &self,
         workspace_id: &str,
         page: &PageRequest,
     ) -> Result<Page<TokenRecord>>;
+
     async fn revoke_token(
         &self,
         actor: &Actor,
@@ -279,10 +281,14 @@ pub trait Store: Notifications + Send + Sync + 'static {
         workspace_id: &str,
         member: NewMember,
     ) -> Result<Member>;
+
     async fn list_members(&self, workspace_id: &str) -> Result<Vec<Member>>;
+
     /// Every member with this email, in any workspace (sign-in picks the one whose password matches).
     async fn members_by_email(&self, email: &str) -> Result<Vec<Member>>;
+
     async fn member(&self, workspace_id: &str, id: &str) -> Result<Member>;
+
     /// Changes a member's role or disables them; a disabled member's sessions end in the
     /// same step. `LastOwner` when the workspace would keep no owner who can sign in.
     async fn update_member(
@@ -292,26 +298,44 @@ pub trait Store: Notifications + Send + Sync + 'static {
         id: &str,
         change: MemberChange,
     ) -> Result<Member>;
+
     /// Removes a member and ends their sessions (their events stay); `LastOwner` as above.
     async fn delete_member(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<Member>;
+
     async fn create_session(&self, session: Session) -> Result<()>;
+
     /// The live session with this token hash.
     async fn session(&self, token_hash: &str) -> Result<Option<Session>>;
+
     async fn delete_session(&self, token_hash: &str) -> Result<()>;
 
-    // Applications.
+    /// The workspace's encrypted signing key, set to `candidate` if it has none yet.
+    async fn workspace_signing_key(
+        &self,
+        workspace_id: &str,
+        candidate: Vec<u8>,
+    ) -> Result<Vec<u8>>;
+}
+
+/// What IT admins track: applications, licenses, assigned seats, contacts, reminders
+/// and the audit log.
+#[async_trait]
+pub trait Tracking: Send + Sync {
     async fn create_application(
         &self,
         actor: &Actor,
         workspace_id: &str,
         application: NewApplication,
     ) -> Result<Application>;
+
     async fn application(&self, workspace_id: &str, id: &str) -> Result<Application>;
+
     async fn list_applications(
         &self,
         workspace_id: &str,
         page: &PageRequest,
     ) -> Result<Page<Application>>;
+
     async fn update_application(
         &self,
         actor: &Actor,
@@ -319,23 +343,26 @@ pub trait Store: Notifications + Send + Sync + 'static {
         id: &str,
         change: ApplicationChange,
     ) -> Result<Application>;
+
     /// Refused with a conflict while the application has licenses.
     async fn delete_application(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()>;
 
-    // Licenses.
     async fn create_license(
         &self,
         actor: &Actor,
         workspace_id: &str,
         license: NewLicense,
     ) -> Result<License>;
+
     async fn license(&self, workspace_id: &str, id: &str) -> Result<License>;
+
     async fn list_licenses(
         &self,
         workspace_id: &str,
         filter: &LicenseFilter,
         page: &PageRequest,
     ) -> Result<Page<License>>;
+
     /// Applies `change` to the current row inside the transaction, so the new values are
     /// computed from what is stored, not from an earlier read.
     async fn update_license(
@@ -345,8 +372,10 @@ pub trait Store: Notifications + Send + Sync + 'static {
         id: &str,
         change: &(dyn for<'l> Fn(&'l License) -> Result<LicenseChange> + Send + Sync),
     ) -> Result<License>;
+
     /// Releases the license's seats, removes its reminders, keeps its ledger.
     async fn delete_license(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()>;
+
     /// The encrypted key, audited as revealed.
     async fn reveal_license_key(
         &self,
@@ -355,7 +384,6 @@ pub trait Store: Notifications + Send + Sync + 'static {
         id: &str,
     ) -> Result<Vec<u8>>;
 
-    // The seat ledger.
     async fn assign_seat(
         &self,
         actor: &Actor,
@@ -363,6 +391,7 @@ pub trait Store: Notifications + Send + Sync + 'static {
         license_id: &str,
         assignment: NewAssignment,
     ) -> Result<Seat>;
+
     async fn list_seats(
         &self,
         workspace_id: &str,
@@ -370,28 +399,71 @@ pub trait Store: Notifications + Send + Sync + 'static {
         active_only: bool,
         page: &PageRequest,
     ) -> Result<Page<Seat>>;
+
     async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat>;
 
-    // Contacts.
     async fn create_contact(
         &self,
         actor: &Actor,
         workspace_id: &str,
         contact: NewContact,
     ) -> Result<Contact>;
+
     async fn contact(&self, workspace_id: &str, id: &str) -> Result<Contact>;
+
     async fn list_contacts(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Contact>>;
+
     async fn terminate_contact(
         &self,
         actor: &Actor,
         workspace_id: &str,
         id: &str,
     ) -> Result<Contact>;
+
     async fn contact_seats(&self, workspace_id: &str, contact_id: &str) -> Result<Vec<Seat>>;
+
+    async fn list_reminders(
+        &self,
+        workspace_id: &str,
+        filter: &ReminderFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Reminder>>;
+
+    async fn dismiss_reminder(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Reminder>;
+
+    async fn list_events(
+        &self,
+        workspace_id: &str,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Event>>;
+}
+
+/// The client protocol's seats (DESIGN §3). `license` is the row the key resolved to.
+#[async_trait]
+pub trait Seats: Send + Sync {
+    /// Loads `count` live leases onto a concurrent license at once, for the benchmark: ids
+    /// `{license}-{n}`, machines `seed-{n}`, OS user `u`, one instance `i`, taken at
+    /// `now` and expiring at `expires_at`; `seats_used` grows by as many, in the same
+    /// transaction. No audit events or webhooks: it stands for leases taken before.
+    /// Refused (`Conflict`) past the license's free seats.
+    async fn import_leases(
+        &self,
+        license_id: &str,
+        count: i64,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()>;
 
     // The client protocol (DESIGN §3). `license` is the row the key resolved to.
     /// The live license with this keyed hash, in any workspace.
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>>;
+
     /// This machine's active seat of this kind, if it holds one (a lease may have lapsed
     /// without being swept yet: see its `expires_at`).
     async fn held_seat(
@@ -400,6 +472,7 @@ pub trait Store: Notifications + Send + Sync + 'static {
         kind: leasehold_core::SeatKind,
         fingerprint: &str,
     ) -> Result<Option<HeldSeat>>;
+
     /// Takes a dedicated seat for a machine, or answers its existing one (`false`).
     /// (`license` is shared, as for leases: SQLite's seat writer keeps it for the batch.)
     async fn activate(
@@ -408,8 +481,10 @@ pub trait Store: Notifications + Send + Sync + 'static {
         fingerprint: &str,
         identifier: Option<&str>,
     ) -> Result<(Seat, bool)>;
+
     /// Releases a machine's seat to move it, within the policy's monthly limit.
     async fn deactivate(&self, license: &Arc<License>, fingerprint: &str) -> Result<Seat>;
+
     /// Takes a concurrent seat for (fingerprint, os_user), or joins the one it holds (`false`).
     /// (`license` is shared, not copied: SQLite's seat writer keeps it for the batch.)
     async fn take_lease(
@@ -417,6 +492,7 @@ pub trait Store: Notifications + Send + Sync + 'static {
         license: &Arc<License>,
         holder: &LeaseHolder,
     ) -> Result<(Seat, bool)>;
+
     /// Pushes a live lease's expiry; [`StoreError::LeaseExpired`] when it has lapsed.
     async fn heartbeat(
         &self,
@@ -424,6 +500,7 @@ pub trait Store: Notifications + Send + Sync + 'static {
         lease_id: &str,
         instance: &str,
     ) -> Result<i64>;
+
     /// One instance exits; answers whether that freed the seat.
     async fn release_instance(
         &self,
@@ -431,34 +508,9 @@ pub trait Store: Notifications + Send + Sync + 'static {
         lease_id: &str,
         instance: &str,
     ) -> Result<bool>;
+
     /// One chunk of a lease sweep: probes up to `probes` (at least 2) concurrent licenses
     /// holding seats, in id order from `from` (`""`: the first), and releases up to `limit` of
     /// their leases whose expiry has passed. Safe to run on several nodes at once.
     async fn expire_leases(&self, from: &str, limit: i64, probes: i64) -> Result<SweepChunk>;
-    /// The workspace's encrypted signing key, set to `candidate` if it has none yet.
-    async fn workspace_signing_key(
-        &self,
-        workspace_id: &str,
-        candidate: Vec<u8>,
-    ) -> Result<Vec<u8>>;
-
-    // Reminders and the audit log.
-    async fn list_reminders(
-        &self,
-        workspace_id: &str,
-        filter: &ReminderFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Reminder>>;
-    async fn dismiss_reminder(
-        &self,
-        actor: &Actor,
-        workspace_id: &str,
-        id: &str,
-    ) -> Result<Reminder>;
-    async fn list_events(
-        &self,
-        workspace_id: &str,
-        filter: &EventFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Event>>;
 }

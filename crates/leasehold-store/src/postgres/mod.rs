@@ -3,6 +3,8 @@
 
 mod batch;
 
+use crate::records::*;
+use crate::sql::json;
 use batch::{SeatBatcher, SeatOp};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -224,17 +226,21 @@ impl SeatEvent {
     }
 }
 
-impl_store!(
-    PostgresStore,
-    sqlx::Postgres,
-    backend = Backend::Postgres,
-    lock = " FOR NO KEY UPDATE",
-    skip_locked = " FOR UPDATE SKIP LOCKED"
-);
-
-impl_notifications!(
-    PostgresStore,
-    sqlx::Postgres,
-    backend = Backend::Postgres,
-    skip_locked = " FOR UPDATE SKIP LOCKED"
-);
+// What the shared engine (`engine/mod.rs`) is compiled with for this backend.
+type This = PostgresStore;
+type Db = sqlx::Postgres;
+const BACKEND: crate::Backend = crate::Backend::Postgres;
+macro_rules! row_lock {
+    () => {
+        " FOR NO KEY UPDATE"
+    };
+}
+macro_rules! skip_locked {
+    () => {
+        " FOR UPDATE SKIP LOCKED"
+    };
+}
+// Deliberately compiled once per backend, as explained in `engine/mod.rs`.
+#[allow(clippy::duplicate_mod)]
+#[path = "../engine/mod.rs"]
+mod engine;

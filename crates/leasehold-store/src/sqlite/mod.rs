@@ -330,24 +330,29 @@ fn unexpected() -> crate::StoreError {
     crate::StoreError::Corrupt("the seat writer answered another operation".into())
 }
 
-impl_store!(
-    SqliteStore,
-    sqlx::Sqlite,
-    backend = Backend::Sqlite,
-    lock = "",
-    skip_locked = ""
-);
-
-impl_notifications!(
-    SqliteStore,
-    sqlx::Sqlite,
-    backend = Backend::Sqlite,
-    skip_locked = ""
-);
+// What the shared engine (`engine/mod.rs`) is compiled with for this backend.
+type This = SqliteStore;
+type Db = sqlx::Sqlite;
+const BACKEND: crate::Backend = crate::Backend::Sqlite;
+macro_rules! row_lock {
+    () => {
+        ""
+    };
+}
+macro_rules! skip_locked {
+    () => {
+        ""
+    };
+}
+// Deliberately compiled once per backend, as explained in `engine/mod.rs`.
+#[allow(clippy::duplicate_mod)]
+#[path = "../engine/mod.rs"]
+mod engine;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Tracking;
 
     /// How SQLite would run `sql` on a migrated database: its query plan's lines.
     async fn plan(sql: &str) -> Vec<String> {

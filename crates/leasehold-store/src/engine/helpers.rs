@@ -1,0 +1,775 @@
+//! Steps that run inside a caller's transaction, shared by the store's operations.
+
+use super::*;
+
+impl This {
+    // One row's columns; a struct for them would only be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn insert_event(
+        tx: &mut Tx,
+        workspace_id: &str,
+        actor: &Actor,
+        action: &str,
+        subject: (&str, &str),
+        license_id: Option<&str>,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> Result<()> {
+        let id = new_id();
+        let now = now_ms();
+        if let Some(event_type) = crate::outbox::webhook_event_of(action) {
+            let data =
+                crate::sql::webhook_data(subject, license_id, before.as_deref(), after.as_deref());
+            Self::enqueue_webhooks(tx, workspace_id, event_type, &id, &data, now).await?;
+        }
+        sqlx::query(crate::sql::INSERT_EVENT)
+            .bind(&id)
+            .bind(workspace_id)
+            .bind(actor.kind)
+            .bind(actor.id.as_deref())
+            .bind(&actor.label)
+            .bind(action)
+            .bind(subject.0)
+            .bind(subject.1)
+            .bind(license_id)
+            .bind(before)
+            .bind(after)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Queues `event_type` for every webhook of the workspace subscribed to it, in the
+    /// caller's transaction: one statement, nothing when none is. Message ids are
+    /// `event_id.webhook_id`, so queuing the same event twice queues nothing more.
+    pub(super) async fn enqueue_webhooks(
+        tx: &mut Tx,
+        workspace_id: &str,
+        event_type: &str,
+        event_id: &str,
+        data: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(crate::sql::ENQUEUE_WEBHOOKS)
+            .bind(event_id)
+            .bind(workspace_id)
+            .bind(event_type)
+            .bind(data)
+            .bind(now)
+            .bind(now.saturating_add(crate::outbox::RETRY_WINDOW_MS))
+            .bind(crate::sql::subscribed_pattern(event_type))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Answers a refused seat, told to the webhooks first (`seat.denied`) and
+    /// committed with whatever the transaction did before (expiries it made).
+    pub(super) async fn deny<T>(
+        &self,
+        mut tx: Tx,
+        license: &License,
+        fingerprint: &str,
+        os_user: Option<&str>,
+        refusal: StoreError,
+    ) -> Result<T> {
+        Self::announce_denial(&mut tx, license, fingerprint, os_user, &refusal).await?;
+        self.commit(tx).await?;
+        Err(refusal)
+    }
+
+    /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
+    pub(super) async fn announce_denial(
+        tx: &mut Tx,
+        license: &License,
+        fingerprint: &str,
+        os_user: Option<&str>,
+        refusal: &StoreError,
+    ) -> Result<()> {
+        let data = crate::sql::denial_data(license, fingerprint, os_user, refusal);
+        Self::enqueue_webhooks(
+            tx,
+            &license.workspace_id,
+            "seat.denied",
+            &new_id(),
+            &data,
+            now_ms(),
+        )
+        .await
+    }
+
+    /// Binds a license's admin-set fields as `$1`…`$21`, in `license_fields!()` order.
+    pub(super) fn bind_license_fields<'q>(
+        query: sqlx::query::QueryAs<'q, Db, License, <Db as sqlx::Database>::Arguments<'q>>,
+        c: &'q LicenseChange,
+    ) -> sqlx::query::QueryAs<'q, Db, License, <Db as sqlx::Database>::Arguments<'q>> {
+        let policy = &c.policy;
+        query
+            .bind(&c.licensed_to)
+            .bind(&c.vendor)
+            .bind(c.license_type)
+            .bind(c.status)
+            .bind(c.seat_model)
+            .bind(c.seats_total)
+            .bind(&c.version)
+            .bind(c.cost.as_ref().map(|m| m.amount_minor))
+            .bind(c.cost.as_ref().map(|m| m.currency.as_str()))
+            .bind(c.purchased_on)
+            .bind(c.expires_on)
+            .bind(c.maintenance_expires_on)
+            .bind(&c.po_number)
+            .bind(&c.notes)
+            .bind(policy.lease_ttl_s)
+            .bind(policy.heartbeat_interval_s)
+            .bind(policy.license_file_ttl_s)
+            .bind(policy.self_service_releases_per_month)
+            .bind(policy.admin_release)
+            .bind(policy.release_cooldown_s)
+            .bind(policy.max_instances_per_lease)
+    }
+
+    pub(super) async fn locked_license(
+        tx: &mut Tx,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<License> {
+        sqlx::query_as::<_, License>(concat!(license_select!(), row_lock!()))
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub(super) async fn license_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {
+        sqlx::query_as::<_, License>(license_select!())
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub(super) async fn seat_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<Seat> {
+        sqlx::query_as::<_, Seat>(crate::sql::SEAT_BY_ID)
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A member about to change, and how many other members are owners who can sign
+    /// in. The workspace row is locked first, so two owners demoting each other at
+    /// once are decided one after the other.
+    pub(super) async fn member_for_change(
+        tx: &mut Tx,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<(Member, u64)> {
+        sqlx::query("UPDATE workspaces SET name = name WHERE id = $1")
+            .bind(workspace_id)
+            .execute(&mut **tx)
+            .await?;
+        let member = sqlx::query_as::<_, Member>(
+            "SELECT * FROM members WHERE id = $1 AND workspace_id = $2",
+        )
+        .bind(id)
+        .bind(workspace_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let others: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND id <> $2 \
+             AND role = 'owner' AND disabled_at IS NULL",
+        )
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok((member, u64::try_from(others).unwrap_or(0)))
+    }
+
+    pub(super) async fn workspace_in(tx: &mut Tx, id: &str) -> Result<Workspace> {
+        sqlx::query_as::<_, Workspace>("SELECT * FROM workspaces WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Brings the license's pending reminders in line with its dates and status:
+    /// drops pending ones no longer due, adds missing ones, keeps sent and dismissed.
+    pub(super) async fn sync_reminders(tx: &mut Tx, license: &License) -> Result<()> {
+        let lead_days = Self::workspace_in(tx, &license.workspace_id)
+            .await?
+            .lead_days()?;
+        let wanted = reminders::due_reminders(
+            license.status,
+            license.expires_on,
+            license.maintenance_expires_on,
+            &lead_days,
+            today(),
+        );
+        let pending: Vec<(String, ReminderKind, chrono::NaiveDate)> = sqlx::query_as(
+            "SELECT id, kind, due_on FROM reminders WHERE license_id = $1 AND state = 'pending'",
+        )
+        .bind(&license.id)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (id, kind, due_on) in pending {
+            if !wanted.contains(&(kind, due_on)) {
+                sqlx::query("DELETE FROM reminders WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        for (kind, due_on) in wanted {
+            sqlx::query(
+                "INSERT INTO reminders (id, workspace_id, license_id, kind, due_on, state, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6) \
+                 ON CONFLICT (license_id, kind, due_on) DO NOTHING",
+            )
+            .bind(new_id())
+            .bind(&license.workspace_id)
+            .bind(&license.id)
+            .bind(kind)
+            .bind(due_on)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the license's active seats matching `kinds` with `reason`, frees them in
+    /// the counter, and audits each.
+    pub(super) async fn release_seats(
+        tx: &mut Tx,
+        actor: &Actor,
+        license: &License,
+        kinds: &[SeatKind],
+        reason: ReleaseReason,
+    ) -> Result<i64> {
+        let active: Vec<Seat> = sqlx::query_as::<_, Seat>(concat!(
+            seat_select!(),
+            "WHERE s.license_id = $1 AND s.released_at IS NULL"
+        ))
+        .bind(&license.id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let now = now_ms();
+        let mut released = 0;
+        for seat in active.into_iter().filter(|s| kinds.contains(&s.kind)) {
+            let ended = sqlx::query(
+                "UPDATE seats SET released_at = $1, release_reason = $2 WHERE id = $3 AND released_at IS NULL",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(&seat.id)
+            .execute(&mut **tx)
+            .await?;
+            if ended.rows_affected() == 0 {
+                continue;
+            }
+            let after = Seat {
+                released_at: Some(now),
+                release_reason: Some(reason),
+                ..seat.clone()
+            };
+            Self::insert_event(
+                tx,
+                &license.workspace_id,
+                actor,
+                "seat.released",
+                ("seat", &seat.id),
+                Some(&license.id),
+                json(&seat),
+                json(&after),
+            )
+            .await?;
+            released += 1;
+        }
+        if released > 0 {
+            sqlx::query("UPDATE licenses SET seats_used = seats_used - $1 WHERE id = $2")
+                .bind(released)
+                .bind(&license.id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(released)
+    }
+
+    /// Counts one more seat if one is free: the invariant, in one statement. The same
+    /// statement re-checks what the caller read before its transaction: the seat
+    /// model and, for applications (`in_force`), that the license is active today.
+    pub(super) async fn try_take_seat(
+        tx: &mut Tx,
+        license_id: &str,
+        model: SeatModel,
+        in_force: bool,
+    ) -> Result<bool> {
+        let taken = sqlx::query(crate::sql::TRY_TAKE_SEAT)
+            .bind(license_id)
+            .bind(model)
+            .bind(in_force)
+            .bind(today())
+            .execute(&mut **tx)
+            .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    /// Takes the license's row lock (PostgreSQL) before its seats are touched, so
+    /// every path locks in one order: license, then seats.
+    pub(super) async fn lock_license(tx: &mut Tx, license_id: &str) -> Result<()> {
+        sqlx::query(concat!(
+            "SELECT id FROM licenses WHERE id = $1",
+            row_lock!()
+        ))
+        .bind(license_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends one active seat (if it still is) and frees it in the counter.
+    pub(super) async fn end_seat(
+        tx: &mut Tx,
+        seat: &Seat,
+        reason: ReleaseReason,
+        now: i64,
+    ) -> Result<bool> {
+        let ended = sqlx::query(crate::sql::END_SEAT)
+            .bind(now)
+            .bind(reason)
+            .bind(&seat.id)
+            .execute(&mut **tx)
+            .await?;
+        if ended.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(crate::sql::FREE_SEAT)
+            .bind(&seat.license_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(true)
+    }
+
+    /// Before a full license refuses: ends its lapsed leases (up to a chunk of them),
+    /// however many leases have their `sweep_at` to move on first. Answers how many ended.
+    pub(super) async fn expire_all_lapsed(
+        tx: &mut Tx,
+        license: &License,
+        now: i64,
+    ) -> Result<usize> {
+        loop {
+            let (expired, moved) =
+                Self::expire_license_leases(tx, license, now, EXPIRE_CHUNK).await?;
+            if moved < EXPIRE_CHUNK {
+                return Ok(expired.len());
+            }
+        }
+    }
+
+    /// Releases up to `limit` of this license's lapsed leases, in a few set-wide
+    /// statements (the caller holds the license lock): the sweeper's chunk, and the
+    /// on-demand expiry before a checkout is refused. Leases whose `sweep_at` passed
+    /// though they live on move it to their expiry first, and count in `limit`: answers
+    /// the leases ended and how many moved (all of `limit`: some may be left).
+    pub(super) async fn expire_license_leases(
+        tx: &mut Tx,
+        license: &License,
+        now: i64,
+        limit: i64,
+    ) -> Result<(Vec<Seat>, i64)> {
+        let moved = sqlx::query(crate::sql::RESWEEP_LEASES)
+            .bind(&license.id)
+            .bind(now)
+            .bind(limit)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected() as i64;
+        if moved >= limit {
+            return Ok((Vec::new(), moved));
+        }
+        let lapsed: Vec<Seat> = sqlx::query_as::<_, Seat>(crate::sql::LAPSED_LEASES)
+            .bind(&license.id)
+            .bind(now)
+            .bind(limit - moved)
+            .fetch_all(&mut **tx)
+            .await?;
+        if lapsed.is_empty() {
+            return Ok((lapsed, moved));
+        }
+        let mut ended = sqlx::QueryBuilder::<Db>::new("UPDATE seats SET released_at = ");
+        ended
+            .push_bind(now)
+            .push(", release_reason = ")
+            .push_bind(ReleaseReason::Expired);
+        ended.push(" WHERE released_at IS NULL AND id IN (");
+        let mut ids = ended.separated(", ");
+        for seat in &lapsed {
+            ids.push_bind(&seat.id);
+        }
+        ended.push(") RETURNING id");
+        let ended: std::collections::HashSet<String> = ended
+            .build_query_scalar::<String>()
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        let expired: Vec<Seat> = lapsed
+            .into_iter()
+            .filter(|s| ended.contains(&s.id))
+            .collect();
+        if expired.is_empty() {
+            return Ok((expired, moved));
+        }
+        sqlx::query(crate::sql::FREE_SEATS)
+            .bind(expired.len() as i64)
+            .bind(&license.id)
+            .execute(&mut **tx)
+            .await?;
+        let actor = Actor::system();
+        let ids: Vec<String> = expired.iter().map(|_| new_id()).collect();
+        let (subscribed,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM webhooks WHERE workspace_id = $1 AND deleted_at IS NULL AND events LIKE '%\"seat.expired\"%'",
+        )
+        .bind(&license.workspace_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        if subscribed > 0 {
+            for (id, seat) in ids.iter().zip(&expired) {
+                let data = crate::sql::webhook_data(
+                    ("seat", &seat.id),
+                    Some(&license.id),
+                    json(seat).as_deref(),
+                    None,
+                );
+                Self::enqueue_webhooks(tx, &license.workspace_id, "seat.expired", id, &data, now)
+                    .await?;
+            }
+        }
+        let mut events = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO events (id, workspace_id, actor_kind, actor_id, actor_label, action, \
+             subject_type, subject_id, license_id, before_json, after_json, created_at) ",
+        );
+        events.push_values(ids.iter().zip(&expired), |mut row, (id, seat)| {
+            row.push_bind(id)
+                .push_bind(&license.workspace_id)
+                .push_bind(actor.kind)
+                .push_bind(actor.id.clone())
+                .push_bind(actor.label.clone())
+                .push_bind("seat.expired")
+                .push_bind("seat")
+                .push_bind(&seat.id)
+                .push_bind(&license.id)
+                .push_bind(json(seat))
+                .push_bind(None::<String>)
+                .push_bind(now);
+        });
+        events.build().execute(&mut **tx).await?;
+        Ok((expired, moved))
+    }
+
+    /// When an admin last released this holder's seat, read only when the license's
+    /// policy has a cooldown (`os_user` `""`: any of the machine's users).
+    pub(super) async fn last_admin_release(
+        tx: &mut Tx,
+        license: &License,
+        fingerprint: &str,
+        os_user: &str,
+    ) -> Result<Option<i64>> {
+        if !license.policy().has_release_cooldown() {
+            return Ok(None);
+        }
+        let (last,): (Option<i64>,) = sqlx::query_as(crate::sql::LAST_ADMIN_RELEASE)
+            .bind(&license.id)
+            .bind(fingerprint)
+            .bind(os_user)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(last)
+    }
+
+    /// Answers the seat decision's refusal: a full license says when its earliest lease
+    /// could lapse, and every refusal of a seat is told to the webhooks (`seat.denied`).
+    pub(super) async fn refuse<T>(
+        &self,
+        mut tx: Tx,
+        license: &License,
+        fingerprint: &str,
+        os_user: Option<&str>,
+        refusal: leasehold_core::lease::Refusal,
+    ) -> Result<T> {
+        let next_expiry_ms = match refusal {
+            leasehold_core::lease::Refusal::Full { .. } => {
+                let (next,): (Option<i64>,) = sqlx::query_as(crate::sql::NEXT_LEASE_EXPIRY)
+                    .bind(&license.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                next
+            }
+            _ => None,
+        };
+        let error = StoreError::refused(refusal, next_expiry_ms);
+        if !refusal.is_announced() {
+            return Err(error);
+        }
+        self.deny(tx, license, fingerprint, os_user, error).await
+    }
+
+    pub(super) async fn active_seat_of(
+        tx: &mut Tx,
+        license_id: &str,
+        kind: SeatKind,
+        fingerprint: &str,
+        os_user: Option<&str>,
+    ) -> Result<Option<Seat>> {
+        let query = match (kind, os_user) {
+            (SeatKind::Lease, Some(os_user)) => sqlx::query_as::<_, Seat>(crate::sql::ACTIVE_LEASE)
+                .bind(license_id)
+                .bind(fingerprint)
+                .bind(os_user),
+            (SeatKind::Activation, None) => {
+                sqlx::query_as::<_, Seat>(crate::sql::ACTIVE_ACTIVATION)
+                    .bind(license_id)
+                    .bind(fingerprint)
+            }
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "a lease is held per OS user, an activation per machine".into(),
+                ))
+            }
+        };
+        Ok(query.fetch_optional(&mut **tx).await?)
+    }
+
+    pub(super) async fn activate_once(
+        &self,
+        license: &License,
+        fingerprint: &str,
+        identifier: Option<&str>,
+    ) -> Result<(Seat, bool)> {
+        use leasehold_core::lease::{decide_activate, ActivateStep};
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let current = Self::locked_license(&mut tx, &license.workspace_id, &license.id).await?;
+        let held = Self::active_seat_of(
+            &mut tx,
+            &license.id,
+            SeatKind::Activation,
+            fingerprint,
+            None,
+        )
+        .await?;
+        let last_release = match held {
+            Some(_) => None,
+            None => Self::last_admin_release(&mut tx, license, fingerprint, "").await?,
+        };
+        match decide_activate(
+            &license.policy(),
+            &current.seats(today()),
+            held.is_some(),
+            last_release,
+            now,
+        ) {
+            ActivateStep::Renew => {
+                let seat =
+                    held.ok_or_else(|| StoreError::Corrupt("renewed no activation".into()))?;
+                sqlx::query(crate::sql::RENEW_ACTIVATION)
+                    .bind(now)
+                    .bind(identifier)
+                    .bind(&seat.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
+                self.commit(tx).await?;
+                return Ok((seat, false));
+            }
+            ActivateStep::Refuse(refusal) => {
+                return self.refuse(tx, license, fingerprint, None, refusal).await
+            }
+            ActivateStep::Activate => {
+                // The guarded count is the invariant's last word (the license is locked).
+                if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Dedicated, true).await? {
+                    return Err(StoreError::Corrupt(
+                        "the seat count moved under the license lock".into(),
+                    ));
+                }
+            }
+        }
+        let id = new_id();
+        sqlx::query(crate::sql::INSERT_ACTIVATION)
+            .bind(&id)
+            .bind(&license.workspace_id)
+            .bind(&license.id)
+            .bind(fingerprint)
+            .bind(identifier)
+            .bind(today())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let seat = Self::seat_in(&mut tx, &license.workspace_id, &id).await?;
+        Self::insert_event(
+            &mut tx,
+            &license.workspace_id,
+            &key_actor(license, identifier),
+            "seat.activated",
+            ("seat", &id),
+            Some(&license.id),
+            None,
+            json(&seat),
+        )
+        .await?;
+        self.commit(tx).await?;
+        Ok((seat, true))
+    }
+
+    pub(super) async fn take_lease_once(
+        &self,
+        license: &License,
+        holder: &LeaseHolder,
+    ) -> Result<(Seat, bool)> {
+        use leasehold_core::lease::{decide_take, TakeInput, TakeStep};
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        // The license lock also serialises changes to a lease's instance list.
+        let current = Self::locked_license(&mut tx, &license.workspace_id, &license.id).await?;
+        let mut held = Self::active_seat_of(
+            &mut tx,
+            &license.id,
+            SeatKind::Lease,
+            &holder.fingerprint,
+            Some(&holder.os_user),
+        )
+        .await?;
+        let last_admin_release = match held {
+            Some(_) => None,
+            None => {
+                Self::last_admin_release(&mut tx, license, &holder.fingerprint, &holder.os_user)
+                    .await?
+            }
+        };
+        let mut input = TakeInput {
+            instance: &holder.instance,
+            now,
+            policy: license.policy(),
+            license: current.seats(today()),
+            held: held.as_ref().map(Seat::held_lease),
+            last_admin_release,
+            lapsed_reclaimed: false,
+        };
+        let expires_at = loop {
+            match decide_take(&input) {
+                TakeStep::Join {
+                    instances,
+                    expires_at,
+                    ..
+                } => {
+                    let seat = held.ok_or_else(|| StoreError::Corrupt("joined no lease".into()))?;
+                    sqlx::query(crate::sql::RENEW_LEASE)
+                        .bind(instances.to_stored())
+                        .bind(expires_at)
+                        .bind(now)
+                        .bind(&holder.identifier)
+                        .bind(&seat.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
+                    self.commit(tx).await?;
+                    return Ok((seat, false));
+                }
+                TakeStep::EndOwnLapsed => {
+                    // This holder's old seat ends as expired (kept even if the take is
+                    // refused), and it is decided again without it.
+                    if let Some(seat) = held.take() {
+                        if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
+                            Self::insert_event(
+                                &mut tx,
+                                &license.workspace_id,
+                                &Actor::system(),
+                                "seat.expired",
+                                ("seat", &seat.id),
+                                Some(&license.id),
+                                json(&seat),
+                                None,
+                            )
+                            .await?;
+                        }
+                    }
+                    input.held = None;
+                    input.last_admin_release = Self::last_admin_release(
+                        &mut tx,
+                        license,
+                        &holder.fingerprint,
+                        &holder.os_user,
+                    )
+                    .await?;
+                    input.license = Self::license_in(&mut tx, &license.workspace_id, &license.id)
+                        .await?
+                        .seats(today());
+                }
+                TakeStep::ReclaimLapsed => {
+                    // Free what crashed apps left behind (kept even if the take is refused).
+                    Self::expire_all_lapsed(&mut tx, license, now).await?;
+                    input.lapsed_reclaimed = true;
+                    input.license = Self::license_in(&mut tx, &license.workspace_id, &license.id)
+                        .await?
+                        .seats(today());
+                }
+                TakeStep::Refuse(refusal) => {
+                    return self
+                        .refuse(
+                            tx,
+                            license,
+                            &holder.fingerprint,
+                            Some(&holder.os_user),
+                            refusal,
+                        )
+                        .await;
+                }
+                TakeStep::Take { expires_at } => {
+                    // The guarded count is the invariant's last word (the license is locked).
+                    if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true)
+                        .await?
+                    {
+                        return Err(StoreError::Corrupt(
+                            "the seat count moved under the license lock".into(),
+                        ));
+                    }
+                    break expires_at;
+                }
+            }
+        };
+        let id = new_id();
+        sqlx::query(crate::sql::INSERT_LEASE)
+            .bind(&id)
+            .bind(&license.workspace_id)
+            .bind(&license.id)
+            .bind(&holder.fingerprint)
+            .bind(&holder.os_user)
+            .bind(&holder.identifier)
+            .bind(json(&[&holder.instance]))
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        let seat = Self::seat_in(&mut tx, &license.workspace_id, &id).await?;
+        Self::insert_event(
+            &mut tx,
+            &license.workspace_id,
+            &key_actor(license, holder.identifier.as_deref()),
+            "seat.taken",
+            ("seat", &id),
+            Some(&license.id),
+            None,
+            json(&seat),
+        )
+        .await?;
+        self.commit(tx).await?;
+        Ok((seat, true))
+    }
+}
