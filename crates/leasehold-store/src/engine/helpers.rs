@@ -64,21 +64,6 @@ impl This {
         Ok(())
     }
 
-    /// Answers a refused seat, told to the webhooks first (`seat.denied`) and
-    /// committed with whatever the transaction did before (expiries it made).
-    pub(super) async fn deny<T>(
-        &self,
-        mut tx: Tx,
-        license: &License,
-        fingerprint: &str,
-        os_user: Option<&str>,
-        refusal: StoreError,
-    ) -> Result<T> {
-        Self::announce_denial(&mut tx, license, fingerprint, os_user, &refusal).await?;
-        self.commit(tx).await?;
-        Err(refusal)
-    }
-
     /// Announces a refused seat request (`seat.denied`) to the workspace's webhooks.
     pub(super) async fn announce_denial(
         tx: &mut Tx,
@@ -494,8 +479,8 @@ impl This {
         Ok(last)
     }
 
-    /// Answers the seat decision's refusal: a full license says when its earliest lease
-    /// could lapse, and every refusal of a seat is told to the webhooks (`seat.denied`).
+    /// Answers the seat decision's refusal ([`Self::refusal_in`]), committed with what
+    /// the transaction did before (expiries it made).
     pub(super) async fn refuse<T>(
         &self,
         mut tx: Tx,
@@ -504,21 +489,35 @@ impl This {
         os_user: Option<&str>,
         refusal: leasehold_core::lease::Refusal,
     ) -> Result<T> {
+        let refused = Self::refusal_in(&mut tx, license, fingerprint, os_user, refusal).await?;
+        self.commit(tx).await?;
+        Err(refused)
+    }
+
+    /// The error a refusal answers, in the caller's transaction: a full license says when
+    /// its earliest lease could lapse, and an announced refusal queues `seat.denied`.
+    pub(crate) async fn refusal_in(
+        tx: &mut Tx,
+        license: &License,
+        fingerprint: &str,
+        os_user: Option<&str>,
+        refusal: leasehold_core::lease::Refusal,
+    ) -> Result<StoreError> {
         let next_expiry_ms = match refusal {
             leasehold_core::lease::Refusal::Full { .. } => {
                 let (next,): (Option<i64>,) = sqlx::query_as(crate::sql::NEXT_LEASE_EXPIRY)
                     .bind(&license.id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?;
                 next
             }
             _ => None,
         };
         let error = StoreError::refused(refusal, next_expiry_ms);
-        if !refusal.is_announced() {
-            return Err(error);
+        if refusal.is_announced() {
+            Self::announce_denial(tx, license, fingerprint, os_user, &error).await?;
         }
-        self.deny(tx, license, fingerprint, os_user, error).await
+        Ok(error)
     }
 
     pub(super) async fn active_seat_of(
@@ -633,13 +632,29 @@ impl This {
         license: &License,
         holder: &LeaseHolder,
     ) -> Result<(Seat, bool)> {
-        use leasehold_core::lease::{decide_take, TakeInput, TakeStep};
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
+        let decided = Self::take_in(&mut tx, license, holder, now_ms()).await?;
+        self.commit(tx).await?;
+        decided
+    }
+
+    /// The seat decision for a lease, applied in the caller's transaction: the license is
+    /// locked, the holder's lease and last admin release read, and each [`TakeStep`]
+    /// applied until the holder joins, takes or is refused. The outer `Result` is the
+    /// database's; the inner one is the answer, a refusal included (its expiries and its
+    /// `seat.denied` are in the transaction: commit it either way).
+    pub(crate) async fn take_in(
+        tx: &mut Tx,
+        license: &License,
+        holder: &LeaseHolder,
+        now: i64,
+    ) -> Result<Result<(Seat, bool)>> {
+        use leasehold_core::lease::{decide_take, TakeInput, TakeStep};
+        let tx = &mut *tx;
         // The license lock also serialises changes to a lease's instance list.
-        let current = Self::locked_license(&mut tx, &license.workspace_id, &license.id).await?;
+        let current = Self::locked_license(tx, &license.workspace_id, &license.id).await?;
         let mut held = Self::active_seat_of(
-            &mut tx,
+            tx,
             &license.id,
             SeatKind::Lease,
             &holder.fingerprint,
@@ -649,8 +664,7 @@ impl This {
         let last_admin_release = match held {
             Some(_) => None,
             None => {
-                Self::last_admin_release(&mut tx, license, &holder.fingerprint, &holder.os_user)
-                    .await?
+                Self::last_admin_release(tx, license, &holder.fingerprint, &holder.os_user).await?
             }
         };
         let mut input = TakeInput {
@@ -676,19 +690,18 @@ impl This {
                         .bind(now)
                         .bind(&holder.identifier)
                         .bind(&seat.id)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
-                    let seat = Self::seat_in(&mut tx, &license.workspace_id, &seat.id).await?;
-                    self.commit(tx).await?;
-                    return Ok((seat, false));
+                    let seat = Self::seat_in(tx, &license.workspace_id, &seat.id).await?;
+                    return Ok(Ok((seat, false)));
                 }
                 TakeStep::EndOwnLapsed => {
                     // This holder's old seat ends as expired (kept even if the take is
                     // refused), and it is decided again without it.
                     if let Some(seat) = held.take() {
-                        if Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await? {
+                        if Self::end_seat(tx, &seat, ReleaseReason::Expired, now).await? {
                             Self::insert_event(
-                                &mut tx,
+                                tx,
                                 &license.workspace_id,
                                 &Actor::system(),
                                 "seat.expired",
@@ -701,41 +714,35 @@ impl This {
                         }
                     }
                     input.held = None;
-                    input.last_admin_release = Self::last_admin_release(
-                        &mut tx,
-                        license,
-                        &holder.fingerprint,
-                        &holder.os_user,
-                    )
-                    .await?;
-                    input.license = Self::license_in(&mut tx, &license.workspace_id, &license.id)
+                    input.last_admin_release =
+                        Self::last_admin_release(tx, license, &holder.fingerprint, &holder.os_user)
+                            .await?;
+                    input.license = Self::license_in(tx, &license.workspace_id, &license.id)
                         .await?
                         .seats(today());
                 }
                 TakeStep::ReclaimLapsed => {
                     // Free what crashed apps left behind (kept even if the take is refused).
-                    Self::expire_all_lapsed(&mut tx, license, now).await?;
+                    Self::expire_all_lapsed(tx, license, now).await?;
                     input.lapsed_reclaimed = true;
-                    input.license = Self::license_in(&mut tx, &license.workspace_id, &license.id)
+                    input.license = Self::license_in(tx, &license.workspace_id, &license.id)
                         .await?
                         .seats(today());
                 }
                 TakeStep::Refuse(refusal) => {
-                    return self
-                        .refuse(
-                            tx,
-                            license,
-                            &holder.fingerprint,
-                            Some(&holder.os_user),
-                            refusal,
-                        )
-                        .await;
+                    let refused = Self::refusal_in(
+                        tx,
+                        license,
+                        &holder.fingerprint,
+                        Some(&holder.os_user),
+                        refusal,
+                    )
+                    .await?;
+                    return Ok(Err(refused));
                 }
                 TakeStep::Take { expires_at } => {
                     // The guarded count is the invariant's last word (the license is locked).
-                    if !Self::try_take_seat(&mut tx, &license.id, SeatModel::Concurrent, true)
-                        .await?
-                    {
+                    if !Self::try_take_seat(tx, &license.id, SeatModel::Concurrent, true).await? {
                         return Err(StoreError::Corrupt(
                             "the seat count moved under the license lock".into(),
                         ));
@@ -755,11 +762,11 @@ impl This {
             .bind(json(&[&holder.instance]))
             .bind(now)
             .bind(expires_at)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        let seat = Self::seat_in(&mut tx, &license.workspace_id, &id).await?;
+        let seat = Self::seat_in(tx, &license.workspace_id, &id).await?;
         Self::insert_event(
-            &mut tx,
+            tx,
             &license.workspace_id,
             &key_actor(license, holder.identifier.as_deref()),
             "seat.taken",
@@ -769,7 +776,51 @@ impl This {
             json(&seat),
         )
         .await?;
-        self.commit(tx).await?;
-        Ok((seat, true))
+        Ok(Ok((seat, true)))
+    }
+
+    /// One instance's checkin, in the caller's transaction (inner `Result` as for
+    /// [`Self::take_in`]): the lease ends with its last instance.
+    pub(crate) async fn release_in(
+        tx: &mut Tx,
+        license: &License,
+        lease_id: &str,
+        instance: &str,
+        now: i64,
+    ) -> Result<Result<bool>> {
+        // The license lock serialises changes to the instance list.
+        Self::lock_license(tx, &license.id).await?;
+        let seat = Self::seat_in(tx, &license.workspace_id, lease_id).await?;
+        if seat.license_id != license.id || seat.kind != SeatKind::Lease {
+            return Ok(Err(StoreError::NotFound));
+        }
+        if seat.released_at.is_some() {
+            return Ok(Ok(true));
+        }
+        let mut instances = seat.instance_set();
+        if instances.leave(instance) {
+            if Self::end_seat(tx, &seat, ReleaseReason::Checkin, now).await? {
+                let after = Self::seat_in(tx, &license.workspace_id, lease_id).await?;
+                Self::insert_event(
+                    tx,
+                    &license.workspace_id,
+                    &key_actor(license, seat.identifier.as_deref()),
+                    "seat.released",
+                    ("seat", lease_id),
+                    Some(&license.id),
+                    json(&seat),
+                    json(&after),
+                )
+                .await?;
+            }
+            return Ok(Ok(true));
+        }
+        sqlx::query(crate::sql::SET_INSTANCES)
+            .bind(instances.to_stored())
+            .bind(now)
+            .bind(lease_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(Ok(false))
     }
 }

@@ -250,44 +250,10 @@ impl Seats for This {
         {
             return Ok(released);
         }
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        // The license lock serialises changes to the instance list.
-        Self::lock_license(&mut tx, &license.id).await?;
-        let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-        if seat.license_id != license.id || seat.kind != SeatKind::Lease {
-            return Err(StoreError::NotFound);
-        }
-        if seat.released_at.is_some() {
-            return Ok(true);
-        }
-        let mut instances = seat.instance_set();
-        if instances.leave(instance) {
-            if Self::end_seat(&mut tx, &seat, ReleaseReason::Checkin, now).await? {
-                let after = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-                Self::insert_event(
-                    &mut tx,
-                    &license.workspace_id,
-                    &key_actor(license, seat.identifier.as_deref()),
-                    "seat.released",
-                    ("seat", lease_id),
-                    Some(&license.id),
-                    json(&seat),
-                    json(&after),
-                )
-                .await?;
-            }
-            self.commit(tx).await?;
-            return Ok(true);
-        }
-        sqlx::query(crate::sql::SET_INSTANCES)
-            .bind(instances.to_stored())
-            .bind(now)
-            .bind(lease_id)
-            .execute(&mut *tx)
-            .await?;
+        let released = Self::release_in(&mut tx, license, lease_id, instance, now_ms()).await?;
         self.commit(tx).await?;
-        Ok(false)
+        released
     }
 
     async fn expire_leases(

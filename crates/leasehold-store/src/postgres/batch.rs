@@ -10,20 +10,25 @@
 //! and moving the counter once; the checkins' leases, for their audit events, are read
 //! before, outside the lock.
 //!
-//! An operation that decides nothing (a full license, a holder with a live lease, a
-//! changed lease) writes nothing; the general path then decides. Should a statement
-//! fail, the transaction is rolled back and each operation runs again on its own, so a
-//! failure is only its own.
+//! What that statement does not decide (a holder joining its live lease, a full license,
+//! a cooldown, a lease that changed or keeps other instances) is decided right after it,
+//! in the same transaction and under the same lock, one operation at a time, by the
+//! seat decision every other path applies (`take_in`, `release_in`): every operation
+//! leaves the batch with its typed answer, a refusal included, and nothing runs twice.
+//! Should a statement fail, the transaction is rolled back and each operation runs
+//! again on its own, so a failure is only its own.
 
-use crate::postgres::SeatEvent;
-use crate::records::{key_actor_of, now_ms, today, Seat};
+use crate::postgres::{PostgresStore, SeatEvent};
+use crate::records::{key_actor_of, now_ms, today, LeaseHolder, License, Seat};
 use crate::sql::json;
 use crate::StoreError;
 use leasehold_core::{ReleaseReason, SeatModel};
 use sqlx::postgres::{PgConnection, PgPool};
-use sqlx::Connection;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 /// The most operations one transaction applies.
 const MAX_BATCH: usize = 256;
@@ -125,33 +130,35 @@ const LEAVING_LEASES: &str = concat!(
 );
 
 pub(crate) enum SeatOp {
-    /// A new lease, as built for the holder.
+    /// A new lease for `holder`, as built for it (`seat`), should the statement take it.
     Take {
+        license: Arc<License>,
+        holder: LeaseHolder,
         seat: Box<Seat>,
         cooldown_until: i64,
         event: SeatEvent,
         after: Option<String>,
     },
-    /// The end of lease `lease_id` at the checkin of its only instance.
+    /// The checkin of `instance` from lease `lease_id`.
     Release {
+        license: Arc<License>,
         lease_id: String,
-        license_id: String,
-        workspace_id: String,
-        /// The key's masked form, the audit actor's label when the lease has no identifier.
-        key_masked: String,
-        /// The instance list the lease must still have: only the leaving instance.
+        instance: String,
+        /// The instance list the statement ends the lease at: only the leaving instance.
         instances: String,
     },
 }
 
-impl SeatOp {
-    fn license_id(&self) -> &str {
-        match self {
-            SeatOp::Take { seat, .. } => &seat.license_id,
-            SeatOp::Release { license_id, .. } => license_id,
-        }
-    }
+/// What an operation did.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// The lease, and whether it is new (`false`: the holder joined its own).
+    Taken(Box<Seat>, bool),
+    /// Whether the checkin freed the seat.
+    Released(bool),
+}
 
+impl SeatOp {
     /// The seat the operation takes or ends.
     fn seat_id(&self) -> &str {
         match self {
@@ -167,7 +174,7 @@ impl SeatOp {
 
 /// Runs one license's takes and checkins ([`APPLY_SEATS`]); answers the ids of the
 /// seats taken or ended. A checkin whose lease is not in `leaving` as it must be (this
-/// license's, live, with only the leaving instance) is left to the general path.
+/// license's, live, with only the leaving instance) is left to [`decide_rest`].
 async fn run(
     conn: &mut PgConnection,
     license_id: &str,
@@ -184,22 +191,22 @@ async fn run(
                 cooldown_until,
                 event,
                 after,
+                ..
             } => takes.push(seat, *cooldown_until, event, after),
             SeatOp::Release {
+                license,
                 lease_id,
-                workspace_id,
-                key_masked,
                 instances,
                 ..
             } => {
                 let Some(lease) = leaving.get(lease_id).filter(|lease| {
                     lease.license_id == license_id
-                        && &lease.workspace_id == workspace_id
+                        && lease.workspace_id == license.workspace_id
                         && lease.instances.as_ref() == Some(instances)
                 }) else {
                     continue;
                 };
-                ends.push(lease, key_masked, now);
+                ends.push(lease, &license.key_masked, now);
             }
         }
     }
@@ -368,7 +375,8 @@ async fn leaving_leases(
         .collect())
 }
 
-type Reply = oneshot::Sender<Result<bool, StoreError>>;
+type Outcome = Result<Done, StoreError>;
+type Reply = oneshot::Sender<Outcome>;
 
 pub(crate) struct SeatBatcher {
     queue: mpsc::UnboundedSender<(SeatOp, Reply)>,
@@ -382,9 +390,8 @@ impl SeatBatcher {
         SeatBatcher { queue }
     }
 
-    /// Applies `op` with whatever else is queued; answers whether it took or ended its
-    /// seat.
-    pub(crate) async fn apply(&self, op: SeatOp) -> Result<bool, StoreError> {
+    /// Applies `op` with whatever else is queued; answers what it did, or its refusal.
+    pub(crate) async fn apply(&self, op: SeatOp) -> Outcome {
         let (reply, done) = oneshot::channel();
         let stopped = || StoreError::Corrupt("the seat batcher stopped".into());
         self.queue.send((op, reply)).map_err(|_| stopped())?;
@@ -409,61 +416,76 @@ async fn batches(pool: PgPool, mut waiting: mpsc::UnboundedReceiver<(SeatOp, Rep
     }
 }
 
-/// The batch's statements: one per license, in id order (so two nodes' batches lock
-/// licenses in one order). A seat or holder that appears twice goes to a later
-/// statement, so that a statement decides each once.
-fn statements(ops: &[SeatOp]) -> Vec<(String, Vec<&SeatOp>)> {
-    let mut order: Vec<&SeatOp> = ops.iter().collect();
-    order.sort_by(|a, b| (a.license_id(), !a.is_take()).cmp(&(b.license_id(), !b.is_take())));
-    let mut statements: Vec<(String, Vec<&SeatOp>)> = Vec::new();
-    let mut seen: HashSet<(bool, &str, &str, &str)> = HashSet::new();
-    for op in order {
-        let key = match op {
-            SeatOp::Take { seat, .. } => (
-                true,
-                seat.license_id.as_str(),
-                seat.fingerprint.as_deref().unwrap_or(""),
-                seat.os_user.as_deref().unwrap_or(""),
-            ),
+/// What places an operation in the batch's statements: its license, whether it takes,
+/// and who it is for (a holder's machine and OS user, or a lease).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Placing<'a> {
+    license: &'a str,
+    take: bool,
+    who: (&'a str, &'a str),
+}
+
+impl SeatOp {
+    fn placing(&self) -> Placing<'_> {
+        match self {
+            SeatOp::Take {
+                license, holder, ..
+            } => Placing {
+                license: &license.id,
+                take: true,
+                who: (&holder.fingerprint, &holder.os_user),
+            },
             SeatOp::Release {
-                license_id,
-                lease_id,
-                ..
-            } => (false, license_id.as_str(), lease_id.as_str(), ""),
-        };
-        let fresh = seen.insert(key);
+                license, lease_id, ..
+            } => Placing {
+                license: &license.id,
+                take: false,
+                who: (lease_id, ""),
+            },
+        }
+    }
+}
+
+/// The batch's statements: one per license, in id order (so two nodes' batches lock
+/// licenses in one order), takes before checkins, each the indexes of its operations.
+/// A seat or holder that appears twice goes to a later statement, so that a statement
+/// decides each once.
+fn statements<'a>(ops: &[Placing<'a>]) -> Vec<(&'a str, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| (ops[i].license, !ops[i].take));
+    let mut statements: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut seen: HashSet<Placing> = HashSet::new();
+    for index in order {
+        let op = ops[index];
+        let fresh = seen.insert(op);
         match statements.last_mut() {
-            Some((license, batch)) if fresh && license == op.license_id() => batch.push(op),
+            Some((license, batch)) if fresh && *license == op.license => batch.push(index),
             _ => {
                 if !fresh {
                     seen.clear();
-                    seen.insert(key);
+                    seen.insert(op);
                 }
-                statements.push((op.license_id().to_string(), vec![op]))
+                statements.push((op.license, vec![index]))
             }
         }
     }
     statements
 }
 
-async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreError>> {
+async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Outcome> {
     match in_one_transaction(pool, ops).await {
-        Ok(done) => ops
-            .iter()
-            .map(|op| Ok(done.contains(op.seat_id())))
-            .collect(),
+        Ok(outcomes) => outcomes,
         // A statement failed: each operation again on its own, so the failure is only
         // its own. Anything else (no connection, say) would fail them all the same.
         Err(error @ sqlx::Error::Database(_)) if ops.len() > 1 => {
             tracing::debug!(%error, size = ops.len(), "seat batch failed; applying one by one");
             let mut outcomes = Vec::with_capacity(ops.len());
             for op in ops {
-                outcomes.push(
-                    in_one_transaction(pool, std::slice::from_ref(op))
-                        .await
-                        .map(|done| done.contains(op.seat_id()))
-                        .map_err(StoreError::from),
-                );
+                let outcome = match in_one_transaction(pool, std::slice::from_ref(op)).await {
+                    Ok(mut one) => one.pop().unwrap_or_else(|| Err(undecided())),
+                    Err(error) => Err(error.into()),
+                };
+                outcomes.push(outcome);
             }
             outcomes
         }
@@ -473,7 +495,7 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
                 sqlx::Error::PoolTimedOut => sqlx::Error::PoolTimedOut,
                 other => sqlx::Error::Protocol(other.to_string()),
             };
-            let mut outcomes: Vec<Result<bool, StoreError>> = ops
+            let mut outcomes: Vec<Outcome> = ops
                 .iter()
                 .skip(1)
                 .map(|_| Err(again(&error).into()))
@@ -484,126 +506,113 @@ async fn apply_batch(pool: &PgPool, ops: &[SeatOp]) -> Vec<Result<bool, StoreErr
     }
 }
 
-/// Applies the operations' statements in one transaction; answers the ids of the seats
-/// taken or ended. The checkins' leases are read first, before any lock is taken.
-async fn in_one_transaction(pool: &PgPool, ops: &[SeatOp]) -> Result<HashSet<String>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let leaving = leaving_leases(&mut conn, ops).await?;
-    let statements = statements(ops);
-    let mut tx = conn.begin().await?;
-    let mut done = HashSet::new();
-    for (license_id, ops) in &statements {
-        done.extend(run(&mut tx, license_id, ops, &leaving).await?);
+fn undecided() -> StoreError {
+    StoreError::Corrupt("the seat batch left an operation undecided".into())
+}
+
+/// Applies the operations in one transaction and answers each one's outcome, in order.
+/// The checkins' leases are read first, before any lock is taken. Per license: its
+/// statement, then the seat decision for what the statement did not decide.
+async fn in_one_transaction(pool: &PgPool, ops: &[SeatOp]) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut tx: Tx = pool.begin().await?;
+    let leaving = leaving_leases(&mut tx, ops).await?;
+    let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
+    let placings: Vec<Placing> = ops.iter().map(SeatOp::placing).collect();
+    for (license_id, indexes) in statements(&placings) {
+        let statement: Vec<&SeatOp> = indexes.iter().map(|&i| &ops[i]).collect();
+        let done = run(&mut tx, license_id, &statement, &leaving).await?;
+        for index in indexes {
+            let op = &ops[index];
+            outcomes[index] = Some(if done.contains(op.seat_id()) {
+                Ok(match op {
+                    SeatOp::Take { seat, .. } => Done::Taken(seat.clone(), true),
+                    SeatOp::Release { .. } => Done::Released(true),
+                })
+            } else {
+                decide_rest(&mut tx, op).await?
+            });
+        }
     }
     tx.commit().await?;
-    Ok(done)
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|| Err(undecided())))
+        .collect())
+}
+
+/// An operation the statement did not decide, decided under the license lock the
+/// statement took, in the batch's transaction. A database error fails the batch; any
+/// other error is the operation's answer.
+async fn decide_rest(tx: &mut Tx, op: &SeatOp) -> Result<Outcome, sqlx::Error> {
+    let decided = match op {
+        SeatOp::Take {
+            license, holder, ..
+        } => PostgresStore::take_in(tx, license, holder, now_ms())
+            .await
+            .map(|answer| answer.map(|(seat, new)| Done::Taken(Box::new(seat), new))),
+        SeatOp::Release {
+            license,
+            lease_id,
+            instance,
+            ..
+        } => PostgresStore::release_in(tx, license, lease_id, instance, now_ms())
+            .await
+            .map(|answer| answer.map(Done::Released)),
+    };
+    match decided {
+        Ok(answer) => Ok(answer),
+        Err(StoreError::Database(error)) => Err(error),
+        Err(other) => Ok(Err(other)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leasehold_core::SeatKind;
 
-    fn seat(license: &str, id: &str, fingerprint: &str) -> Seat {
-        Seat {
-            id: id.into(),
-            workspace_id: "w".into(),
-            license_id: license.into(),
-            kind: SeatKind::Lease,
-            contact_id: None,
-            contact_name: None,
-            contact_terminated: false,
-            assignee_name: None,
-            device_name: None,
-            serial_key_enc: None,
-            serial_key_masked: None,
-            activated_on: None,
-            fingerprint: Some(fingerprint.into()),
-            os_user: Some("u".into()),
-            identifier: None,
-            instances: Some("[\"1\"]".into()),
-            created_at: 0,
-            last_seen_at: Some(0),
-            expires_at: Some(1),
-            released_at: None,
-            release_reason: None,
-            reclaimed_on: None,
+    fn take<'a>(license: &'a str, machine: &'a str) -> Placing<'a> {
+        Placing {
+            license,
+            take: true,
+            who: (machine, "u"),
         }
     }
 
-    fn event() -> SeatEvent {
-        SeatEvent {
-            id: "e".into(),
-            actor_kind: "license_key",
-            actor_id: None,
-            actor_label: "key".into(),
-            webhook_data: "{}".into(),
+    fn release<'a>(license: &'a str, lease: &'a str) -> Placing<'a> {
+        Placing {
+            license,
+            take: false,
+            who: (lease, ""),
         }
-    }
-
-    fn take(license: &str, id: &str, fingerprint: &str) -> SeatOp {
-        SeatOp::Take {
-            seat: Box::new(seat(license, id, fingerprint)),
-            cooldown_until: i64::MAX,
-            event: event(),
-            after: None,
-        }
-    }
-
-    fn release(license: &str, id: &str) -> SeatOp {
-        SeatOp::Release {
-            lease_id: id.into(),
-            license_id: license.into(),
-            workspace_id: "w".into(),
-            key_masked: "key".into(),
-            instances: "[\"1\"]".into(),
-        }
-    }
-
-    fn shape(ops: &[SeatOp]) -> Vec<(String, Vec<String>)> {
-        statements(ops)
-            .into_iter()
-            .map(|(license, ops)| {
-                (
-                    license,
-                    ops.iter().map(|op| op.seat_id().to_string()).collect(),
-                )
-            })
-            .collect()
     }
 
     #[test]
     fn a_statement_per_license_in_id_order() {
         let ops = [
             release("b", "r1"),
-            take("b", "t1", "m1"),
-            take("a", "t2", "m2"),
+            take("b", "m1"),
+            take("a", "m2"),
             release("a", "r2"),
-            take("b", "t3", "m3"),
+            take("b", "m3"),
         ];
-        let expected = [("a", vec!["t2", "r2"]), ("b", vec!["t1", "t3", "r1"])];
-        let expected: Vec<(String, Vec<String>)> = expected
-            .into_iter()
-            .map(|(l, ids)| (l.to_string(), ids.into_iter().map(String::from).collect()))
-            .collect();
-        assert_eq!(shape(&ops), expected);
+        assert_eq!(
+            statements(&ops),
+            vec![("a", vec![2, 3]), ("b", vec![1, 4, 0])]
+        );
     }
 
     #[test]
     fn a_holder_or_seat_twice_goes_to_a_later_statement() {
         let ops = [
-            take("a", "t1", "m1"),
-            take("a", "t2", "m1"),
-            take("a", "t3", "m2"),
+            take("a", "m1"),
+            take("a", "m1"),
+            take("a", "m2"),
             release("a", "r1"),
             release("a", "r1"),
         ];
-        let shape = shape(&ops);
-        let ids: Vec<Vec<&str>> = shape
-            .iter()
-            .map(|(_, ids)| ids.iter().map(String::as_str).collect())
-            .collect();
-        assert_eq!(ids, vec![vec!["t1"], vec!["t2", "t3", "r1"], vec!["r1"]]);
-        assert!(shape.iter().all(|(license, _)| license == "a"));
+        assert_eq!(
+            statements(&ops),
+            vec![("a", vec![0]), ("a", vec![1, 2, 3]), ("a", vec![4])]
+        );
     }
 }

@@ -5,8 +5,9 @@ mod batch;
 
 use crate::records::*;
 use crate::sql::json;
-use batch::{SeatBatcher, SeatOp};
+use batch::{Done, SeatBatcher, SeatOp};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct PostgresStore {
@@ -134,14 +135,14 @@ impl PostgresStore {
         Ok(None)
     }
 
-    /// Takes a new lease with the node's other seat operations, many per statement
-    /// (`batch.rs`): the conditional counter update (the invariant), the seat, its
-    /// audit event and its webhook messages. `None` when nothing was taken (the license
-    /// is full or not in force, the holder has a live lease or is in a release cooldown):
-    /// the general path then decides, and refuses or explains.
+    /// Takes or joins a lease, or refuses, with the node's other seat operations
+    /// (`batch.rs`): new leases many per statement (the conditional counter update, the
+    /// seats, their audit events and webhook messages), and what that statement leaves
+    /// (a join, a full license, a cooldown) decided after it under the same lock. Always
+    /// answers (`Some`).
     async fn fast_take_lease(
         &self,
-        license: &License,
+        license: &Arc<License>,
         holder: &LeaseHolder,
     ) -> crate::Result<Option<(Seat, bool)>> {
         let now = now_ms();
@@ -157,39 +158,48 @@ impl PostgresStore {
             after.as_deref(),
         );
         let op = SeatOp::Take {
-            seat: Box::new(seat.clone()),
+            license: license.clone(),
+            holder: holder.clone(),
+            seat: Box::new(seat),
             cooldown_until,
             event,
             after,
         };
-        Ok(self.seats.apply(op).await?.then_some((seat, true)))
+        match self.seats.apply(op).await? {
+            Done::Taken(seat, new) => Ok(Some((*seat, new))),
+            Done::Released(_) => Err(unexpected()),
+        }
     }
 
-    /// Ends a lease at its only instance's checkin, batched like a take, without reading
-    /// it first. `None` when the general path must decide (other instances remain, the
-    /// lease is already ended or is not this license's).
+    /// An instance's checkin, batched like a take: a lease's last instance ends it
+    /// without reading it first; anything else is decided after the statement. Always
+    /// answers (`Some`).
     async fn fast_release_instance(
         &self,
-        license: &License,
+        license: &Arc<License>,
         lease_id: &str,
         instance: &str,
     ) -> crate::Result<Option<bool>> {
-        let Some(instances) = json(&[instance]) else {
-            return Ok(None);
-        };
+        let instances = json(&[instance]).ok_or_else(unexpected)?;
         let op = SeatOp::Release {
+            license: license.clone(),
             lease_id: lease_id.to_string(),
-            license_id: license.id.clone(),
-            workspace_id: license.workspace_id.clone(),
-            key_masked: license.key_masked.clone(),
+            instance: instance.to_string(),
             instances,
         };
-        Ok(self.seats.apply(op).await?.then_some(true))
+        match self.seats.apply(op).await? {
+            Done::Released(freed) => Ok(Some(freed)),
+            Done::Taken(..) => Err(unexpected()),
+        }
     }
 
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
     }
+}
+
+fn unexpected() -> crate::StoreError {
+    crate::StoreError::Corrupt("the seat batcher answered another operation".into())
 }
 
 const TOUCH_LEASE: &str = crate::sql::TOUCH_LEASE;
