@@ -215,6 +215,11 @@ pub(crate) struct Swept {
     pub ran_out_in: Option<String>,
 }
 
+/// An admin's change to a license, computed from the stored row inside the write (so
+/// from what is stored, not from an earlier read); shared, as SQLite's seat writer
+/// applies it on its own thread.
+pub type LicenseEdit = Arc<dyn Fn(&License) -> Result<LicenseChange> + Send + Sync>;
+
 /// What the domain needs from storage. Every call that changes data writes its
 /// audit event in the same transaction; every call is scoped to one workspace and
 /// answers [`StoreError::NotFound`] for another workspace's objects. Its parts are
@@ -370,7 +375,7 @@ pub trait Tracking: Send + Sync {
         actor: &Actor,
         workspace_id: &str,
         id: &str,
-        change: &(dyn for<'l> Fn(&'l License) -> Result<LicenseChange> + Send + Sync),
+        change: LicenseEdit,
     ) -> Result<License>;
 
     /// Releases the license's seats, removes its reminders, keeps its ledger.

@@ -354,9 +354,12 @@ async fn a_license_out_of_force_refuses_new_seats(f: &Fixture) {
         policy: policy(),
     };
     f.store
-        .update_license(&Actor::system(), &f.workspace_id, &license.id, &move |_| {
-            Ok(change.clone())
-        })
+        .update_license(
+            &Actor::system(),
+            &f.workspace_id,
+            &license.id,
+            std::sync::Arc::new(move |_| Ok(change.clone())),
+        )
         .await
         .expect("suspended");
     // The caller's copy still says active: the store decides on the license as it is.

@@ -121,7 +121,7 @@ pub(crate) async fn update_license(
     body: UpdateLicense,
 ) -> ApiResult<License> {
     principal.require(Permission::LicenseManage)?;
-    let apply = |current: &leasehold_store::License| -> Result<LicenseChange, StoreError> {
+    let apply = move |current: &leasehold_store::License| -> Result<LicenseChange, StoreError> {
         let mut c = current.to_change();
         if let Some(licensed_to) = &body.licensed_to {
             c.licensed_to = required_text("licensed_to", licensed_to, 200)
@@ -159,7 +159,12 @@ pub(crate) async fn update_license(
     };
     let updated = state
         .store
-        .update_license(&principal.actor, &principal.workspace_id, id, &apply)
+        .update_license(
+            &principal.actor,
+            &principal.workspace_id,
+            id,
+            std::sync::Arc::new(apply),
+        )
         .await?;
     state
         .live

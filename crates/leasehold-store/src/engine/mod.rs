@@ -22,8 +22,8 @@ mod tracking;
 
 use super::{Db, This, BACKEND};
 use crate::records::*;
-use crate::sql::{is_unique_violation, json, EXPIRE_CHUNK, TOP_CURSOR};
-use crate::{Backend, Directory, Result, Seats, StoreError, Tracking};
+use crate::sql::{is_unique_violation, json, TOP_CURSOR};
+use crate::{Backend, Directory, Result, StoreError, Tracking};
 use async_trait::async_trait;
 use leasehold_core::*;
 

@@ -253,88 +253,13 @@ impl Tracking for This {
         actor: &Actor,
         workspace_id: &str,
         id: &str,
-        change: &(dyn for<'l> Fn(&'l License) -> Result<LicenseChange> + Send + Sync),
+        change: crate::LicenseEdit,
     ) -> Result<License> {
-        let mut tx = self.begin_write().await?;
-        let before = Self::locked_license(&mut tx, workspace_id, id).await?;
-        let c = change(&before)?;
-        if c.seat_model != before.seat_model && before.seats_used > 0 {
-            return Err(StoreError::Conflict(
-                "the seat model cannot change while seats are in use".into(),
-            ));
-        }
-        if c.status == LicenseStatus::Revoked && before.status != LicenseStatus::Revoked {
-            Self::release_seats(
-                &mut tx,
-                actor,
-                &before,
-                &[SeatKind::Activation, SeatKind::Lease],
-                ReleaseReason::LicenseRevoked,
-            )
-            .await?;
-        }
-        let updated =
-            Self::bind_license_fields(sqlx::query_as::<_, License>(crate::sql::UPDATE_LICENSE), &c)
-                .bind(now_ms())
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(after) = updated else {
-            let current = Self::license_in(&mut tx, workspace_id, id).await?;
-            return Err(StoreError::SeatsInUse {
-                requested: c.seats_total,
-                seats_used: current.seats_used,
-            });
-        };
-        Self::sync_reminders(&mut tx, &after).await?;
-        Self::insert_event(
-            &mut tx,
-            workspace_id,
-            actor,
-            "license.updated",
-            ("license", id),
-            Some(id),
-            json(&before),
-            json(&after),
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(after)
+        self.edit_license(actor, workspace_id, id, change).await
     }
 
     async fn delete_license(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let before = Self::locked_license(&mut tx, workspace_id, id).await?;
-        Self::release_seats(
-            &mut tx,
-            actor,
-            &before,
-            SeatKind::ALL,
-            ReleaseReason::LicenseDeleted,
-        )
-        .await?;
-        sqlx::query("DELETE FROM reminders WHERE license_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE licenses SET deleted_at = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        Self::insert_event(
-            &mut tx,
-            workspace_id,
-            actor,
-            "license.deleted",
-            ("license", id),
-            Some(id),
-            json(&before),
-            None,
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(())
+        self.remove_license(actor, workspace_id, id).await
     }
 
     async fn reveal_license_key(
@@ -360,6 +285,7 @@ impl Tracking for This {
         Ok(license.key_enc)
     }
 
+    // Seats change: the store's own writer (sqlite/admin.rs, postgres/admin.rs).
     async fn assign_seat(
         &self,
         actor: &Actor,
@@ -367,71 +293,8 @@ impl Tracking for This {
         license_id: &str,
         assignment: NewAssignment,
     ) -> Result<Seat> {
-        let mut tx = self.begin_write().await?;
-        let license = Self::license_in(&mut tx, workspace_id, license_id).await?;
-        if license.seat_model == SeatModel::Concurrent {
-            return Err(StoreError::Conflict(
-                "seats of a concurrent license are taken by leases, not assigned".into(),
-            ));
-        }
-        if let Some(contact_id) = &assignment.contact_id {
-            let contact: Option<(String,)> =
-                sqlx::query_as("SELECT id FROM contacts WHERE id = $1 AND workspace_id = $2")
-                    .bind(contact_id)
-                    .bind(workspace_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if contact.is_none() {
-                return Err(StoreError::invalid("contact_id", "no such contact"));
-            }
-        }
-        // The invariant, decided in one statement: a seat is counted only if one is free.
-        if !Self::try_take_seat(&mut tx, license_id, SeatModel::Dedicated, false).await? {
-            // Full, or changed or deleted meanwhile (then this answers not found).
-            let current = Self::license_in(&mut tx, workspace_id, license_id).await?;
-            if current.seat_model != SeatModel::Dedicated {
-                return Err(StoreError::refused(
-                    leasehold_core::lease::Refusal::OtherModel(current.seat_model),
-                    None,
-                ));
-            }
-            return Err(StoreError::SeatOverAllocated {
-                seats_total: current.seats_total,
-                seats_used: current.seats_used,
-            });
-        }
-        let id = new_id();
-        sqlx::query(
-            "INSERT INTO seats (id, workspace_id, license_id, kind, contact_id, assignee_name, device_name, \
-             serial_key_enc, serial_key_masked, activated_on, created_at) \
-             VALUES ($1, $2, $3, 'assignment', $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&id)
-        .bind(workspace_id)
-        .bind(license_id)
-        .bind(&assignment.contact_id)
-        .bind(&assignment.assignee_name)
-        .bind(&assignment.device_name)
-        .bind(&assignment.serial_key_enc)
-        .bind(&assignment.serial_key_masked)
-        .bind(assignment.activated_on)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        let seat = Self::seat_in(&mut tx, workspace_id, &id).await?;
-        Self::insert_event(
-            &mut tx,
-            workspace_id,
-            actor,
-            "seat.assigned",
-            ("seat", &id),
-            Some(license_id),
-            None,
-            json(&seat),
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(seat)
+        self.assign(actor, workspace_id, license_id, assignment)
+            .await
     }
 
     async fn list_seats(
@@ -458,53 +321,7 @@ impl Tracking for This {
     }
 
     async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat> {
-        let mut tx = self.begin_write().await?;
-        let found = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
-        Self::lock_license(&mut tx, &found.license_id).await?;
-        let before = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
-        let license = Self::license_in(&mut tx, workspace_id, &before.license_id).await?;
-        let reason = if before.kind == SeatKind::Assignment {
-            ReleaseReason::Reclaimed
-        } else if license.admin_release == AdminRelease::Allowed {
-            ReleaseReason::AdminRelease
-        } else {
-            return Err(StoreError::Conflict(
-                "this license's policy does not let admins release seats that applications hold"
-                    .into(),
-            ));
-        };
-        let reclaimed_on = (reason == ReleaseReason::Reclaimed).then(today);
-        let ended = sqlx::query(
-            "UPDATE seats SET released_at = $1, release_reason = $2, reclaimed_on = $3 \
-             WHERE id = $4 AND released_at IS NULL",
-        )
-        .bind(now_ms())
-        .bind(reason)
-        .bind(reclaimed_on)
-        .bind(seat_id)
-        .execute(&mut *tx)
-        .await?;
-        if ended.rows_affected() == 0 {
-            return Err(StoreError::Conflict("the seat is released already".into()));
-        }
-        sqlx::query("UPDATE licenses SET seats_used = seats_used - 1 WHERE id = $1")
-            .bind(&license.id)
-            .execute(&mut *tx)
-            .await?;
-        let after = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
-        Self::insert_event(
-            &mut tx,
-            workspace_id,
-            actor,
-            "seat.reclaimed",
-            ("seat", seat_id),
-            Some(&license.id),
-            json(&before),
-            json(&after),
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(after)
+        self.reclaim(actor, workspace_id, seat_id).await
     }
 
     async fn create_contact(

@@ -1,13 +1,17 @@
 //! PostgreSQL: one pool; row locks (`FOR NO KEY UPDATE`) where a change reads before it writes,
 //! and the seat counter updated conditionally, so several nodes share one ledger.
+//!
+//! `seats.rs` is the client protocol's seat operations and the sweeper's (takes and
+//! check-ins batched in `batch.rs`), `admin.rs` an admin's writes to the seat ledger; the
+//! rest of the store is the shared engine (`engine/`).
 
+mod admin;
 mod batch;
+mod seats;
 
 use crate::records::*;
-use crate::sql::json;
-use batch::{Done, SeatBatcher, SeatOp};
+use batch::SeatBatcher;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub struct PostgresStore {
@@ -93,113 +97,9 @@ impl PostgresStore {
         Ok(live.map(|(instances,)| instances))
     }
 
-    /// Heartbeats take the general path: one statement, the license lock only when the
-    /// lease lapsed or needs a sooner `sweep_at`.
-    async fn fast_heartbeat(
-        &self,
-        _license: &std::sync::Arc<License>,
-        _lease_id: &str,
-        _instance: &str,
-        _expires_at: i64,
-        _now: i64,
-    ) -> crate::Result<Option<crate::Result<i64>>> {
-        Ok(None)
-    }
-
-    /// Activations take the general path (under the license's row lock).
-    async fn fast_activate(
-        &self,
-        _license: &std::sync::Arc<License>,
-        _fingerprint: &str,
-        _identifier: Option<&str>,
-    ) -> crate::Result<Option<(Seat, bool)>> {
-        Ok(None)
-    }
-
-    /// Self-service releases take the general path (under the license's row lock).
-    async fn fast_deactivate(
-        &self,
-        _license: &std::sync::Arc<License>,
-        _fingerprint: &str,
-    ) -> crate::Result<Option<Seat>> {
-        Ok(None)
-    }
-
-    /// A sweep's chunk takes the general path (each license under its row lock).
-    async fn fast_expire_leases(
-        &self,
-        _licenses: &[(String, String)],
-        _now: i64,
-        _limit: i64,
-    ) -> crate::Result<Option<crate::Swept>> {
-        Ok(None)
-    }
-
-    /// Takes or joins a lease, or refuses, with the node's other seat operations
-    /// (`batch.rs`): new leases many per statement (the conditional counter update, the
-    /// seats, their audit events and webhook messages), and what that statement leaves
-    /// (a join, a full license, a cooldown) decided after it under the same lock. Always
-    /// answers (`Some`).
-    async fn fast_take_lease(
-        &self,
-        license: &Arc<License>,
-        holder: &LeaseHolder,
-    ) -> crate::Result<Option<(Seat, bool)>> {
-        let now = now_ms();
-        let policy = license.policy();
-        let seat = Seat::new_lease(license, holder, new_id(), now, policy.lease_expiry(now));
-        let cooldown_until = policy.cooldown_window_start(now).unwrap_or(i64::MAX);
-        let after = json(&seat);
-        let event = SeatEvent::new(
-            &license.id,
-            key_actor(license, holder.identifier.as_deref()),
-            &seat.id,
-            None,
-            after.as_deref(),
-        );
-        let op = SeatOp::Take {
-            license: license.clone(),
-            holder: holder.clone(),
-            seat: Box::new(seat),
-            cooldown_until,
-            event,
-            after,
-        };
-        match self.seats.apply(op).await? {
-            Done::Taken(seat, new) => Ok(Some((*seat, new))),
-            Done::Released(_) => Err(unexpected()),
-        }
-    }
-
-    /// An instance's checkin, batched like a take: a lease's last instance ends it
-    /// without reading it first; anything else is decided after the statement. Always
-    /// answers (`Some`).
-    async fn fast_release_instance(
-        &self,
-        license: &Arc<License>,
-        lease_id: &str,
-        instance: &str,
-    ) -> crate::Result<Option<bool>> {
-        let instances = json(&[instance]).ok_or_else(unexpected)?;
-        let op = SeatOp::Release {
-            license: license.clone(),
-            lease_id: lease_id.to_string(),
-            instance: instance.to_string(),
-            instances,
-        };
-        match self.seats.apply(op).await? {
-            Done::Released(freed) => Ok(Some(freed)),
-            Done::Taken(..) => Err(unexpected()),
-        }
-    }
-
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
     }
-}
-
-fn unexpected() -> crate::StoreError {
-    crate::StoreError::Corrupt("the seat batcher answered another operation".into())
 }
 
 const TOUCH_LEASE: &str = crate::sql::TOUCH_LEASE;

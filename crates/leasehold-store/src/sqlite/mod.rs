@@ -1,19 +1,23 @@
-//! SQLite: one writer connection (writes queue for it, as SQLite allows one writer
-//! anyway) and a small pool of readers, in WAL mode.
+//! SQLite, in WAL mode: a small pool of readers, and writers that never share a table.
 //!
-//! **Group commit.** Transactions commit without their own fsync (`synchronous=NORMAL`)
-//! and then wait for [`WalSync`]: one task fsyncs the WAL for every commit that queued
-//! while the previous fsync ran, and only then are those callers answered. An answered
-//! write is on disk exactly as with `synchronous=FULL`, but one fsync covers a whole
-//! batch of commits instead of one each.
+//! **The seat writer.** Every write to the seat ledger (the seats and the licenses' seat
+//! counter) is an operation of [`SeatWriter`]: a thread with its own write connection
+//! that applies every operation queued at once in one transaction, deciding each with
+//! the domain's rules (`writer.rs`; the operations in `seats.rs` and `admin.rs`; what the
+//! `Store` sends it, `store.rs`).
 //!
-//! **Seat writer.** Taking leases, releasing instances and heartbeats, the bulk of the
-//! load, and the sweeper's chunks run on [`SeatWriter`]: a thread with its own write
-//! connection that applies every operation queued at once in one transaction (see
-//! `writer.rs`).
+//! **The rest** (workspaces, members, tokens, applications, new licenses, contacts,
+//! webhooks, the outbox) is written through one sqlx connection (the shared engine,
+//! `engine/`). Its transactions commit without their own fsync (`synchronous=NORMAL`) and
+//! then wait for [`WalSync`]: one task fsyncs the WAL for every commit that queued while
+//! the previous fsync ran, and only then are those callers answered. An answered write
+//! is on disk exactly as with `synchronous=FULL`, but one fsync covers a whole batch of
+//! commits instead of one each.
 
+mod admin;
 mod audit_index;
 mod seats;
+mod store;
 mod wal;
 mod writer;
 
@@ -25,15 +29,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use writer::{Done, Op, SeatWriter};
+use writer::SeatWriter;
 
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
-    wal: Option<Arc<WalSync>>,
-    /// The hot seat operations' own writer (none for an in-memory database, whose
-    /// second connection would open another database).
-    seats: Option<SeatWriter>,
+    wal: WalSync,
+    /// The one writer of the seat ledger (`writer.rs`).
+    seats: SeatWriter,
 }
 
 /// Makes committed WAL frames durable, many commits per fsync.
@@ -100,26 +103,20 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let mut wal_path = options.get_filename().as_os_str().to_owned();
         wal_path.push("-wal");
-        let wal = match WalSync::start(Path::new(&wal_path)) {
-            Ok(wal) => Some(Arc::new(wal)),
-            Err(error) => {
-                // No WAL file to sync (an in-memory database): every commit syncs itself.
-                tracing::warn!(%error, "no WAL file to group-commit; committing with synchronous=FULL");
-                sqlx::query("PRAGMA synchronous = FULL")
-                    .execute(&writer)
-                    .await?;
-                None
-            }
-        };
+        // The seat writer and group commit work on a database file's WAL: an in-memory
+        // database has none (and a second connection would open another database).
+        let wal = WalSync::start(Path::new(&wal_path)).map_err(|error| {
+            crate::StoreError::Corrupt(format!(
+                "SQLite needs a database file in WAL mode (no {}: {error})",
+                Path::new(&wal_path).display()
+            ))
+        })?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .test_before_acquire(false)
             .connect_with(options.clone().read_only(true))
             .await?;
-        let seats = match wal {
-            Some(_) => Some(SeatWriter::start(options.get_filename(), tuning)?),
-            None => None,
-        };
+        let seats = SeatWriter::start(options.get_filename(), tuning)?;
         Ok(SqliteStore {
             writer,
             readers,
@@ -150,168 +147,7 @@ impl SqliteStore {
 
     /// Waits until every commit made so far is on disk.
     async fn durable(&self) -> crate::Result<()> {
-        match &self.wal {
-            Some(wal) => wal.wait().await,
-            None => Ok(()),
-        }
-    }
-
-    /// Pushes a live lease's expiry (a store without a seat writer: in-memory).
-    async fn touch_lease(
-        &self,
-        lease_id: &str,
-        license_id: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> crate::Result<Option<Option<String>>> {
-        let live: Option<(Option<String>,)> = sqlx::query_as(crate::sql::TOUCH_LEASE)
-            .bind(expires_at)
-            .bind(now)
-            .bind(lease_id)
-            .bind(license_id)
-            .fetch_optional(&self.writer)
-            .await?;
-        Ok(live.map(|(instances,)| instances))
-    }
-
-    /// A heartbeat decided whole on the seat writer, batched with everything queued beside
-    /// it; `None` without one (in-memory database).
-    async fn fast_heartbeat(
-        &self,
-        license: &Arc<crate::License>,
-        lease_id: &str,
-        instance: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> crate::Result<Option<crate::Result<i64>>> {
-        let Some(seats) = &self.seats else {
-            return Ok(None);
-        };
-        let op = Op::Heartbeat {
-            license: license.clone(),
-            lease_id: lease_id.to_string(),
-            instance: instance.to_string(),
-            expires_at,
-            now,
-        };
-        match seats.apply(op).await? {
-            Done::Beat(beat) => Ok(Some(beat)),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// Takes a lease on the seat writer, which decides and applies the take (a refusal is
-    /// announced there and answered as an error); `None` without one (in-memory database).
-    async fn fast_take_lease(
-        &self,
-        license: &Arc<crate::License>,
-        holder: &crate::LeaseHolder,
-    ) -> crate::Result<Option<(crate::Seat, bool)>> {
-        let Some(seats) = &self.seats else {
-            return Ok(None);
-        };
-        let op = Op::Take {
-            license: license.clone(),
-            holder: holder.clone(),
-            now: crate::now_ms(),
-        };
-        match seats.apply(op).await? {
-            Done::Taken(seat, created) => Ok(Some((*seat, created))),
-            Done::Refused(refusal) => Err(refusal),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// Activates a machine on the seat writer; `None` without one (in-memory database).
-    async fn fast_activate(
-        &self,
-        license: &Arc<crate::License>,
-        fingerprint: &str,
-        identifier: Option<&str>,
-    ) -> crate::Result<Option<(crate::Seat, bool)>> {
-        let Some(seats) = &self.seats else {
-            return Ok(None);
-        };
-        let op = Op::Activate {
-            license: license.clone(),
-            fingerprint: fingerprint.to_string(),
-            identifier: identifier.map(String::from),
-            now: crate::now_ms(),
-        };
-        match seats.apply(op).await? {
-            Done::Taken(seat, created) => Ok(Some((*seat, created))),
-            Done::Refused(refusal) => Err(refusal),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// A machine's own release of its activation, on the seat writer; `None` without one.
-    async fn fast_deactivate(
-        &self,
-        license: &Arc<crate::License>,
-        fingerprint: &str,
-    ) -> crate::Result<Option<crate::Seat>> {
-        let Some(seats) = &self.seats else {
-            return Ok(None);
-        };
-        let op = Op::Deactivate {
-            license: license.clone(),
-            fingerprint: fingerprint.to_string(),
-            now: crate::now_ms(),
-        };
-        match seats.apply(op).await? {
-            Done::Deactivated(seat) => Ok(Some(*seat)),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// Releases an instance on the seat writer; `None` without one (in-memory database).
-    async fn fast_release_instance(
-        &self,
-        license: &Arc<crate::License>,
-        lease_id: &str,
-        instance: &str,
-    ) -> crate::Result<Option<bool>> {
-        let Some(seats) = &self.seats else {
-            return Ok(None);
-        };
-        let op = Op::Release {
-            license: license.clone(),
-            lease_id: lease_id.to_string(),
-            instance: instance.to_string(),
-            now: crate::now_ms(),
-        };
-        match seats.apply(op).await? {
-            Done::Released(released) => Ok(Some(released)),
-            _ => Err(unexpected()),
-        }
-    }
-
-    /// A sweep's chunk on the seat writer, as one operation of its batch: up to `limit`
-    /// lapsed leases of `licenses` (id, workspace) end, or move their `sweep_at` on. The sweep then never takes
-    /// SQLite's write lock from the seat writer (which waited for it in 100 µs steps).
-    /// `None` without a seat writer (in-memory database).
-    async fn fast_expire_leases(
-        &self,
-        licenses: &[(String, String)],
-        now: i64,
-        limit: i64,
-    ) -> crate::Result<Option<crate::Swept>> {
-        let Some(seats) = &self.seats else {
-            return Ok(None);
-        };
-        let licenses = licenses.to_vec();
-        match seats
-            .apply(Op::Expire {
-                licenses,
-                now,
-                limit,
-            })
-            .await?
-        {
-            Done::Expired(swept) => Ok(Some(swept)),
-            _ => Err(unexpected()),
-        }
+        self.wal.wait().await
     }
 
     pub(crate) async fn notify_nodes(&self, _channel: &str, _payload: &str) -> crate::Result<()> {
@@ -324,10 +160,6 @@ impl SqliteStore {
     ) -> crate::Result<Option<crate::Messages>> {
         Ok(None)
     }
-}
-
-fn unexpected() -> crate::StoreError {
-    crate::StoreError::Corrupt("the seat writer answered another operation".into())
 }
 
 // What the shared engine (`engine/mod.rs`) is compiled with for this backend.

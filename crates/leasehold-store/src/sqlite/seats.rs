@@ -1,7 +1,9 @@
 //! The seat operations the writer applies inside its batch: take and activate (the
 //! domain's seat decision applied step by step), check-in, deactivate, heartbeat and
-//! the sweeper's chunks, with their audit events and webhook messages.
+//! the sweeper's chunks, with their audit events and webhook messages; an admin's are
+//! in `admin.rs`.
 
+use super::admin;
 use super::writer::{Done, Op};
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
@@ -74,6 +76,45 @@ pub(super) fn apply_op(
             fingerprint,
             now,
         } => deactivate(conn, hooks, license, fingerprint, *now),
+        Op::Assign {
+            actor,
+            workspace_id,
+            license_id,
+            assignment,
+            now,
+        } => admin::assign(
+            conn,
+            hooks,
+            actor,
+            (workspace_id, license_id),
+            assignment,
+            *now,
+        ),
+        Op::Reclaim {
+            actor,
+            workspace_id,
+            seat_id,
+            now,
+        } => admin::reclaim(conn, hooks, actor, workspace_id, seat_id, *now),
+        Op::EditLicense {
+            actor,
+            workspace_id,
+            id,
+            change,
+            now,
+        } => admin::edit_license(conn, hooks, actor, (workspace_id, id), change, *now),
+        Op::DeleteLicense {
+            actor,
+            workspace_id,
+            id,
+            now,
+        } => admin::delete_license(conn, hooks, actor, (workspace_id, id), *now),
+        Op::Import {
+            license_id,
+            count,
+            now,
+            expires_at,
+        } => admin::import_leases(conn, license_id, *count, *now, *expires_at),
     }
 }
 
@@ -142,7 +183,7 @@ pub(super) fn expire_license(
                 (workspace_id, license_id),
                 &Actor::system(),
                 "seat.expired",
-                &seat.id,
+                ("seat", &seat.id),
                 json(&seat),
                 None,
                 now,
@@ -283,7 +324,7 @@ pub(super) fn take(
         (&license.workspace_id, &license.id),
         &key_actor(license, holder.identifier.as_deref()),
         "seat.taken",
-        &seat.id,
+        ("seat", &seat.id),
         None,
         json(&seat),
         now,
@@ -386,7 +427,7 @@ pub(super) fn end_lease(
         (&license.workspace_id, &license.id),
         &actor,
         action,
-        &seat.id,
+        ("seat", &seat.id),
         json(seat),
         after,
         now,
@@ -507,7 +548,7 @@ pub(super) fn activate(
                 (&license.workspace_id, &license.id),
                 &key_actor(license, identifier),
                 "seat.activated",
-                &seat.id,
+                ("seat", &seat.id),
                 None,
                 json(&seat),
                 now,
@@ -631,7 +672,8 @@ pub(super) fn enqueue_webhooks(
     Ok(())
 }
 
-/// Records a seat event in the audit log and queues it for subscribed webhooks.
+/// Records an event about `subject` (type, id) of a license in the audit log and queues it
+/// for subscribed webhooks.
 // One row's columns; a struct for them would only be unpacked again here.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn insert_event(
@@ -640,7 +682,7 @@ pub(super) fn insert_event(
     (workspace_id, license_id): (&str, &str),
     actor: &Actor,
     action: &str,
-    seat_id: &str,
+    subject: (&str, &str),
     before: Option<String>,
     after: Option<String>,
     now: i64,
@@ -649,7 +691,7 @@ pub(super) fn insert_event(
     if let Some(event_type) = webhook_event_of(action) {
         enqueue_webhooks(conn, hooks, workspace_id, event_type, &id, now, || {
             webhook_data(
-                ("seat", seat_id),
+                subject,
                 Some(license_id),
                 before.as_deref(),
                 after.as_deref(),
@@ -663,8 +705,8 @@ pub(super) fn insert_event(
         actor.id,
         actor.label,
         action,
-        "seat",
-        seat_id,
+        subject.0,
+        subject.1,
         license_id,
         before,
         after,

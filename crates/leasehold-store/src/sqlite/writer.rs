@@ -1,7 +1,7 @@
-//! SQLite's seat writer: the client's seat operations (take a lease, release an instance,
-//! heartbeat, activate and deactivate a machine) and the sweeper's chunks run on one
-//! dedicated thread that owns a write
-//! connection and its prepared statements, so a statement costs microseconds instead of
+//! SQLite's seat writer: every write to the seat ledger (the client's seat operations:
+//! take a lease, release an instance, heartbeat, activate and deactivate a machine; the
+//! sweeper's chunks; an admin's assignments, reclaims and license edits, `admin.rs`) runs
+//! on one dedicated thread that owns a write connection and its prepared statements, so a statement costs microseconds instead of
 //! a round trip through an async driver's worker thread, and the sweep never contends
 //! with the hot operations for SQLite's write lock.
 //!
@@ -43,8 +43,8 @@
 use super::audit_index::AuditIndex;
 use super::seats::{apply_op, Webhooks};
 use super::wal::{checkpoint, sync, wal_checkpoint, Wal};
-use crate::records::{LeaseHolder, License, Seat};
-use crate::{StoreError, Swept};
+use crate::records::{Actor, LeaseHolder, License, NewAssignment, Seat};
+use crate::{LicenseEdit, StoreError, Swept};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +97,43 @@ pub(crate) enum Op {
         now: i64,
         limit: i64,
     },
+    /// An admin assigns a seat of a dedicated license (`admin.rs`).
+    Assign {
+        actor: Actor,
+        workspace_id: String,
+        license_id: String,
+        assignment: NewAssignment,
+        now: i64,
+    },
+    /// An admin reclaims an assignment or releases an application's seat.
+    Reclaim {
+        actor: Actor,
+        workspace_id: String,
+        seat_id: String,
+        now: i64,
+    },
+    /// An admin's change to a license (a revocation releases its applications' seats).
+    EditLicense {
+        actor: Actor,
+        workspace_id: String,
+        id: String,
+        change: LicenseEdit,
+        now: i64,
+    },
+    /// An admin deletes a license, releasing its seats.
+    DeleteLicense {
+        actor: Actor,
+        workspace_id: String,
+        id: String,
+        now: i64,
+    },
+    /// The benchmark's leases, loaded at once.
+    Import {
+        license_id: String,
+        count: i64,
+        now: i64,
+        expires_at: i64,
+    },
 }
 
 pub(crate) enum Done {
@@ -115,6 +152,12 @@ pub(crate) enum Done {
     Beat(Result<i64, StoreError>),
     /// The leases that ended, as they were before, and where the budget ran out.
     Expired(Swept),
+    /// An admin's seat, as it is now (assigned, reclaimed or released).
+    Seat(Box<Seat>),
+    /// A license as an admin's change left it.
+    License(Box<License>),
+    /// Done, with nothing to answer.
+    Nothing,
 }
 
 struct Request {
