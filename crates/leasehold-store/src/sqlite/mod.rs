@@ -106,10 +106,14 @@ impl SqliteStore {
         // The seat writer and group commit work on a database file's WAL: an in-memory
         // database has none (and a second connection would open another database).
         let wal = WalSync::start(Path::new(&wal_path)).map_err(|error| {
-            crate::StoreError::Corrupt(format!(
-                "SQLite needs a database file in WAL mode (no {}: {error})",
-                Path::new(&wal_path).display()
-            ))
+            crate::StoreError::invalid(
+                "database_url",
+                format!(
+                    "SQLite needs a database file in WAL mode, not an in-memory database \
+                     (no {}: {error})",
+                    Path::new(&wal_path).display()
+                ),
+            )
         })?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
@@ -185,6 +189,18 @@ mod engine;
 mod tests {
     use super::*;
     use crate::Tracking;
+
+    #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_the_reason() {
+        let refused = SqliteStore::open("sqlite::memory:", &crate::StoreOptions::default()).await;
+        let Err(error) = refused else {
+            panic!("an in-memory database opened");
+        };
+        assert!(
+            error.to_string().contains("SQLite needs a database file"),
+            "{error}"
+        );
+    }
 
     /// How SQLite would run `sql` on a migrated database: its query plan's lines.
     async fn plan(sql: &str) -> Vec<String> {
