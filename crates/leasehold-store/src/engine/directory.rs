@@ -188,15 +188,8 @@ impl Directory for This {
         workspace_id: &str,
         page: &PageRequest,
     ) -> Result<Page<TokenRecord>> {
-        let rows = sqlx::query_as::<_, TokenRecord>(
-            "SELECT * FROM api_tokens WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
-        )
-        .bind(workspace_id)
-        .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
-        .bind(page.fetch_limit())
-        .fetch_all(self.reader())
-        .await?;
-        Ok(Page::from_fetched(rows, page, |t| t.id.clone()))
+        self.page_in("SELECT * FROM api_tokens WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3", workspace_id, page, |r: &TokenRecord| &r.id)
+            .await
     }
 
     async fn revoke_token(
@@ -291,12 +284,12 @@ impl Directory for This {
     }
 
     async fn member(&self, workspace_id: &str, id: &str) -> Result<Member> {
-        sqlx::query_as::<_, Member>("SELECT * FROM members WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(workspace_id)
-            .fetch_optional(self.reader())
-            .await?
-            .ok_or(StoreError::NotFound)
+        self.one_in(
+            "SELECT * FROM members WHERE id = $1 AND workspace_id = $2",
+            workspace_id,
+            id,
+        )
+        .await
     }
 
     async fn update_member(

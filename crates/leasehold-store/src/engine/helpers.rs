@@ -2,7 +2,48 @@
 
 use super::*;
 
+/// A row type the engine reads with `query_as`.
+pub(crate) trait Row:
+    for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row> + Send + Unpin
+{
+}
+impl<T: for<'r> sqlx::FromRow<'r, <Db as sqlx::Database>::Row> + Send + Unpin> Row for T {}
+
 impl This {
+    /// One object of a workspace (`sql` binds the id as `$1`, the workspace as `$2`), or
+    /// `NotFound`, read from the reader pool.
+    pub(crate) async fn one_in<T: Row>(
+        &self,
+        sql: &str,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<T> {
+        sqlx::query_as::<_, T>(sql)
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_optional(self.reader())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A page of a workspace's objects, newest id first (`sql` binds the workspace as
+    /// `$1`, the cursor as `$2`, the limit as `$3`).
+    pub(crate) async fn page_in<T: Row>(
+        &self,
+        sql: &str,
+        workspace_id: &str,
+        page: &PageRequest,
+        id_of: impl Fn(&T) -> &str,
+    ) -> Result<Page<T>> {
+        let rows = sqlx::query_as::<_, T>(sql)
+            .bind(workspace_id)
+            .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
+            .bind(page.fetch_limit())
+            .fetch_all(self.reader())
+            .await?;
+        Ok(Page::from_fetched(rows, page, |row| id_of(row).to_string()))
+    }
+
     // One row's columns; a struct for them would only be unpacked again here.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn insert_event(

@@ -44,27 +44,23 @@ impl Notifications for This {
     }
 
     async fn webhook(&self, workspace_id: &str, id: &str) -> Result<Webhook> {
-        sqlx::query_as::<_, Webhook>(
+        self.one_in(
             "SELECT * FROM webhooks WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+            workspace_id,
+            id,
         )
-        .bind(id)
-        .bind(workspace_id)
-        .fetch_optional(self.reader())
-        .await?
-        .ok_or(StoreError::NotFound)
+        .await
     }
 
     async fn list_webhooks(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Webhook>> {
-        let rows = sqlx::query_as::<_, Webhook>(
+        self.page_in(
             "SELECT * FROM webhooks WHERE workspace_id = $1 AND deleted_at IS NULL \
              AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
+            workspace_id,
+            page,
+            |r: &Webhook| &r.id,
         )
-        .bind(workspace_id)
-        .bind(page.cursor.as_deref().unwrap_or(crate::sql::TOP_CURSOR))
-        .bind(page.fetch_limit())
-        .fetch_all(self.reader())
-        .await?;
-        Ok(Page::from_fetched(rows, page, |w| w.id.clone()))
+        .await
     }
 
     async fn delete_webhook(&self, actor: &Actor, workspace_id: &str, id: &str) -> Result<()> {

@@ -42,15 +42,13 @@ impl Tracking for This {
     }
 
     async fn application(&self, workspace_id: &str, id: &str) -> Result<Application> {
-        sqlx::query_as::<_, Application>(
+        self.one_in(
             "SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
              FROM applications WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+            workspace_id,
+            id,
         )
-        .bind(id)
-        .bind(workspace_id)
-        .fetch_optional(self.reader())
-        .await?
-        .ok_or(StoreError::NotFound)
+        .await
     }
 
     async fn list_applications(
@@ -58,17 +56,10 @@ impl Tracking for This {
         workspace_id: &str,
         page: &PageRequest,
     ) -> Result<Page<Application>> {
-        let rows = sqlx::query_as::<_, Application>(
-            "SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
+        self.page_in("SELECT id, workspace_id, name, vendor, deployment_model, created_at, updated_at \
              FROM applications WHERE workspace_id = $1 AND deleted_at IS NULL AND ($2 = '' OR id < $2) \
-             ORDER BY id DESC LIMIT $3",
-        )
-        .bind(workspace_id)
-        .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
-        .bind(page.fetch_limit())
-        .fetch_all(self.reader())
-        .await?;
-        Ok(Page::from_fetched(rows, page, |a| a.id.clone()))
+             ORDER BY id DESC LIMIT $3", workspace_id, page, |r: &Application| &r.id)
+            .await
     }
 
     async fn update_application(
@@ -219,12 +210,7 @@ impl Tracking for This {
     }
 
     async fn license(&self, workspace_id: &str, id: &str) -> Result<License> {
-        sqlx::query_as::<_, License>(license_select!())
-            .bind(id)
-            .bind(workspace_id)
-            .fetch_optional(self.reader())
-            .await?
-            .ok_or(StoreError::NotFound)
+        self.one_in(license_select!(), workspace_id, id).await
     }
 
     async fn list_licenses(
@@ -358,24 +344,17 @@ impl Tracking for This {
     }
 
     async fn contact(&self, workspace_id: &str, id: &str) -> Result<Contact> {
-        sqlx::query_as::<_, Contact>("SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2")
-            .bind(id)
-            .bind(workspace_id)
-            .fetch_optional(self.reader())
-            .await?
-            .ok_or(StoreError::NotFound)
+        self.one_in(
+            "SELECT * FROM contacts WHERE id = $1 AND workspace_id = $2",
+            workspace_id,
+            id,
+        )
+        .await
     }
 
     async fn list_contacts(&self, workspace_id: &str, page: &PageRequest) -> Result<Page<Contact>> {
-        let rows = sqlx::query_as::<_, Contact>(
-            "SELECT * FROM contacts WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3",
-        )
-        .bind(workspace_id)
-        .bind(page.cursor.as_deref().unwrap_or(TOP_CURSOR))
-        .bind(page.fetch_limit())
-        .fetch_all(self.reader())
-        .await?;
-        Ok(Page::from_fetched(rows, page, |c| c.id.clone()))
+        self.page_in("SELECT * FROM contacts WHERE workspace_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3", workspace_id, page, |r: &Contact| &r.id)
+            .await
     }
 
     async fn terminate_contact(

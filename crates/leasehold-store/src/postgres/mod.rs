@@ -2,12 +2,13 @@
 //! and the seat counter updated conditionally, so several nodes share one ledger.
 //!
 //! `seats.rs` is the client protocol's seat operations and the sweeper's (takes and
-//! check-ins batched in `batch.rs`), `admin.rs` an admin's writes to the seat ledger; the
+//! check-ins batched in `batch.rs`, the steps inside their transactions in `steps.rs`), `admin.rs` an admin's writes to the seat ledger; the
 //! rest of the store is the shared engine (`engine/`).
 
 mod admin;
 mod batch;
 mod seats;
+mod steps;
 
 use crate::records::*;
 use batch::SeatBatcher;
