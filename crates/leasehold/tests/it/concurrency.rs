@@ -192,6 +192,7 @@ both_stores!(
     checkouts_and_checkins_at_once_keep_the_ledger_and_the_audit_log,
     concurrent_activations_never_exceed_seats_total,
     a_seat_operation_failing_in_the_database_fails_alone,
+    admin_and_client_seat_writes_racing_keep_the_invariant,
 );
 
 async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
@@ -431,4 +432,86 @@ async fn concurrent_activations_never_exceed_seats_total(s: &TestServer) {
         .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
         .await;
     assert_eq!(active["items"].as_array().unwrap().len(), 20);
+}
+
+/// An admin's seat writes (assignments, reclaims, a revocation and its restoring, a change
+/// of `seats_total`) racing machines' activations on one dedicated license: on SQLite
+/// both go through the one seat writer, on PostgreSQL both lock the license row. Every
+/// answer is a seat or its refusal, never a 5xx, and the counter is the active rows.
+async fn admin_and_client_seat_writes_racing_keep_the_invariant(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin.license_with(json!({"seats_total": 12})).await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    let seats = format!("/v1/licenses/{lid}/seats");
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (c, admin, key, seats) = (client(s), admin.clone(), key.clone(), seats.clone());
+        tasks.push(tokio::spawn(async move {
+            let (status, body) = if i % 2 == 0 {
+                let body = json!({"key": key, "fingerprint": format!("m{i}")});
+                c.post("/v1/client/activations", body).await
+            } else {
+                admin
+                    .post(&seats, json!({"assignee_name": format!("user-{i}")}))
+                    .await
+            };
+            match status {
+                StatusCode::CREATED => {}
+                StatusCode::CONFLICT => assert!(
+                    ["NO_SEATS", "SEAT_OVER_ALLOCATED"]
+                        .contains(&body["error"]["code"].as_str().unwrap_or("")),
+                    "{body}"
+                ),
+                other => panic!("unexpected {other}: {body}"),
+            }
+            // Reclaim half the assignments made, while others still arrive.
+            if status == StatusCode::CREATED && i % 4 == 1 {
+                let (status, reclaimed) = admin
+                    .post(&format!("/v1/seats/{}/reclaim", id(&body)), json!({}))
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{reclaimed}");
+            }
+        }));
+    }
+    // Meanwhile the admin lowers and raises seats_total: refused while the seats in use
+    // do not fit, never a 5xx.
+    for total in [10, 14, 12] {
+        let (status, body) = admin
+            .patch(
+                &format!("/v1/licenses/{lid}"),
+                json!({"seats_total": total}),
+            )
+            .await;
+        assert!(
+            status == StatusCode::OK || status == StatusCode::CONFLICT,
+            "{status}: {body}"
+        );
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let active = admin
+        .ok_get(&format!("{seats}?active=true&limit=200"))
+        .await;
+    let active = active["items"].as_array().unwrap().len() as i64;
+    let read = admin.ok_get(&format!("/v1/licenses/{lid}")).await;
+    assert_eq!(read["seats_used"], active, "the counter is the active rows");
+    assert!(active <= read["seats_total"].as_i64().unwrap(), "{read}");
+
+    // A revocation releases the activations and keeps the assignments, in one step.
+    let assigned = admin
+        .ok_get(&format!("{seats}?active=true&limit=200"))
+        .await;
+    let assignments = assigned["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|seat| seat["kind"] == "assignment")
+        .count();
+    let (status, body) = admin
+        .patch(&format!("/v1/licenses/{lid}"), json!({"status": "revoked"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["seats_used"], assignments as i64, "{body}");
 }
