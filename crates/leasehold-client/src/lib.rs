@@ -282,6 +282,8 @@ impl Client {
             os_user: holder.os_user.clone(),
             identifier: holder.identifier.clone(),
             instance: instance.clone(),
+            queue: None,
+            wait_s: None,
         };
         let ask = Ask::new("lease", Some(&holder.fingerprint), Some(&holder.os_user));
         let lease: Lease = self

@@ -10,7 +10,7 @@
 //! seats_total`) and the table's check constraint, so a wrong read can refuse, never
 //! over-count.
 
-use crate::{EffectiveStatus, LeasePolicy, SeatModel};
+use crate::{EffectiveStatus, LeasePolicy, QueueMode, SeatModel};
 use serde::{Deserialize, Serialize};
 
 const MS_PER_S: i64 = 1000;
@@ -51,6 +51,11 @@ impl LeasePolicy {
     pub fn cooldown_window_start(&self, now: i64) -> Option<i64> {
         self.has_release_cooldown()
             .then(|| now.saturating_sub(self.release_cooldown_s.saturating_mul(MS_PER_S)))
+    }
+
+    /// Waiters not seen since before this (ms) have lost their place in the queue.
+    pub fn queue_cutoff(&self, now: i64) -> i64 {
+        now.saturating_sub(self.queue_ttl_s.saturating_mul(MS_PER_S))
     }
 
     /// Whether the engine needs to read the holder's last admin release at all.
@@ -218,6 +223,20 @@ pub struct TakeInput<'a> {
     pub last_admin_release: Option<i64>,
     /// Whether the license's lapsed leases were already ended in this step.
     pub lapsed_reclaimed: bool,
+    /// The license's wait queue as this holder sees it.
+    pub waiting: Waiting,
+    /// Whether the caller asked to wait in the queue when no seat is its (`queue: true`).
+    pub queue: bool,
+}
+
+/// A license's wait queue as one holder's take sees it (DESIGN §7), read in the same
+/// atomic step; only waiters that still hold their place count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Waiting {
+    /// The waiters ahead of this holder: all of them, for a holder not in the queue.
+    pub ahead: i64,
+    /// Whether this holder holds a place.
+    pub queued: bool,
 }
 
 /// Why a seat is refused.
@@ -260,10 +279,14 @@ pub enum TakeStep {
     /// The license is full: end its lapsed leases first (what crashed apps left behind),
     /// then decide again with `lapsed_reclaimed` and the seats they freed.
     ReclaimLapsed,
-    /// Count one more seat and write a new lease to `expires_at`.
+    /// Count one more seat and write a new lease to `expires_at` (and give up the
+    /// holder's place in the queue, if it held one).
     Take {
         expires_at: i64,
     },
+    /// No seat is the holder's yet: hold its place in the queue (a new place at the end,
+    /// or the one it has, seen again) and answer `NO_SEATS` with its position.
+    Wait,
     Refuse(Refusal),
 }
 
@@ -284,16 +307,39 @@ pub fn decide_take(input: &TakeInput<'_>) -> TakeStep {
             Err(limit) => TakeStep::Refuse(Refusal::InstanceLimit(limit)),
         };
     }
+    let license = &input.license;
     match admit(
         &input.policy,
-        &input.license,
+        license,
         SeatModel::Concurrent,
         input.last_admin_release,
         input.now,
     ) {
         Err(Refusal::Full { .. }) if !input.lapsed_reclaimed => TakeStep::ReclaimLapsed,
+        Err(refusal @ Refusal::Full { .. }) => wait_or_refuse(input, refusal),
         Err(refusal) => TakeStep::Refuse(refusal),
-        Ok(()) => TakeStep::Take { expires_at },
+        // A free seat is the first waiters' (DESIGN §7): the holder gets one only when
+        // more seats are free than waiters are ahead of it.
+        Ok(()) if license.seats_total - license.seats_used > input.waiting.ahead => {
+            TakeStep::Take { expires_at }
+        }
+        Ok(()) if !input.lapsed_reclaimed => TakeStep::ReclaimLapsed,
+        Ok(()) => wait_or_refuse(
+            input,
+            Refusal::Full {
+                seats_total: license.seats_total,
+                seats_used: license.seats_used,
+            },
+        ),
+    }
+}
+
+/// A holder who gets no seat waits in the queue if it asked to and the policy queues.
+fn wait_or_refuse(input: &TakeInput<'_>, refusal: Refusal) -> TakeStep {
+    if input.queue && input.policy.queue == QueueMode::Fifo {
+        TakeStep::Wait
+    } else {
+        TakeStep::Refuse(refusal)
     }
 }
 
@@ -381,7 +427,54 @@ mod tests {
             held: None,
             last_admin_release: None,
             lapsed_reclaimed: false,
+            waiting: Waiting::default(),
+            queue: false,
         }
+    }
+
+    #[test]
+    fn a_free_seat_goes_to_the_waiters_ahead_first() {
+        // Two seats free, two waiters: a newcomer waits behind them, or is refused.
+        let mut newcomer = input(seats(3, 5));
+        newcomer.lapsed_reclaimed = true;
+        newcomer.waiting = Waiting {
+            ahead: 2,
+            queued: false,
+        };
+        assert!(matches!(
+            decide_take(&newcomer),
+            TakeStep::Refuse(Refusal::Full { .. })
+        ));
+        newcomer.queue = true;
+        assert_eq!(decide_take(&newcomer), TakeStep::Wait);
+        // With three free, the third is the newcomer's.
+        newcomer.license = seats(2, 5);
+        assert!(matches!(decide_take(&newcomer), TakeStep::Take { .. }));
+        // The second in the queue takes the second free seat, not a first.
+        let mut second = input(seats(3, 5));
+        second.lapsed_reclaimed = true;
+        second.waiting = Waiting {
+            ahead: 1,
+            queued: true,
+        };
+        assert!(matches!(decide_take(&second), TakeStep::Take { .. }));
+        second.license = seats(4, 5);
+        second.queue = true;
+        assert_eq!(decide_take(&second), TakeStep::Wait);
+    }
+
+    #[test]
+    fn a_full_license_reclaims_lapsed_leases_before_anyone_waits() {
+        let mut waiter = input(seats(2, 2));
+        waiter.queue = true;
+        assert_eq!(decide_take(&waiter), TakeStep::ReclaimLapsed);
+        waiter.lapsed_reclaimed = true;
+        assert_eq!(decide_take(&waiter), TakeStep::Wait);
+        waiter.policy.queue = QueueMode::Off;
+        assert!(matches!(
+            decide_take(&waiter),
+            TakeStep::Refuse(Refusal::Full { .. })
+        ));
     }
 
     #[test]

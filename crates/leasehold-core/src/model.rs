@@ -83,6 +83,10 @@ vocabulary!(
     /// Whether an admin may release a seat an application holds.
     AdminRelease { Allowed => "allowed", Denied => "denied" }
 );
+vocabulary!(
+    /// Whether callers of a full floating license may wait for a seat in order (DESIGN §7).
+    QueueMode { Fifo => "fifo", Off => "off" }
+);
 
 /// The lease policy of a license (DESIGN §1), with its defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +100,10 @@ pub struct LeasePolicy {
     pub release_cooldown_s: i64,
     /// The most instances (processes of one application) a lease counts (DESIGN §11).
     pub max_instances_per_lease: i64,
+    /// Whether callers may queue for a seat of a full license (DESIGN §7).
+    pub queue: QueueMode,
+    /// How long a waiter keeps its place without asking again.
+    pub queue_ttl_s: i64,
 }
 
 impl Default for LeasePolicy {
@@ -108,6 +116,8 @@ impl Default for LeasePolicy {
             admin_release: AdminRelease::Allowed,
             release_cooldown_s: 900,
             max_instances_per_lease: 64,
+            queue: QueueMode::Fifo,
+            queue_ttl_s: 60,
         }
     }
 }
@@ -121,6 +131,7 @@ impl LeasePolicy {
             ("policy.heartbeat_interval_s", self.heartbeat_interval_s),
             ("policy.license_file_ttl_s", self.license_file_ttl_s),
             ("policy.release_cooldown_s", self.release_cooldown_s),
+            ("policy.queue_ttl_s", self.queue_ttl_s),
         ] {
             if value > TEN_YEARS_S {
                 return Err((field, "must be at most ten years"));
@@ -149,6 +160,9 @@ impl LeasePolicy {
         }
         if self.release_cooldown_s < 0 {
             return Err(("policy.release_cooldown_s", "must not be negative"));
+        }
+        if self.queue_ttl_s < 1 {
+            return Err(("policy.queue_ttl_s", "must be at least 1 second"));
         }
         if !(1..=10_000).contains(&self.max_instances_per_lease) {
             return Err((

@@ -5,7 +5,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use leasehold_core::{
     AdminRelease, ContactStatus, DeploymentModel, EffectiveStatus, LeasePolicy, LicenseStatus,
-    LicenseType, Money, ReleaseReason, ReminderKind, ReminderState, Role, SeatKind, SeatModel,
+    LicenseType, Money, QueueMode, ReleaseReason, ReminderKind, ReminderState, Role, SeatKind,
+    SeatModel,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -138,6 +139,8 @@ pub struct PolicyInput {
     pub admin_release: Option<AdminRelease>,
     pub release_cooldown_s: Option<i64>,
     pub max_instances_per_lease: Option<i64>,
+    pub queue: Option<QueueMode>,
+    pub queue_ttl_s: Option<i64>,
 }
 
 impl PolicyInput {
@@ -155,6 +158,8 @@ impl PolicyInput {
         policy.max_instances_per_lease = self
             .max_instances_per_lease
             .unwrap_or(policy.max_instances_per_lease);
+        policy.queue = self.queue.unwrap_or(policy.queue);
+        policy.queue_ttl_s = self.queue_ttl_s.unwrap_or(policy.queue_ttl_s);
         policy
     }
 }
@@ -581,6 +586,55 @@ pub struct LeaseRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identifier: Option<String>,
     pub instance: String,
+    /// When the license is full, wait in its queue (DESIGN §7): `NO_SEATS` then says
+    /// the caller's `queue_position`, and a freed seat goes to the head of the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<bool>,
+    /// With `queue`, how long (0–60 s) the request waits for the caller's turn before it
+    /// answers `NO_SEATS` (a long poll).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_s: Option<u32>,
+}
+
+/// `POST /v1/client/queue/leave`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaveQueueRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A fresh value per request, echoed in the signed answer (DESIGN §11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub fingerprint: String,
+    pub os_user: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LeftQueue {
+    /// Whether the holder had a place.
+    pub left: bool,
+}
+
+/// One waiter of `GET /v1/licenses/{id}/queue`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueItem {
+    /// 1: the next to get a seat.
+    pub position: i64,
+    pub fingerprint: String,
+    pub os_user: String,
+    pub identifier: Option<String>,
+    pub since: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QueueList {
+    /// The waiters that still hold their place, head first.
+    pub items: Vec<QueueItem>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

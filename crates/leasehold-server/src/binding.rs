@@ -21,6 +21,7 @@ pub(crate) enum Op {
     Heartbeat,
     Checkin,
     LicenseFile,
+    LeaveQueue,
 }
 
 impl Op {
@@ -33,6 +34,7 @@ impl Op {
             Op::Heartbeat => "heartbeat",
             Op::Checkin => "checkin",
             Op::LicenseFile => "license_file",
+            Op::LeaveQueue => "leave_queue",
         }
     }
 }

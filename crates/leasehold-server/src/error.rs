@@ -104,21 +104,41 @@ impl From<StoreError> for ApiError {
                 seats_total,
                 seats_used,
                 next_expiry_ms,
+                queued,
+                queue_position,
             } => {
-                // When a held lease would lapse without heartbeats; a checkin can come sooner.
-                let retry_after_s = next_expiry_ms
-                    .map(|at| (at - chrono::Utc::now().timestamp_millis() + 999) / 1000)
-                    .unwrap_or(60)
-                    .clamp(1, 3600);
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "NO_SEATS",
-                    format!("all {seats_total} seats of this license are in use"),
-                )
-                .with_details(json!({
-                    "seats_total": seats_total, "seats_used": seats_used, "retry_after_s": retry_after_s
-                }))
-                .retry_after(retry_after_s as u64)
+                // A waiter asks again soon (each ask keeps its place); anyone else, when a
+                // held lease would lapse without heartbeats (a checkin can come sooner).
+                let retry_after_s = match queue_position {
+                    Some(_) => 1,
+                    None => next_expiry_ms
+                        .map(|at| (at - chrono::Utc::now().timestamp_millis() + 999) / 1000)
+                        .unwrap_or(60)
+                        .clamp(1, 3600),
+                };
+                let message = match (queue_position, queued) {
+                    (Some(1), _) => format!(
+                        "all {seats_total} seats of this license are in use; you are next in the queue"
+                    ),
+                    (Some(position), _) => format!(
+                        "all {seats_total} seats of this license are in use; {} people are ahead of you in the queue",
+                        position - 1
+                    ),
+                    (None, 0) => format!("all {seats_total} seats of this license are in use"),
+                    (None, queued) => format!(
+                        "all {seats_total} seats of this license are in use or kept for the {queued} waiting in its queue"
+                    ),
+                };
+                let mut details = json!({
+                    "seats_total": seats_total, "seats_used": seats_used,
+                    "retry_after_s": retry_after_s, "queued": queued
+                });
+                if let Some(position) = queue_position {
+                    details["queue_position"] = json!(position);
+                }
+                ApiError::new(StatusCode::CONFLICT, "NO_SEATS", message)
+                    .with_details(details)
+                    .retry_after(retry_after_s as u64)
             }
             StoreError::InstanceLimit { limit } => ApiError::new(
                 StatusCode::CONFLICT,

@@ -221,6 +221,8 @@ mod tests {
             admin_release: AdminRelease::Allowed,
             release_cooldown_s: 0,
             max_instances_per_lease: 64,
+            queue: leasehold_core::QueueMode::Fifo,
+            queue_ttl_s: 60,
             created_at: 0,
             updated_at: 0,
         }

@@ -46,6 +46,10 @@ pub enum StoreError {
         seats_used: i64,
         /// When the earliest held lease would expire without heartbeats (ms), if any.
         next_expiry_ms: Option<i64>,
+        /// How many wait in the license's queue (DESIGN §7).
+        queued: i64,
+        /// The caller's place in the queue (1: next), when it waits there.
+        queue_position: Option<i64>,
     },
     #[error("the lease counts its {limit} instances already")]
     InstanceLimit { limit: i64 },
@@ -78,6 +82,25 @@ impl From<leasehold_core::lease::InstanceLimit> for StoreError {
 }
 
 impl StoreError {
+    /// A `NoSeats` with what the license's queue holds, and the caller's place in it.
+    pub(crate) fn queued(self, waiting: i64, position: Option<i64>) -> StoreError {
+        match self {
+            StoreError::NoSeats {
+                seats_total,
+                seats_used,
+                next_expiry_ms,
+                ..
+            } => StoreError::NoSeats {
+                seats_total,
+                seats_used,
+                next_expiry_ms,
+                queued: waiting,
+                queue_position: position,
+            },
+            other => other,
+        }
+    }
+
     /// The error a refused seat answers; a full license also says when its earliest
     /// live lease could lapse (`next_expiry_ms`, read by the engine that refused).
     pub(crate) fn refused(
@@ -93,6 +116,8 @@ impl StoreError {
                 seats_total,
                 seats_used,
                 next_expiry_ms,
+                queued: 0,
+                queue_position: None,
             },
             Refusal::Cooldown(cooldown) => StoreError::ReleaseCooldown {
                 retry_after_s: cooldown.retry_after_s,
@@ -513,6 +538,18 @@ pub trait Seats: Send + Sync {
         lease_id: &str,
         instance: &str,
     ) -> Result<bool>;
+
+    /// The holder (machine, OS user) gives up its place in the license's queue; answers
+    /// whether it had one (DESIGN §7).
+    async fn leave_queue(
+        &self,
+        license: &Arc<License>,
+        fingerprint: &str,
+        os_user: &str,
+    ) -> Result<bool>;
+
+    /// The license's waiters that still hold their place, head first.
+    async fn waiters(&self, workspace_id: &str, license_id: &str) -> Result<Vec<Waiter>>;
 
     /// One chunk of a lease sweep: probes up to `probes` (at least 2) concurrent licenses
     /// holding seats, in id order from `from` (`""`: the first), and releases up to `limit` of

@@ -222,6 +222,8 @@ pub struct License {
     pub admin_release: AdminRelease,
     pub release_cooldown_s: i64,
     pub max_instances_per_lease: i64,
+    pub queue: QueueMode,
+    pub queue_ttl_s: i64,
     #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
     #[serde(serialize_with = "as_json::time")]
@@ -248,6 +250,8 @@ impl License {
             admin_release: self.admin_release,
             release_cooldown_s: self.release_cooldown_s,
             max_instances_per_lease: self.max_instances_per_lease,
+            queue: self.queue,
+            queue_ttl_s: self.queue_ttl_s,
         }
     }
 
@@ -444,6 +448,19 @@ pub struct LeaseHolder {
     pub os_user: String,
     pub identifier: Option<String>,
     pub instance: String,
+    /// Wait in the license's queue when no seat is the holder's (DESIGN §7).
+    pub queue: bool,
+}
+
+/// A holder waiting in a license's queue (DESIGN §7), head first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter {
+    pub position: i64,
+    pub fingerprint: String,
+    pub os_user: String,
+    pub identifier: Option<String>,
+    pub since: i64,
+    pub last_seen_at: i64,
 }
 
 /// The actor for what a license key's holder does.

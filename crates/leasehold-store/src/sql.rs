@@ -46,34 +46,35 @@ macro_rules! license_select {
 }
 
 /// The columns of a license an admin sets (a `LicenseChange`), in the order
-/// `bind_license_fields` binds them: `$1`…`$21` of [`INSERT_LICENSE`] and
+/// `bind_license_fields` binds them: `$1`…`$23` of [`INSERT_LICENSE`] and
 /// [`UPDATE_LICENSE`].
 macro_rules! license_fields {
     () => {
         "licensed_to, vendor, license_type, status, seat_model, seats_total, version, \
          cost_amount_minor, cost_currency, purchased_on, expires_on, maintenance_expires_on, \
          po_number, notes, lease_ttl_s, heartbeat_interval_s, license_file_ttl_s, \
-         self_service_releases_per_month, admin_release, release_cooldown_s, max_instances_per_lease"
+         self_service_releases_per_month, admin_release, release_cooldown_s, max_instances_per_lease, \
+         queue, queue_ttl_s"
     };
 }
 
-/// `$1`…`$21`: the fields; then id, workspace, application, the key (sealed, hashed,
+/// `$1`…`$23`: the fields; then id, workspace, application, the key (sealed, hashed,
 /// masked) and the time.
 pub(crate) const INSERT_LICENSE: &str = concat!(
     "INSERT INTO licenses (",
     license_fields!(),
     ", id, workspace_id, application_id, key_enc, key_hash, key_masked, seats_used, created_at, \
      updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, 0, $28, $28) RETURNING *"
+     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, 0, $30, $30) RETURNING *"
 );
 
-/// `$1`…`$21`: the fields; then the time and the id. No row when the new `seats_total`
+/// `$1`…`$23`: the fields; then the time and the id. No row when the new `seats_total`
 /// (`$6`) is below the seats in use.
 pub(crate) const UPDATE_LICENSE: &str = concat!(
     "UPDATE licenses SET (",
     license_fields!(),
     ", updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20, $21, $22) WHERE id = $23 AND seats_used <= $6 RETURNING *"
+     $17, $18, $19, $20, $21, $22, $23, $24) WHERE id = $25 AND seats_used <= $6 RETURNING *"
 );
 
 /// "No cursor": lists read `($n = '' OR id < $n)`. (A sentinel that sorts above every
@@ -330,3 +331,32 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> Option<String> {
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
+
+// The wait queue (DESIGN §7). A place is (license, machine, OS user), in order of
+// `since` and then of the holder, so that two waiters never share a place.
+
+/// Whether anyone waits for a seat of the license (`$1`): one probe of its index, so a
+/// take costs nothing more while nobody queues.
+pub(crate) const HAS_WAITERS: &str = "SELECT EXISTS (SELECT 1 FROM waiters WHERE license_id = $1)";
+/// Waiters of license `$1` silent since before `$2` lose their place.
+pub(crate) const DROP_SILENT_WAITERS: &str =
+    "DELETE FROM waiters WHERE license_id = $1 AND last_seen_at < $2";
+/// The holder's place (`since`), if it has one.
+pub(crate) const WAITER_SINCE: &str =
+    "SELECT since FROM waiters WHERE license_id = $1 AND fingerprint = $2 AND os_user = $3";
+/// The waiters ahead of a place (`$2` since, `$3` machine, `$4` OS user; `since` past
+/// every place counts them all).
+pub(crate) const WAITERS_AHEAD: &str = "SELECT COUNT(*) FROM waiters WHERE license_id = $1 \
+     AND (since < $2 OR (since = $2 AND (fingerprint < $3 OR (fingerprint = $3 AND os_user < $4))))";
+pub(crate) const COUNT_WAITERS: &str = "SELECT COUNT(*) FROM waiters WHERE license_id = $1";
+/// Holds a place at the end (`$6`: now), or sees the holder's place again.
+pub(crate) const HOLD_PLACE: &str = "INSERT INTO waiters (license_id, fingerprint, os_user, \
+     workspace_id, identifier, since, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+     ON CONFLICT (license_id, fingerprint, os_user) DO UPDATE SET last_seen_at = $6, \
+     identifier = COALESCE($5, waiters.identifier)";
+pub(crate) const LEAVE_QUEUE: &str =
+    "DELETE FROM waiters WHERE license_id = $1 AND fingerprint = $2 AND os_user = $3";
+/// The waiters of license `$1` that still hold their place (seen since `$2`), head first.
+pub(crate) const LIST_WAITERS: &str = "SELECT fingerprint, os_user, identifier, since, \
+     last_seen_at FROM waiters WHERE license_id = $1 AND last_seen_at >= $2 \
+     ORDER BY since, fingerprint, os_user";

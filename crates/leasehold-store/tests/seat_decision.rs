@@ -169,6 +169,7 @@ fn holder(machine: &str, instance: &str) -> LeaseHolder {
         os_user: "alice".into(),
         identifier: None,
         instance: instance.into(),
+        queue: false,
     }
 }
 
@@ -258,6 +259,7 @@ async fn a_full_license_refuses_and_says_when_a_seat_may_free(f: &Fixture) {
             seats_total: 2,
             seats_used: 2,
             next_expiry_ms: Some(next),
+            ..
         }) => {
             // The earliest a live lease could lapse: no later than the first one's expiry.
             let first_expiry = first.expires_at.expect("a lease expires");
@@ -309,6 +311,7 @@ async fn a_holder_whose_lease_lapsed_unswept_gets_a_new_one(f: &Fixture) {
         os_user: "u".into(),
         identifier: None,
         instance: "i".into(),
+        queue: false,
     };
     let (seat, created) = f
         .store

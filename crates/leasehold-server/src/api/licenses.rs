@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use leasehold_core::{LicenseStatus, Permission};
-use leasehold_proto::{CreateLicense, ErrorBody, License, Page, RevealedKey, UpdateLicense};
+use leasehold_proto::{
+    CreateLicense, ErrorBody, License, Page, QueueItem, QueueList, RevealedKey, UpdateLicense,
+};
 use leasehold_store::LicenseFilter;
 use serde::Deserialize;
 
@@ -131,4 +133,31 @@ pub async fn reveal_key(
         ApiError::internal()
     })?;
     Ok(Json(RevealedKey { key }))
+}
+
+/// The license's wait queue (DESIGN §7): the waiters that still hold their place, head
+/// first.
+#[utoipa::path(get, path = "/v1/licenses/{id}/queue", tag = "licenses", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = QueueList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn license_queue(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<QueueList>> {
+    principal.require(Permission::LicenseView)?;
+    let waiters = state.store.waiters(&principal.workspace_id, &id).await?;
+    let items = waiters
+        .into_iter()
+        .map(|w| QueueItem {
+            position: w.position,
+            fingerprint: w.fingerprint,
+            os_user: w.os_user,
+            identifier: w.identifier,
+            since: convert::time(w.since),
+            last_seen_at: convert::time(w.last_seen_at),
+        })
+        .collect();
+    Ok(Json(QueueList { items }))
 }

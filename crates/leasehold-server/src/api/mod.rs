@@ -75,6 +75,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             licenses::delete_license
         ))
         .routes(routes!(licenses::reveal_key))
+        .routes(routes!(licenses::license_queue))
         .routes(routes!(seats::assign_seat, seats::list_seats))
         .routes(routes!(seats::reclaim_seat))
         .routes(routes!(contacts::create_contact, contacts::list_contacts))

@@ -28,7 +28,7 @@ use std::sync::Arc;
 /// [`routes`], each behind its signing layer).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(seats::validate, seats::activate, seats::deactivate, seats::take_lease, seats::heartbeat,
+    paths(seats::validate, seats::activate, seats::deactivate, seats::take_lease, seats::leave_queue, seats::heartbeat,
         seats::release_instance, files::license_file, files::public_key),
     components(schemas(Binding)),
     tags((name = "client", description = "The client protocol licensed applications call. Every answer, \
@@ -89,6 +89,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route(
             "/v1/client/leases/{id}/instances/{instance}",
             delete(release_instance).layer(signed(Op::Checkin)),
+        )
+        .route(
+            "/v1/client/queue/leave",
+            post(leave_queue).layer(signed(Op::LeaveQueue)),
         )
         .route(
             "/v1/client/license-file",

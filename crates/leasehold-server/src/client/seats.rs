@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::SubsecRound;
 use leasehold_core::{effective_status, SeatKind, SeatModel};
-use leasehold_store::{today, LeaseHolder};
+use leasehold_store::{today, LeaseHolder, StoreError};
 
 /// Checks a license key (and, for a dedicated license, that this machine holds a seat).
 /// The answer is signed and bound to the request (see `Binding`).
@@ -202,7 +202,8 @@ pub(super) async fn deactivate(
         (status = 200, body = Lease, description = "Joined the holder's lease"),
         (status = 403, description = "The license is not in force", body = ErrorBody),
         (status = 404, description = "No license has this key", body = ErrorBody),
-        (status = 409, description = "`NO_SEATS` (with `retry_after_s`), `RELEASE_COOLDOWN` or `INSTANCE_LIMIT`", body = ErrorBody)))]
+        (status = 400, description = "`INVALID_REQUEST`: a field, or `wait_s` past 60 or without `queue`", body = ErrorBody),
+        (status = 409, description = "`NO_SEATS` (with `retry_after_s`, `queued`, and for a waiter `queue_position`), `RELEASE_COOLDOWN` or `INSTANCE_LIMIT`", body = ErrorBody)))]
 pub(super) async fn take_lease(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -221,13 +222,25 @@ pub(super) async fn take_lease(
         |caller| {
             caller.require_in_force()?;
             caller.require_model(SeatModel::Concurrent)?;
+            let queue = body.queue.unwrap_or(false);
+            let wait_s = body.wait_s.unwrap_or(0);
+            if wait_s > MAX_WAIT_S {
+                return Err(ApiError::invalid("wait_s", "must be between 0 and 60"));
+            }
+            if wait_s > 0 && !queue {
+                return Err(ApiError::invalid(
+                    "wait_s",
+                    "waits in the queue: set queue: true",
+                ));
+            }
             let holder = LeaseHolder {
                 fingerprint: text("fingerprint", &body.fingerprint)?,
                 os_user: text("os_user", &body.os_user)?,
                 identifier: optional("identifier", body.identifier.as_deref())?,
                 instance: text("instance", &body.instance)?,
+                queue,
             };
-            let (seat, created) = state.store.take_lease(&caller.license, &holder).await?;
+            let (seat, created) = take_waiting(&state, &caller, &holder, wait_s).await?;
             caller.publish(&state, "seat.taken");
             let status = if created {
                 StatusCode::CREATED
@@ -244,6 +257,108 @@ pub(super) async fn take_lease(
                     instances: seat.instances,
                 },
             ))
+        }
+    )
+}
+
+/// The longest a checkout waits in the queue for its turn (DESIGN §7).
+const MAX_WAIT_S: u32 = 60;
+
+/// Takes a lease; a caller that waits in the queue asks again while `wait_s` lasts, each
+/// time a seat of the license may have been freed (a check-in, an admin's release or
+/// change, a waiter leaving, on any node) and at least every second (which also keeps
+/// its place and catches leases that lapsed).
+async fn take_waiting(
+    state: &AppState,
+    caller: &Caller,
+    holder: &LeaseHolder,
+    wait_s: u32,
+) -> ApiResult<(leasehold_store::Seat, bool)> {
+    let license = &caller.license;
+    if wait_s == 0 {
+        return Ok(state.store.take_lease(license, holder).await?);
+    }
+    let mut events = state.live.subscribe();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(u64::from(wait_s));
+    let mut announced = false;
+    loop {
+        match state.store.take_lease(license, holder).await {
+            Err(StoreError::NoSeats {
+                queue_position: Some(_),
+                ..
+            }) if tokio::time::Instant::now() < deadline => {
+                if !announced {
+                    caller.publish(state, "seat.queued");
+                    announced = true;
+                }
+                let turn = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(std::time::Duration::from_secs(1));
+                let _ =
+                    tokio::time::timeout(turn, seat_may_be_free(&mut events, &license.id)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Returns once a live event says a seat of `license_id` may have been freed.
+async fn seat_may_be_free(
+    events: &mut tokio::sync::broadcast::Receiver<crate::live::LiveEvent>,
+    license_id: &str,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(event)
+                if event.license_id == license_id
+                    && matches!(
+                        event.kind.as_str(),
+                        "seat.released" | "seat.dequeued" | "license.updated"
+                    ) =>
+            {
+                return
+            }
+            Ok(_) => {}
+            // Missed events: ask again now.
+            Err(RecvError::Lagged(_)) => return,
+            // No more events: the caller's one-second turn is the only wake-up.
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// A holder gives up its place in the license's queue (DESIGN §7).
+#[utoipa::path(post, path = "/v1/client/queue/leave", tag = "client", request_body = LeaveQueueRequest,
+    responses(KeyedRefusals,
+        (status = 200, body = LeftQueue, description = "`left`: whether the holder had a place"),
+        (status = 404, description = "No license has this key", body = ErrorBody)))]
+pub(super) async fn leave_queue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LeaveQueueRequest>,
+) -> Response {
+    answer!(
+        state,
+        headers,
+        body.key.as_deref(),
+        Need::Settings,
+        Echo::new(
+            body.nonce.as_deref(),
+            Some(&body.fingerprint),
+            Some(&body.os_user)
+        ),
+        |caller| {
+            let fingerprint = text("fingerprint", &body.fingerprint)?;
+            let os_user = text("os_user", &body.os_user)?;
+            let left = state
+                .store
+                .leave_queue(&caller.license, &fingerprint, &os_user)
+                .await?;
+            if left {
+                caller.publish(&state, "seat.dequeued");
+            }
+            Ok((StatusCode::OK, LeftQueue { left }))
         }
     )
 }

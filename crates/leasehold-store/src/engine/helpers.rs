@@ -105,7 +105,7 @@ impl This {
         Ok(())
     }
 
-    /// Binds a license's admin-set fields as `$1`…`$21`, in `license_fields!()` order.
+    /// Binds a license's admin-set fields as `$1`…`$23`, in `license_fields!()` order.
     pub(crate) fn bind_license_fields<'q>(
         query: sqlx::query::QueryAs<'q, Db, License, <Db as sqlx::Database>::Arguments<'q>>,
         c: &'q LicenseChange,
@@ -133,6 +133,8 @@ impl This {
             .bind(policy.admin_release)
             .bind(policy.release_cooldown_s)
             .bind(policy.max_instances_per_lease)
+            .bind(policy.queue)
+            .bind(policy.queue_ttl_s)
     }
 
     pub(crate) async fn license_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {

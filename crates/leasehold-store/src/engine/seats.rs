@@ -91,4 +91,35 @@ impl This {
                 .collect(),
         })
     }
+
+    /// The license's waiters that still hold their place, head first.
+    pub(crate) async fn read_waiters(
+        &self,
+        workspace_id: &str,
+        license_id: &str,
+    ) -> Result<Vec<Waiter>> {
+        let license: License = self
+            .one_in(license_select!(), workspace_id, license_id)
+            .await?;
+        let rows: Vec<(String, String, Option<String>, i64, i64)> =
+            sqlx::query_as(crate::sql::LIST_WAITERS)
+                .bind(&license.id)
+                .bind(license.policy().queue_cutoff(now_ms()))
+                .fetch_all(self.reader())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .zip(1..)
+            .map(
+                |((fingerprint, os_user, identifier, since, last_seen_at), position)| Waiter {
+                    position,
+                    fingerprint,
+                    os_user,
+                    identifier,
+                    since,
+                    last_seen_at,
+                },
+            )
+            .collect())
+    }
 }

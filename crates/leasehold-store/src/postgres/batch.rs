@@ -56,7 +56,8 @@ const MAX_BATCH: usize = 256;
 const APPLY_SEATS: &str = concat!(
     "WITH license AS ( \
      SELECT id, workspace_id, \
-       CASE WHEN seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 AND ",
+       CASE WHEN seats_used < seats_total AND deleted_at IS NULL AND seat_model = $2 \
+         AND NOT EXISTS (SELECT 1 FROM waiters w WHERE w.license_id = $1) AND ",
     in_force!("$3"),
     " THEN seats_total - seats_used ELSE 0 END AS free \
      FROM licenses WHERE id = $1 FOR NO KEY UPDATE), \

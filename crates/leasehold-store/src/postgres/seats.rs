@@ -11,6 +11,7 @@ use crate::sql::{is_unique_violation, json};
 use crate::{Result, Seats, StoreError};
 use async_trait::async_trait;
 use leasehold_core::*;
+use std::sync::Arc;
 
 #[async_trait]
 impl Seats for PostgresStore {
@@ -275,6 +276,25 @@ impl Seats for PostgresStore {
             }
         }
         Ok(probed.chunk(swept))
+    }
+
+    async fn leave_queue(
+        &self,
+        license: &Arc<License>,
+        fingerprint: &str,
+        os_user: &str,
+    ) -> Result<bool> {
+        let left = sqlx::query(crate::sql::LEAVE_QUEUE)
+            .bind(&license.id)
+            .bind(fingerprint)
+            .bind(os_user)
+            .execute(self.writer())
+            .await?;
+        Ok(left.rows_affected() == 1)
+    }
+
+    async fn waiters(&self, workspace_id: &str, license_id: &str) -> Result<Vec<Waiter>> {
+        self.read_waiters(workspace_id, license_id).await
     }
 
     async fn license_by_key_hash(&self, key_hash: &str) -> Result<Option<License>> {

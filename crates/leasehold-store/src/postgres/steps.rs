@@ -396,6 +396,51 @@ impl PostgresStore {
         Ok((seat, true))
     }
 
+    /// The license's queue as `holder`'s take sees it, and how many wait (nothing more to
+    /// read while nobody waits; otherwise silent waiters lose their place first).
+    async fn waiting(
+        tx: &mut Tx,
+        license: &License,
+        holder: &LeaseHolder,
+        now: i64,
+    ) -> Result<(leasehold_core::lease::Waiting, i64)> {
+        let (anyone,): (bool,) = sqlx::query_as(crate::sql::HAS_WAITERS)
+            .bind(&license.id)
+            .fetch_one(&mut **tx)
+            .await?;
+        if !anyone {
+            return Ok((Default::default(), 0));
+        }
+        sqlx::query(crate::sql::DROP_SILENT_WAITERS)
+            .bind(&license.id)
+            .bind(license.policy().queue_cutoff(now))
+            .execute(&mut **tx)
+            .await?;
+        let since: Option<(i64,)> = sqlx::query_as(crate::sql::WAITER_SINCE)
+            .bind(&license.id)
+            .bind(&holder.fingerprint)
+            .bind(&holder.os_user)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let since = since.map(|(since,)| since);
+        let (ahead,): (i64,) = sqlx::query_as(crate::sql::WAITERS_AHEAD)
+            .bind(&license.id)
+            .bind(since.unwrap_or(i64::MAX))
+            .bind(&holder.fingerprint)
+            .bind(&holder.os_user)
+            .fetch_one(&mut **tx)
+            .await?;
+        let (queued,): (i64,) = sqlx::query_as(crate::sql::COUNT_WAITERS)
+            .bind(&license.id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let waiting = leasehold_core::lease::Waiting {
+            ahead,
+            queued: since.is_some(),
+        };
+        Ok((waiting, queued))
+    }
+
     /// The seat decision for a lease, applied in the caller's transaction: the license is
     /// locked, the holder's lease and last admin release read, and each [`TakeStep`]
     /// applied until the holder joins, takes or is refused. The outer `Result` is the
@@ -425,6 +470,7 @@ impl PostgresStore {
                 Self::last_admin_release(tx, license, &holder.fingerprint, &holder.os_user).await?
             }
         };
+        let (waiting, queued) = Self::waiting(tx, license, holder, now).await?;
         let mut input = TakeInput {
             instance: &holder.instance,
             now,
@@ -433,6 +479,8 @@ impl PostgresStore {
             held: held.as_ref().map(Seat::held_lease),
             last_admin_release,
             lapsed_reclaimed: false,
+            waiting,
+            queue: holder.queue,
         };
         let expires_at = loop {
             match decide_take(&input) {
@@ -496,7 +544,32 @@ impl PostgresStore {
                         refusal,
                     )
                     .await?;
-                    return Ok(Err(refused));
+                    return Ok(Err(refused.queued(queued, None)));
+                }
+                TakeStep::Wait => {
+                    sqlx::query(crate::sql::HOLD_PLACE)
+                        .bind(&license.id)
+                        .bind(&holder.fingerprint)
+                        .bind(&holder.os_user)
+                        .bind(&license.workspace_id)
+                        .bind(&holder.identifier)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                    let (position, queued) = match input.waiting.queued {
+                        true => (input.waiting.ahead + 1, queued),
+                        false => (queued + 1, queued + 1),
+                    };
+                    let (next,): (Option<i64>,) = sqlx::query_as(crate::sql::NEXT_LEASE_EXPIRY)
+                        .bind(&license.id)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                    let full = leasehold_core::lease::Refusal::Full {
+                        seats_total: input.license.seats_total,
+                        seats_used: input.license.seats_used,
+                    };
+                    let error = StoreError::refused(full, next).queued(queued, Some(position));
+                    return Ok(Err(error));
                 }
                 TakeStep::Take { expires_at } => {
                     // The guarded count is the invariant's last word (the license is locked).
@@ -504,6 +577,14 @@ impl PostgresStore {
                         return Err(StoreError::Corrupt(
                             "the seat count moved under the license lock".into(),
                         ));
+                    }
+                    if input.waiting.queued {
+                        sqlx::query(crate::sql::LEAVE_QUEUE)
+                            .bind(&license.id)
+                            .bind(&holder.fingerprint)
+                            .bind(&holder.os_user)
+                            .execute(&mut **tx)
+                            .await?;
                     }
                     break expires_at;
                 }

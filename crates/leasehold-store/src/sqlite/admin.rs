@@ -15,8 +15,8 @@ use crate::sql::{json, FREE_SEATS, TRY_TAKE_SEAT, UPDATE_LICENSE};
 use crate::LicenseEdit;
 use crate::StoreError;
 use leasehold_core::{
-    reminders, AdminRelease, LicenseStatus, LicenseType, ReleaseReason, ReminderKind, SeatKind,
-    SeatModel,
+    reminders, AdminRelease, LicenseStatus, LicenseType, QueueMode, ReleaseReason, ReminderKind,
+    SeatKind, SeatModel,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -213,6 +213,8 @@ pub(super) fn edit_license(
                     policy.admin_release.as_str(),
                     policy.release_cooldown_s,
                     policy.max_instances_per_lease,
+                    policy.queue.as_str(),
+                    policy.queue_ttl_s,
                     now,
                     id
                 ],
@@ -462,6 +464,8 @@ fn license_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<License> {
         admin_release: word(row, "admin_release", AdminRelease::parse)?,
         release_cooldown_s: row.get("release_cooldown_s")?,
         max_instances_per_lease: row.get("max_instances_per_lease")?,
+        queue: word(row, "queue", QueueMode::parse)?,
+        queue_ttl_s: row.get("queue_ttl_s")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })

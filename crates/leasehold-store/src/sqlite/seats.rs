@@ -8,16 +8,17 @@ use super::writer::{Done, Op};
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
 use crate::sql::{
-    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_LEASE, END_SEAT,
-    ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT, FREE_SEATS, INSERT_ACTIVATION, INSERT_EVENT,
-    INSERT_LEASE, JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LICENSE_SEATS,
+    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_LEASE,
+    COUNT_WAITERS, DROP_SILENT_WAITERS, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT,
+    FREE_SEATS, HAS_WAITERS, HOLD_PLACE, INSERT_ACTIVATION, INSERT_EVENT, INSERT_LEASE,
+    JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LEAVE_QUEUE, LICENSE_SEATS,
     NEXT_LEASE_EXPIRY, RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES,
-    TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT,
+    TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT, WAITERS_AHEAD, WAITER_SINCE,
 };
 use crate::{StoreError, Swept};
 use leasehold_core::lease::{
     decide_activate, decide_take, ActivateStep, Instances, LicenseSeats, Refusal, TakeInput,
-    TakeStep,
+    TakeStep, Waiting,
 };
 use leasehold_core::{effective_status, LicenseStatus, ReleaseReason, SeatKind, SeatModel};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -109,6 +110,18 @@ pub(super) fn apply_op(
             id,
             now,
         } => admin::delete_license(conn, hooks, actor, (workspace_id, id), *now),
+        Op::LeaveQueue {
+            license_id,
+            fingerprint,
+            os_user,
+        } => {
+            let left = conn.prepare_cached(LEAVE_QUEUE)?.execute(params![
+                license_id,
+                fingerprint,
+                os_user
+            ])?;
+            Ok(Done::Released(left == 1))
+        }
         Op::Import {
             license_id,
             count,
@@ -237,6 +250,7 @@ pub(super) fn take(
         Some(_) => None,
         None => last_admin_release(conn, license, &holder.fingerprint, &holder.os_user)?,
     };
+    let (waiting, queued) = waiting(conn, license, holder, now)?;
     let mut input = TakeInput {
         instance: &holder.instance,
         now,
@@ -245,6 +259,8 @@ pub(super) fn take(
         held: held.as_ref().map(Seat::held_lease),
         last_admin_release: last_release,
         lapsed_reclaimed: false,
+        waiting,
+        queue: holder.queue,
     };
     let expires_at = loop {
         match decide_take(&input) {
@@ -298,10 +314,43 @@ pub(super) fn take(
             }
             TakeStep::Refuse(refusal) => {
                 let who = (holder.fingerprint.as_str(), Some(holder.os_user.as_str()));
-                return refuse(conn, hooks, license, who, refusal, now);
+                return match refuse(conn, hooks, license, who, refusal, now)? {
+                    Done::Refused(error) => Ok(Done::Refused(error.queued(queued, None))),
+                    done => Ok(done),
+                };
+            }
+            TakeStep::Wait => {
+                conn.prepare_cached(HOLD_PLACE)?.execute(params![
+                    license.id,
+                    holder.fingerprint,
+                    holder.os_user,
+                    license.workspace_id,
+                    holder.identifier,
+                    now
+                ])?;
+                let (position, queued) = match input.waiting.queued {
+                    true => (input.waiting.ahead + 1, queued),
+                    false => (queued + 1, queued + 1),
+                };
+                let full = Refusal::Full {
+                    seats_total: input.license.seats_total,
+                    seats_used: input.license.seats_used,
+                };
+                let next_expiry = conn
+                    .prepare_cached(NEXT_LEASE_EXPIRY)?
+                    .query_row(params![license.id], |row| row.get(0))?;
+                let error = StoreError::refused(full, next_expiry).queued(queued, Some(position));
+                return Ok(Done::Refused(error));
             }
             TakeStep::Take { expires_at } => {
                 count_seat(conn, &license.id, SeatModel::Concurrent)?;
+                if input.waiting.queued {
+                    conn.prepare_cached(LEAVE_QUEUE)?.execute(params![
+                        license.id,
+                        holder.fingerprint,
+                        holder.os_user
+                    ])?;
+                }
                 break expires_at;
             }
         }
@@ -330,6 +379,50 @@ pub(super) fn take(
         now,
     )?;
     Ok(Done::Taken(Box::new(seat), true))
+}
+
+/// The license's queue as `holder`'s take sees it, and how many wait: nothing more to
+/// read while nobody waits; otherwise the waiters silent past the policy's `queue_ttl_s`
+/// lose their place first.
+fn waiting(
+    conn: &Connection,
+    license: &License,
+    holder: &LeaseHolder,
+    now: i64,
+) -> Result<(Waiting, i64), StoreError> {
+    let anyone: bool = conn
+        .prepare_cached(HAS_WAITERS)?
+        .query_row(params![license.id], |row| row.get(0))?;
+    if !anyone {
+        return Ok((Waiting::default(), 0));
+    }
+    let cutoff = license.policy().queue_cutoff(now);
+    conn.prepare_cached(DROP_SILENT_WAITERS)?
+        .execute(params![license.id, cutoff])?;
+    let since: Option<i64> = conn
+        .prepare_cached(WAITER_SINCE)?
+        .query_row(
+            params![license.id, holder.fingerprint, holder.os_user],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let ahead: i64 = conn.prepare_cached(WAITERS_AHEAD)?.query_row(
+        params![
+            license.id,
+            since.unwrap_or(i64::MAX),
+            holder.fingerprint,
+            holder.os_user
+        ],
+        |row| row.get(0),
+    )?;
+    let queued: i64 = conn
+        .prepare_cached(COUNT_WAITERS)?
+        .query_row(params![license.id], |row| row.get(0))?;
+    let waiting = Waiting {
+        ahead,
+        queued: since.is_some(),
+    };
+    Ok((waiting, queued))
 }
 
 /// Counts the seat the decision gave: the guarded update (`seats_used < seats_total`, in

@@ -224,6 +224,27 @@ impl Seats for SqliteStore {
         }
     }
 
+    async fn leave_queue(
+        &self,
+        license: &Arc<License>,
+        fingerprint: &str,
+        os_user: &str,
+    ) -> Result<bool> {
+        let op = Op::LeaveQueue {
+            license_id: license.id.clone(),
+            fingerprint: fingerprint.to_string(),
+            os_user: os_user.to_string(),
+        };
+        match self.apply(op).await? {
+            Done::Released(left) => Ok(left),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn waiters(&self, workspace_id: &str, license_id: &str) -> Result<Vec<Waiter>> {
+        self.read_waiters(workspace_id, license_id).await
+    }
+
     /// A sweep's chunk as one operation of the writer's batch, so the sweep never takes
     /// SQLite's write lock from it.
     async fn expire_leases(

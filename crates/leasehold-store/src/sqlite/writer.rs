@@ -127,6 +127,12 @@ pub(crate) enum Op {
         id: String,
         now: i64,
     },
+    /// A holder gives up its place in a license's queue.
+    LeaveQueue {
+        license_id: String,
+        fingerprint: String,
+        os_user: String,
+    },
     /// The benchmark's leases, loaded at once.
     Import {
         license_id: String,

@@ -20,6 +20,7 @@ mod nodes;
 mod notify;
 mod openapi;
 mod paging;
+mod queue;
 mod reminders;
 mod scale;
 mod sdk;
