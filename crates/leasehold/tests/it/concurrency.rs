@@ -193,6 +193,7 @@ both_stores!(
     concurrent_activations_never_exceed_seats_total,
     a_seat_operation_failing_in_the_database_fails_alone,
     admin_and_client_seat_writes_racing_keep_the_invariant,
+    waiters_and_newcomers_racing_keep_the_invariant,
 );
 
 async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
@@ -514,4 +515,57 @@ async fn admin_and_client_seat_writes_racing_keep_the_invariant(s: &TestServer) 
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["seats_used"], assignments as i64, "{body}");
+}
+
+/// Hundreds of checkouts, half of them waiting in the queue (some long-polling), racing
+/// check-ins on a small floating license: never a 5xx, never more seats than bought, and
+/// the counter is the active rows.
+async fn waiters_and_newcomers_racing_keep_the_invariant(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 4}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    let tasks: Vec<_> = (0..40)
+        .map(|worker| {
+            let (c, key) = (client(s), key.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for round in 0..8 {
+                    let queue = worker % 2 == 0;
+                    let mut body = lease_body(&key, &format!("m{worker}"), "u", "1");
+                    body["queue"] = json!(queue);
+                    if queue && round % 4 == 0 {
+                        body["wait_s"] = json!(1);
+                    }
+                    let (status, lease) = c.post("/v1/client/leases", body).await;
+                    match status {
+                        StatusCode::CREATED | StatusCode::OK => {
+                            let path = format!("/v1/client/leases/{}/instances/1", id(&lease));
+                            let (status, body) = c
+                                .call(reqwest::Method::DELETE, &path, Some(json!({"key": key})))
+                                .await;
+                            if status != StatusCode::OK {
+                                failures.push(format!("checkin {status}: {body}"));
+                            }
+                        }
+                        StatusCode::CONFLICT if lease["error"]["code"] == "NO_SEATS" => {}
+                        other => failures.push(format!("checkout {other}: {lease}")),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    for task in tasks {
+        let failures = task.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
+        .await;
+    let active = active["items"].as_array().unwrap().len();
+    assert_eq!(active, 0, "every lease taken was checked in");
+    assert_eq!(admin.seats_used(&lid).await, 0);
 }

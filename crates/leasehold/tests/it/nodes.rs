@@ -259,6 +259,64 @@ async fn three_nodes_under_take_and_checkin_churn_never_answer_5xx() {
     drop_pg_database(&name).await;
 }
 
+/// A waiter long-polls on one node while the seat is freed on another: its request gets
+/// the seat (the check-in's live event crosses nodes through `NOTIFY`; a waiter also asks
+/// again every second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_on_one_node_gets_a_seat_freed_on_another() {
+    let (store, name, dir) = shared_pg_store().await;
+    write_master_key(&dir);
+    let nodes: Vec<ServerProcess> = (0..2).map(|_| ServerProcess::spawn(&store)).collect();
+    for node in &nodes {
+        node.ready().await;
+    }
+    let token = init_store(&store[..4], "Acme");
+    let admin = nodes[0].api(&token);
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    let holder = nodes[0].api("");
+    let (status, lease) = holder
+        .post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": "a", "os_user": "u", "instance": "1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{lease}");
+    let waiter = {
+        let (api, key) = (nodes[1].api(""), key.clone());
+        tokio::spawn(async move {
+            let body = json!({"key": key, "fingerprint": "b", "os_user": "u", "instance": "1",
+                              "queue": true, "wait_s": 60});
+            api.post("/v1/client/leases", body).await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let queue = admin.ok_get(&format!("/v1/licenses/{lid}/queue")).await;
+        if !queue["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, answer) = holder
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/client/leases/{}/instances/1", id(&lease)),
+            Some(json!({"key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, taken) = waiter.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{taken}");
+    assert_eq!(admin.seats_used(&lid).await, 1);
+    drop(nodes);
+    drop_pg_database(&name).await;
+}
+
 /// Makes the data dir's master key file up front, so nodes starting together share it.
 fn write_master_key(dir: &tempfile::TempDir) {
     use base64::Engine;
