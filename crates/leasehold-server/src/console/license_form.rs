@@ -35,6 +35,8 @@ pub(super) fn license_values(l: &License) -> FormData {
     put("po_number", l.po_number.clone());
     put("notes", l.notes.clone());
     put("lease_ttl_s", Some(l.lease_ttl_s.to_string()));
+    put("queue", Some(l.queue.as_str().into()));
+    put("queue_ttl_s", Some(l.queue_ttl_s.to_string()));
     v
 }
 
@@ -97,7 +99,13 @@ pub(super) fn license_form_page(
                         div { label for="f-expires" { "Expiry date" } input #f-expires name="expires_on" type="date" value=(value("expires_on")); (err("expires_on")) }
                         div { label for="f-maint" { "Maintenance expiry date" } input #f-maint name="maintenance_expires_on" type="date" value=(value("maintenance_expires_on")); (err("maintenance_expires_on")) }
                         div { label for="f-po" { "PO number" } input #f-po name="po_number" value=(value("po_number")); (err("po_number")) }
-                        div { label for="f-ttl" { "Lease TTL (seconds)" } input #f-ttl name="lease_ttl_s" inputmode="numeric" value=(value("lease_ttl_s")); (err("policy")) }
+                        div { label for="f-ttl" { "Lease TTL (seconds)" } input #f-ttl name="lease_ttl_s" inputmode="numeric" value=(value("lease_ttl_s")); (err(if error.as_ref().is_some_and(|(f, _)| f.starts_with("policy.queue")) { "policy.queue" } else { "policy" })) }
+                        div { label for="f-queue" { "Wait queue when full (floating)" }
+                            select #f-queue name="queue" {
+                                option value="fifo" selected[!selected("queue", "off")] { "fifo: first come, first served (default)" }
+                                option value="off" selected[selected("queue", "off")] { "off: refuse at once" }
+                            } }
+                        div { label for="f-queue-ttl" { "Queue place kept without asking (seconds)" } input #f-queue-ttl name="queue_ttl_s" inputmode="numeric" placeholder="60 (default)" value=(value("queue_ttl_s")); (err("policy.queue_ttl_s")) }
                     }
                     label for="f-notes" { "Notes" } textarea #f-notes name="notes" rows="3" { (value("notes")) } (err("notes"))
                     p { button.primary type="submit" { "Save license" } }
@@ -170,15 +178,25 @@ fn license_json(
             json!({"amount_minor": minor, "currency": currency}),
         );
     }
-    let ttl = text("lease_ttl_s");
-    if !ttl.is_empty() {
-        let ttl: i64 = ttl.parse().map_err(|_| {
-            (
-                "policy.lease_ttl_s".to_string(),
-                "must be a whole number of seconds".to_string(),
-            )
-        })?;
-        body.insert("policy".into(), json!({"lease_ttl_s": ttl}));
+    let mut policy = serde_json::Map::new();
+    for key in ["lease_ttl_s", "queue_ttl_s"] {
+        let seconds = text(key);
+        if !seconds.is_empty() {
+            let seconds: i64 = seconds.parse().map_err(|_| {
+                (
+                    format!("policy.{key}"),
+                    "must be a whole number of seconds".to_string(),
+                )
+            })?;
+            policy.insert(key.into(), json!(seconds));
+        }
+    }
+    let queue = text("queue");
+    if !queue.is_empty() {
+        policy.insert("queue".into(), json!(queue));
+    }
+    if !policy.is_empty() {
+        body.insert("policy".into(), Value::Object(policy));
     }
     Ok(body)
 }

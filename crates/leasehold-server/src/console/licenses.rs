@@ -242,6 +242,8 @@ struct Ledger {
     rows: Vec<Seat>,
     at: Option<String>,
     next: Option<String>,
+    /// Who waits for a seat of a floating license, head first.
+    waiters: Vec<leasehold_store::Waiter>,
 }
 
 impl Ledger {
@@ -261,6 +263,7 @@ impl Ledger {
             rows,
             at: at.map(String::from),
             next: page.next_cursor,
+            waiters: state.store.waiters(ws, license_id).await?,
         })
     }
 }
@@ -359,6 +362,21 @@ fn seats_section(
             span.muted { (license.seats_total - license.seats_used) " free" } }
         h2 { "Live holders" }
         (holders_table(&held))
+        @if license.seat_model == leasehold_core::SeatModel::Concurrent {
+            h2 { "Wait queue" }
+            p #queue-figure { (ledger.waiters.len()) " waiting" }
+            @if !ledger.waiters.is_empty() {
+                div.table-wrap { table #queue {
+                    thead { tr { th { "#" } th { "Computer" } th { "User" } th { "Waiting since" } th { "Last asked" } } }
+                    tbody {
+                        @for w in &ledger.waiters {
+                            tr { td { (w.position) } td { (w.identifier.as_deref().unwrap_or(&w.fingerprint)) }
+                                 td { (w.os_user) } td { (when(Some(w.since))) } td { (when(Some(w.last_seen_at))) } }
+                        }
+                    }
+                } }
+            }
+        }
         h2 { "Manage Seats" }
         div.table-wrap { table #ledger {
             thead { tr { th { "Assignee" } th { "Kind" } th { "Serial key" } th { "Activated" } th { "Last heartbeat" } th { "Released / reclaimed" } th { span.muted { "Action" } } } }

@@ -397,6 +397,50 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         "the release shows up live"
     );
 
+    // Full, and someone waits in the queue: the page shows who, live.
+    let mut full = Vec::new();
+    for machine in ["m3", "m4", "m5"] {
+        let lease = c
+            .ok_post(
+                "/v1/client/leases",
+                json!({"key": floating["key"], "fingerprint": machine, "os_user": "u",
+                       "identifier": format!("{}-PC", machine.to_uppercase()), "instance": "1"}),
+                StatusCode::CREATED,
+            )
+            .await;
+        full.push(id(&lease));
+    }
+    let (status, refused) = c
+        .post(
+            "/v1/client/leases",
+            json!({"key": floating["key"], "fingerprint": "m9", "os_user": "cy",
+                   "identifier": "CY-LAPTOP", "instance": "1", "queue": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        b.wait_text("#queue-figure", "1 waiting", 10).await,
+        "the queue shows up live"
+    );
+    assert!(b.text("#queue").await.contains("CY-LAPTOP"));
+    b.client
+        .execute(
+            "document.getElementById('queue-figure').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.screenshot("queue").await;
+    for lease in full {
+        c.call(
+            reqwest::Method::DELETE,
+            &format!("/v1/client/leases/{lease}/instances/1"),
+            Some(json!({"key": floating["key"]})),
+        )
+        .await;
+    }
+    assert!(b.wait_text("#seats-figure", "0 / 3", 10).await);
+
     b.goto("/").await;
     assert!(
         b.wait_live("#live").await,
