@@ -62,6 +62,14 @@ impl Error {
         }
     }
 
+    /// The caller's place in the license's queue (1: next), on a `NO_SEATS` it waits in.
+    pub fn queue_position(&self) -> Option<i64> {
+        match self {
+            Error::Api { error, .. } => error.details.as_ref()?.get("queue_position")?.as_i64(),
+            _ => None,
+        }
+    }
+
     /// The server's `retry_after_s` hint, for `NO_SEATS`, `RATE_LIMITED` and cooldowns.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
@@ -274,6 +282,64 @@ impl Client {
     }
 
     pub async fn lease_with(&self, holder: &Holder, exit_on_signal: bool) -> Result<LeaseGuard> {
+        self.take_lease(holder, None, exit_on_signal).await
+    }
+
+    /// Takes a floating seat, or waits in the license's queue (DESIGN §7) for up to
+    /// `wait_s` seconds (at most 5 per request: the server answers as soon as the seat is
+    /// the holder's). `NO_SEATS` when it is not yet: its details carry the holder's
+    /// `queue_position`, and asking again within the license's `queue_ttl_s` keeps it.
+    pub async fn lease_queued(
+        &self,
+        holder: &Holder,
+        wait_s: u32,
+        exit_on_signal: bool,
+    ) -> Result<LeaseGuard> {
+        self.take_lease(holder, Some(wait_s.min(5)), exit_on_signal)
+            .await
+    }
+
+    /// Takes a floating seat, waiting in the license's queue for up to `wait`: a freed
+    /// seat goes to the head of the queue, never to a newcomer. `NO_SEATS` (with
+    /// `queue_position`) when `wait` runs out; call [`Client::leave_queue`] to give the
+    /// place up at once.
+    pub async fn lease_waiting(&self, holder: &Holder, wait: Duration) -> Result<LeaseGuard> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait_s = u32::try_from(left.as_secs()).unwrap_or(u32::MAX);
+            match self.lease_queued(holder, wait_s, true).await {
+                Err(error) if error.queue_position().is_some() && wait_s > 0 => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Gives up the holder's place in the license's queue; answers whether it had one.
+    pub async fn leave_queue(&self, holder: &Holder) -> Result<bool> {
+        let body = leasehold_proto::LeaveQueueRequest {
+            key: Some(self.key.clone()),
+            nonce: None,
+            fingerprint: holder.fingerprint.clone(),
+            os_user: holder.os_user.clone(),
+        };
+        let ask = Ask::new(
+            "leave_queue",
+            Some(&holder.fingerprint),
+            Some(&holder.os_user),
+        );
+        let left: leasehold_proto::LeftQueue = self
+            .call(Method::POST, "/v1/client/queue/leave", Some(&body), ask)
+            .await?;
+        Ok(left.left)
+    }
+
+    async fn take_lease(
+        &self,
+        holder: &Holder,
+        wait_s: Option<u32>,
+        exit_on_signal: bool,
+    ) -> Result<LeaseGuard> {
         let instance = uuid::Uuid::new_v4().to_string();
         let body = LeaseRequest {
             key: Some(self.key.clone()),
@@ -282,8 +348,8 @@ impl Client {
             os_user: holder.os_user.clone(),
             identifier: holder.identifier.clone(),
             instance: instance.clone(),
-            queue: None,
-            wait_s: None,
+            queue: wait_s.map(|_| true),
+            wait_s: wait_s.filter(|s| *s > 0),
         };
         let ask = Ask::new("lease", Some(&holder.fingerprint), Some(&holder.os_user));
         let lease: Lease = self

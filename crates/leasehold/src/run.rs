@@ -2,6 +2,15 @@
 //! machine's dedicated activation), runs the program, heartbeats while it runs, checks
 //! in when it exits or is interrupted, and exits with the program's code.
 
+/// A line to the user on stderr. Unlike `eprintln!`, a closed stderr (the parent stopped
+/// reading) is ignored rather than a panic: `run` must still check its seat in.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use leasehold_client::{Client, Error, Holder, LeaseGuard};
 use leasehold_core::SeatModel;
 use std::time::{Duration, Instant};
@@ -29,7 +38,8 @@ pub struct RunArgs {
     /// The workspace's public key (base64): every answer is verified against it.
     #[arg(long, env = "LEASEHOLD_PUBLIC_KEY")]
     public_key: Option<String>,
-    /// Keep retrying for up to this many seconds while all seats are in use.
+    /// Wait up to this many seconds while all seats are in use: in the license's queue
+    /// (a floating seat goes to the first in line), or by asking again (a dedicated one).
     #[arg(long, default_value_t = 0)]
     wait: u64,
     /// How this computer is named in the console (default: its host name).
@@ -102,8 +112,19 @@ pub async fn run(args: RunArgs) -> u8 {
     let deadline = Instant::now() + Duration::from_secs(args.wait);
     let mut told_waiting = false;
     let seat = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
         let take = async {
             match license.seat_model {
+                // In the queue while --wait lasts: each request waits a few seconds for
+                // the holder's turn and keeps its place.
+                SeatModel::Concurrent if args.wait > 0 => client
+                    .lease_queued(
+                        &holder,
+                        u32::try_from(left.as_secs().max(1)).unwrap_or(60),
+                        false,
+                    )
+                    .await
+                    .map(|guard| Seat::Lease(Box::new(guard))),
                 SeatModel::Concurrent => client
                     .lease_with(&holder, false)
                     .await
@@ -121,7 +142,7 @@ pub async fn run(args: RunArgs) -> u8 {
                 biased;
                 stop = signals.next() => match stopped {
                     None => {
-                        eprintln!("leasehold: stopping once the seat request is answered");
+                        note!("leasehold: stopping once the seat request is answered");
                         stopped = Some(stop);
                     }
                     Some(_) => return stop.exit_code(),
@@ -130,8 +151,13 @@ pub async fn run(args: RunArgs) -> u8 {
             }
         };
         if let Some(stop) = stopped {
-            if let Ok(Seat::Lease(guard)) = taken {
-                check_in(*guard).await;
+            match taken {
+                Ok(Seat::Lease(guard)) => check_in(*guard).await,
+                // Stopped while waiting in the queue: give the place up.
+                Err(error) if error.queue_position().is_some() => {
+                    let _ = client.leave_queue(&holder).await;
+                }
+                _ => {}
             }
             return stop.exit_code();
         }
@@ -141,6 +167,10 @@ pub async fn run(args: RunArgs) -> u8 {
                 let retry = error.retry_after_s().unwrap_or(5);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    if error.queue_position().is_some() {
+                        // Nobody will ask for this place again: give it up now.
+                        let _ = client.leave_queue(&holder).await;
+                    }
                     let total = match &error {
                         Error::Api { error, .. } => error
                             .details
@@ -151,18 +181,28 @@ pub async fn run(args: RunArgs) -> u8 {
                         _ => license.seats_total,
                     };
                     if error.code() == Some("NO_SEATS") {
-                        eprintln!("leasehold: all {total} seats are in use; retry in {retry} s");
+                        note!("leasehold: all {total} seats are in use; retry in {retry} s");
                     } else {
-                        eprintln!("leasehold: {error}");
+                        note!("leasehold: {error}");
                     }
                     return exit::NO_SEATS;
                 }
                 if !told_waiting {
-                    eprintln!(
-                        "leasehold: all seats are in use; waiting up to {} s for one",
-                        args.wait
-                    );
+                    match error.queue_position() {
+                        Some(position) => note!(
+                            "leasehold: all seats are in use; waiting up to {} s in the queue (number {position})",
+                            args.wait
+                        ),
+                        None => note!(
+                            "leasehold: all seats are in use; waiting up to {} s for one",
+                            args.wait
+                        ),
+                    }
                     told_waiting = true;
+                }
+                if error.queue_position().is_some() {
+                    // The server waited for the holder's turn already: ask again at once.
+                    continue;
                 }
                 // A checkin can free a seat before the hinted expiry: poll at least every 2 s.
                 let poll = Duration::from_secs(retry)
@@ -186,12 +226,12 @@ pub async fn run(args: RunArgs) -> u8 {
 
 async fn check_in(guard: LeaseGuard) {
     if let Err(error) = guard.release().await {
-        eprintln!("leasehold: could not check the seat in ({error}); it frees itself when the lease expires");
+        note!("leasehold: could not check the seat in ({error}); it frees itself when the lease expires");
     }
 }
 
 fn fail(message: &str, code: u8) -> u8 {
-    eprintln!("leasehold: {message}");
+    note!("leasehold: {message}");
     code
 }
 

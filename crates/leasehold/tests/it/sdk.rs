@@ -14,6 +14,7 @@ both_stores!(
     leasehold_run_checks_in_when_it_is_terminated,
     leasehold_run_stopped_while_taking_its_seat_checks_it_in_and_never_starts_the_program,
     license_files_verify_offline_and_back_the_sdk_when_the_server_is_down,
+    the_sdk_waits_in_the_queue_and_leaves_it,
 );
 
 fn leasehold() -> Command {
@@ -152,8 +153,9 @@ async fn leasehold_run_checks_in_when_it_is_terminated(s: &TestServer) {
     let seats = admin.ok_get(&format!("/v1/licenses/{lid}/seats")).await;
     assert_eq!(seats["items"][0]["release_reason"], "checkin");
 
-    // Terminated while it waits for a seat (another holder has the only one): it stops
-    // at once with 128 + SIGTERM, holding nothing.
+    // Terminated while it waits in the queue (another holder has the only one): it stops
+    // once its pending request is answered (a few seconds at most) with 128 + SIGTERM,
+    // holding nothing and no place in the queue.
     s.anonymous()
         .ok_post(
             "/v1/client/leases",
@@ -183,6 +185,8 @@ async fn leasehold_run_checks_in_when_it_is_terminated(s: &TestServer) {
         1,
         "only the other holder's seat"
     );
+    let queue = admin.ok_get(&format!("/v1/licenses/{lid}/queue")).await;
+    assert_eq!(queue["items"], json!([]), "it left the queue");
 }
 
 /// Terminated after it asked for a seat but before the answer came: `run` waits for the
@@ -655,4 +659,56 @@ async fn the_blocking_sdk_keeps_a_lease_alive_and_releases_it() {
     assert!(released);
     assert_eq!(seats_used(&admin, &lid).await, 0);
     s.stop().await;
+}
+
+/// The SDK waits in the queue (`lease_waiting`), verified answers included, and gets the
+/// seat once its holder checks in; a waiter that gives up leaves its place.
+async fn the_sdk_waits_in_the_queue_and_leaves_it(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1}))
+        .await;
+    let (key, lid) = (license["key"].as_str().unwrap(), id(&license));
+    let public_key = admin.ok_get("/v1/public-key").await["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = leasehold_client::Client::new(&s.base, key)
+        .unwrap()
+        .with_public_key(&public_key)
+        .unwrap();
+    let holder = |machine: &str| leasehold_client::Holder {
+        fingerprint: machine.into(),
+        os_user: "ann".into(),
+        identifier: None,
+    };
+    let first = client.lease_with(&holder("m1"), false).await.unwrap();
+    // No time to wait: told its place, which it keeps until it leaves.
+    let refused = client
+        .lease_queued(&holder("m2"), 0, false)
+        .await
+        .err()
+        .expect("the seat is taken");
+    assert_eq!(refused.queue_position(), Some(1), "{refused}");
+    assert!(client.leave_queue(&holder("m2")).await.unwrap());
+    assert!(!client.leave_queue(&holder("m2")).await.unwrap());
+
+    let waiting = {
+        let (client, holder) = (client.clone(), holder("m3"));
+        tokio::spawn(async move { client.lease_waiting(&holder, Duration::from_secs(60)).await })
+    };
+    assert!(
+        eventually(20, || async {
+            let queue = admin.ok_get(&format!("/v1/licenses/{lid}/queue")).await;
+            queue["items"]
+                .as_array()
+                .is_some_and(|items| items.len() == 1)
+        })
+        .await,
+        "m3 waits in the queue"
+    );
+    first.release().await.unwrap();
+    let second = waiting.await.unwrap().expect("m3 gets the seat");
+    assert_eq!(seats_used(&admin, &lid).await, 1);
+    second.release().await.unwrap();
 }
