@@ -338,9 +338,10 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// Whether anyone waits for a seat of the license (`$1`): one probe of its index, so a
 /// take costs nothing more while nobody queues.
 pub(crate) const HAS_WAITERS: &str = "SELECT EXISTS (SELECT 1 FROM waiters WHERE license_id = $1)";
-/// Waiters of license `$1` silent since before `$2` lose their place.
+/// Waiters of license `$1` silent since before `$2` lose their place; answers them.
 pub(crate) const DROP_SILENT_WAITERS: &str =
-    "DELETE FROM waiters WHERE license_id = $1 AND last_seen_at < $2";
+    "DELETE FROM waiters WHERE license_id = $1 AND last_seen_at < $2 \
+     RETURNING fingerprint, os_user, identifier, since";
 /// The holder's place (`since`), if it has one.
 pub(crate) const WAITER_SINCE: &str =
     "SELECT since FROM waiters WHERE license_id = $1 AND fingerprint = $2 AND os_user = $3";
@@ -354,8 +355,26 @@ pub(crate) const HOLD_PLACE: &str = "INSERT INTO waiters (license_id, fingerprin
      workspace_id, identifier, since, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
      ON CONFLICT (license_id, fingerprint, os_user) DO UPDATE SET last_seen_at = $6, \
      identifier = COALESCE($5, waiters.identifier)";
+/// The holder gives up its place; answers it, if it had one.
 pub(crate) const LEAVE_QUEUE: &str =
-    "DELETE FROM waiters WHERE license_id = $1 AND fingerprint = $2 AND os_user = $3";
+    "DELETE FROM waiters WHERE license_id = $1 AND fingerprint = $2 AND os_user = $3 \
+     RETURNING fingerprint, os_user, identifier, since";
+
+/// A place in a queue as the audit log and webhooks carry it (`seat.queued`,
+/// `seat.dequeued` with the reason it ended: `left`, `silent`), times in RFC 3339.
+pub(crate) fn waiter_data(
+    (fingerprint, os_user, identifier, since): (&str, &str, Option<&str>, i64),
+    reason: Option<&str>,
+) -> Option<String> {
+    let since = chrono::DateTime::from_timestamp_millis(since).map(|t| t.to_rfc3339());
+    let mut data = serde_json::json!({
+        "fingerprint": fingerprint, "os_user": os_user, "identifier": identifier, "since": since,
+    });
+    if let Some(reason) = reason {
+        data["reason"] = serde_json::json!(reason);
+    }
+    Some(data.to_string())
+}
 /// The waiters of license `$1` that still hold their place (seen since `$2`), head first.
 pub(crate) const LIST_WAITERS: &str = "SELECT fingerprint, os_user, identifier, since, \
      last_seen_at FROM waiters WHERE license_id = $1 AND last_seen_at >= $2 \

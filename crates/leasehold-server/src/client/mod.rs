@@ -349,9 +349,17 @@ fn echoing(mut response: Response, echo: Echo) -> Response {
 /// Refusals that may have released lapsed leases on the way (a full license sweeps its
 /// own before refusing; a lapsed heartbeat ends its lease) still change what the live
 /// view shows.
+/// A waiter's refusal changed the queue the live view shows (`seat.queued`; a long poll
+/// wakes for neither, so waiters do not wake each other).
 fn publish_refusal<T>(state: &AppState, caller: &Caller, result: &ApiResult<T>) {
     if let Err(error) = result {
-        if matches!(error.code, "NO_SEATS" | "LEASE_EXPIRED") {
+        let queued = error
+            .details
+            .as_ref()
+            .is_some_and(|details| details.get("queue_position").is_some());
+        if queued {
+            caller.publish(state, "seat.queued");
+        } else if matches!(error.code, "NO_SEATS" | "LEASE_EXPIRED") {
             caller.publish(state, "seat.expired");
         }
     }

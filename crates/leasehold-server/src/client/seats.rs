@@ -287,6 +287,7 @@ async fn take_waiting(
                 queue_position: Some(_),
                 ..
             }) if tokio::time::Instant::now() < deadline => {
+                // The live view learns of the place once; the final answer tells it again.
                 if !announced {
                     caller.publish(state, "seat.queued");
                     announced = true;

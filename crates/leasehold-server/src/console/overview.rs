@@ -49,18 +49,31 @@ async fn overview_body(state: &AppState, session: &ConsoleSession) -> Result<Mar
     let mut rows = Vec::new();
     for license in licenses {
         let seats = live_seats(state, ws, &license.id).await?;
-        rows.push((license, seats));
+        let waiters = match license.seat_model {
+            leasehold_core::SeatModel::Concurrent => store.waiters(ws, &license.id).await?,
+            leasehold_core::SeatModel::Dedicated => Vec::new(),
+        };
+        rows.push((license, seats, waiters));
     }
     Ok(html! {
         @if rows.is_empty() { p { "No licenses yet. " a href="/applications" { "Add an application" } " to start." } }
-        @for (license, seats) in &rows {
+        @for (license, seats, waiters) in &rows {
             article.card {
                 h3 {
                     a href={"/licenses/" (license.id)} { (license.licensed_to) " · " (license.key_masked) }
                     span.figure data-seats-figure=(license.id) { (license.seats_used) " / " (license.seats_total) }
                 }
-                p.muted { (license.seat_model.as_str()) " · " (license.seats_total - license.seats_used) " free" }
+                p.muted { (license.seat_model.as_str()) " · " (license.seats_total - license.seats_used) " free"
+                    @if !waiters.is_empty() { " · " span data-waiting=(license.id) { (waiters.len()) " waiting" } } }
                 (holders_table(seats))
+                @if !waiters.is_empty() {
+                    p.muted { "In the queue: "
+                        @for (n, w) in waiters.iter().enumerate() {
+                            @if n > 0 { ", " }
+                            (w.identifier.as_deref().unwrap_or(&w.fingerprint)) " (" (w.os_user) ", since " (when(Some(w.since))) ")"
+                        }
+                    }
+                }
             }
         }
     })

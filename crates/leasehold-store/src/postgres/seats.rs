@@ -284,13 +284,26 @@ impl Seats for PostgresStore {
         fingerprint: &str,
         os_user: &str,
     ) -> Result<bool> {
-        let left = sqlx::query(crate::sql::LEAVE_QUEUE)
-            .bind(&license.id)
-            .bind(fingerprint)
-            .bind(os_user)
-            .execute(self.writer())
-            .await?;
-        Ok(left.rows_affected() == 1)
+        let mut tx = self.begin_write().await?;
+        let left: Option<(String, String, Option<String>, i64)> =
+            sqlx::query_as(crate::sql::LEAVE_QUEUE)
+                .bind(&license.id)
+                .bind(fingerprint)
+                .bind(os_user)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((fingerprint, os_user, identifier, since)) = &left {
+            let actor = key_actor(license, identifier.as_deref());
+            let place = (
+                fingerprint.as_str(),
+                os_user.as_str(),
+                identifier.as_deref(),
+                *since,
+            );
+            Self::dequeued(&mut tx, license, &actor, place, "left").await?;
+        }
+        self.commit(tx).await?;
+        Ok(left.is_some())
     }
 
     async fn waiters(&self, workspace_id: &str, license_id: &str) -> Result<Vec<Waiter>> {

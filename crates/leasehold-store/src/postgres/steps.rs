@@ -396,6 +396,27 @@ impl PostgresStore {
         Ok((seat, true))
     }
 
+    /// Audits a place in the queue that ended (`seat.dequeued`, with why).
+    pub(crate) async fn dequeued(
+        tx: &mut Tx,
+        license: &License,
+        actor: &Actor,
+        place: (&str, &str, Option<&str>, i64),
+        reason: &str,
+    ) -> Result<()> {
+        Self::insert_event(
+            tx,
+            &license.workspace_id,
+            actor,
+            "seat.dequeued",
+            ("license", &license.id),
+            Some(&license.id),
+            crate::sql::waiter_data(place, Some(reason)),
+            None,
+        )
+        .await
+    }
+
     /// The license's queue as `holder`'s take sees it, and how many wait (nothing more to
     /// read while nobody waits; otherwise silent waiters lose their place first).
     async fn waiting(
@@ -411,11 +432,21 @@ impl PostgresStore {
         if !anyone {
             return Ok((Default::default(), 0));
         }
-        sqlx::query(crate::sql::DROP_SILENT_WAITERS)
-            .bind(&license.id)
-            .bind(license.policy().queue_cutoff(now))
-            .execute(&mut **tx)
-            .await?;
+        let dropped: Vec<(String, String, Option<String>, i64)> =
+            sqlx::query_as(crate::sql::DROP_SILENT_WAITERS)
+                .bind(&license.id)
+                .bind(license.policy().queue_cutoff(now))
+                .fetch_all(&mut **tx)
+                .await?;
+        for (fingerprint, os_user, identifier, since) in &dropped {
+            let place = (
+                fingerprint.as_str(),
+                os_user.as_str(),
+                identifier.as_deref(),
+                *since,
+            );
+            Self::dequeued(tx, license, &Actor::system(), place, "silent").await?;
+        }
         let since: Option<(i64,)> = sqlx::query_as(crate::sql::WAITER_SINCE)
             .bind(&license.id)
             .bind(&holder.fingerprint)
@@ -547,6 +578,25 @@ impl PostgresStore {
                     return Ok(Err(refused.queued(queued, None)));
                 }
                 TakeStep::Wait => {
+                    if !input.waiting.queued {
+                        let place = (
+                            holder.fingerprint.as_str(),
+                            holder.os_user.as_str(),
+                            holder.identifier.as_deref(),
+                            now,
+                        );
+                        Self::insert_event(
+                            tx,
+                            &license.workspace_id,
+                            &key_actor(license, holder.identifier.as_deref()),
+                            "seat.queued",
+                            ("license", &license.id),
+                            Some(&license.id),
+                            None,
+                            crate::sql::waiter_data(place, None),
+                        )
+                        .await?;
+                    }
                     sqlx::query(crate::sql::HOLD_PLACE)
                         .bind(&license.id)
                         .bind(&holder.fingerprint)

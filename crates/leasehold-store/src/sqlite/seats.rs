@@ -7,6 +7,7 @@ use super::admin;
 use super::writer::{Done, Op};
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
+use crate::sql::waiter_data;
 use crate::sql::{
     denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_LEASE,
     COUNT_WAITERS, DROP_SILENT_WAITERS, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT,
@@ -111,16 +112,28 @@ pub(super) fn apply_op(
             now,
         } => admin::delete_license(conn, hooks, actor, (workspace_id, id), *now),
         Op::LeaveQueue {
-            license_id,
+            license,
             fingerprint,
             os_user,
+            now,
         } => {
-            let left = conn.prepare_cached(LEAVE_QUEUE)?.execute(params![
-                license_id,
-                fingerprint,
-                os_user
-            ])?;
-            Ok(Done::Released(left == 1))
+            let left: Option<(String, String, Option<String>, i64)> = conn
+                .prepare_cached(LEAVE_QUEUE)?
+                .query_row(params![license.id, fingerprint, os_user], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
+                .optional()?;
+            if let Some((fingerprint, os_user, identifier, since)) = &left {
+                let actor = key_actor(license, identifier.as_deref());
+                let place = (
+                    fingerprint.as_str(),
+                    os_user.as_str(),
+                    identifier.as_deref(),
+                    *since,
+                );
+                dequeued(conn, hooks, license, &actor, place, "left", *now)?;
+            }
+            Ok(Done::Released(left.is_some()))
         }
         Op::Import {
             license_id,
@@ -250,7 +263,7 @@ pub(super) fn take(
         Some(_) => None,
         None => last_admin_release(conn, license, &holder.fingerprint, &holder.os_user)?,
     };
-    let (waiting, queued) = waiting(conn, license, holder, now)?;
+    let (waiting, queued) = waiting(conn, hooks, license, holder, now)?;
     let mut input = TakeInput {
         instance: &holder.instance,
         now,
@@ -320,6 +333,25 @@ pub(super) fn take(
                 };
             }
             TakeStep::Wait => {
+                if !input.waiting.queued {
+                    let place = (
+                        holder.fingerprint.as_str(),
+                        holder.os_user.as_str(),
+                        holder.identifier.as_deref(),
+                        now,
+                    );
+                    insert_event(
+                        conn,
+                        hooks,
+                        (&license.workspace_id, &license.id),
+                        &key_actor(license, holder.identifier.as_deref()),
+                        "seat.queued",
+                        ("license", &license.id),
+                        None,
+                        waiter_data(place, None),
+                        now,
+                    )?;
+                }
                 conn.prepare_cached(HOLD_PLACE)?.execute(params![
                     license.id,
                     holder.fingerprint,
@@ -345,11 +377,10 @@ pub(super) fn take(
             TakeStep::Take { expires_at } => {
                 count_seat(conn, &license.id, SeatModel::Concurrent)?;
                 if input.waiting.queued {
-                    conn.prepare_cached(LEAVE_QUEUE)?.execute(params![
-                        license.id,
-                        holder.fingerprint,
-                        holder.os_user
-                    ])?;
+                    // Served: the place ends with the seat taken (its `seat.taken` says so).
+                    conn.prepare_cached(LEAVE_QUEUE)?
+                        .query(params![license.id, holder.fingerprint, holder.os_user])?
+                        .next()?;
                 }
                 break expires_at;
             }
@@ -386,6 +417,7 @@ pub(super) fn take(
 /// lose their place first.
 fn waiting(
     conn: &Connection,
+    hooks: &mut Webhooks,
     license: &License,
     holder: &LeaseHolder,
     now: i64,
@@ -397,8 +429,21 @@ fn waiting(
         return Ok((Waiting::default(), 0));
     }
     let cutoff = license.policy().queue_cutoff(now);
-    conn.prepare_cached(DROP_SILENT_WAITERS)?
-        .execute(params![license.id, cutoff])?;
+    let dropped: Vec<(String, String, Option<String>, i64)> = conn
+        .prepare_cached(DROP_SILENT_WAITERS)?
+        .query_map(params![license.id, cutoff], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (fingerprint, os_user, identifier, since) in &dropped {
+        let place = (
+            fingerprint.as_str(),
+            os_user.as_str(),
+            identifier.as_deref(),
+            *since,
+        );
+        dequeued(conn, hooks, license, &Actor::system(), place, "silent", now)?;
+    }
     let since: Option<i64> = conn
         .prepare_cached(WAITER_SINCE)?
         .query_row(
@@ -423,6 +468,29 @@ fn waiting(
         queued: since.is_some(),
     };
     Ok((waiting, queued))
+}
+
+/// Audits a place in the queue that ended (`seat.dequeued`, with why).
+fn dequeued(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    license: &License,
+    actor: &Actor,
+    place: (&str, &str, Option<&str>, i64),
+    reason: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    insert_event(
+        conn,
+        hooks,
+        (&license.workspace_id, &license.id),
+        actor,
+        "seat.dequeued",
+        ("license", &license.id),
+        waiter_data(place, Some(reason)),
+        None,
+        now,
+    )
 }
 
 /// Counts the seat the decision gave: the guarded update (`seats_used < seats_total`, in

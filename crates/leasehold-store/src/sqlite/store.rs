@@ -231,9 +231,10 @@ impl Seats for SqliteStore {
         os_user: &str,
     ) -> Result<bool> {
         let op = Op::LeaveQueue {
-            license_id: license.id.clone(),
+            license: license.clone(),
             fingerprint: fingerprint.to_string(),
             os_user: os_user.to_string(),
+            now: now_ms(),
         };
         match self.apply(op).await? {
             Done::Released(left) => Ok(left),

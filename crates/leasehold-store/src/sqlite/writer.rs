@@ -129,9 +129,10 @@ pub(crate) enum Op {
     },
     /// A holder gives up its place in a license's queue.
     LeaveQueue {
-        license_id: String,
+        license: Arc<License>,
         fingerprint: String,
         os_user: String,
+        now: i64,
     },
     /// The benchmark's leases, loaded at once.
     Import {

@@ -125,6 +125,12 @@ async fn a_silent_waiter_loses_its_place(s: &TestServer) {
     ask(&c, &key, "newcomer", false)
         .await
         .expect("nobody waits any more");
+    // The audit log says the place ended, and why.
+    let dequeued = admin.events(&lid, "seat.dequeued").await;
+    assert_eq!(dequeued.len(), 1, "{dequeued:?}");
+    assert_eq!(dequeued[0]["before"]["fingerprint"], "b");
+    assert_eq!(dequeued[0]["before"]["reason"], "silent");
+    assert_eq!(dequeued[0]["actor"]["kind"], "system");
 }
 
 async fn a_waiter_leaves_the_queue(s: &TestServer) {
