@@ -2,7 +2,10 @@
 //! the head, no jumping by newcomers, silent waiters dropped, leaving, and the long poll.
 
 use crate::client::client;
-use crate::harness::{both_stores, id, Api, TestServer};
+use crate::harness::{
+    both_stores, drop_pg_database, fresh_pg_database, id, init_store, Api, ServerProcess,
+    TestServer,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -231,4 +234,62 @@ async fn queue_requests_are_checked_and_a_queue_can_be_off(s: &TestServer) {
         "no queue: {details}"
     );
     assert!(queue_of(&admin, &lid).await.is_empty());
+}
+
+/// A server killed with -9 while holders wait in the queue: after the restart every
+/// waiter asking again within its `queue_ttl_s` has its place, in the same order, and
+/// the freed seat still goes to the head.
+async fn waiters_keep_their_places_across_kill_9(store_args: Vec<String>) {
+    let token = init_store(&store_args, "Acme");
+    let mut server = ServerProcess::start(&store_args).await;
+    let admin = server.api(&token);
+    let (key, lid) = floating(&admin, 1, json!({"queue_ttl_s": 300})).await;
+    let c = server.api("");
+    let a = ask(&c, &key, "a", false).await.unwrap();
+    for (n, machine) in ["b", "c"].iter().enumerate() {
+        let details = ask(&c, &key, machine, true).await.unwrap_err();
+        assert_eq!(details["queue_position"], n as i64 + 1, "{details}");
+    }
+    server.kill_9();
+    let server = ServerProcess::start(&store_args).await;
+    let (admin, c) = (server.api(&token), server.api(""));
+    assert_eq!(
+        queue_of(&admin, &lid).await,
+        ["b", "c"],
+        "the places survived"
+    );
+    assert_eq!(
+        ask(&c, &key, "c", true).await.unwrap_err()["queue_position"],
+        2
+    );
+    check_in(&c, &key, &a).await;
+    assert!(ask(&c, &key, "newcomer", false).await.is_err());
+    ask(&c, &key, "b", true)
+        .await
+        .expect("the head gets the seat");
+    assert_eq!(queue_of(&admin, &lid).await, ["c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_keep_their_places_across_kill_9_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    waiters_keep_their_places_across_kill_9(vec![
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_keep_their_places_across_kill_9_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, name) = fresh_pg_database().await;
+    waiters_keep_their_places_across_kill_9(vec![
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+        "--database-url".into(),
+        url,
+    ])
+    .await;
+    drop_pg_database(&name).await;
 }
