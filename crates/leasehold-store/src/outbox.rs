@@ -1,6 +1,6 @@
 //! Notifications in the store: webhooks, the outbox, and turning due reminders into
 //! messages. Every outgoing message is an outbox row written in the transaction of the
-//! change it reports (see `enqueue_webhooks` in `backend.rs`), with a stable id, and is
+//! change it reports (see `enqueue_webhooks` in `engine/helpers.rs`), with a stable id, and is
 //! claimed by one node at a time for delivery.
 
 use crate::{Actor, Page, PageRequest, Result};

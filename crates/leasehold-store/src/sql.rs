@@ -1,6 +1,6 @@
 //! The SQL texts both stores run, each written once: the seat operations' statements
-//! (run by the sqlx paths and by SQLite's seat writer alike) and the lists and columns
-//! the general path shares. Keep them portable: `$n` placeholders (first appearing in
+//! (run by PostgreSQL's sqlx code and by SQLite's seat writer alike) and the lists and
+//! columns the shared engine (`engine/`) reads. Keep them portable: `$n` placeholders (first appearing in
 //! ascending order: SQLite's writer binds by order of first appearance), `ON CONFLICT`,
 //! `RETURNING`, row values.
 
@@ -156,7 +156,7 @@ pub(crate) fn last_day() -> chrono::NaiveDate {
 /// A heartbeat: one statement on one row, answering the instance list of a live lease.
 /// It names no indexed column, so it changes the row's page only (migration 0010:
 /// `sweep_at`, not the expiry, is indexed). A new expiry before the lease's `sweep_at` (its
-/// license's lease period was shortened) matches no row here; the general path then moves
+/// license's lease period was shortened) matches no row here; the heartbeat then moves
 /// `sweep_at` too ([`TOUCH_LEASE_SOONER`]), so a lease never lapses before its `sweep_at`.
 /// The newest heartbeat wins: one that arrives late (a stalled node, a retry) after a
 /// newer one was recorded (`last_seen_at` later than its own time) can't move the lease's

@@ -99,12 +99,12 @@ pub(super) fn license_form_page(
                         div { label for="f-expires" { "Expiry date" } input #f-expires name="expires_on" type="date" value=(value("expires_on")); (err("expires_on")) }
                         div { label for="f-maint" { "Maintenance expiry date" } input #f-maint name="maintenance_expires_on" type="date" value=(value("maintenance_expires_on")); (err("maintenance_expires_on")) }
                         div { label for="f-po" { "PO number" } input #f-po name="po_number" value=(value("po_number")); (err("po_number")) }
-                        div { label for="f-ttl" { "Lease TTL (seconds)" } input #f-ttl name="lease_ttl_s" inputmode="numeric" value=(value("lease_ttl_s")); (err(if error.as_ref().is_some_and(|(f, _)| f.starts_with("policy.queue")) { "policy.queue" } else { "policy" })) }
+                        div { label for="f-ttl" { "Lease TTL (seconds)" } input #f-ttl name="lease_ttl_s" inputmode="numeric" value=(value("lease_ttl_s")); (err("policy.lease_ttl_s")) }
                         div { label for="f-queue" { "Wait queue when full (floating)" }
                             select #f-queue name="queue" {
                                 option value="fifo" selected[!selected("queue", "off")] { "fifo: first come, first served (default)" }
                                 option value="off" selected[selected("queue", "off")] { "off: refuse at once" }
-                            } }
+                            } (err("policy.queue")) }
                         div { label for="f-queue-ttl" { "Queue place kept without asking (seconds)" } input #f-queue-ttl name="queue_ttl_s" inputmode="numeric" placeholder="60 (default)" value=(value("queue_ttl_s")); (err("policy.queue_ttl_s")) }
                     }
                     label for="f-notes" { "Notes" } textarea #f-notes name="notes" rows="3" { (value("notes")) } (err("notes"))
@@ -258,7 +258,31 @@ fn field_of(error: &ApiError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_money;
+    use super::{license_json, parse_money};
+    use serde_json::json;
+
+    #[test]
+    fn the_policy_fields_go_into_the_policy_object() {
+        let form = [
+            ("lease_ttl_s", "120"),
+            ("queue", "off"),
+            ("queue_ttl_s", " 30 "),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let body = license_json(&form, "USD", true).expect("a valid form");
+        assert_eq!(
+            body["policy"],
+            json!({"lease_ttl_s": 120, "queue": "off", "queue_ttl_s": 30})
+        );
+        let form = [("queue_ttl_s", "soon")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let refused = license_json(&form, "USD", true).expect_err("not a number");
+        assert_eq!(refused.0, "policy.queue_ttl_s");
+    }
 
     #[test]
     fn money_is_read_into_minor_units() {

@@ -5,7 +5,9 @@
 //! `BACKEND`, and the row-lock clauses `row_lock!()` and `skip_locked!()` (empty on
 //! SQLite, whose one writer serializes writes). Each query is therefore checked against
 //! that driver's types, and the store's own hooks (`begin_write`, `commit`, `reader`,
-//! `writer`, the `fast_*` seat engine) come from its module. Keep the SQL portable:
+//! `writer`) come from its module; each store implements `Seats` itself (its seat
+//! engine), and the seat writes of `Tracking` (`assign`, `reclaim`, `edit_license`,
+//! `remove_license`) are its own too. Keep the SQL portable:
 //! `$n` placeholders, `ON CONFLICT`, `RETURNING`; texts shared with the seat engines
 //! live in `sql.rs`.
 //!

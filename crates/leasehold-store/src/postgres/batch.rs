@@ -41,8 +41,8 @@ const MAX_BATCH: usize = 256;
 /// - **Ended leases** (`$18`…, one per element): a lease is ended only if it is still as
 ///   it was read before the statement (live, with only the leaving instance, the same
 ///   expiry and last heartbeat), so the `seat.released` event built from that read is
-///   the truth; a lease that changed meanwhile is not matched, and the general path
-///   decides.
+///   the truth; a lease that changed meanwhile is not matched, and `release_in` decides
+///   right after the statement.
 /// - **New leases** (`$4`…, one per element, in order): only while the license is in
 ///   force (`TRY_TAKE_SEAT`'s conditions for an application); a holder an admin released
 ///   after its `cooldown_until` is skipped; the first requests that fit the seats free

@@ -386,7 +386,7 @@ mod tests {
             );
         }
 
-        // An id made before the last indexing but committed after it (the general path
+        // An id made before the last indexing but committed after it (the sqlx engine
         // makes its ids before it takes the write lock): read from the end of the table,
         // in its place by id.
         let early = crate::records::new_id();

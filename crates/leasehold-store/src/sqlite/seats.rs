@@ -174,7 +174,7 @@ pub(super) fn expire(
     Ok(swept)
 }
 
-/// Ends up to `limit` of the license's lapsed leases, as the general path's
+/// Ends up to `limit` of the license's lapsed leases, as PostgreSQL's
 /// `expire_license_leases` does: each with its `seat.expired` event. Leases whose
 /// `sweep_at` passed though they live on move it first, and count in `limit`: answers the
 /// leases ended and how many moved.
@@ -626,7 +626,7 @@ pub(super) fn release(
 
 /// Answers the seat decision's refusal of `who` (machine, OS user): a full license also
 /// says when its earliest lease could lapse, and every refusal of a seat is told to the
-/// webhooks (`seat.denied`), as the general path's `refuse` does. Answered as an outcome,
+/// webhooks (`seat.denied`), as PostgreSQL's `refusal_in` does. Answered as an outcome,
 /// not an error, so that the announcement commits with the batch even when the batch is
 /// applied again with savepoints.
 pub(super) fn refuse(
@@ -661,7 +661,7 @@ pub(super) fn refuse(
 
 /// A dedicated seat for a machine: the domain's [`decide_activate`] on what this
 /// transaction reads (the machine's activation, the license's seats, its last admin
-/// release), applied here as the general path applies it.
+/// release), applied here as PostgreSQL's `activate_once` applies it.
 pub(super) fn activate(
     conn: &Connection,
     hooks: &mut Webhooks,

@@ -28,8 +28,7 @@
 //! **One license's audit log, indexed in bulk.** Events are not indexed by license as
 //! they are written: between two batches, every 50 ms or so, the writer adds the events
 //! committed since to `license_events`, sorted, in a transaction of its own
-//! (`AuditIndex`). A store without a seat writer (an in-memory database) never indexes,
-//! and its license logs read the whole table.
+//! (`AuditIndex`).
 //!
 //! **One seat decision.** A take asks the domain's `decide_take` (an activation its
 //! `decide_activate`) with what its transaction read and applies the answer step by step
