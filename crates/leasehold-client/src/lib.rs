@@ -70,6 +70,14 @@ impl Error {
         }
     }
 
+    /// Why a lease ended, on `LEASE_EXPIRED` (`details.reason`: `expired`, `idle`, …).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Error::Api { error, .. } => error.details.as_ref()?.get("reason")?.as_str(),
+            _ => None,
+        }
+    }
+
     /// The server's `retry_after_s` hint, for `NO_SEATS`, `RATE_LIMITED` and cooldowns.
     pub fn retry_after_s(&self) -> Option<u64> {
         match self {
@@ -363,11 +371,19 @@ impl Client {
         ))
     }
 
-    pub async fn heartbeat(&self, lease_id: &str, instance: &str) -> Result<HeartbeatAnswer> {
+    /// Keeps a lease alive. `idle` is how long the app's user has been away from this
+    /// instance (`None`: unknown, counted as in use), for the license's idle timeout.
+    pub async fn heartbeat(
+        &self,
+        lease_id: &str,
+        instance: &str,
+        idle: Option<Duration>,
+    ) -> Result<HeartbeatAnswer> {
         let body = HeartbeatRequest {
             key: Some(self.key.clone()),
             nonce: None,
             instance: instance.to_string(),
+            idle_s: idle.map(|idle| i64::try_from(idle.as_secs()).unwrap_or(i64::MAX)),
         };
         let path = format!("/v1/client/leases/{}/heartbeat", path_segment(lease_id));
         let ask = Ask::new("heartbeat", None, None);
@@ -574,6 +590,19 @@ fn path_segment(text: &str) -> String {
 struct Shared {
     released: AtomicBool,
     lost: AtomicBool,
+    /// Since when the app's user has been away (`None`: in use, or never said).
+    idle_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Why the server ended the lease (`details.reason`: `expired`, `idle`, …).
+    lost_reason: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// How long the user has been away, as the next heartbeat reports it (whole seconds;
+    /// `None` while in use or unknown).
+    fn idle(&self) -> Option<Duration> {
+        let since = (*self.idle_since.lock().ok()?)?;
+        Some(since.elapsed())
+    }
 }
 
 /// A held concurrent seat. Heartbeats run in the background at the license's
@@ -593,6 +622,8 @@ impl LeaseGuard {
         let shared = Arc::new(Shared {
             released: AtomicBool::new(false),
             lost: AtomicBool::new(false),
+            idle_since: Default::default(),
+            lost_reason: Default::default(),
         });
         let interval = Duration::from_secs(lease.heartbeat_interval_s.max(1) as u64);
         let tasks = vec![tokio::spawn(heartbeats(
@@ -625,6 +656,23 @@ impl LeaseGuard {
     /// True once the server said the lease expired (the app should take a new one).
     pub fn is_lost(&self) -> bool {
         self.shared.lost.load(Ordering::SeqCst)
+    }
+
+    /// Why the server ended the lease, once [`LeaseGuard::is_lost`]: `"expired"`, or
+    /// `"idle"` when its seat went to someone who needed it while the app was idle
+    /// (DESIGN §7), or the admin's reason.
+    pub fn lost_reason(&self) -> Option<String> {
+        self.shared.lost_reason.lock().ok()?.clone()
+    }
+
+    /// Tells the server, from the next heartbeat on, since when the app's user has been
+    /// away (`Some(last_input)`), or that it is in use again (`None`). A license with an
+    /// `idle_timeout_s` may give the seat of a lease idle that long to someone who needs
+    /// it; an app that never calls this counts as in use.
+    pub fn set_idle_since(&self, since: Option<std::time::Instant>) {
+        if let Ok(mut idle_since) = self.shared.idle_since.lock() {
+            *idle_since = since;
+        }
     }
 
     /// Checks this instance in; answers whether that freed the seat.
@@ -679,10 +727,14 @@ async fn heartbeats(
 ) {
     loop {
         tokio::time::sleep(interval).await;
-        match client.heartbeat(&lease_id, &instance).await {
+        match client.heartbeat(&lease_id, &instance, shared.idle()).await {
             Ok(_) => {}
             Err(error) if error.code() == Some("LEASE_EXPIRED") => {
-                tracing::warn!("the lease expired on the server");
+                let reason = error.reason().unwrap_or("expired").to_string();
+                tracing::warn!(%reason, "the server ended the lease");
+                if let Ok(mut lost_reason) = shared.lost_reason.lock() {
+                    *lost_reason = Some(reason);
+                }
                 shared.lost.store(true, Ordering::SeqCst);
                 return;
             }

@@ -10,7 +10,7 @@
 //! seats_total`) and the table's check constraint, so a wrong read can refuse, never
 //! over-count.
 
-use crate::{EffectiveStatus, LeasePolicy, QueueMode, SeatModel};
+use crate::{EffectiveStatus, IdleReclaim, LeasePolicy, QueueMode, SeatModel};
 use serde::{Deserialize, Serialize};
 
 const MS_PER_S: i64 = 1000;
@@ -56,6 +56,35 @@ impl LeasePolicy {
     /// Waiters not seen since before this (ms) have lost their place in the queue.
     pub fn queue_cutoff(&self, now: i64) -> i64 {
         now.saturating_sub(self.queue_ttl_s.saturating_mul(MS_PER_S))
+    }
+
+    /// A lease idle since before this (ms) is idle now (DESIGN §7); `None` when the
+    /// policy has no idle timeout.
+    pub fn idle_cutoff(&self, now: i64) -> Option<i64> {
+        self.idle_timeout_s
+            .map(|timeout| now.saturating_sub(timeout.saturating_mul(MS_PER_S)))
+    }
+
+    /// Whether a lease idle since `idle_since` (ms; `None`: in use) is released at once,
+    /// without anyone needing its seat: the policy reclaims `always`, and it is idle.
+    pub fn releases_idle(&self, idle_since: Option<i64>, now: i64) -> bool {
+        self.idle_reclaim == IdleReclaim::Always && self.is_idle(idle_since, now)
+    }
+
+    /// Whether a lease idle since `idle_since` counts as idle at `now`.
+    pub fn is_idle(&self, idle_since: Option<i64>, now: i64) -> bool {
+        matches!((idle_since, self.idle_cutoff(now)), (Some(since), Some(cutoff)) if since <= cutoff)
+    }
+
+    /// When a lease idle since `idle_since` becomes idle enough for the sweeper to release
+    /// it (under `always`): the time its sweep is due. `None` when it never is.
+    pub fn idle_release_at(&self, idle_since: Option<i64>) -> Option<i64> {
+        match (self.idle_reclaim, self.idle_timeout_s, idle_since) {
+            (IdleReclaim::Always, Some(timeout), Some(since)) => {
+                Some(since.saturating_add(timeout.saturating_mul(MS_PER_S)))
+            }
+            _ => None,
+        }
     }
 
     /// Whether the engine needs to read the holder's last admin release at all.
@@ -193,6 +222,88 @@ impl Instances {
     }
 }
 
+/// What each instance of a lease last said of its user (DESIGN §7): since when (ms) it
+/// has been unused, or `None` for in use. An instance that never said is in use. Stored
+/// as a JSON object, only once an instance has reported idleness.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdleReports(std::collections::BTreeMap<String, Option<i64>>);
+
+impl IdleReports {
+    /// The reports from their stored JSON object; a value that does not parse reads as
+    /// none (every instance in use).
+    pub fn from_stored(stored: Option<&str>) -> IdleReports {
+        stored
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default()
+    }
+
+    /// The stored form: `None` while no instance of `instances` reports idleness (so a
+    /// lease of apps that never report keeps no reports at all).
+    pub fn to_stored(&self) -> Option<String> {
+        self.0
+            .values()
+            .any(Option::is_some)
+            .then(|| serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".into()))
+    }
+
+    /// A heartbeat of `instance` at `now` that says its user was away for `idle_s`
+    /// seconds (`None` or 0: in use); reports of instances no longer in the lease go.
+    pub fn report(&mut self, instances: &Instances, instance: &str, idle_s: Option<i64>, now: i64) {
+        let since = idle_s
+            .filter(|idle| *idle > 0)
+            .map(|idle| now.saturating_sub(idle.saturating_mul(MS_PER_S)));
+        self.0.insert(instance.to_string(), since);
+        self.0
+            .retain(|name, _| instances.contains(name) || name == instance);
+    }
+
+    /// A heartbeat of `instance` saying `idle_s`, on a lease with these `stored` reports
+    /// and `instances`: `None` on the hot path (nothing stored, and the instance in use or
+    /// silent about it), else the lease's reports and idle time after it.
+    pub fn beat(
+        stored: Option<&str>,
+        instances: &Instances,
+        instance: &str,
+        idle_s: Option<i64>,
+        now: i64,
+    ) -> Option<IdleBeat> {
+        if stored.is_none() && idle_s.unwrap_or(0) <= 0 {
+            return None;
+        }
+        let mut reports = IdleReports::from_stored(stored);
+        reports.report(instances, instance, idle_s, now);
+        let after = reports.to_stored();
+        Some(IdleBeat {
+            changed: after.as_deref() != stored,
+            idle_since: reports.idle_since(instances),
+            stored: after,
+        })
+    }
+
+    /// Since when the whole lease has been unused: the latest of its instances' idle
+    /// times, or `None` while any instance of `instances` is in use (or never said).
+    pub fn idle_since(&self, instances: &Instances) -> Option<i64> {
+        let mut latest: Option<i64> = None;
+        for instance in instances.as_slice() {
+            let since = self.0.get(instance).copied().flatten()?;
+            latest = Some(latest.map_or(since, |l| l.max(since)));
+        }
+        latest
+    }
+}
+
+/// A lease's idleness after a heartbeat ([`IdleReports::beat`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleBeat {
+    /// The reports to store (`None`: every instance in use).
+    pub stored: Option<String>,
+    /// Since when the whole lease has been unused.
+    pub idle_since: Option<i64>,
+    /// Whether `stored` differs from what was stored.
+    pub changed: bool,
+}
+
 /// A license's seats as an engine read them inside its atomic step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LicenseSeats {
@@ -223,6 +334,8 @@ pub struct TakeInput<'a> {
     pub last_admin_release: Option<i64>,
     /// Whether the license's lapsed leases were already ended in this step.
     pub lapsed_reclaimed: bool,
+    /// Whether this step already looked for an idle lease to release (DESIGN §7).
+    pub idle_reclaimed: bool,
     /// The license's wait queue as this holder sees it.
     pub waiting: Waiting,
     /// Whether the caller asked to wait in the queue when no seat is its (`queue: true`).
@@ -279,6 +392,12 @@ pub enum TakeStep {
     /// The license is full: end its lapsed leases first (what crashed apps left behind),
     /// then decide again with `lapsed_reclaimed` and the seats they freed.
     ReclaimLapsed,
+    /// The license is full and this holder is next: release its longest-idle lease (one
+    /// idle since at most `idle_before`, ms; reason `idle`), then decide again with
+    /// `idle_reclaimed` and the seat it freed, if any.
+    ReclaimIdle {
+        idle_before: i64,
+    },
     /// Count one more seat and write a new lease to `expires_at` (and give up the
     /// holder's place in the queue, if it held one).
     Take {
@@ -316,7 +435,10 @@ pub fn decide_take(input: &TakeInput<'_>) -> TakeStep {
         input.now,
     ) {
         Err(Refusal::Full { .. }) if !input.lapsed_reclaimed => TakeStep::ReclaimLapsed,
-        Err(refusal @ Refusal::Full { .. }) => wait_or_refuse(input, refusal),
+        Err(refusal @ Refusal::Full { .. }) => match idle_to_reclaim(input) {
+            Some(idle_before) => TakeStep::ReclaimIdle { idle_before },
+            None => wait_or_refuse(input, refusal),
+        },
         Err(refusal) => TakeStep::Refuse(refusal),
         // A free seat is the first waiters' (DESIGN §7): the holder gets one only when
         // more seats are free than waiters are ahead of it.
@@ -332,6 +454,16 @@ pub fn decide_take(input: &TakeInput<'_>) -> TakeStep {
             },
         ),
     }
+}
+
+/// On a full license, whether this holder may have an idle lease's seat: the policy has an
+/// idle timeout, nobody waits ahead of the holder (a waiter ahead is served first, by its
+/// own take), and no idle lease was looked for yet in this step. Answers the idle cutoff.
+fn idle_to_reclaim(input: &TakeInput<'_>) -> Option<i64> {
+    if input.idle_reclaimed || input.waiting.ahead > 0 {
+        return None;
+    }
+    input.policy.idle_cutoff(input.now)
 }
 
 /// A holder who gets no seat waits in the queue if it asked to and the policy queues.
@@ -427,9 +559,128 @@ mod tests {
             held: None,
             last_admin_release: None,
             lapsed_reclaimed: false,
+            idle_reclaimed: false,
             waiting: Waiting::default(),
             queue: false,
         }
+    }
+
+    #[test]
+    fn a_full_license_takes_an_idle_seat_only_for_the_next_in_line() {
+        let mut take = input(seats(2, 2));
+        take.lapsed_reclaimed = true;
+        // No idle timeout: refused.
+        assert!(matches!(
+            decide_take(&take),
+            TakeStep::Refuse(Refusal::Full { .. })
+        ));
+        take.policy.idle_timeout_s = Some(600);
+        assert_eq!(
+            decide_take(&take),
+            TakeStep::ReclaimIdle {
+                idle_before: NOW - 600_000
+            }
+        );
+        // Nothing idle was found (the seats stay full): refused, or queued.
+        take.idle_reclaimed = true;
+        assert!(matches!(
+            decide_take(&take),
+            TakeStep::Refuse(Refusal::Full { .. })
+        ));
+        // One was released: its seat is this holder's.
+        take.license.seats_used = 1;
+        assert!(matches!(decide_take(&take), TakeStep::Take { .. }));
+        // A waiter ahead is served first, by its own take.
+        let mut behind = input(seats(2, 2));
+        behind.lapsed_reclaimed = true;
+        behind.policy.idle_timeout_s = Some(600);
+        behind.queue = true;
+        behind.waiting = Waiting {
+            ahead: 1,
+            queued: true,
+        };
+        assert_eq!(decide_take(&behind), TakeStep::Wait);
+        behind.waiting.ahead = 0;
+        assert!(matches!(decide_take(&behind), TakeStep::ReclaimIdle { .. }));
+    }
+
+    #[test]
+    fn a_lease_is_idle_when_every_instance_is() {
+        let mut instances = Instances::first("a");
+        instances.join("b", 5).ok();
+        let mut reports = IdleReports::default();
+        assert_eq!(reports.idle_since(&instances), None, "never said: in use");
+        reports.report(&instances, "a", Some(600), NOW);
+        assert_eq!(reports.idle_since(&instances), None, "b never said");
+        reports.report(&instances, "b", Some(60), NOW);
+        assert_eq!(
+            reports.idle_since(&instances),
+            Some(NOW - 60_000),
+            "the latest use"
+        );
+        reports.report(&instances, "b", None, NOW);
+        assert_eq!(reports.idle_since(&instances), None, "b is in use again");
+        assert!(reports.to_stored().is_some());
+        reports.report(&instances, "a", Some(0), NOW);
+        assert_eq!(reports.to_stored(), None, "all in use: nothing stored");
+        // Round trip, and a report of an instance that left goes.
+        reports.report(&instances, "a", Some(5), NOW);
+        let stored = reports.to_stored();
+        assert_eq!(IdleReports::from_stored(stored.as_deref()), reports);
+        instances.leave("b");
+        reports.report(&instances, "a", Some(5), NOW);
+        assert_eq!(reports.idle_since(&instances), Some(NOW - 5_000));
+        assert_eq!(
+            IdleReports::from_stored(Some("[1]")),
+            IdleReports::default()
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_costs_nothing_while_nobody_reports_idleness() {
+        let instances = Instances::first("a");
+        assert_eq!(IdleReports::beat(None, &instances, "a", None, NOW), None);
+        assert_eq!(IdleReports::beat(None, &instances, "a", Some(0), NOW), None);
+        let idle = IdleReports::beat(None, &instances, "a", Some(30), NOW).expect("idle");
+        assert!(idle.changed);
+        assert_eq!(idle.idle_since, Some(NOW - 30_000));
+        // The same idle start said again changes nothing; use again clears it.
+        let again = IdleReports::beat(
+            idle.stored.as_deref(),
+            &instances,
+            "a",
+            Some(31),
+            NOW + 1000,
+        )
+        .expect("reports stored");
+        assert!(!again.changed);
+        let back = IdleReports::beat(idle.stored.as_deref(), &instances, "a", None, NOW)
+            .expect("reports stored");
+        assert_eq!(
+            (back.stored, back.idle_since, back.changed),
+            (None, None, true)
+        );
+    }
+
+    #[test]
+    fn always_releases_an_idle_lease_at_its_timeout() {
+        let mut policy = LeasePolicy {
+            idle_timeout_s: Some(60),
+            ..LeasePolicy::default()
+        };
+        assert!(policy.is_idle(Some(NOW - 60_000), NOW));
+        assert!(!policy.is_idle(Some(NOW - 59_999), NOW));
+        assert!(!policy.is_idle(None, NOW));
+        assert!(
+            !policy.releases_idle(Some(NOW - 60_000), NOW),
+            "when needed only"
+        );
+        assert_eq!(policy.idle_release_at(Some(NOW)), None);
+        policy.idle_reclaim = IdleReclaim::Always;
+        assert!(policy.releases_idle(Some(NOW - 60_000), NOW));
+        assert_eq!(policy.idle_release_at(Some(NOW)), Some(NOW + 60_000));
+        policy.idle_timeout_s = None;
+        assert!(!policy.releases_idle(Some(0), NOW));
     }
 
     #[test]

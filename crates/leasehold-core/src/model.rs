@@ -65,6 +65,7 @@ vocabulary!(
         AdminRelease => "admin_release",
         LicenseRevoked => "license_revoked",
         LicenseDeleted => "license_deleted",
+        Idle => "idle",
     }
 );
 vocabulary!(
@@ -87,6 +88,11 @@ vocabulary!(
     /// Whether callers of a full floating license may wait for a seat in order (DESIGN §7).
     QueueMode { Fifo => "fifo", Off => "off" }
 );
+vocabulary!(
+    /// When an idle lease (DESIGN §7) loses its seat: only for someone who needs it, or
+    /// as soon as it is idle.
+    IdleReclaim { WhenNeeded => "when_needed", Always => "always" }
+);
 
 /// The lease policy of a license (DESIGN §1), with its defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +110,15 @@ pub struct LeasePolicy {
     pub queue: QueueMode,
     /// How long a waiter keeps its place without asking again.
     pub queue_ttl_s: i64,
+    /// How long a lease's every instance must be unused before it counts as idle
+    /// (DESIGN §7); `None`: never.
+    pub idle_timeout_s: Option<i64>,
+    /// Whether an idle lease is released only for someone who needs its seat, or always.
+    pub idle_reclaim: IdleReclaim,
+    /// The most days a floating seat may be borrowed for offline use (0: borrowing is off).
+    pub max_borrow_days: i64,
+    /// The most seats out on borrow at once (`None`: any number up to `seats_total`).
+    pub max_borrowed_seats: Option<i64>,
 }
 
 impl Default for LeasePolicy {
@@ -118,6 +133,10 @@ impl Default for LeasePolicy {
             max_instances_per_lease: 64,
             queue: QueueMode::Fifo,
             queue_ttl_s: 60,
+            idle_timeout_s: None,
+            idle_reclaim: IdleReclaim::WhenNeeded,
+            max_borrow_days: 0,
+            max_borrowed_seats: None,
         }
     }
 }
@@ -132,6 +151,7 @@ impl LeasePolicy {
             ("policy.license_file_ttl_s", self.license_file_ttl_s),
             ("policy.release_cooldown_s", self.release_cooldown_s),
             ("policy.queue_ttl_s", self.queue_ttl_s),
+            ("policy.idle_timeout_s", self.idle_timeout_s.unwrap_or(1)),
         ] {
             if value > TEN_YEARS_S {
                 return Err((field, "must be at most ten years"));
@@ -163,6 +183,18 @@ impl LeasePolicy {
         }
         if self.queue_ttl_s < 1 {
             return Err(("policy.queue_ttl_s", "must be at least 1 second"));
+        }
+        if !(0..=366).contains(&self.max_borrow_days) {
+            return Err(("policy.max_borrow_days", "must be between 0 and 366"));
+        }
+        if self.max_borrowed_seats.is_some_and(|n| n < 0) {
+            return Err(("policy.max_borrowed_seats", "must not be negative"));
+        }
+        if self.idle_timeout_s.is_some_and(|s| s < 1) {
+            return Err((
+                "policy.idle_timeout_s",
+                "must be at least 1 second (null: never idle)",
+            ));
         }
         if !(1..=10_000).contains(&self.max_instances_per_lease) {
             return Err((

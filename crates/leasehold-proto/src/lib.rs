@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use leasehold_core::{
-    AdminRelease, ContactStatus, DeploymentModel, EffectiveStatus, LeasePolicy, LicenseStatus,
-    LicenseType, Money, QueueMode, ReleaseReason, ReminderKind, ReminderState, Role, SeatKind,
-    SeatModel,
+    AdminRelease, ContactStatus, DeploymentModel, EffectiveStatus, IdleReclaim, LeasePolicy,
+    LicenseStatus, LicenseType, Money, QueueMode, ReleaseReason, ReminderKind, ReminderState, Role,
+    SeatKind, SeatModel,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -141,6 +141,15 @@ pub struct PolicyInput {
     pub max_instances_per_lease: Option<i64>,
     pub queue: Option<QueueMode>,
     pub queue_ttl_s: Option<i64>,
+    /// Seconds every instance of a lease must be unused before it is idle; `null`: never.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub idle_timeout_s: Option<Option<i64>>,
+    pub idle_reclaim: Option<IdleReclaim>,
 }
 
 impl PolicyInput {
@@ -160,6 +169,8 @@ impl PolicyInput {
             .unwrap_or(policy.max_instances_per_lease);
         policy.queue = self.queue.unwrap_or(policy.queue);
         policy.queue_ttl_s = self.queue_ttl_s.unwrap_or(policy.queue_ttl_s);
+        policy.idle_timeout_s = self.idle_timeout_s.unwrap_or(policy.idle_timeout_s);
+        policy.idle_reclaim = self.idle_reclaim.unwrap_or(policy.idle_reclaim);
         policy
     }
 }
@@ -657,6 +668,11 @@ pub struct HeartbeatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
     pub instance: String,
+    /// Seconds since the user last used this instance (0: in use; absent: unknown, counted
+    /// as in use). A lease whose every instance is idle past the policy's
+    /// `idle_timeout_s` may lose its seat (DESIGN §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_s: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

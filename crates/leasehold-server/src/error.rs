@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use leasehold_core::ReleaseReason;
 use leasehold_proto::{ErrorBody, ErrorDetail};
 use leasehold_store::StoreError;
 use serde_json::json;
@@ -165,11 +166,18 @@ impl From<StoreError> for ApiError {
                     .unwrap_or(("EXPIRED", "the license has expired"));
                 ApiError::new(StatusCode::FORBIDDEN, code, message)
             }
-            StoreError::LeaseExpired => ApiError::new(
+            StoreError::LeaseEnded(reason) => ApiError::new(
                 StatusCode::GONE,
                 "LEASE_EXPIRED",
-                "the lease has expired or was released: take a new one",
-            ),
+                match reason {
+                    ReleaseReason::Idle => {
+                        "the seat went to someone who needed it while this app was idle: take a new one"
+                    }
+                    ReleaseReason::Expired => "the lease has expired: take a new one",
+                    _ => "the lease was released: take a new one",
+                },
+            )
+            .with_details(json!({ "reason": reason })),
             StoreError::LastOwner => ApiError::new(
                 StatusCode::CONFLICT,
                 "LAST_OWNER",

@@ -223,6 +223,10 @@ mod tests {
             max_instances_per_lease: 64,
             queue: leasehold_core::QueueMode::Fifo,
             queue_ttl_s: 60,
+            idle_timeout_s: None,
+            idle_reclaim: leasehold_core::IdleReclaim::WhenNeeded,
+            max_borrow_days: 0,
+            max_borrowed_seats: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -59,8 +59,10 @@ pub enum StoreError {
     ReleaseCooldown { retry_after_s: i64 },
     #[error("the license is not in force ({0:?})")]
     NotInForce(leasehold_core::EffectiveStatus),
-    #[error("the lease has expired")]
-    LeaseExpired,
+    /// The lease ended (lapsed, checked in, released by an admin or as idle): the client
+    /// must take a new one.
+    #[error("the lease has ended ({0})")]
+    LeaseEnded(leasehold_core::ReleaseReason),
     #[error("the workspace would have no owner who can sign in")]
     LastOwner,
     #[error("database error: {0}")]
@@ -523,12 +525,14 @@ pub trait Seats: Send + Sync {
         holder: &LeaseHolder,
     ) -> Result<(Seat, bool)>;
 
-    /// Pushes a live lease's expiry; [`StoreError::LeaseExpired`] when it has lapsed.
+    /// Pushes a live lease's expiry; [`StoreError::LeaseEnded`] when it has lapsed or
+    /// ended. `idle_s` is the instance's report of its user's absence (DESIGN §7).
     async fn heartbeat(
         &self,
         license: &Arc<License>,
         lease_id: &str,
         instance: &str,
+        idle_s: Option<i64>,
     ) -> Result<i64>;
 
     /// One instance exits; answers whether that freed the seat.

@@ -224,6 +224,12 @@ pub struct License {
     pub max_instances_per_lease: i64,
     pub queue: QueueMode,
     pub queue_ttl_s: i64,
+    pub idle_timeout_s: Option<i64>,
+    pub idle_reclaim: IdleReclaim,
+    /// How many days a floating seat may be borrowed for (0: borrowing is off).
+    pub max_borrow_days: i64,
+    /// How many seats may be borrowed at once (`None`: any up to `seats_total`).
+    pub max_borrowed_seats: Option<i64>,
     #[serde(serialize_with = "as_json::time")]
     pub created_at: i64,
     #[serde(serialize_with = "as_json::time")]
@@ -252,6 +258,10 @@ impl License {
             max_instances_per_lease: self.max_instances_per_lease,
             queue: self.queue,
             queue_ttl_s: self.queue_ttl_s,
+            idle_timeout_s: self.idle_timeout_s,
+            idle_reclaim: self.idle_reclaim,
+            max_borrow_days: self.max_borrow_days,
+            max_borrowed_seats: self.max_borrowed_seats,
         }
     }
 
@@ -370,6 +380,14 @@ pub struct Seat {
     pub release_reason: Option<ReleaseReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reclaimed_on: Option<NaiveDate>,
+    /// Since when every instance of the lease has been unused (DESIGN §7), as they
+    /// reported it; `None`: in use, or never reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "as_json::optional_time")]
+    pub idle_since: Option<i64>,
+    /// What each instance last said of its idleness (`IdleReports`' stored form).
+    #[serde(skip)]
+    pub idle_reports: Option<String>,
 }
 
 impl Seat {
@@ -405,6 +423,8 @@ impl Seat {
             released_at: None,
             release_reason: None,
             reclaimed_on: None,
+            idle_since: None,
+            idle_reports: None,
         }
     }
 

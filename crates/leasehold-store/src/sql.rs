@@ -12,7 +12,8 @@ macro_rules! seat_columns {
          COALESCE(c.status = 'terminated', FALSE) AS contact_terminated, s.assignee_name, \
          s.device_name, s.serial_key_enc, s.serial_key_masked, s.activated_on, s.fingerprint, \
          s.os_user, s.identifier, s.instances, s.created_at, s.last_seen_at, s.expires_at, \
-         s.released_at, s.release_reason, s.reclaimed_on "
+         s.released_at, s.release_reason, s.reclaimed_on, s.idle_since, \
+         s.idle_reports "
     };
 }
 
@@ -46,7 +47,7 @@ macro_rules! license_select {
 }
 
 /// The columns of a license an admin sets (a `LicenseChange`), in the order
-/// `bind_license_fields` binds them: `$1`…`$23` of [`INSERT_LICENSE`] and
+/// `bind_license_fields` binds them: `$1`…`$27` of [`INSERT_LICENSE`] and
 /// [`UPDATE_LICENSE`].
 macro_rules! license_fields {
     () => {
@@ -54,27 +55,27 @@ macro_rules! license_fields {
          cost_amount_minor, cost_currency, purchased_on, expires_on, maintenance_expires_on, \
          po_number, notes, lease_ttl_s, heartbeat_interval_s, license_file_ttl_s, \
          self_service_releases_per_month, admin_release, release_cooldown_s, max_instances_per_lease, \
-         queue, queue_ttl_s"
+         queue, queue_ttl_s, idle_timeout_s, idle_reclaim, max_borrow_days, max_borrowed_seats"
     };
 }
 
-/// `$1`…`$23`: the fields; then id, workspace, application, the key (sealed, hashed,
+/// `$1`…`$27`: the fields; then id, workspace, application, the key (sealed, hashed,
 /// masked) and the time.
 pub(crate) const INSERT_LICENSE: &str = concat!(
     "INSERT INTO licenses (",
     license_fields!(),
     ", id, workspace_id, application_id, key_enc, key_hash, key_masked, seats_used, created_at, \
      updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, 0, $30, $30) RETURNING *"
+     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, 0, $34,      $34) RETURNING *"
 );
 
-/// `$1`…`$23`: the fields; then the time and the id. No row when the new `seats_total`
+/// `$1`…`$27`: the fields; then the time and the id. No row when the new `seats_total`
 /// (`$6`) is below the seats in use.
 pub(crate) const UPDATE_LICENSE: &str = concat!(
     "UPDATE licenses SET (",
     license_fields!(),
     ", updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-     $17, $18, $19, $20, $21, $22, $23, $24) WHERE id = $25 AND seats_used <= $6 RETURNING *"
+     $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) WHERE id = $29 AND seats_used <= $6      RETURNING *"
 );
 
 /// "No cursor": lists read `($n = '' OR id < $n)`. (A sentinel that sorts above every
@@ -167,7 +168,21 @@ pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET \
      expires_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN expires_at ELSE $1 END, \
      last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END WHERE id = $3 \
      AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 AND sweep_at <= $1 \
-     RETURNING instances";
+     RETURNING instances, idle_reports";
+/// What a heartbeat changed of a lease's idleness (DESIGN §7): its instances' reports,
+/// since when it is unused, and (under `idle_reclaim: always`) a `sweep_at` no later than
+/// when it turns idle (`$3`), so that the sweeper visits it then.
+pub(crate) const IDLE_REPORT: &str = "UPDATE seats SET idle_reports = $1, idle_since = $2, \
+     sweep_at = CASE WHEN sweep_at > $3 THEN $3 ELSE sweep_at END \
+     WHERE id = $4 AND released_at IS NULL";
+/// A license's live leases idle since at most `$2`, the longest-idle first, at most `$3`:
+/// the one a checkout of a full license takes the seat of, or the ones the sweeper
+/// releases under `idle_reclaim: always`.
+pub(crate) const IDLE_LEASES: &str = concat!(
+    seat_select!(),
+    "WHERE s.license_id = $1 AND s.kind = 'lease' AND s.released_at IS NULL \
+     AND s.idle_since <= $2 ORDER BY s.idle_since LIMIT $3"
+);
 /// A heartbeat whose new expiry comes before the lease's `sweep_at` (the newest winning,
 /// as above).
 pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET \
@@ -229,7 +244,7 @@ pub(crate) const RENEW_LEASE: &str =
     "UPDATE seats SET instances = $1, \
      expires_at = CASE WHEN $2 < expires_at AND last_seen_at > $3 THEN expires_at ELSE $2 END, \
      last_seen_at = CASE WHEN last_seen_at > $3 THEN last_seen_at ELSE $3 END, \
-     identifier = COALESCE($4, identifier), \
+     identifier = COALESCE($4, identifier), idle_since = NULL, \
      sweep_at = CASE WHEN sweep_at > $2 THEN $2 ELSE sweep_at END WHERE id = $5 AND released_at IS NULL";
 /// An instance counted into a live lease by its heartbeat.
 pub(crate) const JOIN_INSTANCE: &str =

@@ -462,15 +462,15 @@ async fn a_heartbeat_ends_a_lapsed_lease_and_counts_an_unseen_instance(f: &Fixtu
         .await
         .expect("a lapsed lease");
     let lapsed = format!("{}-1", license.id);
-    match f.store.heartbeat(&license, &lapsed, "i").await {
-        Err(StoreError::LeaseExpired) => {}
+    match f.store.heartbeat(&license, &lapsed, "i", None).await {
+        Err(StoreError::LeaseEnded(leasehold_core::ReleaseReason::Expired)) => {}
         other => panic!("a lapsed lease's heartbeat is refused: {other:?}"),
     }
     assert_eq!(f.seats_used(&license).await, 0, "and its seat is freed");
     let (seat, _) = f.take(&license, "m1", "i1").await;
     let expires_at = f
         .store
-        .heartbeat(&license, &seat.id, "i2")
+        .heartbeat(&license, &seat.id, "i2", None)
         .await
         .expect("a live lease's heartbeat");
     assert!(expires_at >= seat.expires_at.unwrap_or(i64::MAX));
@@ -481,11 +481,15 @@ async fn a_heartbeat_ends_a_lapsed_lease_and_counts_an_unseen_instance(f: &Fixtu
         ["i1", "i2"],
         "i2 was counted in"
     );
-    match f.store.heartbeat(&license, &seat.id, "i3").await {
+    match f.store.heartbeat(&license, &seat.id, "i3", None).await {
         Err(StoreError::InstanceLimit { limit: 2 }) => {}
         other => panic!("a third instance is past the limit: {other:?}"),
     }
-    match f.store.heartbeat(&license, "no-such-lease", "i1").await {
+    match f
+        .store
+        .heartbeat(&license, "no-such-lease", "i1", None)
+        .await
+    {
         Err(StoreError::NotFound) => {}
         other => panic!("an unknown lease is not found: {other:?}"),
     }

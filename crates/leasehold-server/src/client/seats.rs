@@ -14,6 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::SubsecRound;
 use leasehold_core::{effective_status, SeatKind, SeatModel};
+
+/// The longest idleness a heartbeat may report (`idle_s`).
+const TEN_YEARS_S: i64 = 10 * 366 * 24 * 3600;
 use leasehold_store::{today, LeaseHolder, StoreError};
 
 /// Checks a license key (and, for a dedicated license, that this machine holds a seat).
@@ -386,9 +389,18 @@ pub(super) async fn heartbeat(
         Echo::new(body.nonce.as_deref(), None, None),
         |caller| {
             let instance = text("instance", &body.instance)?;
+            if body
+                .idle_s
+                .is_some_and(|idle| !(0..=TEN_YEARS_S).contains(&idle))
+            {
+                return Err(ApiError::invalid(
+                    "idle_s",
+                    "must be between 0 and ten years, in seconds",
+                ));
+            }
             let expires_at = state
                 .store
-                .heartbeat(&caller.license, &id, &instance)
+                .heartbeat(&caller.license, &id, &instance, body.idle_s)
                 .await?;
             caller.publish(&state, "seat.heartbeat");
             Ok((

@@ -37,6 +37,8 @@ pub(super) fn license_values(l: &License) -> FormData {
     put("lease_ttl_s", Some(l.lease_ttl_s.to_string()));
     put("queue", Some(l.queue.as_str().into()));
     put("queue_ttl_s", Some(l.queue_ttl_s.to_string()));
+    put("idle_timeout_s", l.idle_timeout_s.map(|s| s.to_string()));
+    put("idle_reclaim", Some(l.idle_reclaim.as_str().into()));
     v
 }
 
@@ -106,6 +108,12 @@ pub(super) fn license_form_page(
                                 option value="off" selected[selected("queue", "off")] { "off: refuse at once" }
                             } (err("policy.queue")) }
                         div { label for="f-queue-ttl" { "Queue place kept without asking (seconds)" } input #f-queue-ttl name="queue_ttl_s" inputmode="numeric" placeholder="60 (default)" value=(value("queue_ttl_s")); (err("policy.queue_ttl_s")) }
+                        div { label for="f-idle" { "Idle after (seconds unused; blank: never, the default)" } input #f-idle name="idle_timeout_s" inputmode="numeric" placeholder="never (default)" value=(value("idle_timeout_s")); (err("policy.idle_timeout_s")) }
+                        div { label for="f-idle-reclaim" { "Idle seats are released" }
+                            select #f-idle-reclaim name="idle_reclaim" {
+                                option value="when_needed" selected[!selected("idle_reclaim", "always")] { "when needed: only for someone waiting (default)" }
+                                option value="always" selected[selected("idle_reclaim", "always")] { "always: as soon as they are idle" }
+                            } (err("policy.idle_reclaim")) }
                     }
                     label for="f-notes" { "Notes" } textarea #f-notes name="notes" rows="3" { (value("notes")) } (err("notes"))
                     p { button.primary type="submit" { "Save license" } }
@@ -191,9 +199,23 @@ fn license_json(
             policy.insert(key.into(), json!(seconds));
         }
     }
-    let queue = text("queue");
-    if !queue.is_empty() {
-        policy.insert("queue".into(), json!(queue));
+    let idle = text("idle_timeout_s");
+    if !idle.is_empty() {
+        let seconds: i64 = idle.parse().map_err(|_| {
+            (
+                "policy.idle_timeout_s".to_string(),
+                "must be a whole number of seconds, or blank for never".to_string(),
+            )
+        })?;
+        policy.insert("idle_timeout_s".into(), json!(seconds));
+    } else if for_update {
+        policy.insert("idle_timeout_s".into(), Value::Null);
+    }
+    for key in ["queue", "idle_reclaim"] {
+        let choice = text(key);
+        if !choice.is_empty() {
+            policy.insert(key.into(), json!(choice));
+        }
     }
     if !policy.is_empty() {
         body.insert("policy".into(), Value::Object(policy));
@@ -274,7 +296,16 @@ mod tests {
         let body = license_json(&form, "USD", true).expect("a valid form");
         assert_eq!(
             body["policy"],
-            json!({"lease_ttl_s": 120, "queue": "off", "queue_ttl_s": 30})
+            json!({"lease_ttl_s": 120, "queue": "off", "queue_ttl_s": 30, "idle_timeout_s": null})
+        );
+        let form = [("idle_timeout_s", "600"), ("idle_reclaim", "always")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let body = license_json(&form, "USD", true).expect("a valid form");
+        assert_eq!(
+            body["policy"],
+            json!({"idle_timeout_s": 600, "idle_reclaim": "always"})
         );
         let form = [("queue_ttl_s", "soon")]
             .into_iter()

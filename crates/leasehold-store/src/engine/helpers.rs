@@ -105,7 +105,7 @@ impl This {
         Ok(())
     }
 
-    /// Binds a license's admin-set fields as `$1`…`$23`, in `license_fields!()` order.
+    /// Binds a license's admin-set fields as `$1`…`$27`, in `license_fields!()` order.
     pub(crate) fn bind_license_fields<'q>(
         query: sqlx::query::QueryAs<'q, Db, License, <Db as sqlx::Database>::Arguments<'q>>,
         c: &'q LicenseChange,
@@ -135,6 +135,10 @@ impl This {
             .bind(policy.max_instances_per_lease)
             .bind(policy.queue)
             .bind(policy.queue_ttl_s)
+            .bind(policy.idle_timeout_s)
+            .bind(policy.idle_reclaim)
+            .bind(policy.max_borrow_days)
+            .bind(policy.max_borrowed_seats)
     }
 
     pub(crate) async fn license_in(tx: &mut Tx, workspace_id: &str, id: &str) -> Result<License> {

@@ -87,15 +87,15 @@ impl PostgresStore {
         license_id: &str,
         expires_at: i64,
         now: i64,
-    ) -> crate::Result<Option<Option<String>>> {
-        let live: Option<(Option<String>,)> = sqlx::query_as(TOUCH_LEASE)
+    ) -> crate::Result<Option<(Option<String>, Option<String>)>> {
+        let live: Option<(Option<String>, Option<String>)> = sqlx::query_as(TOUCH_LEASE)
             .bind(expires_at)
             .bind(now)
             .bind(lease_id)
             .bind(license_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(live.map(|(instances,)| instances))
+        Ok(live)
     }
 
     async fn begin_write(&self) -> crate::Result<sqlx::Transaction<'static, sqlx::Postgres>> {

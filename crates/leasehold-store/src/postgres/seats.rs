@@ -10,6 +10,7 @@ use crate::records::*;
 use crate::sql::{is_unique_violation, json};
 use crate::{Result, Seats, StoreError};
 use async_trait::async_trait;
+use leasehold_core::lease::{self, IdleReports, Instances};
 use leasehold_core::*;
 use std::sync::Arc;
 
@@ -154,6 +155,7 @@ impl Seats for PostgresStore {
         license: &std::sync::Arc<License>,
         lease_id: &str,
         instance: &str,
+        idle_s: Option<i64>,
     ) -> Result<i64> {
         let now = now_ms();
         let expires_at = license.policy().lease_expiry(now);
@@ -170,24 +172,13 @@ impl Seats for PostgresStore {
             if seat.license_id != license.id || seat.kind != SeatKind::Lease {
                 return Err(StoreError::NotFound);
             }
+            if let Some(reason) = seat.release_reason {
+                return Err(StoreError::LeaseEnded(reason));
+            }
             if seat.released_at.is_some() || seat.expires_at.unwrap_or(0) < now {
-                if seat.released_at.is_none()
-                    && Self::end_seat(&mut tx, &seat, ReleaseReason::Expired, now).await?
-                {
-                    Self::insert_event(
-                        &mut tx,
-                        &license.workspace_id,
-                        &Actor::system(),
-                        "seat.expired",
-                        ("seat", &seat.id),
-                        Some(&license.id),
-                        json(&seat),
-                        None,
-                    )
-                    .await?;
-                }
+                Self::end_lease_in(&mut tx, license, &seat, ReleaseReason::Expired, now).await?;
                 self.commit(tx).await?;
-                return Err(StoreError::LeaseExpired);
+                return Err(StoreError::LeaseEnded(ReleaseReason::Expired));
             }
             sqlx::query(crate::sql::TOUCH_LEASE_SOONER)
                 .bind(expires_at)
@@ -196,26 +187,56 @@ impl Seats for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
             self.commit(tx).await?;
-            live = Some(seat.instances);
+            live = Some((seat.instances, seat.idle_reports));
         }
-        let instances = live.unwrap_or_default();
-        if !leasehold_core::lease::Instances::from_stored(instances.as_deref()).contains(instance) {
-            // An instance the server had not seen: count it in, so its
-            // checkin is awaited too. Rare, so it takes the license lock
-            // like every other change to the instance list.
-            let mut tx = self.begin_write().await?;
-            Self::lock_license(&mut tx, &license.id).await?;
-            let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-            let mut list = seat.instance_set();
-            if seat.released_at.is_none() && list.join(instance, license.max_instances_per_lease)? {
-                sqlx::query(crate::sql::JOIN_INSTANCE)
-                    .bind(list.to_stored())
+        let (instances, reports) = live.unwrap_or_default();
+        let known = Instances::from_stored(instances.as_deref());
+        let idle = IdleReports::beat(reports.as_deref(), &known, instance, idle_s, now);
+        let policy = license.policy();
+        let quiet =
+            |idle: &lease::IdleBeat| !idle.changed && !policy.releases_idle(idle.idle_since, now);
+        if known.contains(instance) && idle.as_ref().is_none_or(quiet) {
+            return Ok(expires_at);
+        }
+        // An instance the server had not seen (counted in, so its checkin is awaited
+        // too), or news of the lease's idleness: rare, so it takes the license lock like
+        // every other change to the instance list, and reads the lease again under it.
+        let mut tx = self.begin_write().await?;
+        Self::lock_license(&mut tx, &license.id).await?;
+        let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+        if seat.released_at.is_some() {
+            self.commit(tx).await?;
+            return Err(StoreError::LeaseEnded(
+                seat.release_reason.unwrap_or(ReleaseReason::Expired),
+            ));
+        }
+        let mut list = seat.instance_set();
+        if list.join(instance, license.max_instances_per_lease)? {
+            sqlx::query(crate::sql::JOIN_INSTANCE)
+                .bind(list.to_stored())
+                .bind(lease_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(idle) =
+            IdleReports::beat(seat.idle_reports.as_deref(), &list, instance, idle_s, now)
+        {
+            if idle.changed {
+                sqlx::query(crate::sql::IDLE_REPORT)
+                    .bind(&idle.stored)
+                    .bind(idle.idle_since)
+                    .bind(policy.idle_release_at(idle.idle_since).unwrap_or(i64::MAX))
                     .bind(lease_id)
                     .execute(&mut *tx)
                     .await?;
             }
-            self.commit(tx).await?;
+            if policy.releases_idle(idle.idle_since, now) {
+                Self::end_lease_in(&mut tx, license, &seat, ReleaseReason::Idle, now).await?;
+                self.commit(tx).await?;
+                return Err(StoreError::LeaseEnded(ReleaseReason::Idle));
+            }
         }
+        self.commit(tx).await?;
         Ok(expires_at)
     }
 

@@ -110,6 +110,75 @@ impl PostgresStore {
         Ok(true)
     }
 
+    /// Ends one live lease with `reason` (if it still is live), frees its seat and audits
+    /// it: `seat.expired`, or `seat.released` by the system (idle) or by its holder.
+    pub(crate) async fn end_lease_in(
+        tx: &mut Tx,
+        license: &License,
+        seat: &Seat,
+        reason: ReleaseReason,
+        now: i64,
+    ) -> Result<bool> {
+        if !Self::end_seat(tx, seat, reason, now).await? {
+            return Ok(false);
+        }
+        let (actor, action, after) = match reason {
+            ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
+            ReleaseReason::Idle => (
+                Actor::system(),
+                "seat.released",
+                json(&seat.ended(now, reason)),
+            ),
+            _ => (
+                key_actor(license, seat.identifier.as_deref()),
+                "seat.released",
+                json(&seat.ended(now, reason)),
+            ),
+        };
+        Self::insert_event(
+            tx,
+            &license.workspace_id,
+            &actor,
+            action,
+            ("seat", &seat.id),
+            Some(&license.id),
+            json(seat),
+            after,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Under `idle_reclaim: always`, ends up to `limit` of the license's idle leases
+    /// (reason `idle`, DESIGN §7), as SQLite's `end_idle_leases` does: those it ended.
+    async fn end_idle_leases(
+        tx: &mut Tx,
+        license: &License,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<Seat>> {
+        let policy = license.policy();
+        let Some(cutoff) = policy
+            .idle_cutoff(now)
+            .filter(|_| policy.idle_reclaim == IdleReclaim::Always)
+        else {
+            return Ok(Vec::new());
+        };
+        let idle: Vec<Seat> = sqlx::query_as(crate::sql::IDLE_LEASES)
+            .bind(&license.id)
+            .bind(cutoff)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut ended = Vec::with_capacity(idle.len());
+        for seat in idle {
+            if Self::end_lease_in(tx, license, &seat, ReleaseReason::Idle, now).await? {
+                ended.push(seat);
+            }
+        }
+        Ok(ended)
+    }
+
     /// Before a full license refuses: ends its lapsed leases (up to a chunk of them),
     /// however many leases have their `sweep_at` to move on first. Answers how many ended.
     pub(crate) async fn expire_all_lapsed(
@@ -132,6 +201,25 @@ impl PostgresStore {
     /// though they live on move it to their expiry first, and count in `limit`: answers
     /// the leases ended and how many moved (all of `limit`: some may be left).
     pub(crate) async fn expire_license_leases(
+        tx: &mut Tx,
+        license: &License,
+        now: i64,
+        limit: i64,
+    ) -> Result<(Vec<Seat>, i64)> {
+        let idle = Self::end_idle_leases(tx, license, now, limit).await?;
+        if idle.is_empty() {
+            return Self::expire_lapsed_leases(tx, license, now, limit).await;
+        }
+        let left = limit - idle.len() as i64;
+        if left <= 0 {
+            return Ok((idle, 0));
+        }
+        let (expired, moved) = Self::expire_lapsed_leases(tx, license, now, left).await?;
+        Ok((idle.into_iter().chain(expired).collect(), moved))
+    }
+
+    /// The lapsed part of [`Self::expire_license_leases`].
+    async fn expire_lapsed_leases(
         tx: &mut Tx,
         license: &License,
         now: i64,
@@ -510,6 +598,7 @@ impl PostgresStore {
             held: held.as_ref().map(Seat::held_lease),
             last_admin_release,
             lapsed_reclaimed: false,
+            idle_reclaimed: false,
             waiting,
             queue: holder.queue,
         };
@@ -536,19 +625,7 @@ impl PostgresStore {
                     // This holder's old seat ends as expired (kept even if the take is
                     // refused), and it is decided again without it.
                     if let Some(seat) = held.take() {
-                        if Self::end_seat(tx, &seat, ReleaseReason::Expired, now).await? {
-                            Self::insert_event(
-                                tx,
-                                &license.workspace_id,
-                                &Actor::system(),
-                                "seat.expired",
-                                ("seat", &seat.id),
-                                Some(&license.id),
-                                json(&seat),
-                                None,
-                            )
-                            .await?;
-                        }
+                        Self::end_lease_in(tx, license, &seat, ReleaseReason::Expired, now).await?;
                     }
                     input.held = None;
                     input.last_admin_release =
@@ -562,6 +639,22 @@ impl PostgresStore {
                     // Free what crashed apps left behind (kept even if the take is refused).
                     Self::expire_all_lapsed(tx, license, now).await?;
                     input.lapsed_reclaimed = true;
+                    input.license = Self::license_in(tx, &license.workspace_id, &license.id)
+                        .await?
+                        .seats(today());
+                }
+                TakeStep::ReclaimIdle { idle_before } => {
+                    // The longest-idle lease's seat, for this holder (DESIGN §7).
+                    let idlest: Option<Seat> = sqlx::query_as(crate::sql::IDLE_LEASES)
+                        .bind(&license.id)
+                        .bind(idle_before)
+                        .bind(1_i64)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    if let Some(seat) = idlest {
+                        Self::end_lease_in(tx, license, &seat, ReleaseReason::Idle, now).await?;
+                    }
+                    input.idle_reclaimed = true;
                     input.license = Self::license_in(tx, &license.workspace_id, &license.id)
                         .await?
                         .seats(today());

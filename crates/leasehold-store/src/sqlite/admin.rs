@@ -15,8 +15,8 @@ use crate::sql::{json, FREE_SEATS, TRY_TAKE_SEAT, UPDATE_LICENSE};
 use crate::LicenseEdit;
 use crate::StoreError;
 use leasehold_core::{
-    reminders, AdminRelease, LicenseStatus, LicenseType, QueueMode, ReleaseReason, ReminderKind,
-    SeatKind, SeatModel,
+    reminders, AdminRelease, IdleReclaim, LicenseStatus, LicenseType, QueueMode, ReleaseReason,
+    ReminderKind, SeatKind, SeatModel,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -215,6 +215,10 @@ pub(super) fn edit_license(
                     policy.max_instances_per_lease,
                     policy.queue.as_str(),
                     policy.queue_ttl_s,
+                    policy.idle_timeout_s,
+                    policy.idle_reclaim.as_str(),
+                    policy.max_borrow_days,
+                    policy.max_borrowed_seats,
                     now,
                     id
                 ],
@@ -412,7 +416,11 @@ fn sync_reminders(conn: &Connection, license: &License, now: i64) -> Result<(), 
 }
 
 /// The workspace's live license with this id.
-fn license_by_id(conn: &Connection, workspace_id: &str, id: &str) -> Result<License, StoreError> {
+pub(super) fn license_by_id(
+    conn: &Connection,
+    workspace_id: &str,
+    id: &str,
+) -> Result<License, StoreError> {
     conn.prepare_cached(license_select!())?
         .query_row(params![id, workspace_id], license_from_row)
         .optional()?
@@ -466,6 +474,10 @@ fn license_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<License> {
         max_instances_per_lease: row.get("max_instances_per_lease")?,
         queue: word(row, "queue", QueueMode::parse)?,
         queue_ttl_s: row.get("queue_ttl_s")?,
+        idle_timeout_s: row.get("idle_timeout_s")?,
+        idle_reclaim: word(row, "idle_reclaim", IdleReclaim::parse)?,
+        max_borrow_days: row.get("max_borrow_days")?,
+        max_borrowed_seats: row.get("max_borrowed_seats")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })

@@ -11,17 +11,19 @@ use crate::sql::waiter_data;
 use crate::sql::{
     denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_LEASE,
     COUNT_WAITERS, DROP_SILENT_WAITERS, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT,
-    FREE_SEATS, HAS_WAITERS, HOLD_PLACE, INSERT_ACTIVATION, INSERT_EVENT, INSERT_LEASE,
-    JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LEAVE_QUEUE, LICENSE_SEATS,
+    FREE_SEATS, HAS_WAITERS, HOLD_PLACE, IDLE_LEASES, IDLE_REPORT, INSERT_ACTIVATION, INSERT_EVENT,
+    INSERT_LEASE, JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LEAVE_QUEUE, LICENSE_SEATS,
     NEXT_LEASE_EXPIRY, RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES,
     TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT, WAITERS_AHEAD, WAITER_SINCE,
 };
 use crate::{StoreError, Swept};
 use leasehold_core::lease::{
-    decide_activate, decide_take, ActivateStep, Instances, LicenseSeats, Refusal, TakeInput,
-    TakeStep, Waiting,
+    decide_activate, decide_take, ActivateStep, IdleReports, Instances, LicenseSeats, Refusal,
+    TakeInput, TakeStep, Waiting,
 };
-use leasehold_core::{effective_status, LicenseStatus, ReleaseReason, SeatKind, SeatModel};
+use leasehold_core::{
+    effective_status, IdleReclaim, LicenseStatus, ReleaseReason, SeatKind, SeatModel,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Workspace → whether it has webhooks, learnt once per batch: the batch is one write
@@ -52,9 +54,17 @@ pub(super) fn apply_op(
             license,
             lease_id,
             instance,
+            idle_s,
             expires_at,
             now,
-        } => heartbeat(conn, hooks, license, lease_id, instance, *expires_at, *now),
+        } => heartbeat(
+            conn,
+            hooks,
+            license,
+            (lease_id, instance, *idle_s),
+            *expires_at,
+            *now,
+        ),
         Op::Expire {
             licenses,
             now,
@@ -185,6 +195,11 @@ pub(super) fn expire_license(
     now: i64,
     limit: i64,
 ) -> Result<(Vec<Seat>, i64), StoreError> {
+    let mut expired = end_idle_leases(conn, hooks, (workspace_id, license_id), now, limit)?;
+    let limit = limit - expired.len() as i64;
+    if limit <= 0 {
+        return Ok((expired, 0));
+    }
     let moved = conn
         .prepare_cached(RESWEEP_LEASES)?
         .execute(params![license_id, now, limit])? as i64;
@@ -195,7 +210,7 @@ pub(super) fn expire_license(
         .prepare_cached(LAPSED_LEASES)?
         .query_map(params![license_id, now, limit - moved], seat_from_row)?
         .collect::<rusqlite::Result<Vec<Seat>>>()?;
-    let mut expired = Vec::with_capacity(lapsed.len());
+    let idle = expired.len();
     for seat in lapsed {
         let ended = conn.prepare_cached(END_SEAT)?.execute(params![
             now,
@@ -217,11 +232,41 @@ pub(super) fn expire_license(
             expired.push(seat);
         }
     }
-    if !expired.is_empty() {
+    if expired.len() > idle {
         conn.prepare_cached(FREE_SEATS)?
-            .execute(params![expired.len() as i64, license_id])?;
+            .execute(params![(expired.len() - idle) as i64, license_id])?;
     }
     Ok((expired, moved))
+}
+
+/// Under `idle_reclaim: always`, ends up to `limit` of the license's idle leases (reason
+/// `idle`, DESIGN §7), as PostgreSQL's `end_idle_leases` does. Answers those it ended.
+fn end_idle_leases(
+    conn: &Connection,
+    hooks: &mut Webhooks,
+    (workspace_id, license_id): (&str, &str),
+    now: i64,
+    limit: i64,
+) -> Result<Vec<Seat>, StoreError> {
+    let license = admin::license_by_id(conn, workspace_id, license_id)?;
+    let policy = license.policy();
+    let Some(cutoff) = policy
+        .idle_cutoff(now)
+        .filter(|_| policy.idle_reclaim == IdleReclaim::Always)
+    else {
+        return Ok(Vec::new());
+    };
+    let idle = conn
+        .prepare_cached(IDLE_LEASES)?
+        .query_map(params![license_id, cutoff, limit], seat_from_row)?
+        .collect::<rusqlite::Result<Vec<Seat>>>()?;
+    let mut ended = Vec::with_capacity(idle.len());
+    for seat in idle {
+        if end_lease(conn, hooks, &license, &seat, ReleaseReason::Idle, now)? {
+            ended.push(seat);
+        }
+    }
+    Ok(ended)
 }
 
 /// Before a full license refuses: ends its lapsed leases (up to a chunk of them), however
@@ -272,6 +317,7 @@ pub(super) fn take(
         held: held.as_ref().map(Seat::held_lease),
         last_admin_release: last_release,
         lapsed_reclaimed: false,
+        idle_reclaimed: false,
         waiting,
         queue: holder.queue,
     };
@@ -323,6 +369,18 @@ pub(super) fn take(
                 let workspace_and_license = (license.workspace_id.as_str(), license.id.as_str());
                 expire_all_lapsed(conn, hooks, workspace_and_license, now)?;
                 input.lapsed_reclaimed = true;
+                input.license = license_seats(conn, &license.id)?;
+            }
+            TakeStep::ReclaimIdle { idle_before } => {
+                // The longest-idle lease's seat, for this holder (DESIGN §7).
+                let idlest = conn
+                    .prepare_cached(IDLE_LEASES)?
+                    .query_row(params![license.id, idle_before, 1], seat_from_row)
+                    .optional()?;
+                if let Some(seat) = idlest {
+                    end_lease(conn, hooks, license, &seat, ReleaseReason::Idle, now)?;
+                }
+                input.idle_reclaimed = true;
                 input.license = license_seats(conn, &license.id)?;
             }
             TakeStep::Refuse(refusal) => {
@@ -576,6 +634,11 @@ pub(super) fn end_lease(
         .execute(params![license.id])?;
     let (actor, action, after) = match reason {
         ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
+        ReleaseReason::Idle => (
+            Actor::system(),
+            "seat.released",
+            json(&seat.ended(now, reason)),
+        ),
         _ => (
             key_actor(license, seat.identifier.as_deref()),
             "seat.released",
@@ -721,25 +784,26 @@ pub(super) fn activate(
 
 /// A heartbeat, decided whole in the writer: the hot case is one statement
 /// (`TOUCH_LEASE`); a lease that lapsed ends here (`seat.expired`), one whose new expiry
-/// comes before its `sweep_at` moves both (`TOUCH_LEASE_SOONER`), and an instance the
-/// server had not seen is counted in, up to the policy's limit.
+/// comes before its `sweep_at` moves both (`TOUCH_LEASE_SOONER`), an instance the server
+/// had not seen is counted in, up to the policy's limit, and what the instance says of
+/// its user's absence (`idle_s`) is recorded: a lease idle past the timeout of a policy
+/// that reclaims `always` ends here (reason `idle`).
 pub(super) fn heartbeat(
     conn: &Connection,
     hooks: &mut Webhooks,
     license: &License,
-    lease_id: &str,
-    instance: &str,
+    (lease_id, instance, idle_s): (&str, &str, Option<i64>),
     expires_at: i64,
     now: i64,
 ) -> Result<Done, StoreError> {
-    let live: Option<Option<String>> = conn
+    let live: Option<(Option<String>, Option<String>)> = conn
         .prepare_cached(TOUCH_LEASE)?
         .query_row(params![expires_at, now, lease_id, license.id], |row| {
-            row.get(0)
+            Ok((row.get(0)?, row.get(1)?))
         })
         .optional()?;
-    let stored = match live {
-        Some(instances) => instances,
+    let (stored, reports) = match live {
+        Some(stored) => stored,
         None => {
             let seat = match seat_by_id(conn, &license.workspace_id, lease_id) {
                 Ok(seat) if seat.license_id == license.id && seat.kind == SeatKind::Lease => seat,
@@ -748,15 +812,18 @@ pub(super) fn heartbeat(
                 }
                 Err(error) => return Err(error),
             };
+            if let Some(reason) = seat.release_reason {
+                return Ok(Done::Beat(Err(StoreError::LeaseEnded(reason))));
+            }
             if seat.released_at.is_some() || seat.expires_at.unwrap_or(0) < now {
-                if seat.released_at.is_none() {
-                    end_lease(conn, hooks, license, &seat, ReleaseReason::Expired, now)?;
-                }
-                return Ok(Done::Beat(Err(StoreError::LeaseExpired)));
+                end_lease(conn, hooks, license, &seat, ReleaseReason::Expired, now)?;
+                return Ok(Done::Beat(Err(StoreError::LeaseEnded(
+                    ReleaseReason::Expired,
+                ))));
             }
             conn.prepare_cached(TOUCH_LEASE_SOONER)?
                 .execute(params![expires_at, now, lease_id])?;
-            seat.instances
+            (seat.instances, seat.idle_reports)
         }
     };
     let mut instances = Instances::from_stored(stored.as_deref());
@@ -767,6 +834,24 @@ pub(super) fn heartbeat(
                 .execute(params![instances.to_stored(), lease_id])?;
         }
         Err(limit) => return Ok(Done::Beat(Err(limit.into()))),
+    }
+    let Some(idle) = IdleReports::beat(reports.as_deref(), &instances, instance, idle_s, now)
+    else {
+        return Ok(Done::Beat(Ok(expires_at)));
+    };
+    let policy = license.policy();
+    if idle.changed {
+        conn.prepare_cached(IDLE_REPORT)?.execute(params![
+            idle.stored,
+            idle.idle_since,
+            policy.idle_release_at(idle.idle_since).unwrap_or(i64::MAX),
+            lease_id
+        ])?;
+    }
+    if policy.releases_idle(idle.idle_since, now) {
+        let seat = seat_by_id(conn, &license.workspace_id, lease_id)?;
+        end_lease(conn, hooks, license, &seat, ReleaseReason::Idle, now)?;
+        return Ok(Done::Beat(Err(StoreError::LeaseEnded(ReleaseReason::Idle))));
     }
     Ok(Done::Beat(Ok(expires_at)))
 }
@@ -926,5 +1011,7 @@ pub(super) fn seat_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Seat> {
             None => None,
         },
         reclaimed_on: row.get(21)?,
+        idle_since: row.get(22)?,
+        idle_reports: row.get(23)?,
     })
 }

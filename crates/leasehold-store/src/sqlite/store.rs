@@ -191,12 +191,14 @@ impl Seats for SqliteStore {
         license: &Arc<License>,
         lease_id: &str,
         instance: &str,
+        idle_s: Option<i64>,
     ) -> Result<i64> {
         let now = now_ms();
         let op = Op::Heartbeat {
             license: license.clone(),
             lease_id: lease_id.to_string(),
             instance: instance.to_string(),
+            idle_s,
             expires_at: license.policy().lease_expiry(now),
             now,
         };

@@ -73,6 +73,7 @@ pub(crate) enum Op {
         license: Arc<License>,
         lease_id: String,
         instance: String,
+        idle_s: Option<i64>,
         expires_at: i64,
         now: i64,
     },

@@ -194,6 +194,7 @@ both_stores!(
     a_seat_operation_failing_in_the_database_fails_alone,
     admin_and_client_seat_writes_racing_keep_the_invariant,
     waiters_and_newcomers_racing_keep_the_invariant,
+    idle_reclaims_racing_checkouts_keep_the_invariant,
 );
 
 async fn concurrent_checkouts_never_exceed_seats_total(s: &TestServer) {
@@ -568,4 +569,90 @@ async fn waiters_and_newcomers_racing_keep_the_invariant(s: &TestServer) {
     let active = active["items"].as_array().unwrap().len();
     assert_eq!(active, 0, "every lease taken was checked in");
     assert_eq!(admin.seats_used(&lid).await, 0);
+}
+
+/// Holders that go idle and never check in (even machines), and holders in use that
+/// check in (odd ones), racing for 4 seats with a 1 s idle timeout: every seat an idle
+/// holder lost is in the ledger as an `idle` release, and the counter equals the active
+/// rows.
+async fn idle_reclaims_racing_checkouts_keep_the_invariant(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 4,
+            "policy": {"idle_timeout_s": 1}}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    let tasks: Vec<_> = (0..40)
+        .map(|worker| {
+            let (c, key) = (client(s), key.clone());
+            tokio::spawn(async move {
+                let (mut failures, mut idle_leases) = (Vec::new(), Vec::new());
+                let idle = worker % 2 == 0;
+                for _ in 0..6 {
+                    let body = lease_body(&key, &format!("m{worker}"), "u", "1");
+                    let (status, lease) = c.post("/v1/client/leases", body).await;
+                    match status {
+                        StatusCode::CREATED | StatusCode::OK => {}
+                        StatusCode::CONFLICT if lease["error"]["code"] == "NO_SEATS" => continue,
+                        other => {
+                            failures.push(format!("checkout {other}: {lease}"));
+                            continue;
+                        }
+                    }
+                    let lease_id = id(&lease);
+                    let beat =
+                        json!({"key": key, "instance": "1", "idle_s": if idle { 3600 } else { 0 }});
+                    let path = format!("/v1/client/leases/{lease_id}/heartbeat");
+                    let (status, body) = c.post(&path, beat).await;
+                    if !(status == StatusCode::OK
+                        || status == StatusCode::GONE
+                            && body["error"]["details"]["reason"] == "idle"
+                            && idle)
+                    {
+                        failures.push(format!("heartbeat {status}: {body}"));
+                    }
+                    if idle {
+                        if !idle_leases.contains(&lease_id) {
+                            idle_leases.push(lease_id);
+                        }
+                        continue;
+                    }
+                    let path = format!("/v1/client/leases/{lease_id}/instances/1");
+                    let (status, body) = c
+                        .call(reqwest::Method::DELETE, &path, Some(json!({"key": key})))
+                        .await;
+                    if status != StatusCode::OK {
+                        failures.push(format!("checkin {status}: {body}"));
+                    }
+                }
+                (failures, idle_leases)
+            })
+        })
+        .collect();
+    let mut idle_leases = Vec::new();
+    for task in tasks {
+        let (failures, leases) = task.await.unwrap();
+        assert!(failures.is_empty(), "{failures:?}");
+        idle_leases.extend(leases);
+    }
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true&limit=200"))
+        .await;
+    let active = active["items"].as_array().unwrap();
+    assert!(active.len() <= 4, "{active:?}");
+    assert_eq!(admin.seats_used(&lid).await, active.len() as i64);
+    // The idle holders never checked in: each lease of theirs that is not active ended as
+    // idle, and nothing else did.
+    let still_active = active
+        .iter()
+        .filter(|seat| idle_leases.iter().any(|l| seat["id"] == l.as_str()))
+        .count();
+    let idle_releases = admin
+        .events(&lid, "seat.released")
+        .await
+        .into_iter()
+        .filter(|e| e["after"]["release_reason"] == "idle")
+        .count();
+    assert_eq!(idle_releases, idle_leases.len() - still_active);
 }

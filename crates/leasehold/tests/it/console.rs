@@ -254,6 +254,8 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     b.set("#f-expires", &expires).await;
     b.set("#f-maint", &maint).await;
     b.set("#f-po", "PO-77").await;
+    b.set("#f-idle", "900").await;
+    b.set("#f-idle-reclaim", "always").await;
     b.click("form[action='/licenses'] button[type=submit]")
         .await;
     assert!(b.wait_text("h1", "License created", 10).await);
@@ -277,6 +279,12 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
         assert!(card.contains(expected), "the card shows {expected}: {card}");
     }
     assert!(!card.contains(&key), "the card masks the key");
+    let policy = &api.ok_get(&format!("/v1/licenses/{lid}")).await["policy"];
+    assert_eq!(
+        (&policy["idle_timeout_s"], &policy["idle_reclaim"]),
+        (&json!(900), &json!("always")),
+        "the form sets the idle policy: {policy}"
+    );
 
     // Assign seats until the license is over-allocated.
     for (taken, (name, device)) in [("Ann", "WS-01"), ("Bob", "WS-02")].into_iter().enumerate() {

@@ -15,6 +15,7 @@ both_stores!(
     leasehold_run_stopped_while_taking_its_seat_checks_it_in_and_never_starts_the_program,
     license_files_verify_offline_and_back_the_sdk_when_the_server_is_down,
     the_sdk_waits_in_the_queue_and_leaves_it,
+    the_sdk_reports_idleness_and_learns_its_seat_went,
 );
 
 fn leasehold() -> Command {
@@ -711,4 +712,46 @@ async fn the_sdk_waits_in_the_queue_and_leaves_it(s: &TestServer) {
     let second = waiting.await.unwrap().expect("m3 gets the seat");
     assert_eq!(seats_used(&admin, &lid).await, 1);
     second.release().await.unwrap();
+}
+
+async fn the_sdk_reports_idleness_and_learns_its_seat_went(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1,
+            "policy": {"lease_ttl_s": 3, "idle_timeout_s": 1}}))
+        .await;
+    let (key, lid) = (license["key"].as_str().unwrap(), id(&license));
+    let client = leasehold_client::Client::new(&s.base, key).unwrap();
+    let holder = |machine: &str| leasehold_client::Holder {
+        fingerprint: machine.into(),
+        os_user: "ann".into(),
+        identifier: None,
+    };
+    let idle = client.lease_with(&holder("m1"), false).await.unwrap();
+    // In use: another machine is refused, however long it tries.
+    let refused = client.lease_with(&holder("m2"), false).await.err();
+    assert_eq!(
+        refused.and_then(|e| e.code().map(String::from)).as_deref(),
+        Some("NO_SEATS")
+    );
+    // The user walks away: once a heartbeat has said so for the timeout, m2 gets the seat.
+    idle.set_idle_since(Some(std::time::Instant::now()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let taken = loop {
+        match client.lease_with(&holder("m2"), false).await {
+            Ok(guard) => break guard,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "the idle seat never went to m2: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        eventually(20, || async { idle.is_lost() }).await,
+        "the idle app learns on its next heartbeat"
+    );
+    assert_eq!(idle.lost_reason().as_deref(), Some("idle"));
+    assert_eq!(seats_used(&admin, &lid).await, 1);
+    taken.release().await.unwrap();
 }
