@@ -28,8 +28,8 @@ use std::time::Duration;
 
 pub use fingerprint::{machine_fingerprint, os_user};
 pub use leasehold_proto::{
-    Activation, ClientLicense, Deactivated, ErrorDetail, HeartbeatAnswer, Lease,
-    LicenseFilePayload, ValidateAnswer,
+    Activation, BorrowReturned, Borrowed, ClientLicense, Deactivated, ErrorDetail, HeartbeatAnswer,
+    Lease, LicenseFilePayload, ValidateAnswer,
 };
 pub use license_file::{verify_license_file, LicenseFileError};
 
@@ -266,6 +266,41 @@ impl Client {
         let path = format!("/v1/client/activations/{}", path_segment(fingerprint));
         let ask = Ask::new("deactivate", Some(fingerprint), None);
         self.call(Method::DELETE, &path, Some(&self.key_only()), ask)
+            .await
+    }
+
+    /// Borrows a floating seat for `days` days of offline use (DESIGN §7): no heartbeats
+    /// until `borrowed_until`, and a signed license file (`license_file`: keep it on disk as
+    /// its JSON) that [`Client::validate_or_offline`] and `leasehold verify-license-file`
+    /// accept until then. Borrowing again before the end renews it; a lease the holder holds
+    /// becomes the borrow.
+    pub async fn borrow(&self, holder: &Holder, days: i64) -> Result<Borrowed> {
+        let body = BorrowRequest {
+            key: Some(self.key.clone()),
+            nonce: None,
+            fingerprint: holder.fingerprint.clone(),
+            os_user: holder.os_user.clone(),
+            identifier: holder.identifier.clone(),
+            days,
+        };
+        let ask = Ask::new("borrow", Some(&holder.fingerprint), Some(&holder.os_user));
+        self.call(Method::POST, "/v1/client/borrows", Some(&body), ask)
+            .await
+    }
+
+    /// Returns a borrow before its end: its seat is free at once.
+    pub async fn return_borrow(
+        &self,
+        borrow_id: &str,
+        fingerprint: &str,
+    ) -> Result<BorrowReturned> {
+        let path = format!(
+            "/v1/client/borrows/{}?fingerprint={}",
+            path_segment(borrow_id),
+            path_segment(fingerprint)
+        );
+        let ask = Ask::new("return_borrow", Some(fingerprint), None);
+        self.call::<BorrowReturned, ()>(Method::DELETE, &path, None, ask)
             .await
     }
 

@@ -475,6 +475,153 @@ fn wait_or_refuse(input: &TakeInput<'_>, refusal: Refusal) -> TakeStep {
     }
 }
 
+/// The holder's own live seat of a floating license, as a borrow sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldFloating {
+    None,
+    /// A live lease (heartbeats): borrowing turns it into a borrow.
+    Lease,
+    /// A borrow, still out: borrowing again renews it.
+    Borrow,
+}
+
+/// Everything the decision to lend a holder a floating seat for offline use depends on
+/// (DESIGN §7).
+#[derive(Debug, Clone)]
+pub struct BorrowInput {
+    pub now: i64,
+    pub days: i64,
+    pub policy: LeasePolicy,
+    pub license: LicenseSeats,
+    pub held: HeldFloating,
+    /// The license's borrows still out.
+    pub borrowed: i64,
+    /// The license's waiters (a borrow is a newcomer: it takes a seat only when more
+    /// seats are free than waiters wait).
+    pub waiters: i64,
+    pub last_admin_release: Option<i64>,
+    pub lapsed_reclaimed: bool,
+}
+
+/// Why a borrow is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BorrowRefusal {
+    /// The policy's `max_borrow_days` is 0.
+    NotAllowed,
+    /// `days` is not between 1 and the policy's `max_borrow_days`.
+    Days { max: i64 },
+    /// The policy's `max_borrowed_seats` are out already.
+    Limit { limit: i64 },
+    /// No seat for it (full, cooldown, not in force, other model).
+    Seat(Refusal),
+}
+
+/// What the engine does to lend a holder a floating seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BorrowStep {
+    /// The holder's borrow is renewed, to `until` (ms): counted from now.
+    Renew {
+        until: i64,
+    },
+    /// The holder's live lease becomes a borrow to `until`: its seat, no new one.
+    Convert {
+        until: i64,
+    },
+    /// The license is full: end its lapsed leases, then decide again.
+    ReclaimLapsed,
+    /// Count one more seat and write a borrow to `until`.
+    Take {
+        until: i64,
+    },
+    Refuse(BorrowRefusal),
+}
+
+const MS_PER_DAY: i64 = 24 * 3600 * MS_PER_S;
+
+/// Why an admin may not end a seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// The license's policy keeps admins off the seats applications hold.
+    PolicyDenies,
+    /// A borrow's offline file stays valid to its end: ended only with `force`.
+    Borrowed,
+}
+
+impl AdminRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            AdminRefusal::PolicyDenies => {
+                "this license's policy does not let admins release seats that applications hold"
+            }
+            AdminRefusal::Borrowed => {
+                "this seat is borrowed for offline use and its license file stays valid until the \
+                 borrow ends: reclaim it with force=true to free the seat anyway"
+            }
+        }
+    }
+}
+
+/// An admin ends a seat of `kind` (`force`: even a borrow): an assignment is reclaimed;
+/// a seat an application holds is released as the policy's `admin_release` allows.
+pub fn admin_release(
+    kind: crate::SeatKind,
+    policy: crate::AdminRelease,
+    force: bool,
+) -> Result<crate::ReleaseReason, AdminRefusal> {
+    use crate::{AdminRelease, ReleaseReason, SeatKind};
+    match kind {
+        SeatKind::Assignment => Ok(ReleaseReason::Reclaimed),
+        SeatKind::Borrow if !force => Err(AdminRefusal::Borrowed),
+        _ if policy == AdminRelease::Allowed => Ok(ReleaseReason::AdminRelease),
+        _ => Err(AdminRefusal::PolicyDenies),
+    }
+}
+
+/// The decision to lend a floating seat for offline use (DESIGN §7).
+pub fn decide_borrow(input: &BorrowInput) -> BorrowStep {
+    let policy = &input.policy;
+    if policy.max_borrow_days <= 0 {
+        return BorrowStep::Refuse(BorrowRefusal::NotAllowed);
+    }
+    if !(1..=policy.max_borrow_days).contains(&input.days) {
+        return BorrowStep::Refuse(BorrowRefusal::Days {
+            max: policy.max_borrow_days,
+        });
+    }
+    let until = input
+        .now
+        .saturating_add(input.days.saturating_mul(MS_PER_DAY));
+    if input.held == HeldFloating::Borrow {
+        return BorrowStep::Renew { until };
+    }
+    if let Some(limit) = policy.max_borrowed_seats {
+        if input.borrowed >= limit {
+            return BorrowStep::Refuse(BorrowRefusal::Limit { limit });
+        }
+    }
+    if input.held == HeldFloating::Lease {
+        return BorrowStep::Convert { until };
+    }
+    let license = &input.license;
+    match admit(
+        policy,
+        license,
+        SeatModel::Concurrent,
+        input.last_admin_release,
+        input.now,
+    ) {
+        Ok(()) if license.seats_total - license.seats_used > input.waiters => {
+            BorrowStep::Take { until }
+        }
+        Ok(()) | Err(Refusal::Full { .. }) if !input.lapsed_reclaimed => BorrowStep::ReclaimLapsed,
+        Ok(()) => BorrowStep::Refuse(BorrowRefusal::Seat(Refusal::Full {
+            seats_total: license.seats_total,
+            seats_used: license.seats_used,
+        })),
+        Err(refusal) => BorrowStep::Refuse(BorrowRefusal::Seat(refusal)),
+    }
+}
+
 /// What the engine does to give a machine a dedicated seat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActivateStep {
@@ -602,6 +749,53 @@ mod tests {
         assert_eq!(decide_take(&behind), TakeStep::Wait);
         behind.waiting.ahead = 0;
         assert!(matches!(decide_take(&behind), TakeStep::ReclaimIdle { .. }));
+    }
+
+    #[test]
+    fn a_borrow_is_lent_within_the_policy_and_renewed_or_converted() {
+        let mut borrow = BorrowInput {
+            now: NOW,
+            days: 3,
+            policy: LeasePolicy::default(),
+            license: seats(1, 2),
+            held: HeldFloating::None,
+            borrowed: 0,
+            waiters: 0,
+            last_admin_release: None,
+            lapsed_reclaimed: false,
+        };
+        assert_eq!(
+            decide_borrow(&borrow),
+            BorrowStep::Refuse(BorrowRefusal::NotAllowed)
+        );
+        borrow.policy.max_borrow_days = 2;
+        assert_eq!(
+            decide_borrow(&borrow),
+            BorrowStep::Refuse(BorrowRefusal::Days { max: 2 })
+        );
+        borrow.days = 2;
+        let until = NOW + 2 * 86_400_000;
+        assert_eq!(decide_borrow(&borrow), BorrowStep::Take { until });
+        borrow.held = HeldFloating::Lease;
+        assert_eq!(decide_borrow(&borrow), BorrowStep::Convert { until });
+        borrow.policy.max_borrowed_seats = Some(1);
+        borrow.borrowed = 1;
+        assert_eq!(
+            decide_borrow(&borrow),
+            BorrowStep::Refuse(BorrowRefusal::Limit { limit: 1 })
+        );
+        borrow.held = HeldFloating::Borrow;
+        assert_eq!(decide_borrow(&borrow), BorrowStep::Renew { until });
+        // A newcomer's borrow waits its turn behind waiters, and sweeps before refusing.
+        borrow.held = HeldFloating::None;
+        borrow.borrowed = 0;
+        borrow.waiters = 1;
+        assert_eq!(decide_borrow(&borrow), BorrowStep::ReclaimLapsed);
+        borrow.lapsed_reclaimed = true;
+        assert!(matches!(
+            decide_borrow(&borrow),
+            BorrowStep::Refuse(BorrowRefusal::Seat(Refusal::Full { .. }))
+        ));
     }
 
     #[test]

@@ -53,7 +53,12 @@ vocabulary!(
 );
 vocabulary!(
     /// The three kinds of row in the seat ledger.
-    SeatKind { Assignment => "assignment", Activation => "activation", Lease => "lease" }
+    SeatKind {
+        Assignment => "assignment",
+        Activation => "activation",
+        Lease => "lease",
+        Borrow => "borrow",
+    }
 );
 vocabulary!(
     /// Why a seat ended.
@@ -66,6 +71,8 @@ vocabulary!(
         LicenseRevoked => "license_revoked",
         LicenseDeleted => "license_deleted",
         Idle => "idle",
+        BorrowEnded => "borrow_ended",
+        Returned => "returned",
     }
 );
 vocabulary!(

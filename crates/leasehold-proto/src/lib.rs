@@ -150,6 +150,16 @@ pub struct PolicyInput {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
     pub idle_timeout_s: Option<Option<i64>>,
     pub idle_reclaim: Option<IdleReclaim>,
+    /// The most days a floating seat may be borrowed for offline use (0: off).
+    pub max_borrow_days: Option<i64>,
+    /// The most seats out on borrow at once; `null`: any number up to `seats_total`.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<i64>))]
+    pub max_borrowed_seats: Option<Option<i64>>,
 }
 
 impl PolicyInput {
@@ -171,6 +181,8 @@ impl PolicyInput {
         policy.queue_ttl_s = self.queue_ttl_s.unwrap_or(policy.queue_ttl_s);
         policy.idle_timeout_s = self.idle_timeout_s.unwrap_or(policy.idle_timeout_s);
         policy.idle_reclaim = self.idle_reclaim.unwrap_or(policy.idle_reclaim);
+        policy.max_borrow_days = self.max_borrow_days.unwrap_or(policy.max_borrow_days);
+        policy.max_borrowed_seats = self.max_borrowed_seats.unwrap_or(policy.max_borrowed_seats);
         policy
     }
 }
@@ -621,6 +633,40 @@ pub struct LeaveQueueRequest {
     pub os_user: String,
 }
 
+/// `POST /v1/client/borrows`: a floating seat lent for `days` days of offline use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BorrowRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub fingerprint: String,
+    pub os_user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    /// 1 to the policy's `max_borrow_days`.
+    pub days: i64,
+}
+
+/// A borrowed seat, and the offline license file that vouches for it to its end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Borrowed {
+    pub id: String,
+    pub borrowed_until: DateTime<Utc>,
+    pub license_file: LicenseFile,
+}
+
+/// `DELETE /v1/client/borrows/{id}`: the borrow returned early.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BorrowReturned {
+    pub id: String,
+    pub returned_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct LeftQueue {
@@ -703,6 +749,14 @@ pub struct LicenseFilePayload {
     pub fingerprint: String,
     pub issued_at: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,
+    /// `"borrow"` for a borrowed floating seat (DESIGN §7); absent for a seat held online.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The borrow's id (to return it early), and the OS user it was lent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrow_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_user: Option<String>,
 }
 
 /// A signed offline license file: the exact payload bytes (base64) and their signature.

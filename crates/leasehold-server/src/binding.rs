@@ -22,6 +22,8 @@ pub(crate) enum Op {
     Checkin,
     LicenseFile,
     LeaveQueue,
+    Borrow,
+    ReturnBorrow,
 }
 
 impl Op {
@@ -35,6 +37,8 @@ impl Op {
             Op::Checkin => "checkin",
             Op::LicenseFile => "license_file",
             Op::LeaveQueue => "leave_queue",
+            Op::Borrow => "borrow",
+            Op::ReturnBorrow => "return_borrow",
         }
     }
 }

@@ -178,6 +178,17 @@ impl From<StoreError> for ApiError {
                 },
             )
             .with_details(json!({ "reason": reason })),
+            StoreError::BorrowNotAllowed => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "BORROW_NOT_ALLOWED",
+                "borrowing is off for this license",
+            ),
+            StoreError::BorrowLimit { limit } => ApiError::new(
+                StatusCode::CONFLICT,
+                "BORROW_LIMIT",
+                format!("all {limit} seats of this license that may be borrowed are out"),
+            )
+            .with_details(json!({ "limit": limit })),
             StoreError::LastOwner => ApiError::new(
                 StatusCode::CONFLICT,
                 "LAST_OWNER",

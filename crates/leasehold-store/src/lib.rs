@@ -65,6 +65,12 @@ pub enum StoreError {
     LeaseEnded(leasehold_core::ReleaseReason),
     #[error("the workspace would have no owner who can sign in")]
     LastOwner,
+    /// The license's policy lends no seats (`max_borrow_days` is 0).
+    #[error("borrowing is off for this license")]
+    BorrowNotAllowed,
+    /// The license's `max_borrowed_seats` are out already.
+    #[error("all {limit} seats that may be borrowed are out")]
+    BorrowLimit { limit: i64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database error: {0}")]
@@ -129,6 +135,21 @@ impl StoreError {
                 StoreError::Conflict(format!("this license's seats are {}", model.as_str()))
             }
             Refusal::InstanceLimit(limit) => limit.into(),
+        }
+    }
+}
+
+impl StoreError {
+    /// A refused borrow that is not about the seat itself (those are [`Self::refused`]).
+    pub(crate) fn borrow_refused(refusal: leasehold_core::lease::BorrowRefusal) -> StoreError {
+        use leasehold_core::lease::BorrowRefusal;
+        match refusal {
+            BorrowRefusal::NotAllowed => StoreError::BorrowNotAllowed,
+            BorrowRefusal::Days { max } => {
+                StoreError::invalid("days", format!("must be between 1 and {max}"))
+            }
+            BorrowRefusal::Limit { limit } => StoreError::BorrowLimit { limit },
+            BorrowRefusal::Seat(refusal) => StoreError::refused(refusal, None),
         }
     }
 }
@@ -432,7 +453,14 @@ pub trait Tracking: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<Seat>>;
 
-    async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat>;
+    /// An admin ends a seat; a borrow only with `force` (its offline file stays valid).
+    async fn reclaim_seat(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        seat_id: &str,
+        force: bool,
+    ) -> Result<Seat>;
 
     async fn create_contact(
         &self,
@@ -551,6 +579,25 @@ pub trait Seats: Send + Sync {
         fingerprint: &str,
         os_user: &str,
     ) -> Result<bool>;
+
+    /// Lends the holder (machine, OS user) a floating seat for `days` days of offline use
+    /// (DESIGN §7): its borrow renewed from now (`false`), or its live lease turned into a
+    /// borrow, or a new seat (`true`).
+    async fn borrow(
+        &self,
+        license: &Arc<License>,
+        holder: &LeaseHolder,
+        days: i64,
+    ) -> Result<(Seat, bool)>;
+
+    /// The machine returns its borrow early (reason `returned`); `NotFound` when the
+    /// license has no such borrow out for it.
+    async fn return_borrow(
+        &self,
+        license: &Arc<License>,
+        borrow_id: &str,
+        fingerprint: &str,
+    ) -> Result<Seat>;
 
     /// The license's waiters that still hold their place, head first.
     async fn waiters(&self, workspace_id: &str, license_id: &str) -> Result<Vec<Waiter>>;

@@ -114,6 +114,9 @@ pub(crate) const HOLDS_ACTIVATION: &str = "SELECT expires_at FROM seats WHERE li
 pub(crate) const HOLDS_LEASE: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
      AND kind = 'lease' AND fingerprint = $2 AND released_at IS NULL \
      ORDER BY expires_at DESC LIMIT 1";
+pub(crate) const HOLDS_BORROW: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
+     AND kind = 'borrow' AND fingerprint = $2 AND released_at IS NULL \
+     ORDER BY expires_at DESC LIMIT 1";
 pub(crate) const HOLDS_ASSIGNMENT: &str = "SELECT expires_at FROM seats WHERE license_id = $1 \
      AND kind = 'assignment' AND fingerprint = $2 AND released_at IS NULL LIMIT 1";
 
@@ -190,6 +193,31 @@ pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET \
      sweep_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN sweep_at ELSE $1 END, \
      last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END \
      WHERE id = $3 AND kind = 'lease' AND released_at IS NULL";
+
+/// A holder's borrow still out (DESIGN §7).
+pub(crate) const ACTIVE_BORROW: &str = concat!(
+    seat_select!(),
+    "WHERE s.license_id = $1 AND s.kind = 'borrow' AND s.fingerprint = $2 AND s.os_user = $3 \
+     AND s.released_at IS NULL"
+);
+/// How many of a license's borrows are out.
+pub(crate) const BORROWS_OUT: &str = "SELECT COUNT(*) FROM seats \
+     WHERE license_id = $1 AND kind = 'borrow' AND released_at IS NULL";
+/// A new borrow, held without heartbeats to `$8` (its `borrowed_until`).
+pub(crate) const INSERT_BORROW: &str =
+    "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \
+     identifier, created_at, last_seen_at, expires_at, sweep_at) \
+     VALUES ($1, $2, $3, 'borrow', $4, $5, $6, $7, $7, $8, $8)";
+/// A borrow renewed, or a live lease turned into a borrow, to `$1`, at `$2`.
+pub(crate) const LEND_SEAT: &str = "UPDATE seats SET kind = 'borrow', expires_at = $1, \
+     sweep_at = $1, last_seen_at = $2, idle_since = NULL, idle_reports = NULL \
+     WHERE id = $3 AND released_at IS NULL";
+/// A license's borrows whose time is up (`$2`: now), at most `$3`.
+pub(crate) const ENDED_BORROWS: &str = concat!(
+    seat_select!(),
+    "WHERE s.license_id = $1 AND s.kind = 'borrow' AND s.released_at IS NULL \
+     AND s.expires_at < $2 ORDER BY s.expires_at LIMIT $3"
+);
 
 /// The seat statements both the sqlx paths and SQLite's seat writer run (one text each).
 /// A holder's live lease (`$3`: its OS user). (No `$n = '' OR …` shortcut in these two:

@@ -283,7 +283,7 @@ async fn an_admin_release_holds_the_holder_off_for_the_cooldown(f: &Fixture) {
         .await;
     let (seat, _) = f.take(&license, "m1", "i").await;
     f.store
-        .reclaim_seat(&Actor::system(), &f.workspace_id, &seat.id)
+        .reclaim_seat(&Actor::system(), &f.workspace_id, &seat.id, false)
         .await
         .expect("an admin releases it");
     match f.store.take_lease(&license, &holder("m1", "i")).await {

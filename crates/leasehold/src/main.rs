@@ -6,6 +6,7 @@ use leasehold_server::Settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod borrow;
 mod run;
 
 #[derive(Parser)]
@@ -30,6 +31,11 @@ enum Command {
     /// Check an offline license file: signature, time window and (optionally) machine.
     /// Exit 0 valid, 1 bad signature, 2 expired or not yet valid, 3 another machine, 4 unreadable.
     VerifyLicenseFile(VerifyArgs),
+    /// Borrow a floating seat for offline use (days); `leasehold run` then uses it until
+    /// it ends, online or offline.
+    Borrow(borrow::BorrowArgs),
+    /// Give a borrowed seat back before its end.
+    Return(borrow::ReturnArgs),
 }
 
 #[derive(Args)]
@@ -230,6 +236,12 @@ async fn main() -> std::process::ExitCode {
         Command::Init(args) => init(args).await,
         Command::Run(args) => return std::process::ExitCode::from(run::run(args).await),
         Command::VerifyLicenseFile(args) => return std::process::ExitCode::from(verify(args)),
+        Command::Borrow(args) => borrow::borrow(args)
+            .await
+            .map(|told| eprintln!("leasehold: {told}")),
+        Command::Return(args) => borrow::give_back(args)
+            .await
+            .map(|told| eprintln!("leasehold: {told}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

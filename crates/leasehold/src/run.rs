@@ -27,27 +27,68 @@ pub mod exit {
     pub const CANNOT_START: u8 = 126;
 }
 
+/// How `run`, `borrow` and `return` reach the license server, and who holds the seat.
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub struct ServerArgs {
     /// The license server, e.g. https://licenses.example.com
     #[arg(long, env = "LEASEHOLD_SERVER")]
-    server: String,
+    pub server: String,
     /// The license key.
     #[arg(long, env = "LEASEHOLD_KEY", hide_env_values = true)]
-    key: String,
+    pub key: String,
     /// The workspace's public key (base64): every answer is verified against it.
     #[arg(long, env = "LEASEHOLD_PUBLIC_KEY")]
-    public_key: Option<String>,
+    pub public_key: Option<String>,
+    /// How this computer is named in the console (default: its host name).
+    #[arg(long)]
+    pub identifier: Option<String>,
+    /// The per-application salt of the machine fingerprint.
+    #[arg(long, default_value = "leasehold-run")]
+    pub app_salt: String,
+    /// Where `leasehold borrow` keeps the borrowed seat's license file (default:
+    /// `$XDG_DATA_HOME/leasehold/borrow.json`, or `~/.local/share/leasehold/borrow.json`).
+    #[arg(long)]
+    pub borrow_file: Option<std::path::PathBuf>,
+}
+
+impl ServerArgs {
+    /// The SDK client, verifying every answer when a public key is given.
+    pub fn client(&self) -> Result<Client, String> {
+        let client = Client::new(&self.server, &self.key).map_err(|e| e.to_string())?;
+        match &self.public_key {
+            Some(pk) => client.with_public_key(pk).map_err(|e| e.to_string()),
+            None => Ok(client),
+        }
+    }
+
+    /// This machine and OS user.
+    pub fn holder(&self) -> Holder {
+        let identifier = self.identifier.clone().or_else(host_name);
+        Holder::this_machine(&self.app_salt, identifier.as_deref())
+    }
+
+    pub fn borrow_file(&self) -> std::path::PathBuf {
+        if let Some(path) = &self.borrow_file {
+            return path.clone();
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share"))
+            })
+            .unwrap_or_else(|| std::path::PathBuf::from("."));
+        data.join("leasehold").join("borrow.json")
+    }
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub to: ServerArgs,
     /// Wait up to this many seconds while all seats are in use: in the license's queue
     /// (a floating seat goes to the first in line), or by asking again (a dedicated one).
     #[arg(long, default_value_t = 0)]
     wait: u64,
-    /// How this computer is named in the console (default: its host name).
-    #[arg(long)]
-    identifier: Option<String>,
-    /// The per-application salt of the machine fingerprint.
-    #[arg(long, default_value = "leasehold-run")]
-    app_salt: String,
     /// The program and its arguments.
     #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
     command: Vec<String>,
@@ -78,19 +119,16 @@ pub async fn run(args: RunArgs) -> u8 {
     // Listened for before anything else: a signal that came while the seat was being
     // taken used to kill `run` by default, leaving the seat to expire instead of checked in.
     let mut signals = Signals::listen();
-    let client = match Client::new(&args.server, &args.key) {
+    let client = match args.to.client() {
         Ok(client) => client,
-        Err(e) => return fail(&e.to_string(), exit::LICENSE_INVALID),
+        Err(e) => return fail(&e, exit::LICENSE_INVALID),
     };
-    let client = match &args.public_key {
-        Some(pk) => match client.with_public_key(pk) {
-            Ok(client) => client,
-            Err(e) => return fail(&e.to_string(), exit::LICENSE_INVALID),
-        },
-        None => client,
-    };
-    let identifier = args.identifier.clone().or_else(host_name);
-    let holder = Holder::this_machine(&args.app_salt, identifier.as_deref());
+    let holder = args.to.holder();
+    // A seat this machine borrowed (`leasehold borrow`) is its own, online or offline.
+    if let Some(until) = crate::borrow::borrowed_until(&args.to, &holder) {
+        note!("leasehold: using the seat borrowed until {until}");
+        return run_program(&args.command, &mut signals).await;
+    }
     // Stopped before a seat is taken: nothing is held, and the program never starts.
     let answer = tokio::select! {
         answer = client.validate(Some(&holder.fingerprint), Some(&holder.os_user)) => answer,

@@ -68,16 +68,25 @@ pub async fn list_seats(
 }
 
 /// Ends a seat: an assignment is reclaimed (kept in the ledger with its reclaimed date);
-/// an activation or lease is released by the admin, as the license's policy allows.
+/// an activation or lease is released by the admin, as the license's policy allows; a
+/// borrow only with `force=true` (its offline license file stays valid to its end).
 #[utoipa::path(post, path = "/v1/seats/{id}/reclaim", tag = "licenses", security(("bearer" = [])),
-    params(("id" = String, Path, description = "seat id")),
+    params(("id" = String, Path, description = "seat id"),
+        ("force" = Option<bool>, Query, description = "End a borrow before its time")),
     responses((status = 200, body = Seat), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reclaim_seat(
     State(state): State<AppState>,
     principal: Principal,
     Path(seat_id): Path<String>,
+    ApiQuery(query): ApiQuery<ReclaimQuery>,
 ) -> ApiResult<Json<Seat>> {
     Ok(Json(
-        service::reclaim_seat(&state, &principal, &seat_id).await?,
+        service::reclaim_seat(&state, &principal, &seat_id, query.force.unwrap_or(false)).await?,
     ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReclaimQuery {
+    force: Option<bool>,
 }

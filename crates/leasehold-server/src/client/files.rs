@@ -77,32 +77,43 @@ pub(super) async fn license_file(
             {
                 valid_until = valid_until.min(lease_end);
             }
-            // A file never outlives the license itself.
-            if let Some(last_day) = license.expires_on.and_then(|d| d.succ_opt()) {
-                if let Some(end) = last_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) {
-                    valid_until = valid_until.min(end);
-                }
-            }
             let payload = LicenseFilePayload {
                 license: client_license(license),
                 fingerprint,
                 issued_at,
-                valid_until,
+                valid_until: within_license(license, valid_until),
+                kind: None,
+                borrow_id: None,
+                os_user: None,
             };
-            let bytes = serde_json::to_vec(&payload).map_err(|_| ApiError::internal())?;
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD;
-            Ok((
-                StatusCode::OK,
-                LicenseFile {
-                    format: LICENSE_FILE_FORMAT.into(),
-                    algorithm: "ed25519".into(),
-                    payload: b64.encode(&bytes),
-                    signature: b64.encode(caller.signer.sign_file(&bytes).to_bytes()),
-                },
-            ))
+            Ok((StatusCode::OK, signed_file(&caller, &payload)?))
         }
     )
+}
+
+/// A file never outlives the license itself: `valid_until`, or the license's end if sooner.
+pub(super) fn within_license(
+    license: &License,
+    valid_until: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    license
+        .expires_on
+        .and_then(|d| d.succ_opt())
+        .and_then(|last_day| last_day.and_hms_opt(0, 0, 0))
+        .map_or(valid_until, |end| valid_until.min(end.and_utc()))
+}
+
+/// The payload, signed with the workspace's key as an offline license file.
+pub(super) fn signed_file(caller: &Caller, payload: &LicenseFilePayload) -> ApiResult<LicenseFile> {
+    let bytes = serde_json::to_vec(payload).map_err(|_| ApiError::internal())?;
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(LicenseFile {
+        format: LICENSE_FILE_FORMAT.into(),
+        algorithm: "ed25519".into(),
+        payload: b64.encode(&bytes),
+        signature: b64.encode(caller.signer.sign_file(&bytes).to_bytes()),
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,7 +29,7 @@ use std::sync::Arc;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(seats::validate, seats::activate, seats::deactivate, seats::take_lease, seats::leave_queue, seats::heartbeat,
-        seats::release_instance, files::license_file, files::public_key),
+        seats::release_instance, borrows::borrow, borrows::return_borrow, files::license_file, files::public_key),
     components(schemas(Binding)),
     tags((name = "client", description = "The client protocol licensed applications call. Every answer, \
         errors included, is signed (`Leasehold-Signature: ed25519=…` over `leasehold-answer-v1\\n` + body) \
@@ -93,6 +93,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route(
             "/v1/client/queue/leave",
             post(leave_queue).layer(signed(Op::LeaveQueue)),
+        )
+        .route(
+            "/v1/client/borrows",
+            post(borrows::borrow).layer(signed(Op::Borrow)),
+        )
+        .route(
+            "/v1/client/borrows/{id}",
+            delete(borrows::return_borrow).layer(signed(Op::ReturnBorrow)),
         )
         .route(
             "/v1/client/license-file",
@@ -413,5 +421,6 @@ fn is_bidi_control(c: char) -> bool {
 }
 
 // The handlers, after the `answer!` macro they use.
+mod borrows;
 mod files;
 mod seats;

@@ -318,7 +318,7 @@ async fn seat_may_be_free(
                 if event.license_id == license_id
                     && matches!(
                         event.kind.as_str(),
-                        "seat.released" | "seat.dequeued" | "license.updated"
+                        "seat.released" | "seat.returned" | "seat.dequeued" | "license.updated"
                     ) =>
             {
                 return

@@ -39,6 +39,11 @@ pub(super) fn license_values(l: &License) -> FormData {
     put("queue_ttl_s", Some(l.queue_ttl_s.to_string()));
     put("idle_timeout_s", l.idle_timeout_s.map(|s| s.to_string()));
     put("idle_reclaim", Some(l.idle_reclaim.as_str().into()));
+    put("max_borrow_days", Some(l.max_borrow_days.to_string()));
+    put(
+        "max_borrowed_seats",
+        l.max_borrowed_seats.map(|n| n.to_string()),
+    );
     v
 }
 
@@ -114,6 +119,8 @@ pub(super) fn license_form_page(
                                 option value="when_needed" selected[!selected("idle_reclaim", "always")] { "when needed: only for someone waiting (default)" }
                                 option value="always" selected[selected("idle_reclaim", "always")] { "always: as soon as they are idle" }
                             } (err("policy.idle_reclaim")) }
+                        div { label for="f-borrow-days" { "Borrow for offline use, at most (days; 0: off, the default)" } input #f-borrow-days name="max_borrow_days" inputmode="numeric" placeholder="0 (default)" value=(value("max_borrow_days")); (err("policy.max_borrow_days")) }
+                        div { label for="f-borrowed" { "Seats out on borrow at once (blank: any, the default)" } input #f-borrowed name="max_borrowed_seats" inputmode="numeric" placeholder="any (default)" value=(value("max_borrowed_seats")); (err("policy.max_borrowed_seats")) }
                     }
                     label for="f-notes" { "Notes" } textarea #f-notes name="notes" rows="3" { (value("notes")) } (err("notes"))
                     p { button.primary type="submit" { "Save license" } }
@@ -199,17 +206,33 @@ fn license_json(
             policy.insert(key.into(), json!(seconds));
         }
     }
-    let idle = text("idle_timeout_s");
-    if !idle.is_empty() {
-        let seconds: i64 = idle.parse().map_err(|_| {
+    let days = text("max_borrow_days");
+    if !days.is_empty() {
+        let days: i64 = days.parse().map_err(|_| {
             (
-                "policy.idle_timeout_s".to_string(),
-                "must be a whole number of seconds, or blank for never".to_string(),
+                "policy.max_borrow_days".to_string(),
+                "must be a whole number of days".to_string(),
             )
         })?;
-        policy.insert("idle_timeout_s".into(), json!(seconds));
-    } else if for_update {
-        policy.insert("idle_timeout_s".into(), Value::Null);
+        policy.insert("max_borrow_days".into(), json!(days));
+    }
+    // Blank means "none" for these: cleared on an edit.
+    for (key, unit) in [
+        ("idle_timeout_s", "seconds, or blank for never"),
+        ("max_borrowed_seats", "seats, or blank for any"),
+    ] {
+        let number = text(key);
+        if !number.is_empty() {
+            let number: i64 = number.parse().map_err(|_| {
+                (
+                    format!("policy.{key}"),
+                    format!("must be a whole number of {unit}"),
+                )
+            })?;
+            policy.insert(key.into(), json!(number));
+        } else if for_update {
+            policy.insert(key.into(), Value::Null);
+        }
     }
     for key in ["queue", "idle_reclaim"] {
         let choice = text(key);
@@ -296,16 +319,23 @@ mod tests {
         let body = license_json(&form, "USD", true).expect("a valid form");
         assert_eq!(
             body["policy"],
-            json!({"lease_ttl_s": 120, "queue": "off", "queue_ttl_s": 30, "idle_timeout_s": null})
+            json!({"lease_ttl_s": 120, "queue": "off", "queue_ttl_s": 30, "idle_timeout_s": null,
+                "max_borrowed_seats": null})
         );
-        let form = [("idle_timeout_s", "600"), ("idle_reclaim", "always")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let form = [
+            ("idle_timeout_s", "600"),
+            ("idle_reclaim", "always"),
+            ("max_borrow_days", "7"),
+            ("max_borrowed_seats", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let body = license_json(&form, "USD", true).expect("a valid form");
         assert_eq!(
             body["policy"],
-            json!({"idle_timeout_s": 600, "idle_reclaim": "always"})
+            json!({"idle_timeout_s": 600, "idle_reclaim": "always", "max_borrow_days": 7,
+                "max_borrowed_seats": 2})
         );
         let form = [("queue_ttl_s", "soon")]
             .into_iter()

@@ -384,7 +384,8 @@ fn seats_section(
                 @for seat in seats {
                     tr data-seat=(seat.id) data-active=(seat.released_at.is_none()) {
                         td { (holder(seat)) (terminated_badge(seat)) }
-                        td { (seat.kind.as_str()) }
+                        td { (seat.kind.as_str())
+                            @if seat.kind == SeatKind::Borrow && seat.released_at.is_none() { " until " (when(seat.expires_at)) } }
                         td { (seat.serial_key_masked.as_deref().unwrap_or("—")) }
                         td { @if let Some(d) = seat.activated_on { (d) } @else { (when(Some(seat.created_at))) } }
                         td { (when(seat.last_seen_at)) }
@@ -394,8 +395,14 @@ fn seats_section(
                         }
                         td {
                             @if seat.released_at.is_none() && session.can(Permission::LicenseAssign) {
-                                form.inline method="post" action={"/seats/" (seat.id) "/reclaim"} data-confirm="Reclaim this seat?" {
-                                    (csrf(session)) button type="submit" { "Reclaim" }
+                                @if seat.kind == SeatKind::Borrow {
+                                    form.inline method="post" action={"/seats/" (seat.id) "/reclaim"} data-confirm="This seat is borrowed for offline use: its license file stays valid until the borrow ends. Free the seat anyway?" {
+                                        (csrf(session)) input type="hidden" name="force" value="true"; button type="submit" { "Force reclaim" }
+                                    }
+                                } @else {
+                                    form.inline method="post" action={"/seats/" (seat.id) "/reclaim"} data-confirm="Reclaim this seat?" {
+                                        (csrf(session)) button type="submit" { "Reclaim" }
+                                    }
                                 }
                             }
                         }
@@ -464,9 +471,10 @@ async fn assign_seat(
 async fn reclaim_seat(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Posted { session, .. }: Posted,
+    Posted { session, form, .. }: Posted,
 ) -> Response {
-    match service::reclaim_seat(&state, &session.principal, &id).await {
+    let force = form.get("force").is_some_and(|v| v == "true");
+    match service::reclaim_seat(&state, &session.principal, &id, force).await {
         Ok(seat) => Redirect::to(&format!("/licenses/{}", seat.license_id)).into_response(),
         Err(error) => failed(&session, error),
     }

@@ -100,7 +100,9 @@ pub(super) fn holders_table(seats: &[Seat]) -> Markup {
                             td { (seat.identifier.as_deref().or(seat.device_name.as_deref()).or(seat.assignee_name.as_deref()).or(seat.contact_name.as_deref()).unwrap_or("—")) }
                             td { (seat.os_user.as_deref().unwrap_or("—")) }
                             td { (when(Some(seat.created_at))) }
-                            td { (when(seat.last_seen_at)) }
+                            td { @if seat.kind == leasehold_core::SeatKind::Borrow {
+                                span.badge data-borrowed-until=(seat.expires_at.unwrap_or(0)) { "borrowed until " (when(seat.expires_at)) }
+                            } @else { (when(seat.last_seen_at)) } }
                         }
                     }
                 }

@@ -255,11 +255,12 @@ pub(crate) async fn reclaim_seat(
     state: &AppState,
     principal: &Principal,
     seat_id: &str,
+    force: bool,
 ) -> ApiResult<Seat> {
     principal.require(Permission::LicenseAssign)?;
     let seat = state
         .store
-        .reclaim_seat(&principal.actor, &principal.workspace_id, seat_id)
+        .reclaim_seat(&principal.actor, &principal.workspace_id, seat_id, force)
         .await?;
     state
         .live

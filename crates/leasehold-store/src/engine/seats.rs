@@ -52,6 +52,7 @@ impl This {
             SeatKind::Activation => crate::sql::HOLDS_ACTIVATION,
             SeatKind::Lease => crate::sql::HOLDS_LEASE,
             SeatKind::Assignment => crate::sql::HOLDS_ASSIGNMENT,
+            SeatKind::Borrow => crate::sql::HOLDS_BORROW,
         };
         let found: Option<(Option<i64>,)> = sqlx::query_as(sql)
             .bind(license_id)
@@ -61,7 +62,8 @@ impl This {
         Ok(found.map(|(expires_at,)| crate::HeldSeat { expires_at }))
     }
 
-    /// A sweep chunk's probe: the next licenses that could hold lapsed leases, in id order
+    /// A sweep chunk's probe: the next licenses that could hold lapsed leases (or borrows
+    /// whose time is up, DESIGN §7), in id order
     /// from `from` (one probe of the per-license expiry index for each concurrent license
     /// holding seats, as a lapsed lease holds one until it ends), at most `probes` (at
     /// least 2: the next chunk starts at the last license probed, whose budget may have
@@ -72,6 +74,8 @@ impl This {
         let probed: Vec<(String, String, bool)> = sqlx::query_as(
             "SELECT l.id, l.workspace_id, EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id \
              AND s.kind = 'lease' AND s.released_at IS NULL AND s.sweep_at < $2) \
+             OR EXISTS (SELECT 1 FROM seats s WHERE s.license_id = l.id AND s.kind = 'borrow' \
+             AND s.released_at IS NULL AND s.expires_at < $2) \
              FROM licenses l WHERE l.seat_model = 'concurrent' AND l.seats_used > 0 AND l.id >= $1 \
              ORDER BY l.id LIMIT $3",
         )

@@ -306,8 +306,14 @@ impl Tracking for This {
         Ok(Page::from_fetched(rows, page, |s| s.id.clone()))
     }
 
-    async fn reclaim_seat(&self, actor: &Actor, workspace_id: &str, seat_id: &str) -> Result<Seat> {
-        self.reclaim(actor, workspace_id, seat_id).await
+    async fn reclaim_seat(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        seat_id: &str,
+        force: bool,
+    ) -> Result<Seat> {
+        self.reclaim(actor, workspace_id, seat_id, force).await
     }
 
     async fn create_contact(

@@ -90,22 +90,16 @@ impl PostgresStore {
         actor: &Actor,
         workspace_id: &str,
         seat_id: &str,
+        force: bool,
     ) -> Result<Seat> {
         let mut tx = self.begin_write().await?;
         let found = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
         Self::lock_license(&mut tx, &found.license_id).await?;
         let before = Self::seat_in(&mut tx, workspace_id, seat_id).await?;
         let license = Self::license_in(&mut tx, workspace_id, &before.license_id).await?;
-        let reason = if before.kind == SeatKind::Assignment {
-            ReleaseReason::Reclaimed
-        } else if license.admin_release == AdminRelease::Allowed {
-            ReleaseReason::AdminRelease
-        } else {
-            return Err(StoreError::Conflict(
-                "this license's policy does not let admins release seats that applications hold"
-                    .into(),
-            ));
-        };
+        let reason =
+            leasehold_core::lease::admin_release(before.kind, license.admin_release, force)
+                .map_err(|refused| StoreError::Conflict(refused.message().into()))?;
         let reclaimed_on = (reason == ReleaseReason::Reclaimed).then(today);
         let ended = sqlx::query(
             "UPDATE seats SET released_at = $1, release_reason = $2, reclaimed_on = $3 \
@@ -160,7 +154,7 @@ impl PostgresStore {
                 &mut tx,
                 actor,
                 &before,
-                &[SeatKind::Activation, SeatKind::Lease],
+                &[SeatKind::Activation, SeatKind::Lease, SeatKind::Borrow],
                 ReleaseReason::LicenseRevoked,
             )
             .await?;

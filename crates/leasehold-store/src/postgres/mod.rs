@@ -7,6 +7,7 @@
 
 mod admin;
 mod batch;
+mod borrows;
 mod seats;
 mod steps;
 

@@ -169,6 +169,13 @@ impl Seats for PostgresStore {
             let mut tx = self.begin_write().await?;
             Self::lock_license(&mut tx, &license.id).await?;
             let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+            if seat.license_id == license.id
+                && seat.kind == SeatKind::Borrow
+                && seat.released_at.is_none()
+            {
+                // A lease turned into a borrow: held without heartbeats to its end.
+                return Ok(seat.expires_at.unwrap_or(expires_at));
+            }
             if seat.license_id != license.id || seat.kind != SeatKind::Lease {
                 return Err(StoreError::NotFound);
             }
@@ -325,6 +332,32 @@ impl Seats for PostgresStore {
         }
         self.commit(tx).await?;
         Ok(left.is_some())
+    }
+
+    async fn borrow(
+        &self,
+        license: &std::sync::Arc<License>,
+        holder: &LeaseHolder,
+        days: i64,
+    ) -> Result<(Seat, bool)> {
+        let mut tx = self.begin_write().await?;
+        let lent = Self::borrow_in(&mut tx, license, holder, days, now_ms()).await?;
+        // A refusal commits too: the lapsed leases it ended and its `seat.denied`.
+        self.commit(tx).await?;
+        lent
+    }
+
+    async fn return_borrow(
+        &self,
+        license: &std::sync::Arc<License>,
+        borrow_id: &str,
+        fingerprint: &str,
+    ) -> Result<Seat> {
+        let mut tx = self.begin_write().await?;
+        let seat =
+            Self::return_borrow_in(&mut tx, license, borrow_id, fingerprint, now_ms()).await?;
+        self.commit(tx).await?;
+        Ok(seat)
     }
 
     async fn waiters(&self, workspace_id: &str, license_id: &str) -> Result<Vec<Waiter>> {

@@ -124,9 +124,14 @@ impl PostgresStore {
         }
         let (actor, action, after) = match reason {
             ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
-            ReleaseReason::Idle => (
+            ReleaseReason::Idle | ReleaseReason::BorrowEnded => (
                 Actor::system(),
                 "seat.released",
+                json(&seat.ended(now, reason)),
+            ),
+            ReleaseReason::Returned => (
+                key_actor(license, seat.identifier.as_deref()),
+                "seat.returned",
                 json(&seat.ended(now, reason)),
             ),
             _ => (
@@ -206,7 +211,11 @@ impl PostgresStore {
         now: i64,
         limit: i64,
     ) -> Result<(Vec<Seat>, i64)> {
-        let idle = Self::end_idle_leases(tx, license, now, limit).await?;
+        let mut idle = Self::end_due_borrows(tx, license, now, limit).await?;
+        if (idle.len() as i64) < limit {
+            let left = limit - idle.len() as i64;
+            idle.extend(Self::end_idle_leases(tx, license, now, left).await?);
+        }
         if idle.is_empty() {
             return Self::expire_lapsed_leases(tx, license, now, limit).await;
         }
@@ -507,7 +516,7 @@ impl PostgresStore {
 
     /// The license's queue as `holder`'s take sees it, and how many wait (nothing more to
     /// read while nobody waits; otherwise silent waiters lose their place first).
-    async fn waiting(
+    pub(crate) async fn waiting(
         tx: &mut Tx,
         license: &License,
         holder: &LeaseHolder,

@@ -113,22 +113,15 @@ pub(super) fn reclaim(
     hooks: &mut Webhooks,
     actor: &Actor,
     workspace_id: &str,
-    seat_id: &str,
+    (seat_id, force): (&str, bool),
     now: i64,
 ) -> Result<Done, StoreError> {
     atomically(conn, || {
         let before = seat_by_id(conn, workspace_id, seat_id)?;
         let license = license_by_id(conn, workspace_id, &before.license_id)?;
-        let reason = if before.kind == SeatKind::Assignment {
-            ReleaseReason::Reclaimed
-        } else if license.admin_release == AdminRelease::Allowed {
-            ReleaseReason::AdminRelease
-        } else {
-            return Err(StoreError::Conflict(
-                "this license's policy does not let admins release seats that applications hold"
-                    .into(),
-            ));
-        };
+        let reason =
+            leasehold_core::lease::admin_release(before.kind, license.admin_release, force)
+                .map_err(|refused| StoreError::Conflict(refused.message().into()))?;
         let reclaimed_on = (reason == ReleaseReason::Reclaimed).then(today);
         let ended = conn
             .prepare_cached(
@@ -182,7 +175,7 @@ pub(super) fn edit_license(
                 hooks,
                 actor,
                 &before,
-                &[SeatKind::Activation, SeatKind::Lease],
+                &[SeatKind::Activation, SeatKind::Lease, SeatKind::Borrow],
                 ReleaseReason::LicenseRevoked,
                 now,
             )?;

@@ -16,6 +16,7 @@
 
 mod admin;
 mod audit_index;
+mod borrows;
 mod seats;
 mod store;
 mod wal;

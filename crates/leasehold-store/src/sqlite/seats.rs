@@ -3,8 +3,8 @@
 //! the sweeper's chunks, with their audit events and webhook messages; an admin's are
 //! in `admin.rs`.
 
-use super::admin;
 use super::writer::{Done, Op};
+use super::{admin, borrows};
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
 use crate::sql::waiter_data;
@@ -106,8 +106,9 @@ pub(super) fn apply_op(
             actor,
             workspace_id,
             seat_id,
+            force,
             now,
-        } => admin::reclaim(conn, hooks, actor, workspace_id, seat_id, *now),
+        } => admin::reclaim(conn, hooks, actor, workspace_id, (seat_id, *force), *now),
         Op::EditLicense {
             actor,
             workspace_id,
@@ -145,6 +146,18 @@ pub(super) fn apply_op(
             }
             Ok(Done::Released(left.is_some()))
         }
+        Op::Borrow {
+            license,
+            holder,
+            days,
+            now,
+        } => borrows::borrow(conn, hooks, license, holder, *days, *now),
+        Op::ReturnBorrow {
+            license,
+            borrow_id,
+            fingerprint,
+            now,
+        } => borrows::return_borrow(conn, hooks, license, borrow_id, fingerprint, *now),
         Op::Import {
             license_id,
             count,
@@ -195,7 +208,12 @@ pub(super) fn expire_license(
     now: i64,
     limit: i64,
 ) -> Result<(Vec<Seat>, i64), StoreError> {
-    let mut expired = end_idle_leases(conn, hooks, (workspace_id, license_id), now, limit)?;
+    let license = admin::license_by_id(conn, workspace_id, license_id)?;
+    let mut expired = borrows::end_due_borrows(conn, hooks, &license, now, limit)?;
+    if (expired.len() as i64) < limit {
+        let left = limit - expired.len() as i64;
+        expired.extend(end_idle_leases(conn, hooks, &license, now, left)?);
+    }
     let limit = limit - expired.len() as i64;
     if limit <= 0 {
         return Ok((expired, 0));
@@ -244,11 +262,10 @@ pub(super) fn expire_license(
 fn end_idle_leases(
     conn: &Connection,
     hooks: &mut Webhooks,
-    (workspace_id, license_id): (&str, &str),
+    license: &License,
     now: i64,
     limit: i64,
 ) -> Result<Vec<Seat>, StoreError> {
-    let license = admin::license_by_id(conn, workspace_id, license_id)?;
     let policy = license.policy();
     let Some(cutoff) = policy
         .idle_cutoff(now)
@@ -258,11 +275,11 @@ fn end_idle_leases(
     };
     let idle = conn
         .prepare_cached(IDLE_LEASES)?
-        .query_map(params![license_id, cutoff, limit], seat_from_row)?
+        .query_map(params![license.id, cutoff, limit], seat_from_row)?
         .collect::<rusqlite::Result<Vec<Seat>>>()?;
     let mut ended = Vec::with_capacity(idle.len());
     for seat in idle {
-        if end_lease(conn, hooks, &license, &seat, ReleaseReason::Idle, now)? {
+        if end_lease(conn, hooks, license, &seat, ReleaseReason::Idle, now)? {
             ended.push(seat);
         }
     }
@@ -473,7 +490,7 @@ pub(super) fn take(
 /// The license's queue as `holder`'s take sees it, and how many wait: nothing more to
 /// read while nobody waits; otherwise the waiters silent past the policy's `queue_ttl_s`
 /// lose their place first.
-fn waiting(
+pub(super) fn waiting(
     conn: &Connection,
     hooks: &mut Webhooks,
     license: &License,
@@ -554,7 +571,11 @@ fn dequeued(
 /// Counts the seat the decision gave: the guarded update (`seats_used < seats_total`, in
 /// force, this seat model) is still the invariant's last word. Nothing else writes the
 /// counter meanwhile, so a refusal here means the ledger is not what was read.
-fn count_seat(conn: &Connection, license_id: &str, model: SeatModel) -> Result<(), StoreError> {
+pub(super) fn count_seat(
+    conn: &Connection,
+    license_id: &str,
+    model: SeatModel,
+) -> Result<(), StoreError> {
     let taken = conn.prepare_cached(TRY_TAKE_SEAT)?.execute(params![
         license_id,
         model.as_str(),
@@ -634,9 +655,14 @@ pub(super) fn end_lease(
         .execute(params![license.id])?;
     let (actor, action, after) = match reason {
         ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
-        ReleaseReason::Idle => (
+        ReleaseReason::Idle | ReleaseReason::BorrowEnded => (
             Actor::system(),
             "seat.released",
+            json(&seat.ended(now, reason)),
+        ),
+        ReleaseReason::Returned => (
+            key_actor(license, seat.identifier.as_deref()),
+            "seat.returned",
             json(&seat.ended(now, reason)),
         ),
         _ => (
@@ -807,6 +833,14 @@ pub(super) fn heartbeat(
         None => {
             let seat = match seat_by_id(conn, &license.workspace_id, lease_id) {
                 Ok(seat) if seat.license_id == license.id && seat.kind == SeatKind::Lease => seat,
+                // A lease turned into a borrow: held without heartbeats to its end.
+                Ok(seat)
+                    if seat.license_id == license.id
+                        && seat.kind == SeatKind::Borrow
+                        && seat.released_at.is_none() =>
+                {
+                    return Ok(Done::Beat(Ok(seat.expires_at.unwrap_or(expires_at))));
+                }
                 Ok(_) | Err(StoreError::NotFound) => {
                     return Ok(Done::Beat(Err(StoreError::NotFound)))
                 }

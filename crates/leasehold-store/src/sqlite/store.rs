@@ -50,11 +50,13 @@ impl SqliteStore {
         actor: &Actor,
         workspace_id: &str,
         seat_id: &str,
+        force: bool,
     ) -> Result<Seat> {
         let op = Op::Reclaim {
             actor: actor.clone(),
             workspace_id: workspace_id.to_string(),
             seat_id: seat_id.to_string(),
+            force,
             now: now_ms(),
         };
         match self.apply(op).await? {
@@ -240,6 +242,42 @@ impl Seats for SqliteStore {
         };
         match self.apply(op).await? {
             Done::Released(left) => Ok(left),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn borrow(
+        &self,
+        license: &Arc<License>,
+        holder: &LeaseHolder,
+        days: i64,
+    ) -> Result<(Seat, bool)> {
+        let op = Op::Borrow {
+            license: license.clone(),
+            holder: holder.clone(),
+            days,
+            now: now_ms(),
+        };
+        match self.apply(op).await? {
+            Done::Taken(seat, created) => Ok((*seat, created)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn return_borrow(
+        &self,
+        license: &Arc<License>,
+        borrow_id: &str,
+        fingerprint: &str,
+    ) -> Result<Seat> {
+        let op = Op::ReturnBorrow {
+            license: license.clone(),
+            borrow_id: borrow_id.to_string(),
+            fingerprint: fingerprint.to_string(),
+            now: now_ms(),
+        };
+        match self.apply(op).await? {
+            Done::Seat(seat) => Ok(*seat),
             _ => Err(unexpected()),
         }
     }

@@ -110,6 +110,7 @@ pub(crate) enum Op {
         actor: Actor,
         workspace_id: String,
         seat_id: String,
+        force: bool,
         now: i64,
     },
     /// An admin's change to a license (a revocation releases its applications' seats).
@@ -132,6 +133,20 @@ pub(crate) enum Op {
         license: Arc<License>,
         fingerprint: String,
         os_user: String,
+        now: i64,
+    },
+    /// A holder borrows a floating seat for offline use (DESIGN §7).
+    Borrow {
+        license: Arc<License>,
+        holder: LeaseHolder,
+        days: i64,
+        now: i64,
+    },
+    /// A machine returns its borrow early.
+    ReturnBorrow {
+        license: Arc<License>,
+        borrow_id: String,
+        fingerprint: String,
         now: i64,
     },
     /// The benchmark's leases, loaded at once.

@@ -112,7 +112,7 @@ async fn floating_checkouts_of_shared_holders_never_fail_or_overcount(s: &TestSe
 
 /// Runs one statement with `(i64, i64, &str)` parameters against the server's database,
 /// as another node of the cluster would.
-async fn execute(s: &TestServer, sql: &str, a: i64, b: i64, c: &str) {
+pub(crate) async fn execute(s: &TestServer, sql: &str, a: i64, b: i64, c: &str) {
     match s.backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&s.database_url).await.unwrap();

@@ -449,6 +449,43 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     }
     assert!(b.wait_text("#seats-figure", "0 / 3", 10).await);
 
+    // A laptop borrows a seat for a trip: shown live with its end date; an admin frees it
+    // only by forcing.
+    api.patch(
+        &format!("/v1/licenses/{fid}"),
+        json!({"policy": {"max_borrow_days": 14}}),
+    )
+    .await;
+    let lent = c
+        .ok_post(
+            "/v1/client/borrows",
+            json!({"key": floating["key"], "fingerprint": "m7", "os_user": "dan",
+                   "identifier": "DAN-LAPTOP", "days": 14}),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert!(
+        b.wait_text("#seats-figure", "1 / 3", 10).await,
+        "the borrow shows up live"
+    );
+    let holders = b.text("#seats").await;
+    assert!(
+        holders.contains("DAN-LAPTOP") && holders.contains("borrowed until"),
+        "{holders}"
+    );
+    b.screenshot("borrow").await;
+    b.goto(&format!("/licenses/{fid}")).await;
+    assert!(b.text("#ledger").await.contains("borrow until"));
+    b.click_and_confirm(&format!(
+        "form[action='/seats/{}/reclaim'] button",
+        id(&lent)
+    ))
+    .await;
+    assert!(
+        b.wait_text("#seats-figure", "0 / 3", 10).await,
+        "the forced reclaim frees the seat"
+    );
+
     b.goto("/").await;
     assert!(
         b.wait_live("#live").await,

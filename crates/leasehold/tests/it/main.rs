@@ -8,6 +8,7 @@ mod idle;
 mod auth;
 mod bench;
 mod binding;
+mod borrow;
 mod cli;
 mod client;
 mod concurrency;
