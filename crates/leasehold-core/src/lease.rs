@@ -329,6 +329,8 @@ pub struct TakeInput<'a> {
     pub license: LicenseSeats,
     /// The holder's unreleased lease.
     pub held: Option<HeldLease>,
+    /// Whether the holder has a borrow out (DESIGN §7): that is its seat.
+    pub borrowed: bool,
     /// When an admin last released this holder's seat (read only when the policy has a
     /// cooldown).
     pub last_admin_release: Option<i64>,
@@ -379,6 +381,8 @@ impl Refusal {
 /// input (`EndOwnLapsed`, `ReclaimLapsed`) are followed by another decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TakeStep {
+    /// The holder borrowed a seat: its app runs on the borrow, and no seat is counted.
+    OnBorrow,
     /// The holder's live lease counts this instance too (`added`: it was not there) and
     /// lives on to `expires_at`. No seat is counted.
     Join {
@@ -411,6 +415,9 @@ pub enum TakeStep {
 
 /// The seat decision for a floating seat (DESIGN §2–§3).
 pub fn decide_take(input: &TakeInput<'_>) -> TakeStep {
+    if input.borrowed {
+        return TakeStep::OnBorrow;
+    }
     let expires_at = input.policy.lease_expiry(input.now);
     if let Some(held) = &input.held {
         if held.expires_at < input.now {
@@ -704,6 +711,7 @@ mod tests {
             policy: LeasePolicy::default(),
             license,
             held: None,
+            borrowed: false,
             last_admin_release: None,
             lapsed_reclaimed: false,
             idle_reclaimed: false,
@@ -796,6 +804,13 @@ mod tests {
             decide_borrow(&borrow),
             BorrowStep::Refuse(BorrowRefusal::Seat(Refusal::Full { .. }))
         ));
+    }
+
+    #[test]
+    fn a_holder_with_a_borrow_runs_on_it_even_on_a_full_license() {
+        let mut take = input(seats(2, 2));
+        take.borrowed = true;
+        assert_eq!(decide_take(&take), TakeStep::OnBorrow);
     }
 
     #[test]

@@ -82,6 +82,8 @@ const APPLY_SEATS: &str = concat!(
      SELECT r.*, license.workspace_id FROM request r, license \
      WHERE NOT EXISTS (SELECT 1 FROM seats s WHERE s.license_id = $1 AND s.fingerprint = r.fingerprint \
        AND s.os_user = r.os_user AND s.release_reason = 'admin_release' AND s.released_at > r.cooldown_until) \
+       AND NOT EXISTS (SELECT 1 FROM seats b WHERE b.license_id = $1 AND b.kind = 'borrow' \
+       AND b.released_at IS NULL AND b.fingerprint = r.fingerprint AND b.os_user = r.os_user) \
      ORDER BY r.n LIMIT (SELECT free FROM license)), \
    seat AS ( \
      INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, identifier, instances, \

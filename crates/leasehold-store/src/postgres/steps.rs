@@ -598,6 +598,17 @@ impl PostgresStore {
                 Self::last_admin_release(tx, license, &holder.fingerprint, &holder.os_user).await?
             }
         };
+        let borrow: Option<Seat> = match held {
+            Some(_) => None,
+            None => {
+                sqlx::query_as(crate::sql::ACTIVE_BORROW)
+                    .bind(&license.id)
+                    .bind(&holder.fingerprint)
+                    .bind(&holder.os_user)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+        };
         let (waiting, queued) = Self::waiting(tx, license, holder, now).await?;
         let mut input = TakeInput {
             instance: &holder.instance,
@@ -605,6 +616,7 @@ impl PostgresStore {
             policy: license.policy(),
             license: current.seats(today()),
             held: held.as_ref().map(Seat::held_lease),
+            borrowed: borrow.is_some(),
             last_admin_release,
             lapsed_reclaimed: false,
             idle_reclaimed: false,
@@ -613,6 +625,10 @@ impl PostgresStore {
         };
         let expires_at = loop {
             match decide_take(&input) {
+                TakeStep::OnBorrow => {
+                    let seat = borrow.ok_or_else(|| StoreError::Corrupt("no borrow".into()))?;
+                    return Ok(Ok((seat, false)));
+                }
                 TakeStep::Join {
                     instances,
                     expires_at,
@@ -782,6 +798,10 @@ impl PostgresStore {
         // The license lock serialises changes to the instance list.
         Self::lock_license(tx, &license.id).await?;
         let seat = Self::seat_in(tx, &license.workspace_id, lease_id).await?;
+        if seat.license_id == license.id && seat.kind == SeatKind::Borrow {
+            // An app that ran on a borrow exits: the borrow keeps its seat to its end.
+            return Ok(Ok(seat.released_at.is_some()));
+        }
         if seat.license_id != license.id || seat.kind != SeatKind::Lease {
             return Ok(Err(StoreError::NotFound));
         }

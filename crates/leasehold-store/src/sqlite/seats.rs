@@ -9,12 +9,13 @@ use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
 use crate::sql::waiter_data;
 use crate::sql::{
-    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_LEASE,
-    COUNT_WAITERS, DROP_SILENT_WAITERS, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK, FREE_SEAT,
-    FREE_SEATS, HAS_WAITERS, HOLD_PLACE, IDLE_LEASES, IDLE_REPORT, INSERT_ACTIVATION, INSERT_EVENT,
-    INSERT_LEASE, JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LEAVE_QUEUE, LICENSE_SEATS,
-    NEXT_LEASE_EXPIRY, RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES,
-    TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT, WAITERS_AHEAD, WAITER_SINCE,
+    denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_BORROW,
+    ACTIVE_LEASE, COUNT_WAITERS, DROP_SILENT_WAITERS, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK,
+    FREE_SEAT, FREE_SEATS, HAS_WAITERS, HOLD_PLACE, IDLE_LEASES, IDLE_REPORT, INSERT_ACTIVATION,
+    INSERT_EVENT, INSERT_LEASE, JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LEAVE_QUEUE,
+    LICENSE_SEATS, NEXT_LEASE_EXPIRY, RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID,
+    SET_INSTANCES, TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT, WAITERS_AHEAD,
+    WAITER_SINCE,
 };
 use crate::{StoreError, Swept};
 use leasehold_core::lease::{
@@ -325,6 +326,16 @@ pub(super) fn take(
         Some(_) => None,
         None => last_admin_release(conn, license, &holder.fingerprint, &holder.os_user)?,
     };
+    let borrow = match held {
+        Some(_) => None,
+        None => conn
+            .prepare_cached(ACTIVE_BORROW)?
+            .query_row(
+                params![license.id, holder.fingerprint, holder.os_user],
+                seat_from_row,
+            )
+            .optional()?,
+    };
     let (waiting, queued) = waiting(conn, hooks, license, holder, now)?;
     let mut input = TakeInput {
         instance: &holder.instance,
@@ -332,6 +343,7 @@ pub(super) fn take(
         policy: license.policy(),
         license: license_seats(conn, &license.id)?,
         held: held.as_ref().map(Seat::held_lease),
+        borrowed: borrow.is_some(),
         last_admin_release: last_release,
         lapsed_reclaimed: false,
         idle_reclaimed: false,
@@ -340,6 +352,10 @@ pub(super) fn take(
     };
     let expires_at = loop {
         match decide_take(&input) {
+            TakeStep::OnBorrow => {
+                let seat = borrow.ok_or_else(|| StoreError::Corrupt("no borrow".into()))?;
+                return Ok(Done::Taken(Box::new(seat), false));
+            }
             TakeStep::Join {
                 instances,
                 expires_at,
@@ -694,6 +710,10 @@ pub(super) fn release(
     now: i64,
 ) -> Result<Done, StoreError> {
     let seat = seat_by_id(conn, &license.workspace_id, lease_id)?;
+    if seat.license_id == license.id && seat.kind == SeatKind::Borrow {
+        // An app that ran on a borrow exits: the borrow keeps its seat to its end.
+        return Ok(Done::Released(seat.released_at.is_some()));
+    }
     if seat.license_id != license.id || seat.kind != SeatKind::Lease {
         return Err(StoreError::NotFound);
     }

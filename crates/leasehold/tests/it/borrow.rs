@@ -157,6 +157,27 @@ async fn a_lease_becomes_a_borrow_and_an_admin_reclaims_one_only_with_force(s: &
         .await;
     assert_eq!(status, StatusCode::OK, "{beat}");
     assert_eq!(beat["expires_at"], lent["borrowed_until"]);
+    // The app started again on the borrowing machine runs on the borrow: no second seat,
+    // and its exit leaves the borrow in place.
+    let (status, again) = c
+        .post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": "a", "os_user": "u", "instance": "2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(id(&again), id(&lent));
+    assert_eq!(again["expires_at"], lent["borrowed_until"]);
+    let (status, exited) = c
+        .call(
+            Method::DELETE,
+            &format!("/v1/client/leases/{}/instances/2", id(&lent)),
+            Some(json!({"key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{exited}");
+    assert_eq!(exited["released"], false, "{exited}");
+    assert_eq!(admin.seats_used(&lid).await, 1);
     // Nobody else gets a seat, nor does a borrow.
     let (status, body) = borrow(&c, &key, "b", 1).await;
     assert_eq!(

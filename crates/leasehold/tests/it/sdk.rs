@@ -16,6 +16,7 @@ both_stores!(
     license_files_verify_offline_and_back_the_sdk_when_the_server_is_down,
     the_sdk_waits_in_the_queue_and_leaves_it,
     the_sdk_reports_idleness_and_learns_its_seat_went,
+    the_sdk_borrows_and_runs_offline_on_the_borrow_file,
 );
 
 fn leasehold() -> Command {
@@ -754,4 +755,62 @@ async fn the_sdk_reports_idleness_and_learns_its_seat_went(s: &TestServer) {
     assert_eq!(idle.lost_reason().as_deref(), Some("idle"));
     assert_eq!(seats_used(&admin, &lid).await, 1);
     taken.release().await.unwrap();
+}
+
+async fn the_sdk_borrows_and_runs_offline_on_the_borrow_file(s: &TestServer) {
+    let admin = s.workspace("Acme").await;
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 1,
+            "policy": {"max_borrow_days": 3}}))
+        .await;
+    let (key, lid) = (license["key"].as_str().unwrap(), id(&license));
+    let public_key = admin.ok_get("/v1/public-key").await["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = leasehold_client::Client::new(&s.base, key)
+        .unwrap()
+        .with_public_key(&public_key)
+        .unwrap();
+    let holder = leasehold_client::Holder {
+        fingerprint: "laptop".into(),
+        os_user: "ann".into(),
+        identifier: Some("ANN-LAPTOP".into()),
+    };
+    let borrowed = client.borrow(&holder, 3).await.unwrap();
+    assert_eq!(seats_used(&admin, &lid).await, 1);
+    let file = serde_json::to_string(&borrowed.license_file).unwrap();
+    // Away from the network (a server nobody listens on), the borrow file vouches for it.
+    let offline = leasehold_client::Client::new("http://127.0.0.1:9", key)
+        .unwrap()
+        .with_public_key(&public_key)
+        .unwrap()
+        .with_attempts(1);
+    match offline
+        .validate_or_offline(&holder, Some(&file))
+        .await
+        .unwrap()
+    {
+        leasehold_client::Validity::Offline(payload) => {
+            assert_eq!(payload.kind.as_deref(), Some("borrow"));
+            assert_eq!(payload.valid_until, borrowed.borrowed_until);
+        }
+        other => panic!("expected the offline borrow: {other:?}"),
+    }
+    let elsewhere = leasehold_client::Holder {
+        fingerprint: "desktop".into(),
+        ..holder.clone()
+    };
+    assert!(
+        offline
+            .validate_or_offline(&elsewhere, Some(&file))
+            .await
+            .is_err(),
+        "the file is for its own machine only"
+    );
+    client
+        .return_borrow(&borrowed.id, &holder.fingerprint)
+        .await
+        .unwrap();
+    assert_eq!(seats_used(&admin, &lid).await, 0);
 }
