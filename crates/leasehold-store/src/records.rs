@@ -441,6 +441,34 @@ impl Seat {
         }
     }
 
+    /// How the audit log records this seat ending with `reason` at `now`: who ended it,
+    /// the action, and the seat after. A lapse (`seat.expired`), idleness and a borrow's
+    /// end are the system's; a check-in or an early return (`seat.returned`) its holder's.
+    pub(crate) fn end_event(
+        &self,
+        license: &License,
+        reason: ReleaseReason,
+        now: i64,
+    ) -> (Actor, &'static str, Option<String>) {
+        let after = || crate::sql::json(&self.ended(now, reason));
+        match reason {
+            ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
+            ReleaseReason::Idle | ReleaseReason::BorrowEnded => {
+                (Actor::system(), "seat.released", after())
+            }
+            ReleaseReason::Returned => (
+                key_actor(license, self.identifier.as_deref()),
+                "seat.returned",
+                after(),
+            ),
+            _ => (
+                key_actor(license, self.identifier.as_deref()),
+                "seat.released",
+                after(),
+            ),
+        }
+    }
+
     /// This lease as `END_SEAT` leaves it.
     pub(crate) fn ended(&self, now: i64, reason: ReleaseReason) -> Seat {
         Seat {

@@ -122,24 +122,7 @@ impl PostgresStore {
         if !Self::end_seat(tx, seat, reason, now).await? {
             return Ok(false);
         }
-        let (actor, action, after) = match reason {
-            ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
-            ReleaseReason::Idle | ReleaseReason::BorrowEnded => (
-                Actor::system(),
-                "seat.released",
-                json(&seat.ended(now, reason)),
-            ),
-            ReleaseReason::Returned => (
-                key_actor(license, seat.identifier.as_deref()),
-                "seat.returned",
-                json(&seat.ended(now, reason)),
-            ),
-            _ => (
-                key_actor(license, seat.identifier.as_deref()),
-                "seat.released",
-                json(&seat.ended(now, reason)),
-            ),
-        };
+        let (actor, action, after) = seat.end_event(license, reason, now);
         Self::insert_event(
             tx,
             &license.workspace_id,

@@ -669,24 +669,7 @@ pub(super) fn end_lease(
     }
     conn.prepare_cached(FREE_SEAT)?
         .execute(params![license.id])?;
-    let (actor, action, after) = match reason {
-        ReleaseReason::Expired => (Actor::system(), "seat.expired", None),
-        ReleaseReason::Idle | ReleaseReason::BorrowEnded => (
-            Actor::system(),
-            "seat.released",
-            json(&seat.ended(now, reason)),
-        ),
-        ReleaseReason::Returned => (
-            key_actor(license, seat.identifier.as_deref()),
-            "seat.returned",
-            json(&seat.ended(now, reason)),
-        ),
-        _ => (
-            key_actor(license, seat.identifier.as_deref()),
-            "seat.released",
-            json(&seat.ended(now, reason)),
-        ),
-    };
+    let (actor, action, after) = seat.end_event(license, reason, now);
     insert_event(
         conn,
         hooks,
