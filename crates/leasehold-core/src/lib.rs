@@ -51,6 +51,7 @@ pub mod lease;
 pub mod model;
 pub mod perm;
 pub mod reminders;
+pub mod usage;
 
 pub use model::*;
 pub use perm::{AuditScope, Permission, Role};

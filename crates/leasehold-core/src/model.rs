@@ -96,6 +96,10 @@ vocabulary!(
     QueueMode { Fifo => "fifo", Off => "off" }
 );
 vocabulary!(
+    /// The length of a usage bucket (DESIGN §8).
+    BucketSize { Hour => "hour", Day => "day" }
+);
+vocabulary!(
     /// When an idle lease (DESIGN §7) loses its seat: only for someone who needs it, or
     /// as soon as it is idle.
     IdleReclaim { WhenNeeded => "when_needed", Always => "always" }

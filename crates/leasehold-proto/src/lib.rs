@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use leasehold_core::{
-    AdminRelease, ContactStatus, DeploymentModel, EffectiveStatus, IdleReclaim, LeasePolicy,
-    LicenseStatus, LicenseType, Money, QueueMode, ReleaseReason, ReminderKind, ReminderState, Role,
-    SeatKind, SeatModel,
+    AdminRelease, BucketSize, ContactStatus, DeploymentModel, EffectiveStatus, IdleReclaim,
+    LeasePolicy, LicenseStatus, LicenseType, Money, QueueMode, ReleaseReason, ReminderKind,
+    ReminderState, Role, SeatKind, SeatModel,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -672,6 +672,70 @@ pub struct BorrowReturned {
 pub struct LeftQueue {
     /// Whether the holder had a place.
     pub left: bool,
+}
+
+/// One bucket of `GET /v1/licenses/{id}/usage` (DESIGN §8).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsageItem {
+    /// The hour's or day's start (UTC).
+    pub start: DateTime<Utc>,
+    /// The most seats held at once.
+    pub peak_in_use: i64,
+    /// Seats held on average (time-weighted; over the elapsed part of the bucket in
+    /// progress).
+    pub avg_in_use: f64,
+    /// `NO_SEATS` answers (and holders joining the queue); `null` before counting began.
+    pub denials: Option<i64>,
+    /// Distinct holders refused.
+    pub denied_holders: Option<i64>,
+    pub peak_queued: i64,
+    /// Distinct holders that held a seat.
+    pub holders: i64,
+}
+
+/// `GET /v1/licenses/{id}/usage`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LicenseUsage {
+    pub license_id: String,
+    pub seats_total: i64,
+    pub bucket: BucketSize,
+    /// Refusals were counted from this time on; earlier buckets say `null`.
+    pub denials_counted_since: DateTime<Utc>,
+    pub items: Vec<UsageItem>,
+}
+
+/// One license of `GET /v1/usage/summary`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsageSummaryItem {
+    pub license_id: String,
+    pub application_id: String,
+    pub licensed_to: String,
+    pub seat_model: SeatModel,
+    pub seats_total: i64,
+    pub peak_in_use: i64,
+    /// The 95th percentile of the hourly peaks.
+    pub p95_in_use: i64,
+    pub avg_in_use: f64,
+    pub denials: i64,
+    pub denied_holders: i64,
+    /// `peak_in_use` / `seats_total`.
+    pub utilisation: f64,
+    pub cost: Option<Money>,
+    pub expires_on: Option<NaiveDate>,
+    pub advice: leasehold_core::usage::Advice,
+    /// What the advice is worth, in minor units of `cost`'s currency (the list's order).
+    pub at_stake_minor: i64,
+}
+
+/// `GET /v1/usage/summary`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsageSummary {
+    pub days: i64,
+    pub items: Vec<UsageSummaryItem>,
 }
 
 /// One waiter of `GET /v1/licenses/{id}/queue`.

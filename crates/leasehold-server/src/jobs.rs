@@ -56,6 +56,31 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
     })
 }
 
+/// How often closed hours and days of usage are rolled up (DESIGN §8). What is not rolled
+/// up yet is computed from the ledger when asked, so this only bounds that work.
+const USAGE_ROLLUP_EVERY: Duration = Duration::from_secs(60);
+
+/// Rolls usage up from the seat ledger: at once on start (an upgrade's back-fill, a
+/// month per license per round), then every minute. Every node runs it; the rows they
+/// write are the same, so nothing counts twice.
+pub fn spawn_usage_rollup(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = chrono::Utc::now().timestamp_millis();
+            let pause = match state.store.roll_up_usage(now).await {
+                Ok(0) => USAGE_ROLLUP_EVERY,
+                // Back-filling: the next month at once, live requests first.
+                Ok(_) => Duration::from_millis(50),
+                Err(error) => {
+                    tracing::warn!(%error, "usage rollup failed; retrying");
+                    USAGE_ROLLUP_EVERY
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
 /// Releases every lapsed lease, a chunk at a time, in one whole pass; answers how many.
 pub async fn sweep(state: &AppState) -> u64 {
     sweep_from(state, &mut String::new(), usize::MAX, PROBES_PER_CHUNK).await

@@ -130,7 +130,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut jobs = vec![jobs::spawn(state.clone())];
+    let mut jobs = vec![
+        jobs::spawn(state.clone()),
+        jobs::spawn_usage_rollup(state.clone()),
+    ];
     jobs.extend(notify::spawn(state.clone()));
     jobs.extend(live::spawn_backplane(&state).await);
     let max_connections = state.max_connections;

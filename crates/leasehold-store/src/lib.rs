@@ -272,9 +272,43 @@ pub type LicenseEdit = Arc<dyn Fn(&License) -> Result<LicenseChange> + Send + Sy
 /// audit event in the same transaction; every call is scoped to one workspace and
 /// answers [`StoreError::NotFound`] for another workspace's objects. Its parts are
 /// traits of their own; a `dyn Store` answers all of their methods.
-pub trait Store: Directory + Tracking + Seats + Notifications + Send + Sync + 'static {}
+pub trait Store:
+    Directory + Tracking + Seats + Notifications + Usage + Send + Sync + 'static
+{
+}
 
-impl<S: Directory + Tracking + Seats + Notifications + Send + Sync + 'static> Store for S {}
+impl<S: Directory + Tracking + Seats + Notifications + Usage + Send + Sync + 'static> Store for S {}
+
+/// Usage analytics (DESIGN §8): what the seat ledger and the refusals add up to, hour by
+/// hour and day by day, and the rollup that keeps closed hours and days.
+#[async_trait]
+pub trait Usage: Send + Sync {
+    /// A license's buckets from `from` (a day's start, ms) to `to` (exclusive), up to
+    /// `now`: closed ones as rolled up, the rest from the ledger as it is.
+    async fn usage(
+        &self,
+        workspace_id: &str,
+        license_id: &str,
+        (from, to): (i64, i64),
+        size: leasehold_core::BucketSize,
+        now: i64,
+    ) -> Result<UsageReport>;
+
+    /// Every license of the workspace over the last `days` days (today included), with
+    /// the advice, the most money at stake first.
+    async fn usage_summary(
+        &self,
+        workspace_id: &str,
+        days: i64,
+        now: i64,
+    ) -> Result<Vec<UsageSummaryItem>>;
+
+    /// Rolls closed hours and days up from the ledger (a month of them per license per
+    /// call: the back-fill of an upgrade takes several), and drops what is older than 13
+    /// months. Idempotent: nodes running it at once write the same rows. Answers how many
+    /// licenses still have closed time to roll up.
+    async fn roll_up_usage(&self, now: i64) -> Result<usize>;
+}
 
 /// Workspaces, their members, API tokens and sessions, and the store itself.
 #[async_trait]

@@ -673,3 +673,55 @@ pub(crate) mod as_json {
         }
     }
 }
+
+/// One bucket of a license's usage (DESIGN §8), the hour or day starting at `start`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageBucket {
+    pub start: i64,
+    pub peak_in_use: i64,
+    /// Seats held on average over the bucket (over its elapsed part, for the one in
+    /// progress).
+    pub avg_in_use: f64,
+    /// `None` before refusals were counted (DESIGN §8: they are unknown).
+    pub denials: Option<i64>,
+    pub denied_holders: Option<i64>,
+    pub peak_queued: i64,
+    pub holders: i64,
+    /// Seats held, summed over the bucket (ms).
+    #[serde(skip)]
+    pub seat_ms: i64,
+}
+
+/// A license's usage over a range of days, bucket by bucket, up to now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageReport {
+    pub license_id: String,
+    pub seats_total: i64,
+    pub bucket: BucketSize,
+    /// Refusals are counted from here on (ms); earlier buckets say `null`.
+    pub denials_counted_since: i64,
+    pub items: Vec<UsageBucket>,
+}
+
+/// A license's use over a period against what was bought, with the renewal advice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageSummaryItem {
+    pub license_id: String,
+    pub application_id: String,
+    pub licensed_to: String,
+    pub seat_model: SeatModel,
+    pub seats_total: i64,
+    pub peak_in_use: i64,
+    pub p95_in_use: i64,
+    pub avg_in_use: f64,
+    pub denials: i64,
+    pub denied_holders: i64,
+    /// `peak_in_use` / `seats_total`.
+    pub utilisation: f64,
+    pub cost: Option<Money>,
+    pub expires_on: Option<NaiveDate>,
+    pub advice: leasehold_core::usage::Advice,
+    /// What the advice is worth (minor units of `cost`'s currency): the seats it would
+    /// add or drop, at the license's price per seat. The summary is sorted by it.
+    pub at_stake_minor: i64,
+}

@@ -194,6 +194,18 @@ pub(crate) const TOUCH_LEASE_SOONER: &str = "UPDATE seats SET \
      last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END \
      WHERE id = $3 AND kind = 'lease' AND released_at IS NULL";
 
+/// One more refusal of a holder in an hour (DESIGN §8): `$1` license, `$2` hour, `$3`
+/// holder.
+pub(crate) const COUNT_DENIAL: &str =
+    "INSERT INTO usage_denials (license_id, hour, holder, denials) VALUES ($1, $2, $3, 1) \
+     ON CONFLICT (license_id, hour, holder) DO UPDATE SET denials = usage_denials.denials + 1";
+/// The most waiters a license's queue held in an hour: `$3` now.
+pub(crate) const PEAK_QUEUED: &str =
+    "INSERT INTO usage_queue (license_id, hour, peak_queued) VALUES ($1, $2, $3) \
+     ON CONFLICT (license_id, hour) DO UPDATE SET peak_queued = CASE \
+     WHEN usage_queue.peak_queued > excluded.peak_queued THEN usage_queue.peak_queued \
+     ELSE excluded.peak_queued END";
+
 /// A holder's borrow still out (DESIGN §7).
 pub(crate) const ACTIVE_BORROW: &str = concat!(
     seat_select!(),

@@ -10,6 +10,8 @@ mod members;
 mod notifications;
 mod seats;
 mod tokens;
+mod usage;
+pub(crate) use usage::summary_csv;
 mod workspace;
 
 use crate::AppState;
@@ -35,6 +37,7 @@ use utoipa_axum::routes;
         (name = "contacts", description = "People seats are assigned to"),
         (name = "audit", description = "Reminders and the audit log"),
         (name = "notifications", description = "Webhooks, their deliveries, and reminder emails"),
+        (name = "usage", description = "Usage against what was bought, and renewal advice"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +79,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(licenses::reveal_key))
         .routes(routes!(licenses::license_queue))
+        .routes(routes!(usage::license_usage))
+        .routes(routes!(usage::usage_summary))
         .routes(routes!(seats::assign_seat, seats::list_seats))
         .routes(routes!(seats::reclaim_seat))
         .routes(routes!(contacts::create_contact, contacts::list_contacts))

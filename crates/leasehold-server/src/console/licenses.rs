@@ -294,6 +294,7 @@ async fn license_page(
         None => format!("/licenses/{}/fragment", license.id),
     };
     let currency = tri!(session, state.store.workspace(ws).await).currency;
+    let usage = tri!(session, super::usage::last_days(state, ws, id).await);
     let assignable = session.can(Permission::LicenseAssign)
         && license.seat_model == leasehold_core::SeatModel::Dedicated;
     view::respond(
@@ -308,6 +309,11 @@ async fn license_page(
                 section #seats data-live-src=(fragment)
                     data-live-stream={"/v1/events/stream?license_id=" (license.id)} aria-live="polite" {
                     (seats_section(session, &license, &ledger, &currency))
+                }
+                section #usage {
+                    h2 { "Usage, last " (super::usage::CHART_DAYS) " days" }
+                    (super::usage::usage_chart(&usage))
+                    p { a href="/usage" { "Usage against cost, every license" } }
                 }
                 @if assignable {
                     h2 { "Assign Seat" }

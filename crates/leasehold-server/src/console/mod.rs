@@ -27,6 +27,7 @@ mod notifications;
 mod overview;
 mod paging;
 mod portal;
+mod usage;
 mod view;
 
 use crate::error::ApiError;
@@ -65,6 +66,7 @@ pub fn routes() -> Router<AppState> {
         .merge(members::routes())
         .merge(notifications::routes())
         .merge(portal::routes())
+        .merge(usage::routes())
 }
 
 async fn css() -> impl IntoResponse {

@@ -64,6 +64,7 @@ async fn overview_body(state: &AppState, session: &ConsoleSession) -> Result<Mar
                     span.figure data-seats-figure=(license.id) { (license.seats_used) " / " (license.seats_total) }
                 }
                 p.muted { (license.seat_model.as_str()) " · " (license.seats_total - license.seats_used) " free"
+                    " · " a href={"/licenses/" (license.id) "#usage"} { "usage chart" }
                     @if !waiters.is_empty() { " · " span data-waiting=(license.id) { (waiters.len()) " waiting" } } }
                 (holders_table(seats))
                 @if !waiters.is_empty() {

@@ -50,6 +50,7 @@ pub fn frame(title: &str, session: Option<&ConsoleSession>, body: Markup) -> Mar
                             a href="/applications" { "Applications" }
                             a href="/contacts" { "Contacts" }
                             a href="/reminders" { "Reminders" }
+                            a href="/usage" { "Usage" }
                             @if session.can(leasehold_core::Permission::LicenseManage) {
                                 a href="/notifications" { "Notifications" }
                             }
@@ -123,6 +124,16 @@ pub fn when(ms: Option<i64>) -> String {
             .to_string()
     })
     .unwrap_or_else(|| "—".into())
+}
+
+/// A day (ms, UTC) as `2026-12-01`.
+pub fn day_label(ms: i64) -> String {
+    convert::time(ms).format("%Y-%m-%d").to_string()
+}
+
+/// A day (ms, UTC) as `Dec 01`, for a chart's axis.
+pub fn short_day_label(ms: i64) -> String {
+    convert::time(ms).format("%b %d").to_string()
 }
 
 pub fn money(amount_minor: Option<i64>, currency: Option<&str>) -> String {

@@ -21,6 +21,7 @@ mod helpers;
 mod notifications;
 mod seats;
 mod tracking;
+mod usage;
 
 use super::{Db, This, BACKEND};
 use crate::records::*;

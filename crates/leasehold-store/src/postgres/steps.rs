@@ -363,10 +363,39 @@ impl PostgresStore {
             _ => None,
         };
         let error = StoreError::refused(refusal, next_expiry_ms);
+        if matches!(refusal, leasehold_core::lease::Refusal::Full { .. }) {
+            Self::count_denial(tx, &license.id, (fingerprint, os_user), None).await?;
+        }
         if refusal.is_announced() {
             Self::announce_denial(tx, license, fingerprint, os_user, &error).await?;
         }
         Ok(error)
+    }
+
+    /// Counts a refusal of `who` (machine, OS user) this hour for usage (DESIGN §8), and
+    /// for a holder joining the queue, the queue's new length.
+    async fn count_denial(
+        tx: &mut Tx,
+        license_id: &str,
+        (fingerprint, os_user): (&str, Option<&str>),
+        queued: Option<i64>,
+    ) -> Result<()> {
+        let hour = usage::hour_of(now_ms());
+        sqlx::query(crate::sql::COUNT_DENIAL)
+            .bind(license_id)
+            .bind(hour)
+            .bind(usage::holder_key(Some(fingerprint), os_user, ""))
+            .execute(&mut **tx)
+            .await?;
+        if let Some(queued) = queued {
+            sqlx::query(crate::sql::PEAK_QUEUED)
+                .bind(license_id)
+                .bind(hour)
+                .bind(queued)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn active_seat_of(
@@ -680,6 +709,8 @@ impl PostgresStore {
                 }
                 TakeStep::Wait => {
                     if !input.waiting.queued {
+                        let who = (holder.fingerprint.as_str(), Some(holder.os_user.as_str()));
+                        Self::count_denial(tx, &license.id, who, Some(queued + 1)).await?;
                         let place = (
                             holder.fingerprint.as_str(),
                             holder.os_user.as_str(),

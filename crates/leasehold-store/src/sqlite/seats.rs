@@ -7,7 +7,6 @@ use super::writer::{Done, Op};
 use super::{admin, borrows};
 use crate::outbox::{webhook_event_of, RETRY_WINDOW_MS};
 use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat};
-use crate::sql::waiter_data;
 use crate::sql::{
     denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_BORROW,
     ACTIVE_LEASE, COUNT_WAITERS, DROP_SILENT_WAITERS, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK,
@@ -17,13 +16,14 @@ use crate::sql::{
     SET_INSTANCES, TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT, WAITERS_AHEAD,
     WAITER_SINCE,
 };
+use crate::sql::{waiter_data, COUNT_DENIAL, PEAK_QUEUED};
 use crate::{StoreError, Swept};
 use leasehold_core::lease::{
     decide_activate, decide_take, ActivateStep, IdleReports, Instances, LicenseSeats, Refusal,
     TakeInput, TakeStep, Waiting,
 };
 use leasehold_core::{
-    effective_status, IdleReclaim, LicenseStatus, ReleaseReason, SeatKind, SeatModel,
+    effective_status, usage, IdleReclaim, LicenseStatus, ReleaseReason, SeatKind, SeatModel,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -425,6 +425,8 @@ pub(super) fn take(
             }
             TakeStep::Wait => {
                 if !input.waiting.queued {
+                    let who = (holder.fingerprint.as_str(), Some(holder.os_user.as_str()));
+                    count_denial(conn, &license.id, who, now, Some(queued + 1))?;
                     let place = (
                         holder.fingerprint.as_str(),
                         holder.os_user.as_str(),
@@ -736,6 +738,9 @@ pub(super) fn refuse(
         _ => None,
     };
     let error = StoreError::refused(refusal, next_expiry_ms);
+    if matches!(refusal, Refusal::Full { .. }) {
+        count_denial(conn, &license.id, (fingerprint, os_user), now, None)?;
+    }
     if !refusal.is_announced() {
         return Err(error);
     }
@@ -749,6 +754,26 @@ pub(super) fn refuse(
         || denial_data(license, fingerprint, os_user, &error),
     )?;
     Ok(Done::Refused(error))
+}
+
+/// Counts a refusal of `who` (machine, OS user) in the hour of `now` for usage (DESIGN
+/// §8), and for a holder joining the queue, the queue's new length.
+fn count_denial(
+    conn: &Connection,
+    license_id: &str,
+    (fingerprint, os_user): (&str, Option<&str>),
+    now: i64,
+    queued: Option<i64>,
+) -> Result<(), StoreError> {
+    let hour = usage::hour_of(now);
+    let holder = usage::holder_key(Some(fingerprint), os_user, "");
+    conn.prepare_cached(COUNT_DENIAL)?
+        .execute(params![license_id, hour, holder])?;
+    if let Some(queued) = queued {
+        conn.prepare_cached(PEAK_QUEUED)?
+            .execute(params![license_id, hour, queued])?;
+    }
+    Ok(())
 }
 
 /// A dedicated seat for a machine: the domain's [`decide_activate`] on what this

@@ -504,20 +504,67 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     );
     b.screenshot("overview").await;
     // At phone width the page still works: nothing overflows the viewport sideways.
-    b.client.set_window_size(390, 844).await.unwrap();
-    b.goto(&format!("/licenses/{lid}")).await;
-    let overflow = b
-        .client
-        .execute(
-            "return document.documentElement.scrollWidth - window.innerWidth;",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert!(
-        overflow.as_i64().unwrap_or(1) <= 0,
-        "horizontal overflow at phone width: {overflow}"
+    // Usage against cost: the license page's chart (drawn by the server), and /usage.
+    b.goto(&format!("/licenses/{fid}")).await;
+    let js = |script: &str| {
+        let script = script.to_string();
+        let b = &b;
+        async move { b.client.execute(&script, vec![]).await.unwrap() }
+    };
+    assert_eq!(
+        js("return document.querySelectorAll('#usage-chart rect.bar').length;").await,
+        json!(30),
+        "a bar a day"
     );
+    let today = js(
+        "var bars = document.querySelectorAll('#usage-chart rect.bar'); \
+                    return parseFloat(bars[bars.length - 1].getAttribute('height'));",
+    )
+    .await;
+    assert!(
+        today.as_f64().unwrap_or(0.0) > 0.0,
+        "today's peak is drawn: {today}"
+    );
+    assert_eq!(
+        js("return document.querySelectorAll('#usage-chart line.bought').length;").await,
+        json!(1)
+    );
+    assert!(
+        js("return document.querySelectorAll('#usage-chart polygon.refused').length;")
+            .await
+            .as_i64()
+            >= Some(1),
+        "the day someone was refused (the queued CY-LAPTOP) is marked"
+    );
+    js("document.getElementById('usage').scrollIntoView();").await;
+    b.screenshot("usage-chart").await;
+    b.goto("/usage").await;
+    assert!(b.wait_contains("Usage against cost", 10).await);
+    let row = b.text(&format!("tr[data-license='{fid}']")).await;
+    assert!(
+        row.contains("increase to"),
+        "refusals ask for more seats: {row}"
+    );
+    assert!(b.text("#periods").await.contains("Download CSV"));
+    b.screenshot("usage").await;
+
+    b.client.set_window_size(390, 844).await.unwrap();
+    for path in [format!("/licenses/{lid}"), "/usage".to_string()] {
+        b.goto(&path).await;
+        let overflow = b
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            overflow.as_i64().unwrap_or(1) <= 0,
+            "horizontal overflow at phone width on {path}: {overflow}"
+        );
+    }
+    b.goto(&format!("/licenses/{lid}")).await;
     b.screenshot("phone").await;
     b.client.set_window_size(1280, 1000).await.unwrap();
 

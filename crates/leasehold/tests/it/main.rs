@@ -29,4 +29,5 @@ mod sdk;
 mod sinks;
 mod sweep;
 mod tracking;
+mod usage;
 mod wal;
