@@ -894,6 +894,9 @@ pub struct NotificationSettings {
     pub emails: Vec<String>,
     /// One email a day with all of that day's reminders, instead of one each.
     pub digest: bool,
+    /// A monthly email naming the licenses to reduce or increase before renewal.
+    #[serde(default)]
+    pub usage_digest: bool,
     /// Whether this server has SMTP configured (read-only).
     #[serde(default)]
     pub smtp_configured: bool,
@@ -907,6 +910,8 @@ pub struct UpdateNotificationSettings {
     pub emails: Option<Vec<String>>,
     #[serde(default)]
     pub digest: Option<bool>,
+    #[serde(default)]
+    pub usage_digest: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

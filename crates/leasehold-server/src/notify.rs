@@ -305,6 +305,7 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
         loop {
             tick.tick().await;
             queue_reminders(&state).await;
+            queue_usage_digests(&state).await;
         }
     });
     vec![deliveries, reminders]
@@ -330,6 +331,108 @@ pub async fn queue_reminders(state: &AppState) -> u64 {
             0
         }
     }
+}
+
+/// Queues this month's usage digest (DESIGN §8) for every workspace that asked for one
+/// and has not had it yet: once a month, on the first tick of the month (or the first
+/// after it was turned on), whichever node gets there first. Answers how many it queued.
+pub async fn queue_usage_digests(state: &AppState) -> u64 {
+    let workspaces = match state.store.usage_digest_workspaces().await {
+        Ok(workspaces) => workspaces,
+        Err(error) => {
+            tracing::warn!(%error, "listing usage digests failed; retrying next tick");
+            return 0;
+        }
+    };
+    let now = leasehold_store::now_ms();
+    let month = leasehold_store::today().format("%Y-%m").to_string();
+    let mut queued = 0;
+    for workspace in workspaces {
+        let id = format!("usage-digest.{}.{month}", workspace.workspace_id);
+        if state.store.outbox_message(&id).await.is_ok() {
+            continue;
+        }
+        let items = match state
+            .store
+            .usage_summary(&workspace.workspace_id, USAGE_DIGEST_DAYS, now)
+            .await
+        {
+            Ok(items) => items,
+            Err(error) => {
+                tracing::warn!(%error, workspace = %workspace.workspace_id, "usage digest failed");
+                continue;
+            }
+        };
+        let base = state.notifier.settings.public_url.trim_end_matches('/');
+        let (subject, text) = render_usage_digest(&workspace.name, &month, &items, base);
+        let email = NewEmail {
+            id,
+            workspace_id: workspace.workspace_id.clone(),
+            event_type: "usage.digest".into(),
+            payload:
+                serde_json::json!({"to": workspace.recipients, "subject": subject, "text": text})
+                    .to_string(),
+            reminder_ids: Vec::new(),
+        };
+        match state.store.queue_email(&email).await {
+            Ok(true) => queued += 1,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "queuing a usage digest failed"),
+        }
+    }
+    if queued > 0 {
+        state.notifier.wake();
+    }
+    queued
+}
+
+/// The period a usage digest looks back on.
+const USAGE_DIGEST_DAYS: i64 = 30;
+/// The most licenses a usage digest names.
+const USAGE_DIGEST_TOP: usize = 5;
+
+/// A usage digest's subject and text: the licenses to change, the most money at stake
+/// first, each with its advice, its reason and when it renews.
+pub fn render_usage_digest(
+    workspace: &str,
+    month: &str,
+    items: &[leasehold_store::UsageSummaryItem],
+    base: &str,
+) -> (String, String) {
+    use leasehold_core::usage::AdviceAction;
+    let changes: Vec<_> = items
+        .iter()
+        .filter(|i| i.advice.action != AdviceAction::Keep)
+        .take(USAGE_DIGEST_TOP)
+        .collect();
+    let mut text =
+        format!("License usage over the last {USAGE_DIGEST_DAYS} days, {workspace}.\n\n");
+    if changes.is_empty() {
+        text.push_str("Every license was used about as much as was bought: nothing to change.\n");
+    }
+    for item in &changes {
+        let verb = match item.advice.action {
+            AdviceAction::Increase => "increase",
+            _ => "reduce",
+        };
+        let renews = item
+            .expires_on
+            .map(|d| format!("; renews {d}"))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "* {}: {verb} to {} seats{renews}\n  {}\n  {base}/licenses/{}#usage\n\n",
+            item.licensed_to, item.advice.seats, item.advice.reason, item.license_id
+        ));
+    }
+    text.push_str(&format!(
+        "\nEvery license: {base}/usage\n\n-- \nLeasehold, workspace {workspace}\n"
+    ));
+    let subject = match changes.len() {
+        0 => format!("Usage digest {month}: nothing to change"),
+        1 => format!("Usage digest {month}: 1 license to change before renewal"),
+        n => format!("Usage digest {month}: {n} licenses to change before renewal"),
+    };
+    (subject, text)
 }
 
 /// Delivers every message due now, one at a time; answers how many were attempted, and

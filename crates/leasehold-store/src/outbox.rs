@@ -95,6 +95,16 @@ pub struct NotifySettings {
     pub emails: Vec<String>,
     /// One email a day with all of that day's reminders, instead of one each.
     pub digest: bool,
+    /// A monthly email of what to reduce or increase before renewal (DESIGN §8).
+    pub usage_digest: bool,
+}
+
+/// A workspace that asked for the monthly usage digest, and who gets it.
+#[derive(Debug, Clone)]
+pub struct DigestWorkspace {
+    pub workspace_id: String,
+    pub name: String,
+    pub recipients: Vec<String>,
 }
 
 /// A reminder due now, with what its message names.
@@ -184,6 +194,13 @@ pub trait Notifications: Send + Sync {
         workspace_id: &str,
         settings: &NotifySettings,
     ) -> Result<NotifySettings>;
+
+    /// The workspaces that asked for the monthly usage digest, with their recipients.
+    async fn usage_digest_workspaces(&self) -> Result<Vec<DigestWorkspace>>;
+
+    /// Queues an email once: answers `false` when one with its id is queued already
+    /// (another node, an earlier tick).
+    async fn queue_email(&self, email: &NewEmail) -> Result<bool>;
 
     /// Turns every reminder due by `today` into queued messages, in one transaction
     /// with marking it sent; one node at a time. Answers how many reminders it sent.

@@ -120,6 +120,7 @@ pub async fn get_settings(
     Ok(Json(NotificationSettings {
         emails: settings.emails,
         digest: settings.digest,
+        usage_digest: settings.usage_digest,
         smtp_configured: state.notifier.email_enabled(),
     }))
 }

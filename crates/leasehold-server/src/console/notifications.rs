@@ -79,6 +79,7 @@ async fn render(state: &AppState, session: &ConsoleSession, notice: Option<Marku
                 label for="n-emails" { "Extra addresses (comma-separated)" }
                 input #n-emails name="emails" value=(settings.emails.join(", "));
                 label.check { input #n-digest type="checkbox" name="digest" value="on" checked[settings.digest]; " One daily digest instead of an email per reminder" }
+                label.check { input #n-usage-digest type="checkbox" name="usage_digest" value="on" checked[settings.usage_digest]; " A monthly usage digest: the licenses to reduce or increase before renewal" }
                 p { button.primary type="submit" { "Save" } }
             }
             form method="post" action="/notifications/test-email" {
@@ -135,6 +136,7 @@ async fn save_settings(
     let body = UpdateNotificationSettings {
         emails: Some(emails),
         digest: Some(field(&fields, "digest").is_some()),
+        usage_digest: Some(field(&fields, "usage_digest").is_some()),
     };
     match notifications::update(&state, &session.principal, body).await {
         Ok(_) => Redirect::to("/notifications").into_response(),

@@ -103,6 +103,9 @@ pub(crate) async fn update(
     if let Some(digest) = body.digest {
         settings.digest = digest;
     }
+    if let Some(usage_digest) = body.usage_digest {
+        settings.usage_digest = usage_digest;
+    }
     let settings = state
         .store
         .update_notify_settings(&principal.actor, &principal.workspace_id, &settings)
@@ -110,6 +113,7 @@ pub(crate) async fn update(
     Ok(NotificationSettings {
         emails: settings.emails,
         digest: settings.digest,
+        usage_digest: settings.usage_digest,
         smtp_configured: state.notifier.email_enabled(),
     })
 }

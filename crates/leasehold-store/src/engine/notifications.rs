@@ -178,15 +178,17 @@ impl Notifications for This {
     }
 
     async fn notify_settings(&self, workspace_id: &str) -> Result<NotifySettings> {
-        let (emails, digest): (String, bool) =
-            sqlx::query_as("SELECT notify_emails, email_digest FROM workspaces WHERE id = $1")
-                .bind(workspace_id)
-                .fetch_optional(self.reader())
-                .await?
-                .ok_or(StoreError::NotFound)?;
+        let (emails, digest, usage_digest): (String, bool, bool) = sqlx::query_as(
+            "SELECT notify_emails, email_digest, usage_digest FROM workspaces WHERE id = $1",
+        )
+        .bind(workspace_id)
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or(StoreError::NotFound)?;
         Ok(NotifySettings {
             emails: serde_json::from_str(&emails).unwrap_or_default(),
             digest,
+            usage_digest,
         })
     }
 
@@ -198,12 +200,16 @@ impl Notifications for This {
     ) -> Result<NotifySettings> {
         let before = self.notify_settings(workspace_id).await?;
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE workspaces SET notify_emails = $1, email_digest = $2 WHERE id = $3")
-            .bind(serde_json::to_string(&settings.emails).unwrap_or_default())
-            .bind(settings.digest)
-            .bind(workspace_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE workspaces SET notify_emails = $1, email_digest = $2, usage_digest = $3 \
+             WHERE id = $4",
+        )
+        .bind(serde_json::to_string(&settings.emails).unwrap_or_default())
+        .bind(settings.digest)
+        .bind(settings.usage_digest)
+        .bind(workspace_id)
+        .execute(&mut *tx)
+        .await?;
         Self::insert_event(
             &mut tx,
             workspace_id,
@@ -217,6 +223,47 @@ impl Notifications for This {
         .await?;
         self.commit(tx).await?;
         Ok(settings.clone())
+    }
+
+    async fn usage_digest_workspaces(&self) -> Result<Vec<DigestWorkspace>> {
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT id, name, notify_emails FROM workspaces WHERE usage_digest ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut workspaces = Vec::with_capacity(rows.len());
+        for (workspace_id, name, extra) in rows {
+            let recipients = Self::recipients_in(&mut tx, &workspace_id, &extra).await?;
+            workspaces.push(DigestWorkspace {
+                workspace_id,
+                name,
+                recipients,
+            });
+        }
+        self.commit(tx).await?;
+        Ok(workspaces)
+    }
+
+    async fn queue_email(&self, email: &NewEmail) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        let queued = sqlx::query(
+            "INSERT INTO outbox (id, workspace_id, channel, event_type, payload, state, attempts, \
+             next_attempt_at, retry_until, created_at) VALUES ($1, $2, 'email', $3, $4, 'pending', 0, $5, $6, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&email.id)
+        .bind(&email.workspace_id)
+        .bind(&email.event_type)
+        .bind(&email.payload)
+        .bind(now)
+        .bind(now + RETRY_WINDOW_MS)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        self.commit(tx).await?;
+        Ok(queued == 1)
     }
 
     async fn queue_due_reminders(
@@ -251,19 +298,9 @@ impl Notifications for This {
         let mut recipients: std::collections::HashMap<String, Vec<String>> = Default::default();
         for reminder in &mut due {
             if !recipients.contains_key(&reminder.workspace_id) {
-                let mut to: Vec<String> = sqlx::query_scalar(
-                    "SELECT email FROM members WHERE workspace_id = $1 AND role IN ('owner', 'manager') ORDER BY email",
-                )
-                .bind(&reminder.workspace_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                let extra: Vec<String> =
-                    serde_json::from_str(&reminder.notify_emails).unwrap_or_default();
-                for address in extra {
-                    if !to.contains(&address) {
-                        to.push(address);
-                    }
-                }
+                let to =
+                    Self::recipients_in(&mut tx, &reminder.workspace_id, &reminder.notify_emails)
+                        .await?;
                 recipients.insert(reminder.workspace_id.clone(), to);
             }
             reminder.recipients = recipients
@@ -391,5 +428,25 @@ impl Notifications for This {
                 .fetch_optional(self.reader())
                 .await?,
         )
+    }
+}
+
+impl This {
+    /// Who gets a workspace's emails: the members who manage licenses, then its extra
+    /// addresses (`extra`, a JSON array), each once.
+    async fn recipients_in(tx: &mut Tx, workspace_id: &str, extra: &str) -> Result<Vec<String>> {
+        let mut to: Vec<String> = sqlx::query_scalar(
+            "SELECT email FROM members WHERE workspace_id = $1 AND role IN ('owner', 'manager') ORDER BY email",
+        )
+        .bind(workspace_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let extra: Vec<String> = serde_json::from_str(extra).unwrap_or_default();
+        for address in extra {
+            if !to.contains(&address) {
+                to.push(address);
+            }
+        }
+        Ok(to)
     }
 }

@@ -317,6 +317,99 @@ async fn a_waiter_on_one_node_gets_a_seat_freed_on_another() {
     drop_pg_database(&name).await;
 }
 
+/// Two nodes count one license's seats and refusals without counting anything twice, and
+/// their rollups running at once write the same buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_count_one_license_once() {
+    use leasehold_store::Usage;
+    let (store, name, dir) = shared_pg_store().await;
+    write_master_key(&dir);
+    let nodes: Vec<ServerProcess> = (0..2).map(|_| ServerProcess::spawn(&store)).collect();
+    for node in &nodes {
+        node.ready().await;
+    }
+    let token = init_store(&store[..4], "Acme");
+    let admin = nodes[0].api(&token);
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": 2}))
+        .await;
+    let key = license["key"].as_str().unwrap().to_string();
+    let lid = id(&license);
+    let ask = |node: usize, machine: &str| {
+        let api = nodes[node].api("");
+        let body = json!({"key": key, "fingerprint": machine, "os_user": "u", "instance": "1"});
+        async move { api.post("/v1/client/leases", body).await.0 }
+    };
+    assert_eq!(ask(0, "a").await, StatusCode::CREATED);
+    assert_eq!(ask(1, "b").await, StatusCode::CREATED);
+    for (node, machine) in [(0, "c"), (1, "c"), (1, "d")] {
+        assert_eq!(ask(node, machine).await, StatusCode::CONFLICT);
+    }
+    // Yesterday's ledger, and both nodes' rollups at once.
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Duration::days(1);
+    let d = yesterday
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    let pool = sqlx::PgPool::connect(&store[1]).await.unwrap();
+    for (n, (from, until)) in [
+        (d + 3_600_000, d + 7_200_000),
+        (d + 5_400_000, d + 9_000_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::raw_sql(&format!(
+            "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \
+             created_at, last_seen_at, expires_at, sweep_at, released_at, release_reason) \
+             SELECT '{lid}-past-{n}', workspace_id, id, 'lease', 'p{n}', 'u', {from}, {until}, \
+             {until}, {until}, {until}, 'checkin' FROM licenses WHERE id = '{lid}'; \
+             DELETE FROM usage_rollups WHERE license_id = '{lid}';"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let (one, two) = (
+        leasehold_store::PostgresStore::open(&store[1])
+            .await
+            .unwrap(),
+        leasehold_store::PostgresStore::open(&store[1])
+            .await
+            .unwrap(),
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let (first, second) = tokio::join!(one.roll_up_usage(now), two.roll_up_usage(now));
+    first.unwrap();
+    second.unwrap();
+    for node in &nodes {
+        let api = node.api(&token);
+        let usage = api
+            .ok_get(&format!(
+                "/v1/licenses/{lid}/usage?from={yesterday}&bucket=day"
+            ))
+            .await;
+        let items = usage["items"].as_array().unwrap();
+        let past = &items[0];
+        assert_eq!(past["peak_in_use"], 2, "{usage}");
+        assert_eq!(past["holders"], 2, "{usage}");
+        assert_eq!(past["avg_in_use"], 0.08, "2 seat-hours over 24: {usage}");
+        let denials: i64 = items
+            .iter()
+            .map(|i| i["denials"].as_i64().unwrap_or(0))
+            .sum();
+        assert_eq!(denials, 3, "each refusal once, whichever node: {usage}");
+        let peak = items
+            .iter()
+            .map(|i| i["peak_in_use"].as_i64().unwrap())
+            .max();
+        assert_eq!(peak, Some(2), "{usage}");
+    }
+    drop(nodes);
+    drop_pg_database(&name).await;
+}
+
 /// Makes the data dir's master key file up front, so nodes starting together share it.
 fn write_master_key(dir: &tempfile::TempDir) {
     use base64::Engine;

@@ -447,6 +447,99 @@ async fn due_reminders_are_emailed_once_postgres() {
     due_reminders_are_emailed_once(Backend::Postgres).await;
 }
 
+/// The monthly usage digest names the license to change, once a month, on both stores.
+async fn the_monthly_usage_digest_names_what_to_change(backend: Backend) {
+    let sink = SmtpSink::start().await;
+    let smtp = sink.url.clone();
+    let s = TestServer::start_with(backend, move |settings| {
+        local(settings);
+        settings.notify.smtp_url = Some(smtp);
+        settings.notify.public_url = "https://licenses.example.com".into();
+        settings.notify.reminder_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let admin = s.workspace("Acme").await;
+    let renews = in_days(60);
+    let license = admin
+        .license_with(
+            json!({"licensed_to": "Design Team", "seat_model": "concurrent",
+            "seats_total": 1, "expires_on": renews.to_string()}),
+        )
+        .await;
+    let key = license["key"].as_str().unwrap();
+    let c = s.anonymous();
+    for (machine, expected) in [("a", StatusCode::CREATED), ("b", StatusCode::CONFLICT)] {
+        let (status, body) = c
+            .post(
+                "/v1/client/leases",
+                json!({"key": key, "fingerprint": machine, "os_user": "u", "instance": "1"}),
+            )
+            .await;
+        assert_eq!(status, expected, "{body}");
+    }
+    assert_eq!(
+        leasehold_server::notify::queue_usage_digests(&s.state).await,
+        0,
+        "off by default"
+    );
+    let (status, settings) = admin
+        .patch("/v1/notifications", json!({"usage_digest": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    assert_eq!(settings["usage_digest"], true);
+    assert_eq!(
+        leasehold_server::notify::queue_usage_digests(&s.state).await,
+        1
+    );
+    assert_eq!(
+        leasehold_server::notify::queue_usage_digests(&s.state).await,
+        0,
+        "once a month"
+    );
+    for _ in 0..200 {
+        if !sink.mails().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    let mail = &mails[0];
+    assert!(
+        mail.message_id().starts_with("<usage-digest."),
+        "{}",
+        mail.message_id()
+    );
+    assert!(
+        mail.to.contains(&"owner@example.com".to_string()),
+        "{:?}",
+        mail.to
+    );
+    let text = mail.text();
+    assert!(
+        text.contains(&format!(
+            "* Design Team: increase to 2 seats; renews {renews}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("1 person was refused a seat"), "{text}");
+    assert!(
+        text.contains("https://licenses.example.com/usage"),
+        "{text}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monthly_usage_digest_names_what_to_change_sqlite() {
+    the_monthly_usage_digest_names_what_to_change(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monthly_usage_digest_names_what_to_change_postgres() {
+    the_monthly_usage_digest_names_what_to_change(Backend::Postgres).await;
+}
+
 fn node_args(store: &[String]) -> Vec<String> {
     let mut args = store.to_vec();
     args.extend(
