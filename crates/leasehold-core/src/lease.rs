@@ -222,6 +222,9 @@ impl Instances {
     }
 }
 
+/// How far apart two reports of one idle start may be and still be the same start.
+const IDLE_JITTER_MS: i64 = 2 * MS_PER_S;
+
 /// What each instance of a lease last said of its user (DESIGN §7): since when (ms) it
 /// has been unused, or `None` for in use. An instance that never said is in use. Stored
 /// as a JSON object, only once an instance has reported idleness.
@@ -253,6 +256,13 @@ impl IdleReports {
         let since = idle_s
             .filter(|idle| *idle > 0)
             .map(|idle| now.saturating_sub(idle.saturating_mul(MS_PER_S)));
+        // The same absence said again (whole seconds, a little jitter) keeps its start,
+        // so a steadily idle app's heartbeats change nothing to store.
+        let same = |old: i64, new: i64| (old - new).abs() <= IDLE_JITTER_MS;
+        let since = match (self.0.get(instance).copied().flatten(), since) {
+            (Some(old), Some(new)) if same(old, new) => Some(old),
+            (_, since) => since,
+        };
         self.0.insert(instance.to_string(), since);
         self.0
             .retain(|name, _| instances.contains(name) || name == instance);
@@ -863,6 +873,16 @@ mod tests {
         )
         .expect("reports stored");
         assert!(!again.changed);
+        // A little off (whole seconds, a late beat) is still the same start.
+        let jitter = IdleReports::beat(
+            idle.stored.as_deref(),
+            &instances,
+            "a",
+            Some(31),
+            NOW + 2_900,
+        )
+        .expect("reports stored");
+        assert!(!jitter.changed, "{jitter:?}");
         let back = IdleReports::beat(idle.stored.as_deref(), &instances, "a", None, NOW)
             .expect("reports stored");
         assert_eq!(

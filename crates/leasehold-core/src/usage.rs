@@ -117,6 +117,32 @@ pub struct Advice {
     pub reason: String,
 }
 
+/// One license of the usage summary (DESIGN §8): its use over a period against what was
+/// bought, with the renewal advice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageSummaryItem {
+    pub license_id: String,
+    pub application_id: String,
+    pub licensed_to: String,
+    pub seat_model: crate::SeatModel,
+    pub seats_total: i64,
+    pub peak_in_use: i64,
+    /// The 95th percentile of the hourly peaks.
+    pub p95_in_use: i64,
+    pub avg_in_use: f64,
+    pub denials: i64,
+    pub denied_holders: i64,
+    /// `peak_in_use` / `seats_total`.
+    pub utilisation: f64,
+    pub cost: Option<crate::Money>,
+    pub expires_on: Option<chrono::NaiveDate>,
+    pub advice: Advice,
+    /// What the advice is worth, in minor units of `cost`'s currency: the seats it would
+    /// add or drop at the license's price per seat (the summary's order).
+    pub at_stake_minor: i64,
+}
+
 /// A license's use over a period, as the advice reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Period {

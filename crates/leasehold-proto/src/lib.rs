@@ -706,29 +706,7 @@ pub struct LicenseUsage {
     pub items: Vec<UsageItem>,
 }
 
-/// One license of `GET /v1/usage/summary`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct UsageSummaryItem {
-    pub license_id: String,
-    pub application_id: String,
-    pub licensed_to: String,
-    pub seat_model: SeatModel,
-    pub seats_total: i64,
-    pub peak_in_use: i64,
-    /// The 95th percentile of the hourly peaks.
-    pub p95_in_use: i64,
-    pub avg_in_use: f64,
-    pub denials: i64,
-    pub denied_holders: i64,
-    /// `peak_in_use` / `seats_total`.
-    pub utilisation: f64,
-    pub cost: Option<Money>,
-    pub expires_on: Option<NaiveDate>,
-    pub advice: leasehold_core::usage::Advice,
-    /// What the advice is worth, in minor units of `cost`'s currency (the list's order).
-    pub at_stake_minor: i64,
-}
+pub use leasehold_core::usage::UsageSummaryItem;
 
 /// `GET /v1/usage/summary`
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -469,6 +469,16 @@ impl Seat {
         }
     }
 
+    /// A heartbeat on a borrow (an app running on it, or a lease turned into it): its end
+    /// while it lasts, then `410` with why it ended.
+    pub(crate) fn borrow_beat(&self, now: i64) -> Result<i64, crate::StoreError> {
+        match (self.release_reason, self.expires_at) {
+            (Some(reason), _) => Err(crate::StoreError::LeaseEnded(reason)),
+            (None, Some(until)) if until >= now => Ok(until),
+            (None, _) => Err(crate::StoreError::LeaseEnded(ReleaseReason::BorrowEnded)),
+        }
+    }
+
     /// This lease as `END_SEAT` leaves it.
     pub(crate) fn ended(&self, now: i64, reason: ReleaseReason) -> Seat {
         Seat {
@@ -703,25 +713,4 @@ pub struct UsageReport {
     pub items: Vec<UsageBucket>,
 }
 
-/// A license's use over a period against what was bought, with the renewal advice.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UsageSummaryItem {
-    pub license_id: String,
-    pub application_id: String,
-    pub licensed_to: String,
-    pub seat_model: SeatModel,
-    pub seats_total: i64,
-    pub peak_in_use: i64,
-    pub p95_in_use: i64,
-    pub avg_in_use: f64,
-    pub denials: i64,
-    pub denied_holders: i64,
-    /// `peak_in_use` / `seats_total`.
-    pub utilisation: f64,
-    pub cost: Option<Money>,
-    pub expires_on: Option<NaiveDate>,
-    pub advice: leasehold_core::usage::Advice,
-    /// What the advice is worth (minor units of `cost`'s currency): the seats it would
-    /// add or drop, at the license's price per seat. The summary is sorted by it.
-    pub at_stake_minor: i64,
-}
+pub use leasehold_core::usage::UsageSummaryItem;

@@ -212,9 +212,10 @@ pub(crate) const ACTIVE_BORROW: &str = concat!(
     "WHERE s.license_id = $1 AND s.kind = 'borrow' AND s.fingerprint = $2 AND s.os_user = $3 \
      AND s.released_at IS NULL"
 );
-/// How many of a license's borrows are out.
+/// How many of a license's borrows are out (`$2`: now; one whose time is up is not, even
+/// before the sweeper ends it).
 pub(crate) const BORROWS_OUT: &str = "SELECT COUNT(*) FROM seats \
-     WHERE license_id = $1 AND kind = 'borrow' AND released_at IS NULL";
+     WHERE license_id = $1 AND kind = 'borrow' AND released_at IS NULL AND expires_at >= $2";
 /// A new borrow, held without heartbeats to `$8` (its `borrowed_until`).
 pub(crate) const INSERT_BORROW: &str =
     "INSERT INTO seats (id, workspace_id, license_id, kind, fingerprint, os_user, \

@@ -12,7 +12,7 @@ use axum::Json;
 use chrono::NaiveDate;
 use leasehold_core::usage::DAY_MS;
 use leasehold_core::{BucketSize, Permission};
-use leasehold_proto::{ErrorBody, LicenseUsage, UsageItem, UsageSummary, UsageSummaryItem};
+use leasehold_proto::{ErrorBody, LicenseUsage, UsageItem, UsageSummary};
 use serde::Deserialize;
 
 /// The longest range a usage answer covers, in days (13 months of buckets are kept).
@@ -98,9 +98,12 @@ pub async fn license_usage(
     let csv = wants_csv(query.format.as_deref())?;
     let today = leasehold_store::today();
     let to = query.to.unwrap_or(today);
-    let from = query
-        .from
-        .unwrap_or_else(|| to - chrono::Duration::days(DEFAULT_DAYS - 1));
+    let from = match query.from {
+        Some(from) => from,
+        None => to
+            .checked_sub_signed(chrono::Duration::days(DEFAULT_DAYS - 1))
+            .ok_or_else(|| ApiError::invalid("to", "is out of range"))?,
+    };
     if from > to {
         return Err(ApiError::invalid("from", "must not be after to"));
     }
@@ -201,10 +204,7 @@ pub async fn usage_summary(
     if csv {
         return summary_csv(days, items);
     }
-    let answer = UsageSummary {
-        days,
-        items: items.into_iter().map(summary_item).collect(),
-    };
+    let answer = UsageSummary { days, items };
     Ok(Json(answer).into_response())
 }
 
@@ -266,24 +266,4 @@ pub(crate) fn summary_csv(
         ],
         rows,
     )
-}
-
-fn summary_item(i: leasehold_store::UsageSummaryItem) -> UsageSummaryItem {
-    UsageSummaryItem {
-        license_id: i.license_id,
-        application_id: i.application_id,
-        licensed_to: i.licensed_to,
-        seat_model: i.seat_model,
-        seats_total: i.seats_total,
-        peak_in_use: i.peak_in_use,
-        p95_in_use: i.p95_in_use,
-        avg_in_use: i.avg_in_use,
-        denials: i.denials,
-        denied_holders: i.denied_holders,
-        utilisation: i.utilisation,
-        cost: i.cost,
-        expires_on: i.expires_on,
-        advice: i.advice,
-        at_stake_minor: i.at_stake_minor,
-    }
 }

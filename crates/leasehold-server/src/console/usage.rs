@@ -122,23 +122,28 @@ fn period(query: &Period) -> i64 {
     query.days.filter(|d| PERIODS.contains(d)).unwrap_or(90)
 }
 
+/// The summary over the period asked for, for the page and its CSV.
+async fn summary(
+    state: &AppState,
+    session: &ConsoleSession,
+    query: &Period,
+) -> Result<(i64, Vec<UsageSummaryItem>), crate::error::ApiError> {
+    session.principal.require(Permission::LicenseView)?;
+    let days = period(query);
+    let now = chrono::Utc::now().timestamp_millis();
+    let items = state
+        .store
+        .usage_summary(&session.principal.workspace_id, days, now)
+        .await?;
+    Ok((days, items))
+}
+
 async fn usage_page(
     State(state): State<AppState>,
     session: ConsoleSession,
     Query(query): Query<Period>,
 ) -> Response {
-    if let Err(error) = session.principal.require(Permission::LicenseView) {
-        return super::failed(&session, error);
-    }
-    let days = period(&query);
-    let now = chrono::Utc::now().timestamp_millis();
-    let items = tri!(
-        session,
-        state
-            .store
-            .usage_summary(&session.principal.workspace_id, days, now)
-            .await
-    );
+    let (days, items) = tri!(session, summary(&state, &session, &query).await);
     page(
         "Usage",
         Some(&session),
@@ -194,18 +199,7 @@ async fn usage_export(
     session: ConsoleSession,
     Query(query): Query<Period>,
 ) -> Response {
-    if let Err(error) = session.principal.require(Permission::LicenseView) {
-        return super::failed(&session, error);
-    }
-    let days = period(&query);
-    let now = chrono::Utc::now().timestamp_millis();
-    let items = tri!(
-        session,
-        state
-            .store
-            .usage_summary(&session.principal.workspace_id, days, now)
-            .await
-    );
+    let (days, items) = tri!(session, summary(&state, &session, &query).await);
     match crate::api::summary_csv(days, items) {
         Ok(response) => response,
         Err(error) => super::failed(&session, error),

@@ -246,24 +246,10 @@ impl Notifications for This {
     }
 
     async fn queue_email(&self, email: &NewEmail) -> Result<bool> {
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let queued = sqlx::query(
-            "INSERT INTO outbox (id, workspace_id, channel, event_type, payload, state, attempts, \
-             next_attempt_at, retry_until, created_at) VALUES ($1, $2, 'email', $3, $4, 'pending', 0, $5, $6, $5) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&email.id)
-        .bind(&email.workspace_id)
-        .bind(&email.event_type)
-        .bind(&email.payload)
-        .bind(now)
-        .bind(now + RETRY_WINDOW_MS)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let queued = Self::insert_email_in(&mut tx, email, now_ms()).await?;
         self.commit(tx).await?;
-        Ok(queued == 1)
+        Ok(queued)
     }
 
     async fn queue_due_reminders(
@@ -309,19 +295,7 @@ impl Notifications for This {
                 .unwrap_or_default();
         }
         for email in render(&due) {
-            sqlx::query(
-                "INSERT INTO outbox (id, workspace_id, channel, event_type, payload, state, attempts, \
-                 next_attempt_at, retry_until, created_at) VALUES ($1, $2, 'email', $3, $4, 'pending', 0, $5, $6, $5) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&email.id)
-            .bind(&email.workspace_id)
-            .bind(&email.event_type)
-            .bind(&email.payload)
-            .bind(now)
-            .bind(now + RETRY_WINDOW_MS)
-            .execute(&mut *tx)
-            .await?;
+            Self::insert_email_in(&mut tx, &email, now).await?;
             for reminder_id in &email.reminder_ids {
                 sqlx::query("UPDATE reminders SET outbox_id = $1 WHERE id = $2")
                     .bind(&email.id)
@@ -432,6 +406,26 @@ impl Notifications for This {
 }
 
 impl This {
+    /// Queues an email in the caller's transaction, once per id: answers whether it was
+    /// new.
+    async fn insert_email_in(tx: &mut Tx, email: &NewEmail, now: i64) -> Result<bool> {
+        let queued = sqlx::query(
+            "INSERT INTO outbox (id, workspace_id, channel, event_type, payload, state, attempts, \
+             next_attempt_at, retry_until, created_at) VALUES ($1, $2, 'email', $3, $4, 'pending', 0, $5, $6, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&email.id)
+        .bind(&email.workspace_id)
+        .bind(&email.event_type)
+        .bind(&email.payload)
+        .bind(now)
+        .bind(now + RETRY_WINDOW_MS)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(queued == 1)
+    }
+
     /// Who gets a workspace's emails: the members who manage licenses, then its extra
     /// addresses (`extra`, a JSON array), each once.
     async fn recipients_in(tx: &mut Tx, workspace_id: &str, extra: &str) -> Result<Vec<String>> {

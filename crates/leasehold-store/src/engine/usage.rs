@@ -12,17 +12,34 @@ use std::collections::HashMap;
 
 /// Buckets and refusal counts are kept 13 months.
 const KEEP_MS: i64 = 395 * DAY_MS;
+/// How long after its end an hour counts as closed.
+const SETTLE_MS: i64 = 5_000;
 /// The most closed time one rollup call handles per license.
 const ROLLUP_CHUNK_MS: i64 = 31 * DAY_MS;
 
-/// The seats of license `$1` held at some time in `[$2, $3)`: released after its start
-/// (by the index of released seats), or still held; both taken before its end.
-const HELD_BETWEEN: &str = "SELECT fingerprint, os_user, contact_id, assignee_name, \
-     device_name, id, created_at, released_at FROM seats WHERE license_id = $1 \
-     AND release_reason IS NOT NULL AND released_at > $2 AND created_at < $3 \
-     UNION ALL SELECT fingerprint, os_user, contact_id, assignee_name, device_name, id, \
-     created_at, released_at FROM seats WHERE license_id = $1 AND release_reason IS NULL \
-     AND released_at IS NULL AND created_at < $3";
+/// The seats of license `$1` held at some time in `[$2, $3)`: released after its start,
+/// or still held; both taken before its end. Both halves are range scans of the index of
+/// released seats `(license_id, release_reason, released_at)`: one per release reason
+/// (named, so that the index serves `released_at > $2` under each), and the held seats'
+/// `NULL` reason.
+fn held_between_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let reasons: Vec<String> = ReleaseReason::ALL
+            .iter()
+            .map(|reason| format!("'{}'", reason.as_str()))
+            .collect();
+        format!(
+            "SELECT fingerprint, os_user, contact_id, assignee_name, device_name, id, \
+             created_at, released_at FROM seats WHERE license_id = $1 \
+             AND release_reason IN ({}) AND released_at > $2 AND created_at < $3 \
+             UNION ALL SELECT fingerprint, os_user, contact_id, assignee_name, device_name, id, \
+             created_at, released_at FROM seats WHERE license_id = $1 AND release_reason IS NULL \
+             AND released_at IS NULL AND created_at < $3",
+            reasons.join(", ")
+        )
+    })
+}
 
 type SeatRow = (
     Option<String>,
@@ -52,7 +69,7 @@ fn starts(from: i64, end: i64, len: i64) -> impl Iterator<Item = i64> {
 impl This {
     /// The seats of a license held at some time in `[from, to)`.
     async fn held_between(&self, license_id: &str, from: i64, to: i64) -> Result<Vec<Held>> {
-        let rows: Vec<SeatRow> = sqlx::query_as(HELD_BETWEEN)
+        let rows: Vec<SeatRow> = sqlx::query_as(held_between_sql())
             .bind(license_id)
             .bind(from)
             .bind(to)
@@ -275,10 +292,17 @@ impl This {
                 (usage::hour_of(first), usage::day_of(first))
             }
         };
+        // An hour is closed a few seconds after its end, once the seat operations of its
+        // last moments have committed.
+        let settled = now - SETTLE_MS;
+        let (closed_hour, closed_day) = (usage::hour_of(settled), usage::day_of(settled));
+        if hours_through >= closed_hour && days_through >= closed_day {
+            return Ok(false);
+        }
         let mut rows = Vec::new();
         for (size, through, closed) in [
-            (BucketSize::Hour, &mut hours_through, usage::hour_of(now)),
-            (BucketSize::Day, &mut days_through, usage::day_of(now)),
+            (BucketSize::Hour, &mut hours_through, closed_hour),
+            (BucketSize::Day, &mut days_through, closed_day),
         ] {
             if *through >= closed {
                 continue;
@@ -325,7 +349,7 @@ impl This {
         .execute(&mut *tx)
         .await?;
         self.commit(tx).await?;
-        Ok(hours_through < usage::hour_of(now) || days_through < usage::day_of(now))
+        Ok(hours_through < closed_hour || days_through < closed_day)
     }
 }
 

@@ -23,20 +23,26 @@ impl PostgresStore {
     ) -> Result<Result<(Seat, bool)>> {
         let current = Self::locked_license(tx, &license.workspace_id, &license.id).await?;
         let (fingerprint, os_user) = (holder.fingerprint.as_str(), holder.os_user.as_str());
-        let held_borrow: Option<Seat> = sqlx::query_as(crate::sql::ACTIVE_BORROW)
+        // The holder's own seats whose time is up end first, as a take's do: a borrow
+        // (reason `borrow_ended`) or a lease (`expired`), so that it never holds two.
+        let mut held_borrow: Option<Seat> = sqlx::query_as(crate::sql::ACTIVE_BORROW)
             .bind(&license.id)
             .bind(fingerprint)
             .bind(os_user)
             .fetch_optional(&mut **tx)
             .await?;
-        let held_lease = match held_borrow {
-            Some(_) => None,
-            None => {
-                Self::active_seat_of(tx, &license.id, SeatKind::Lease, fingerprint, Some(os_user))
-                    .await?
-                    .filter(|lease| lease.expires_at.unwrap_or(0) >= now)
-            }
-        };
+        let mut current = current;
+        if let Some(ended) = held_borrow.take_if(|b| b.expires_at.unwrap_or(0) < now) {
+            Self::end_lease_in(tx, license, &ended, ReleaseReason::BorrowEnded, now).await?;
+            current = Self::license_in(tx, &license.workspace_id, &license.id).await?;
+        }
+        let mut held_lease =
+            Self::active_seat_of(tx, &license.id, SeatKind::Lease, fingerprint, Some(os_user))
+                .await?;
+        if let Some(lapsed) = held_lease.take_if(|l| l.expires_at.unwrap_or(0) < now) {
+            Self::end_lease_in(tx, license, &lapsed, ReleaseReason::Expired, now).await?;
+            current = Self::license_in(tx, &license.workspace_id, &license.id).await?;
+        }
         let held = match (&held_borrow, &held_lease) {
             (Some(_), _) => HeldFloating::Borrow,
             (None, Some(_)) => HeldFloating::Lease,
@@ -44,6 +50,7 @@ impl PostgresStore {
         };
         let (borrowed,): (i64,) = sqlx::query_as(crate::sql::BORROWS_OUT)
             .bind(&license.id)
+            .bind(now)
             .fetch_one(&mut **tx)
             .await?;
         let last_admin_release = match held {

@@ -169,12 +169,9 @@ impl Seats for PostgresStore {
             let mut tx = self.begin_write().await?;
             Self::lock_license(&mut tx, &license.id).await?;
             let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
-            if seat.license_id == license.id
-                && seat.kind == SeatKind::Borrow
-                && seat.released_at.is_none()
-            {
-                // A lease turned into a borrow: held without heartbeats to its end.
-                return Ok(seat.expires_at.unwrap_or(expires_at));
+            if seat.license_id == license.id && seat.kind == SeatKind::Borrow {
+                // A borrow an app runs on: held without heartbeats to its end, then over.
+                return seat.borrow_beat(now);
             }
             if seat.license_id != license.id || seat.kind != SeatKind::Lease {
                 return Err(StoreError::NotFound);
@@ -211,6 +208,11 @@ impl Seats for PostgresStore {
         let mut tx = self.begin_write().await?;
         Self::lock_license(&mut tx, &license.id).await?;
         let seat = Self::seat_in(&mut tx, &license.workspace_id, lease_id).await?;
+        if seat.kind == SeatKind::Borrow {
+            // Turned into a borrow since the touch above: nothing idle about it.
+            self.commit(tx).await?;
+            return seat.borrow_beat(now);
+        }
         if seat.released_at.is_some() {
             self.commit(tx).await?;
             return Err(StoreError::LeaseEnded(

@@ -364,7 +364,7 @@ impl PostgresStore {
         };
         let error = StoreError::refused(refusal, next_expiry_ms);
         if matches!(refusal, leasehold_core::lease::Refusal::Full { .. }) {
-            Self::count_denial(tx, &license.id, (fingerprint, os_user), None).await?;
+            Self::count_denial(tx, &license.id, (fingerprint, os_user)).await?;
         }
         if refusal.is_announced() {
             Self::announce_denial(tx, license, fingerprint, os_user, &error).await?;
@@ -372,29 +372,19 @@ impl PostgresStore {
         Ok(error)
     }
 
-    /// Counts a refusal of `who` (machine, OS user) this hour for usage (DESIGN §8), and
-    /// for a holder joining the queue, the queue's new length.
+    /// Counts a refusal of `who` (machine, OS user) this hour for usage (DESIGN §8): a
+    /// `NO_SEATS` answer, or a waiter leaving the queue without a seat.
     async fn count_denial(
         tx: &mut Tx,
         license_id: &str,
         (fingerprint, os_user): (&str, Option<&str>),
-        queued: Option<i64>,
     ) -> Result<()> {
-        let hour = usage::hour_of(now_ms());
         sqlx::query(crate::sql::COUNT_DENIAL)
             .bind(license_id)
-            .bind(hour)
+            .bind(usage::hour_of(now_ms()))
             .bind(usage::holder_key(Some(fingerprint), os_user, ""))
             .execute(&mut **tx)
             .await?;
-        if let Some(queued) = queued {
-            sqlx::query(crate::sql::PEAK_QUEUED)
-                .bind(license_id)
-                .bind(hour)
-                .bind(queued)
-                .execute(&mut **tx)
-                .await?;
-        }
         Ok(())
     }
 
@@ -513,6 +503,8 @@ impl PostgresStore {
         place: (&str, &str, Option<&str>, i64),
         reason: &str,
     ) -> Result<()> {
+        // A waiter that leaves without a seat was refused one (DESIGN §8).
+        Self::count_denial(tx, &license.id, (place.0, Some(place.1))).await?;
         Self::insert_event(
             tx,
             &license.workspace_id,
@@ -610,17 +602,13 @@ impl PostgresStore {
                 Self::last_admin_release(tx, license, &holder.fingerprint, &holder.os_user).await?
             }
         };
-        let borrow: Option<Seat> = match held {
-            Some(_) => None,
-            None => {
-                sqlx::query_as(crate::sql::ACTIVE_BORROW)
-                    .bind(&license.id)
-                    .bind(&holder.fingerprint)
-                    .bind(&holder.os_user)
-                    .fetch_optional(&mut **tx)
-                    .await?
-            }
-        };
+        let borrow: Option<Seat> = sqlx::query_as::<_, Seat>(crate::sql::ACTIVE_BORROW)
+            .bind(&license.id)
+            .bind(&holder.fingerprint)
+            .bind(&holder.os_user)
+            .fetch_optional(&mut **tx)
+            .await?
+            .filter(|borrow| borrow.expires_at.unwrap_or(0) >= now);
         let (waiting, queued) = Self::waiting(tx, license, holder, now).await?;
         let mut input = TakeInput {
             instance: &holder.instance,
@@ -709,8 +697,14 @@ impl PostgresStore {
                 }
                 TakeStep::Wait => {
                     if !input.waiting.queued {
-                        let who = (holder.fingerprint.as_str(), Some(holder.os_user.as_str()));
-                        Self::count_denial(tx, &license.id, who, Some(queued + 1)).await?;
+                        // The queue's length now; a refusal only if the holder leaves it
+                        // without a seat (`dequeued`).
+                        sqlx::query(crate::sql::PEAK_QUEUED)
+                            .bind(&license.id)
+                            .bind(usage::hour_of(now))
+                            .bind(queued + 1)
+                            .execute(&mut **tx)
+                            .await?;
                         let place = (
                             holder.fingerprint.as_str(),
                             holder.os_user.as_str(),

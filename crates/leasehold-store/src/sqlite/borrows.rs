@@ -27,18 +27,29 @@ pub(super) fn borrow(
     now: i64,
 ) -> Result<Done, StoreError> {
     let (fingerprint, os_user) = (holder.fingerprint.as_str(), holder.os_user.as_str());
-    let held_borrow = conn
+    // The holder's own seats whose time is up end first, as a take's do: a borrow (reason
+    // `borrow_ended`) or a lease (`expired`), so that it never holds two.
+    let mut held_borrow = conn
         .prepare_cached(ACTIVE_BORROW)?
         .query_row(params![license.id, fingerprint, os_user], seat_from_row)
         .optional()?;
-    let held_lease = match held_borrow {
-        Some(_) => None,
-        None => conn
-            .prepare_cached(ACTIVE_LEASE)?
-            .query_row(params![license.id, fingerprint, os_user], seat_from_row)
-            .optional()?
-            .filter(|lease| lease.expires_at.unwrap_or(0) >= now),
-    };
+    if let Some(ended) = held_borrow.take_if(|b| b.expires_at.unwrap_or(0) < now) {
+        end_lease(
+            conn,
+            hooks,
+            license,
+            &ended,
+            ReleaseReason::BorrowEnded,
+            now,
+        )?;
+    }
+    let mut held_lease = conn
+        .prepare_cached(ACTIVE_LEASE)?
+        .query_row(params![license.id, fingerprint, os_user], seat_from_row)
+        .optional()?;
+    if let Some(lapsed) = held_lease.take_if(|l| l.expires_at.unwrap_or(0) < now) {
+        end_lease(conn, hooks, license, &lapsed, ReleaseReason::Expired, now)?;
+    }
     let held = match (&held_borrow, &held_lease) {
         (Some(_), _) => HeldFloating::Borrow,
         (None, Some(_)) => HeldFloating::Lease,
@@ -46,7 +57,7 @@ pub(super) fn borrow(
     };
     let borrowed = conn
         .prepare_cached(BORROWS_OUT)?
-        .query_row(params![license.id], |row| row.get(0))?;
+        .query_row(params![license.id, now], |row| row.get(0))?;
     let last_release = match held {
         HeldFloating::None => last_admin_release(conn, license, fingerprint, os_user)?,
         _ => None,

@@ -223,7 +223,7 @@ pub(super) fn expire_license(
         .prepare_cached(RESWEEP_LEASES)?
         .execute(params![license_id, now, limit])? as i64;
     if moved >= limit {
-        return Ok((Vec::new(), moved));
+        return Ok((expired, moved));
     }
     let lapsed = conn
         .prepare_cached(LAPSED_LEASES)?
@@ -326,16 +326,14 @@ pub(super) fn take(
         Some(_) => None,
         None => last_admin_release(conn, license, &holder.fingerprint, &holder.os_user)?,
     };
-    let borrow = match held {
-        Some(_) => None,
-        None => conn
-            .prepare_cached(ACTIVE_BORROW)?
-            .query_row(
-                params![license.id, holder.fingerprint, holder.os_user],
-                seat_from_row,
-            )
-            .optional()?,
-    };
+    let borrow = conn
+        .prepare_cached(ACTIVE_BORROW)?
+        .query_row(
+            params![license.id, holder.fingerprint, holder.os_user],
+            seat_from_row,
+        )
+        .optional()?
+        .filter(|borrow| borrow.expires_at.unwrap_or(0) >= now);
     let (waiting, queued) = waiting(conn, hooks, license, holder, now)?;
     let mut input = TakeInput {
         instance: &holder.instance,
@@ -425,8 +423,13 @@ pub(super) fn take(
             }
             TakeStep::Wait => {
                 if !input.waiting.queued {
-                    let who = (holder.fingerprint.as_str(), Some(holder.os_user.as_str()));
-                    count_denial(conn, &license.id, who, now, Some(queued + 1))?;
+                    // The queue's length now; a refusal only if the holder leaves it
+                    // without a seat (`dequeued`).
+                    conn.prepare_cached(PEAK_QUEUED)?.execute(params![
+                        license.id,
+                        usage::hour_of(now),
+                        queued + 1
+                    ])?;
                     let place = (
                         holder.fingerprint.as_str(),
                         holder.os_user.as_str(),
@@ -573,6 +576,8 @@ fn dequeued(
     reason: &str,
     now: i64,
 ) -> Result<(), StoreError> {
+    // A waiter that leaves without a seat was refused one (DESIGN §8).
+    count_denial(conn, &license.id, (place.0, Some(place.1)), now)?;
     insert_event(
         conn,
         hooks,
@@ -739,7 +744,7 @@ pub(super) fn refuse(
     };
     let error = StoreError::refused(refusal, next_expiry_ms);
     if matches!(refusal, Refusal::Full { .. }) {
-        count_denial(conn, &license.id, (fingerprint, os_user), now, None)?;
+        count_denial(conn, &license.id, (fingerprint, os_user), now)?;
     }
     if !refusal.is_announced() {
         return Err(error);
@@ -757,22 +762,17 @@ pub(super) fn refuse(
 }
 
 /// Counts a refusal of `who` (machine, OS user) in the hour of `now` for usage (DESIGN
-/// §8), and for a holder joining the queue, the queue's new length.
+/// §8): a `NO_SEATS` answer, or a waiter leaving the queue without a seat.
 fn count_denial(
     conn: &Connection,
     license_id: &str,
     (fingerprint, os_user): (&str, Option<&str>),
     now: i64,
-    queued: Option<i64>,
 ) -> Result<(), StoreError> {
     let hour = usage::hour_of(now);
     let holder = usage::holder_key(Some(fingerprint), os_user, "");
     conn.prepare_cached(COUNT_DENIAL)?
         .execute(params![license_id, hour, holder])?;
-    if let Some(queued) = queued {
-        conn.prepare_cached(PEAK_QUEUED)?
-            .execute(params![license_id, hour, queued])?;
-    }
     Ok(())
 }
 
@@ -861,13 +861,9 @@ pub(super) fn heartbeat(
         None => {
             let seat = match seat_by_id(conn, &license.workspace_id, lease_id) {
                 Ok(seat) if seat.license_id == license.id && seat.kind == SeatKind::Lease => seat,
-                // A lease turned into a borrow: held without heartbeats to its end.
-                Ok(seat)
-                    if seat.license_id == license.id
-                        && seat.kind == SeatKind::Borrow
-                        && seat.released_at.is_none() =>
-                {
-                    return Ok(Done::Beat(Ok(seat.expires_at.unwrap_or(expires_at))));
+                // A borrow an app runs on: held without heartbeats to its end, then over.
+                Ok(seat) if seat.license_id == license.id && seat.kind == SeatKind::Borrow => {
+                    return Ok(Done::Beat(seat.borrow_beat(now)));
                 }
                 Ok(_) | Err(StoreError::NotFound) => {
                     return Ok(Done::Beat(Err(StoreError::NotFound)))

@@ -206,6 +206,18 @@ async fn a_lease_becomes_a_borrow_and_an_admin_reclaims_one_only_with_force(s: &
         reclaimed[0]["actor"]["kind"], "token",
         "the admin's, audited"
     );
+    // The app still running on the borrow learns it is over.
+    let (status, beat) = c
+        .post(
+            &format!("/v1/client/leases/{}/heartbeat", id(&lease)),
+            json!({"key": key, "instance": "1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{beat}");
+    assert_eq!(
+        beat["error"]["details"]["reason"], "admin_release",
+        "{beat}"
+    );
 }
 
 async fn a_borrow_ends_by_itself_at_its_time(s: &TestServer) {

@@ -171,9 +171,17 @@ async fn takes_and_refusals_are_counted_as_they_happen(s: &TestServer) {
     }
     let (status, _) = c.post("/v1/client/leases", wants("c", true)).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    // Asking again keeps c's place: not another refusal.
+    // Asking again keeps c's place; c is refused a seat only when it leaves the queue
+    // without one (a waiter served in time was not refused).
     let (status, _) = c.post("/v1/client/leases", wants("c", true)).await;
     assert_eq!(status, StatusCode::CONFLICT);
+    let (status, left) = c
+        .post(
+            "/v1/client/queue/leave",
+            json!({"key": key, "fingerprint": "c", "os_user": "u"}),
+        )
+        .await;
+    assert_eq!((status, &left["left"]), (StatusCode::OK, &json!(true)));
 
     // Yesterday and today, by day: robust to a day's end during the test.
     let from = yesterday();
@@ -246,6 +254,36 @@ async fn the_summary_advises_and_answers_csv(s: &TestServer) {
     assert_eq!(items[0]["at_stake_minor"], 1_400_000);
     assert_eq!(items[1]["advice"]["action"], "keep", "{summary}");
 
+    // A dedicated license counts the seats assigned and activated.
+    let dedicated = admin.license(5).await;
+    let seats = format!("/v1/licenses/{}/seats", id(&dedicated));
+    for name in ["Ann", "Bob"] {
+        admin
+            .ok_post(&seats, json!({"assignee_name": name}), StatusCode::CREATED)
+            .await;
+    }
+    let (status, _) = s
+        .anonymous()
+        .post(
+            "/v1/client/activations",
+            json!({"key": dedicated["key"], "fingerprint": "ws-9"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let summary = admin.ok_get("/v1/usage/summary?days=1").await;
+    let row = summary["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["license_id"] == id(&dedicated).as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        row["peak_in_use"], 3,
+        "two assignments and an activation: {row}"
+    );
+    assert_eq!(row["seat_model"], "dedicated");
+
     // CSV: the header names the fields, one row per license.
     let response = reqwest::Client::new()
         .get(format!("{}/v1/usage/summary?days=2&format=csv", s.base))
@@ -260,7 +298,7 @@ async fn the_summary_advises_and_answers_csv(s: &TestServer) {
         .starts_with("text/csv"));
     let text = response.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "a header and the three licenses: {text}");
     assert!(
         lines[0].starts_with(
             "license_id,application_id,licensed_to,seat_model,seats_total,peak_in_use,p95_in_use"
