@@ -217,6 +217,7 @@ impl This {
         let items = &report.items;
         let peaks: Vec<i64> = items.iter().map(|b| b.peak_in_use).collect();
         let peak = peaks.iter().copied().max().unwrap_or(0);
+        let p95_in_use = usage::p95(peaks);
         let seat_ms: i64 = items.iter().map(|b| b.seat_ms).sum();
         let denials: i64 = items.iter().filter_map(|b| b.denials).sum();
         let most_refused_at_once = items
@@ -236,7 +237,7 @@ impl This {
             days,
             seats_total: license.seats_total,
             peak_in_use: peak,
-            p95_in_use: usage::p95(peaks),
+            p95_in_use,
             denials,
             denied_holders,
             most_refused_at_once,
@@ -262,7 +263,7 @@ impl This {
             seat_model: license.seat_model,
             seats_total: license.seats_total,
             peak_in_use: peak,
-            p95_in_use: usage::p95(items.iter().map(|b| b.peak_in_use).collect()),
+            p95_in_use,
             avg_in_use: (seat_ms as f64 / elapsed as f64 * 100.0).round() / 100.0,
             denials,
             denied_holders,

@@ -212,7 +212,7 @@ async fn takes_and_refusals_are_counted_as_they_happen(s: &TestServer) {
     assert_eq!(mine["denied_holders"], 2, "b and c: {mine}");
     assert_eq!(mine["advice"]["action"], "increase", "{mine}");
     assert!(mine["advice"]["seats"].as_i64() > Some(1), "{mine}");
-    let _ = lease;
+    assert!(lease["expires_at"].is_string(), "{lease}");
 }
 
 async fn the_summary_advises_and_answers_csv(s: &TestServer) {
