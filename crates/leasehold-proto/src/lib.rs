@@ -782,6 +782,10 @@ pub struct PublicKey {
     pub algorithm: String,
     /// The Ed25519 public key, base64 (32 bytes).
     pub public_key: String,
+    /// The same key in hex (64 characters), as Keygen clients are configured with it
+    /// (the Keygen-compatible API at `/keygen` signs with it).
+    #[serde(default)]
+    pub public_key_hex: String,
 }
 
 /// What an offline license file vouches for; `payload` of [`LicenseFile`] is this, as JSON.

@@ -12,6 +12,8 @@ use std::num::NonZeroU32;
 pub const DEFAULT_PER_SECOND: u32 = 200;
 
 pub struct Limits {
+    /// Requests a second (0: off), for the headers Keygen clients read.
+    per_second: u32,
     by_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     by_key: Option<DefaultKeyedRateLimiter<String>>,
 }
@@ -24,9 +26,15 @@ impl Limits {
             Quota::per_second(rate).allow_burst(burst)
         });
         Limits {
+            per_second,
             by_ip: quota.map(RateLimiter::keyed),
             by_key: quota.map(RateLimiter::keyed),
         }
+    }
+
+    /// The sustained rate (requests a second; 0: no limit) and its burst.
+    pub fn rate(&self) -> (u32, u32) {
+        (self.per_second, self.per_second.saturating_mul(10))
     }
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
@@ -44,6 +52,7 @@ impl Limits {
     pub fn login() -> Limits {
         let per_minute = |n| NonZeroU32::new(n).map(Quota::per_minute);
         Limits {
+            per_second: 0,
             by_ip: per_minute(30).map(RateLimiter::keyed),
             by_key: per_minute(10).map(RateLimiter::keyed),
         }

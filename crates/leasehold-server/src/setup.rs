@@ -40,6 +40,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How many connections are served at once (DESIGN §11).
     pub max_connections: usize,
+    /// The Keygen facade's public address behind a rewriting proxy (DESIGN §9).
+    pub keygen_public_url: Option<url::Url>,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
             store: Default::default(),
             trusted_proxies: Vec::new(),
             max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
+            keygen_public_url: None,
         }
     }
 }
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Settings {
             .field("store", &self.store)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("max_connections", &self.max_connections)
+            .field("keygen_public_url", &self.keygen_public_url)
             .finish()
     }
 }
@@ -142,6 +146,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         login_limits: crate::limits::Limits::login(),
         trusted_proxies: settings.trusted_proxies.clone(),
         max_connections: settings.max_connections,
+        keygen_public_url: settings.keygen_public_url.clone(),
     }))
 }
 

@@ -137,6 +137,22 @@ impl Signer {
         base64::engine::general_purpose::STANDARD.encode(self.public)
     }
 
+    /// The public half in hex, as Keygen clients are configured with it.
+    pub fn public_key_hex(&self) -> String {
+        self.public.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A plain Ed25519 signature of `message`, without Leasehold's domain separation:
+    /// what Keygen's formats sign (their own prefixes separate them), never remembered.
+    pub fn sign_keygen(&self, message: &[u8]) -> Signature {
+        self.key.sign(message)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_seed(seed: [u8; 32]) -> Signer {
+        Signer::new(SigningKey::from_bytes(&seed), Arc::default())
+    }
+
     /// The `Leasehold-Signature` value for these exact body bytes:
     /// `ed25519=<base64 signature>` of `ANSWER_CONTEXT` and the body. `repeats`: the body
     /// is expected again soon.

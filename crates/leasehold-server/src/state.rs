@@ -41,6 +41,9 @@ pub struct Shared {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How many connections are served at once (one past it is closed at once).
     pub max_connections: usize,
+    /// The Keygen facade's public address (`https://HOST/keygen`) behind a proxy that
+    /// rewrites the host or the path, for Keygen's signatures (DESIGN §9).
+    pub keygen_public_url: Option<url::Url>,
 }
 
 impl Shared {

@@ -339,6 +339,12 @@ pub trait Directory: Send + Sync {
 
     async fn workspace_count(&self) -> Result<i64>;
 
+    /// The workspace with this slug (the Keygen facade's `/keygen/{slug}/v1/…`).
+    async fn workspace_by_slug(&self, slug: &str) -> Result<Option<Workspace>>;
+
+    /// The store's workspace when it has exactly one.
+    async fn only_workspace(&self) -> Result<Option<Workspace>>;
+
     /// The live (unrevoked) token with this hash.
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>>;
 
@@ -495,6 +501,11 @@ pub trait Tracking: Send + Sync {
         seat_id: &str,
         force: bool,
     ) -> Result<Seat>;
+
+    /// A machine's active seat of the license (a Keygen "machine"): the seat with this
+    /// id, or else the one this fingerprint holds (its activation, its borrow, its lease;
+    /// a lease of no OS user first). Lapsed leases the sweeper has not ended yet count.
+    async fn machine_seat(&self, license_id: &str, alias: &str) -> Result<Option<Seat>>;
 
     async fn create_contact(
         &self,

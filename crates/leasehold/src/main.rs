@@ -89,6 +89,11 @@ struct ServeArgs {
     /// The most connections served at once; one past it is closed at once.
     #[arg(long, env = "LEASEHOLD_MAX_CONNECTIONS", default_value_t = leasehold_server::http::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// The Keygen facade's public address, e.g. `https://licenses.example.com/keygen`,
+    /// when a reverse proxy in front rewrites the host or the path: Keygen clients check
+    /// signatures over the host and path they asked for.
+    #[arg(long, env = "LEASEHOLD_KEYGEN_PUBLIC_URL")]
+    keygen_public_url: Option<url::Url>,
     #[command(flatten)]
     notify: NotifyArgs,
     #[command(flatten)]
@@ -167,6 +172,7 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_SWEEP_INTERVAL_MS",
     "LEASEHOLD_LICENSE_CACHE_MS",
     "LEASEHOLD_MAX_CONNECTIONS",
+    "LEASEHOLD_KEYGEN_PUBLIC_URL",
     "LEASEHOLD_SQLITE_WAL_LIMIT_MIB",
     "LEASEHOLD_SMTP_URL",
     "LEASEHOLD_SMTP_FROM",
@@ -257,6 +263,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     settings.client_rate_limit = args.client_rate_limit;
     settings.trusted_proxies = args.trusted_proxies.clone();
     settings.max_connections = args.max_connections;
+    settings.keygen_public_url = args.keygen_public_url.clone();
     settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
     settings.license_cache_ttl = std::time::Duration::from_millis(args.license_cache_ms);
     let ms = |v: u64| std::time::Duration::from_millis(v.max(10));

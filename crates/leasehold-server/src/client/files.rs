@@ -92,7 +92,7 @@ pub(super) async fn license_file(
 }
 
 /// A file never outlives the license itself: `valid_until`, or the license's end if sooner.
-pub(super) fn within_license(
+pub(crate) fn within_license(
     license: &License,
     valid_until: chrono::DateTime<chrono::Utc>,
 ) -> chrono::DateTime<chrono::Utc> {
@@ -158,5 +158,6 @@ pub(super) async fn public_key(
     Ok(Json(PublicKey {
         algorithm: "ed25519".into(),
         public_key: key.public_key_base64(),
+        public_key_hex: key.public_key_hex(),
     }))
 }

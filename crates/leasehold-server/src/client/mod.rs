@@ -58,7 +58,7 @@ enum KeyedRefusals {
 }
 
 /// The longest an offline license file may be valid (policy values are capped too).
-const MAX_FILE_TTL_S: i64 = 10 * 366 * 24 * 3600;
+pub(crate) const MAX_FILE_TTL_S: i64 = 10 * 366 * 24 * 3600;
 
 pub fn routes(state: AppState) -> Router<AppState> {
     // Each route names what it is asked (its answers echo it) and is signed by one
@@ -114,7 +114,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
 
 /// The key that signs an answer, when it belongs to a workspace.
 #[derive(Clone)]
-struct SignWith(Arc<Signer>);
+pub(crate) struct SignWith(pub(crate) Arc<Signer>);
 
 /// Refuses a malformed nonce header or a client address past its rate limit, else
 /// answers the request; either way binds the answer to the request and signs it.
@@ -205,17 +205,17 @@ struct ActivationAnswer {
 }
 
 /// The caller, once its key resolved to a live license.
-struct Caller {
+pub(crate) struct Caller {
     /// Shared with the license cache, not copied per call.
-    license: Arc<License>,
-    signer: Arc<Signer>,
+    pub(crate) license: Arc<License>,
+    pub(crate) signer: Arc<Signer>,
 }
 
 impl Caller {
     /// Finds the license of the key in the body or the `Authorization: License` header.
     /// `Ok(None)` for a key that matches no license.
     /// `need`: what of the license the answer shows, and so must be current.
-    async fn resolve(
+    pub(crate) async fn resolve(
         state: &AppState,
         headers: &HeaderMap,
         body_key: Option<&str>,
@@ -301,14 +301,14 @@ impl Caller {
         response
     }
 
-    fn publish(&self, state: &AppState, kind: &str) {
+    pub(crate) fn publish(&self, state: &AppState, kind: &str) {
         state
             .live
             .publish(&self.license.workspace_id, &self.license.id, kind);
     }
 
     /// Refuses seats on a license that is not in force today.
-    fn require_in_force(&self) -> ApiResult<()> {
+    pub(crate) fn require_in_force(&self) -> ApiResult<()> {
         let standing = effective_status(self.license.status, self.license.expires_on, today());
         match standing.refusal() {
             None => Ok(()),
@@ -359,7 +359,7 @@ fn echoing(mut response: Response, echo: Echo) -> Response {
 /// view shows.
 /// A waiter's refusal changed the queue the live view shows (`seat.queued`; a long poll
 /// wakes for neither, so waiters do not wake each other).
-fn publish_refusal<T>(state: &AppState, caller: &Caller, result: &ApiResult<T>) {
+pub(crate) fn publish_refusal<T>(state: &AppState, caller: &Caller, result: &ApiResult<T>) {
     if let Err(error) = result {
         let queued = error
             .details
@@ -396,7 +396,7 @@ const MAX_CLIENT_TEXT: usize = 256;
 /// A name a client sends (fingerprint, os_user, identifier, instance): trimmed, not
 /// empty, at most 256 characters, without control or bidirectional-override characters
 /// (which could make one machine's name read as another's in the console).
-fn text(field: &str, value: &str) -> ApiResult<String> {
+pub(crate) fn text(field: &str, value: &str) -> ApiResult<String> {
     let value = crate::service::required_text(field, value, MAX_CLIENT_TEXT)?;
     if value.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(ApiError::invalid(
@@ -407,7 +407,7 @@ fn text(field: &str, value: &str) -> ApiResult<String> {
     Ok(value)
 }
 
-fn optional(field: &str, value: Option<&str>) -> ApiResult<Option<String>> {
+pub(crate) fn optional(field: &str, value: Option<&str>) -> ApiResult<Option<String>> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
         Some(value) => text(field, value).map(Some),
@@ -422,5 +422,5 @@ fn is_bidi_control(c: char) -> bool {
 
 // The handlers, after the `answer!` macro they use.
 mod borrows;
-mod files;
+pub(crate) mod files;
 mod seats;

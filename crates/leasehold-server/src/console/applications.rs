@@ -24,6 +24,13 @@ async fn applications(State(state): State<AppState>, session: ConsoleSession) ->
         session,
         all_applications(&state, &session.principal.workspace_id).await
     );
+    let key = tri!(
+        session,
+        state
+            .signers
+            .workspace(state.store.as_ref(), &session.principal.workspace_id)
+            .await
+    );
     page(
         "Applications",
         Some(&session),
@@ -35,6 +42,13 @@ async fn applications(State(state): State<AppState>, session: ConsoleSession) ->
                     tr { td { a href={"/applications/" (app.id)} { (app.name) } } td { (app.vendor.as_deref().unwrap_or("—")) } td { (deployment(app.deployment_model)) } }
                 } }
             } }
+            h2 { "Signing key" }
+            p { "Your applications check Leasehold's answers and offline license files with this workspace's Ed25519 public key." }
+            dl #signing-key {
+                dt { "Public key (base64)" } dd { code data-key="base64" { (key.public_key_base64()) } }
+                dt { "Public key (hex), for Keygen clients" } dd { code data-key="hex" { (key.public_key_hex()) } }
+            }
+            p.hint { "Applications written for Keygen: set their API URL to this server's address followed by " code { "/keygen" } " and their public key to the hex form." }
             @if session.can(Permission::LicenseManage) {
                 h2 { "Add an application" }
                 form method="post" action="/applications" {

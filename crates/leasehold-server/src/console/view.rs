@@ -172,7 +172,8 @@ pub fn holder(seat: &Seat) -> Markup {
         @if let Some(name) = &seat.assignee_name { @if seat.contact_name.is_some() { " · " } (name) }
         @if let Some(device) = &seat.device_name { " · " (device) }
         @if let Some(identifier) = &seat.identifier { (identifier) }
-        @if let Some(user) = &seat.os_user { " · " (user) }
+        // A Keygen machine's lease is of no OS user (DESIGN §9).
+        @if let Some(user) = seat.os_user.as_deref().filter(|u| !u.is_empty()) { " · " (user) }
     }
 }
 

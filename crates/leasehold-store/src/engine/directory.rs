@@ -140,6 +140,25 @@ impl Directory for This {
         Ok(count)
     }
 
+    async fn workspace_by_slug(&self, slug: &str) -> Result<Option<Workspace>> {
+        Ok(
+            sqlx::query_as::<_, Workspace>("SELECT * FROM workspaces WHERE slug = $1")
+                .bind(slug)
+                .fetch_optional(self.reader())
+                .await?,
+        )
+    }
+
+    async fn only_workspace(&self) -> Result<Option<Workspace>> {
+        let mut two = sqlx::query_as::<_, Workspace>("SELECT * FROM workspaces LIMIT 2")
+            .fetch_all(self.reader())
+            .await?;
+        Ok(match two.len() {
+            1 => two.pop(),
+            _ => None,
+        })
+    }
+
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
         Ok(sqlx::query_as::<_, TokenRecord>(
             "SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",

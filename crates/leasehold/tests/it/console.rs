@@ -240,6 +240,14 @@ async fn an_admin_tracks_a_license_and_watches_seats_live() {
     b.screenshot("login").await;
     b.sign_in("owner@example.com", OWNER_PASSWORD).await;
 
+    // The workspace's signing key, in both forms (hex for Keygen clients, DESIGN §9).
+    b.goto("/applications").await;
+    let hex = b.text("#signing-key code[data-key='hex']").await;
+    assert_eq!(hex.len(), 64, "{hex}");
+    assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{hex}");
+    let base64 = b.text("#signing-key code[data-key='base64']").await;
+    assert_eq!(base64.len(), 44, "{base64}");
+
     // Add a license with the full form.
     b.goto(&format!("/applications/{app}")).await;
     b.click("a.button[href^='/licenses/new']").await;

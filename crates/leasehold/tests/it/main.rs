@@ -16,6 +16,7 @@ mod console;
 mod dates;
 mod egress;
 mod input;
+mod keygen;
 mod limits;
 mod members;
 mod nodes;
