@@ -186,13 +186,14 @@ async fn limit_by_ip(State(state): State<AppState>, request: Request, next: Next
 
 /// The refusal of a client address past its rate limit.
 fn refused_by_ip(state: &AppState, request: &Request) -> Option<Response> {
+    ip_refusal(state, request).map(IntoResponse::into_response)
+}
+
+/// Why a client address past its rate limit is refused (`RATE_LIMITED`), if it is.
+pub(crate) fn ip_refusal(state: &AppState, request: &Request) -> Option<ApiError> {
     let ConnectInfo(address) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
     let ip = state.client_ip(address.ip(), request.headers());
-    state
-        .limits
-        .check_ip(ip)
-        .err()
-        .map(IntoResponse::into_response)
+    state.limits.check_ip(ip).err()
 }
 
 /// An activation's answer: [`Activation`] without its `fingerprint`, which the answer's

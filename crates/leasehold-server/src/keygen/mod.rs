@@ -119,6 +119,8 @@ async fn edge(state: AppState, mut request: Request, routes: Router) -> Response
     }
     let response = if request.uri().path().contains("%00") {
         KgError::not_found("endpoint", "").into_response()
+    } else if let Some(refused) = crate::client::ip_refusal(&state, &request) {
+        KgError::from(refused).into_response()
     } else {
         match routes.oneshot(request).await {
             Ok(response) => response,
