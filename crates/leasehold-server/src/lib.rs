@@ -11,7 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod http;
 pub mod jobs;
-mod keygen;
+pub(crate) mod keygen;
 pub mod license_cache;
 pub mod limits;
 pub mod live;

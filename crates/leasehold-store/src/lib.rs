@@ -503,8 +503,9 @@ pub trait Tracking: Send + Sync {
     ) -> Result<Seat>;
 
     /// A machine's active seat of the license (a Keygen "machine"): the seat with this
-    /// id, or else the one this fingerprint holds (its activation, its borrow, its lease;
-    /// a lease of no OS user first). Lapsed leases the sweeper has not ended yet count.
+    /// id, or else the one this fingerprint holds as a Keygen machine: its activation, or
+    /// its lease or borrow of no OS user (another OS user's seat on that machine is
+    /// someone else's). Lapsed leases the sweeper has not ended yet count.
     async fn machine_seat(&self, license_id: &str, alias: &str) -> Result<Option<Seat>>;
 
     async fn create_contact(

@@ -110,6 +110,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let mut openapi = openapi;
     openapi.merge(<crate::client::ClientDoc as OpenApi>::openapi());
+    openapi.merge(<crate::keygen::KeygenDoc as OpenApi>::openapi());
     document_errors(&mut openapi);
     (router, openapi)
 }

@@ -96,11 +96,17 @@ pub(crate) fn within_license(
     license: &License,
     valid_until: chrono::DateTime<chrono::Utc>,
 ) -> chrono::DateTime<chrono::Utc> {
+    license_end(license).map_or(valid_until, |end| valid_until.min(end))
+}
+
+/// The moment a license stops being in force: the start of the day after `expires_on`
+/// (UTC).
+pub(crate) fn license_end(license: &License) -> Option<chrono::DateTime<chrono::Utc>> {
     license
         .expires_on
         .and_then(|d| d.succ_opt())
         .and_then(|last_day| last_day.and_hms_opt(0, 0, 0))
-        .map_or(valid_until, |end| valid_until.min(end.and_utc()))
+        .map(|end| end.and_utc())
 }
 
 /// The payload, signed with the workspace's key as an offline license file.

@@ -223,14 +223,8 @@ impl Caller {
         need: Need,
     ) -> ApiResult<Option<Caller>> {
         let key = body_key
+            .or_else(|| license_header(headers))
             .map(str::to_string)
-            .or_else(|| {
-                headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("License "))
-                    .map(str::to_string)
-            })
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -329,6 +323,29 @@ impl Caller {
     }
 }
 
+/// The key of an `Authorization: License <key>` header.
+pub(crate) fn license_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("License "))
+        .map(str::trim)
+}
+
+/// The workspace of a license key, for signing an answer that resolved no caller (a
+/// refusal before it, such as a rate limit): from the license cache or the store, without
+/// counting against the key's rate limit. `None` for a key no license has.
+pub(crate) async fn workspace_of_key(state: &AppState, key: &str) -> Option<String> {
+    let key = keys::normalize_key(key).ok()?;
+    let key_hash = state.master.key_hash(&key);
+    if let Some(license) = state.live.licenses.get(&key_hash, Need::Settings) {
+        return Some(license.workspace_id.clone());
+    }
+    let license = state.store.license_by_key_hash(&key_hash).await.ok()??;
+    constant_time_eq(license.key_hash.as_bytes(), key_hash.as_bytes())
+        .then_some(license.workspace_id)
+}
+
 /// Runs `f` for a resolved caller and answers what it gives, echoing `echo` of the
 /// request (a malformed nonce is refused before anything is done).
 macro_rules! answer {
@@ -424,4 +441,4 @@ fn is_bidi_control(c: char) -> bool {
 // The handlers, after the `answer!` macro they use.
 mod borrows;
 pub(crate) mod files;
-mod seats;
+pub(crate) mod seats;

@@ -146,8 +146,8 @@ pub(super) async fn activate(
 }
 
 /// Reads an optional JSON body (GET/DELETE callers may send none).
-pub(super) fn optional_body<T: serde::de::DeserializeOwned + Default>(
-    bytes: &Bytes,
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
 ) -> ApiResult<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         Ok(T::default())

@@ -35,16 +35,6 @@ fn relation(kind: &str, id: &str) -> Value {
     json!({ "data": { "type": kind, "id": id } })
 }
 
-/// The moment a license stops being in force (the day after `expires_on`, UTC), the
-/// same instant a license file stops at.
-pub(super) fn license_end(license: &License) -> Option<DateTime<Utc>> {
-    license
-        .expires_on
-        .and_then(|d| d.succ_opt())
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|end| end.and_utc())
-}
-
 /// A license resource. `key` is the key as the client sent it (Leasehold keeps only
 /// its hash and a sealed copy).
 pub(super) fn license(license: &License, key: &str) -> Value {
@@ -63,7 +53,7 @@ pub(super) fn license(license: &License, key: &str) -> Value {
         "attributes": {
             "name": license.licensed_to,
             "key": key,
-            "expiry": license_end(license).map(time),
+            "expiry": crate::client::files::license_end(license).map(time),
             "status": status,
             "uses": 0,
             "suspended": standing == EffectiveStatus::Suspended,
@@ -100,20 +90,19 @@ pub(super) fn license(license: &License, key: &str) -> Value {
     })
 }
 
-/// How a machine's heartbeat stands.
-pub(super) fn heartbeat_status(seat: &Seat, pinged: bool, now_ms: i64) -> &'static str {
-    match seat.kind {
-        SeatKind::Lease if seat.expires_at.is_some_and(|at| at <= now_ms) => "DEAD",
-        SeatKind::Lease | SeatKind::Borrow => "ALIVE",
-        // A node-locked machine needs no heartbeats: alive once it pinged.
-        _ if pinged => "ALIVE",
-        _ => "NOT_STARTED",
-    }
+/// A lease that lapsed, or a borrow whose time is up, that the sweeper has not ended yet.
+pub(super) fn dead(seat: &Seat) -> bool {
+    seat.kind != SeatKind::Activation
+        && seat
+            .expires_at
+            .is_some_and(|at| at <= Utc::now().timestamp_millis())
 }
 
 /// A machine resource: a seat a machine holds (an activation, a lease or a borrow).
-pub(super) fn machine(seat: &Seat, license: &License, pinged: bool) -> Value {
-    let now_ms = Utc::now().timestamp_millis();
+/// Its heartbeat is `DEAD` once its seat lapsed, else `ALIVE`: a node-locked machine
+/// needs none and is alive while activated (Keygen says `NOT_STARTED` until a first ping;
+/// Leasehold does not record a node-locked machine's pings).
+pub(super) fn machine(seat: &Seat, license: &License) -> Value {
     let heartbeat = seat.kind == SeatKind::Lease;
     json!({
         "id": seat.id,
@@ -126,7 +115,7 @@ pub(super) fn machine(seat: &Seat, license: &License, pinged: bool) -> Value {
             "ip": null,
             "cores": null,
             "requireHeartbeat": heartbeat,
-            "heartbeatStatus": heartbeat_status(seat, pinged, now_ms),
+            "heartbeatStatus": if dead(seat) { "DEAD" } else { "ALIVE" },
             "heartbeatDuration": heartbeat.then(|| i32::try_from(license.lease_ttl_s).unwrap_or(i32::MAX)),
             "lastHeartbeat": seat.last_seen_at.filter(|_| heartbeat).map(time_ms),
             "nextHeartbeat": seat.expires_at.filter(|_| heartbeat).map(time_ms),

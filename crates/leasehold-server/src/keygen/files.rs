@@ -6,11 +6,11 @@
 //! Ed25519 signature of `machine/` (or `license/`) and `enc`.
 
 use super::doc::{self, KgError, KgResult};
-use super::machines::{find, instance_of, with_licensee};
-use super::{Licensee, Slug};
+use super::machines::{find, instance_of};
+use super::KeygenRefusals;
+use super::Slug;
 use crate::client::files::within_license;
 use crate::client::MAX_FILE_TTL_S;
-use crate::license_cache::Need;
 use crate::signing::Signer;
 use crate::AppState;
 use aes_gcm::aead::{Aead, KeyInit};
@@ -161,21 +161,27 @@ fn ttl_invalid(detail: &str) -> KgError {
     KgError::bad_request("CHECKOUT_TTL_INVALID", detail).parameter("ttl")
 }
 
+/// The shortest a file may be valid: a file with less left is not issued (and its
+/// `ttl` is never 0, which Keygen clients read as "never expires").
+const MIN_LEFT_S: i64 = 60;
+
 /// The file's end: the asked time to live (else the policy's), within the policy's
-/// `license_file_ttl_s`, the seat's own end (`seat_end`) and the license's.
+/// `license_file_ttl_s`, the seat's own end (`seat_end`) and the license's; `None` when
+/// less than a minute would be left.
 fn expiry(
     license: &License,
     options: &Options,
     issued: DateTime<Utc>,
     seat_end: Option<DateTime<Utc>>,
-) -> DateTime<Utc> {
+) -> Option<DateTime<Utc>> {
     let policy = license.license_file_ttl_s.min(MAX_FILE_TTL_S);
     let ttl = options.ttl_s.unwrap_or(policy).min(policy);
     let mut end = issued + chrono::Duration::seconds(ttl);
     if let Some(seat_end) = seat_end {
         end = end.min(seat_end);
     }
-    within_license(license, end)
+    let end = within_license(license, end);
+    (end - issued >= chrono::Duration::seconds(MIN_LEFT_S)).then_some(end)
 }
 
 /// The certificate of a dataset.
@@ -281,7 +287,16 @@ fn file_resource(
 
 /// `POST /v1/machines/{id}/actions/check-out`: a machine file for a machine that holds
 /// a seat. On a concurrent license the file lasts no longer than the seat: its lease,
-/// or, when the license lends seats, a borrow the lease becomes for the file's time.
+/// or, when the license lends seats, a borrow the lease becomes (for the file's time in
+/// whole days, at least one, at most the policy's `max_borrow_days`).
+#[utoipa::path(post, path = "/keygen/v1/machines/{id}/actions/check-out", tag = "keygen",
+    params(("id" = String, Path, description = "The machine's id or fingerprint"),
+        ("ttl" = Option<String>, Query, description = "Seconds (3600 to a year), or `null`: the policy's"),
+        ("encrypt" = Option<String>, Query), ("algorithm" = Option<String>, Query), ("include" = Option<String>, Query)),
+    responses(KeygenRefusals,
+        (status = 200, description = "A `machine-files` resource", content_type = "application/vnd.api+json"),
+        (status = 404, description = "No such machine", content_type = "application/vnd.api+json"),
+        (status = 422, description = "`MACHINE_HEARTBEAT_DEAD`", content_type = "application/vnd.api+json")))]
 pub(super) async fn machine_file(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -327,18 +342,17 @@ pub(super) async fn machine_file(
             SeatKind::Activation => None,
             _ => Some(seat.expires_at.map_or(issued, crate::convert::time)),
         };
-        let expiry = expiry(license, &options, issued, seat_end);
-        if expiry <= issued {
-            return Err(KgError::new(
+        let expiry = expiry(license, &options, issued, seat_end).ok_or_else(|| {
+            KgError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "MACHINE_HEARTBEAT_DEAD",
                 "is dead",
-            ));
-        }
+            )
+        })?;
         let data = dataset(
             issued,
             expiry,
-            doc::machine(&seat, license, false),
+            doc::machine(&seat, license),
             vec![doc::license(license, &licensee.key)],
         );
         let fingerprint = seat.fingerprint.clone().unwrap_or_default();
@@ -366,8 +380,16 @@ pub(super) async fn machine_file(
 }
 
 /// `POST` (the file's resource) or `GET` (its certificate as a download)
-/// `/v1/licenses/{id}/actions/check-out`: a license file. On a concurrent license it
-/// lasts no longer than a lease would, or a borrow when the license lends seats.
+/// `/v1/licenses/{id}/actions/check-out`: a license file, of a dedicated license only. A
+/// file of a concurrent license would vouch for a floating seat no one holds (DESIGN
+/// §11): there, a machine checks out its machine file.
+#[utoipa::path(post, path = "/keygen/v1/licenses/{id}/actions/check-out", tag = "keygen",
+    params(("id" = String, Path), ("ttl" = Option<String>, Query), ("encrypt" = Option<String>, Query),
+        ("algorithm" = Option<String>, Query), ("include" = Option<String>, Query)),
+    responses(KeygenRefusals,
+        (status = 200, description = "A `license-files` resource (`GET`: the certificate itself, `application/octet-stream`)", content_type = "application/vnd.api+json"),
+        (status = 404, description = "Not the authenticated license", content_type = "application/vnd.api+json"),
+        (status = 422, description = "`CHECKOUT_NOT_ALLOWED`: a floating license", content_type = "application/vnd.api+json")))]
 pub(super) async fn license_file(
     State(state): State<AppState>,
     method: Method,
@@ -382,18 +404,22 @@ pub(super) async fn license_file(
         let caller = &licensee.caller;
         let license = &caller.license;
         caller.require_in_force().map_err(KgError::from)?;
+        if license.seat_model == SeatModel::Concurrent {
+            return Err(KgError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "CHECKOUT_NOT_ALLOWED",
+                "this license's seats are floating: a file vouches for a seat, so activate \
+                 the machine and check out its machine file",
+            ));
+        }
         let issued = Utc::now();
-        let seat_end = match license.seat_model {
-            SeatModel::Dedicated => None,
-            SeatModel::Concurrent => {
-                let seconds = match license.max_borrow_days {
-                    0 => license.lease_ttl_s,
-                    days => days * 86_400,
-                };
-                Some(issued + chrono::Duration::seconds(seconds))
-            }
-        };
-        let expiry = expiry(license, &options, issued, seat_end);
+        let expiry = expiry(license, &options, issued, None).ok_or_else(|| {
+            KgError::new(
+                StatusCode::FORBIDDEN,
+                "LICENSE_EXPIRED",
+                "License is expired",
+            )
+        })?;
         let data = dataset(
             issued,
             expiry,

@@ -1,9 +1,11 @@
-//! Licenses: validation (Keygen's codes, checked in Keygen's order), check-in, and the
-//! license's machines and (empty) entitlements.
+//! Licenses: validation (Keygen's codes, checked in Keygen's order, but for an expired
+//! license, which is `EXPIRED` before its scope is checked), check-in, and the license's
+//! machines and (empty) entitlements.
 
 use super::doc::{self, KgError, KgResult};
-use super::machines::with_licensee;
+use super::KeygenRefusals;
 use super::{body_or_default, license_header, Licensee, Slug};
+use crate::client::text;
 use crate::license_cache::Need;
 use crate::AppState;
 use axum::body::Bytes;
@@ -12,17 +14,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use leasehold_core::{EffectiveStatus, SeatKind, SeatModel};
-use leasehold_store::{License, PageRequest, Seat};
+use leasehold_store::{License, PageRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Debug, Default, Deserialize)]
+// No `Debug`: `meta.key` is a license key.
+#[derive(Default, Deserialize)]
 pub(super) struct ValidateBody {
     #[serde(default)]
     meta: ValidateMeta,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct ValidateMeta {
     key: Option<String>,
     nonce: Option<Value>,
@@ -31,7 +34,7 @@ struct ValidateMeta {
 
 /// What a validation is scoped to (Keygen's `meta.scope`; what Leasehold does not know,
 /// such as `policy` or `checksum`, is echoed and not checked).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 struct Scope {
     product: Option<String>,
     fingerprint: Option<String>,
@@ -44,6 +47,9 @@ struct Scope {
 /// With an `Authorization: License` header, as Keygen clients always send, an unknown
 /// key is 401 `LICENSE_INVALID` and a suspended license 403 `LICENSE_SUSPENDED`;
 /// without one, both are 200 answers (`NOT_FOUND`, `SUSPENDED`).
+#[utoipa::path(post, path = "/keygen/v1/licenses/actions/validate-key", tag = "keygen",
+    responses(KeygenRefusals,
+        (status = 200, description = "A validation: `meta.valid`, `meta.code`, the license in `data`", content_type = "application/vnd.api+json")))]
 pub(super) async fn validate_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -54,18 +60,28 @@ pub(super) async fn validate_key(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    let key = body
-        .meta
-        .key
-        .as_deref()
-        .or_else(|| license_header(&headers));
+    let header = license_header(&headers);
+    let key = body.meta.key.as_deref().or(header);
     if key.is_none() {
         return KgError::bad_request("KEY_BLANK", "meta.key is required")
             .at("/meta/key")
             .into_response();
     }
+    // Keygen authenticates the header's key first: the license it names may validate
+    // only itself.
+    let authenticated = header.is_some();
+    if let (Some(header), Some(key)) = (header, body.meta.key.as_deref()) {
+        if header != key.trim() {
+            return KgError::new(
+                StatusCode::FORBIDDEN,
+                "ACCESS_DENIED",
+                "meta.key is not the key of the authenticated license",
+            )
+            .at("/meta/key")
+            .into_response();
+        }
+    }
     let found = Licensee::find(&state, &headers, slug.as_deref(), key, Need::SeatCount).await;
-    let authenticated = license_header(&headers).is_some();
     match found {
         Err(error) => error.into_response(),
         Ok(None) if authenticated => KgError::license_invalid().into_response(),
@@ -81,6 +97,11 @@ pub(super) async fn validate_key(
 }
 
 /// `POST /v1/licenses/{id}/actions/validate`: the authenticated license, by id.
+#[utoipa::path(post, path = "/keygen/v1/licenses/{id}/actions/validate", tag = "keygen",
+    params(("id" = String, Path)),
+    responses(KeygenRefusals,
+        (status = 200, description = "A validation", content_type = "application/vnd.api+json"),
+        (status = 404, description = "Not the authenticated license", content_type = "application/vnd.api+json")))]
 pub(super) async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -153,6 +174,9 @@ fn validation(data: Option<Value>, meta: &ValidateMeta, code: &str, detail: &str
     answer
 }
 
+/// The most fingerprints a validation's scope may name.
+const MAX_SCOPE_FINGERPRINTS: usize = 100;
+
 /// Keygen's scope checks, in its order, for a license in force.
 async fn check_scope(
     state: &AppState,
@@ -181,13 +205,14 @@ async fn check_scope(
         "NO_MACHINE"
     };
     if let Some(machine) = &scope.machine {
+        let machine = text("scope.machine", machine)?;
         let seat = state
             .store
-            .machine_seat(&license.id, machine)
+            .machine_seat(&license.id, &machine)
             .await?
-            .filter(|seat| seat.id == *machine);
+            .filter(|seat| seat.id == machine);
         return Ok(match seat {
-            Some(seat) if dead(&seat) => ("HEARTBEAT_DEAD", "machine heartbeat is dead"),
+            Some(seat) if doc::dead(&seat) => ("HEARTBEAT_DEAD", "machine heartbeat is dead"),
             Some(_) => ("VALID", "is valid"),
             None if license.seats_used == 0 => (
                 no_machines,
@@ -205,6 +230,13 @@ async fn check_scope(
     }
     let mut fingerprints: Vec<&str> = scope.fingerprint.as_deref().into_iter().collect();
     fingerprints.extend(scope.fingerprints.iter().flatten().map(String::as_str));
+    if fingerprints.len() > MAX_SCOPE_FINGERPRINTS {
+        return Err(KgError::bad_request(
+            "FINGERPRINT_SCOPE_INVALID",
+            format!("names more than {MAX_SCOPE_FINGERPRINTS} fingerprints"),
+        )
+        .at("/meta/scope/fingerprints"));
+    }
     if fingerprints.is_empty() {
         if scope.fingerprints.is_some() {
             return Ok(("FINGERPRINT_SCOPE_EMPTY", "fingerprint scope is empty"));
@@ -213,14 +245,15 @@ async fn check_scope(
     }
     let mut found_dead = false;
     for fingerprint in fingerprints {
+        let fingerprint = text("scope.fingerprint", fingerprint)?;
         // An id is not a fingerprint: only a seat this fingerprint holds counts.
         let seat = state
             .store
-            .machine_seat(&license.id, fingerprint)
+            .machine_seat(&license.id, &fingerprint)
             .await?
-            .filter(|seat| seat.fingerprint.as_deref() == Some(fingerprint));
+            .filter(|seat| seat.fingerprint.as_deref() == Some(fingerprint.as_str()));
         match seat {
-            Some(seat) if dead(&seat) => found_dead = true,
+            Some(seat) if doc::dead(&seat) => found_dead = true,
             Some(_) => return Ok(("VALID", "is valid")),
             None => {}
         }
@@ -244,16 +277,13 @@ async fn check_scope(
     })
 }
 
-/// A lease that lapsed (the sweeper has not ended it yet).
-fn dead(seat: &Seat) -> bool {
-    seat.kind == SeatKind::Lease
-        && seat
-            .expires_at
-            .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
-}
-
 /// `POST /v1/licenses/{id}/actions/check-in`: the license (Leasehold has no check-in
 /// policy to record).
+#[utoipa::path(post, path = "/keygen/v1/licenses/{id}/actions/check-in", tag = "keygen",
+    params(("id" = String, Path)),
+    responses(KeygenRefusals,
+        (status = 200, description = "The license", content_type = "application/vnd.api+json"),
+        (status = 404, description = "Not the authenticated license", content_type = "application/vnd.api+json")))]
 pub(super) async fn check_in(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -271,6 +301,11 @@ pub(super) async fn check_in(
 
 /// `GET /v1/licenses/{id}/machines`: the license's machines (its first 200 seats held
 /// by machines, newest first).
+#[utoipa::path(get, path = "/keygen/v1/licenses/{id}/machines", tag = "keygen",
+    params(("id" = String, Path)),
+    responses(KeygenRefusals,
+        (status = 200, description = "The license's machines", content_type = "application/vnd.api+json"),
+        (status = 404, description = "Not the authenticated license", content_type = "application/vnd.api+json")))]
 pub(super) async fn machines(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -293,13 +328,18 @@ pub(super) async fn machines(
             .items
             .iter()
             .filter(|seat| seat.kind != SeatKind::Assignment)
-            .map(|seat| doc::machine(seat, license, false))
+            .map(|seat| doc::machine(seat, license))
             .collect();
         Ok(doc::document(StatusCode::OK, &json!({ "data": machines })))
     })
 }
 
 /// `GET /v1/licenses/{id}/entitlements`: none (Leasehold has no entitlements).
+#[utoipa::path(get, path = "/keygen/v1/licenses/{id}/entitlements", tag = "keygen",
+    params(("id" = String, Path)),
+    responses(KeygenRefusals,
+        (status = 200, description = "None: `data` is empty", content_type = "application/vnd.api+json"),
+        (status = 404, description = "Not the authenticated license", content_type = "application/vnd.api+json")))]
 pub(super) async fn entitlements(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -313,6 +353,11 @@ pub(super) async fn entitlements(
 }
 
 /// `POST /v1/licenses/{id}/actions/increment-usage`: not supported (422).
+#[utoipa::path(post, path = "/keygen/v1/licenses/{id}/actions/increment-usage", tag = "keygen",
+    params(("id" = String, Path)),
+    responses(KeygenRefusals,
+        (status = 404, description = "Not the authenticated license", content_type = "application/vnd.api+json"),
+        (status = 422, description = "`NOT_SUPPORTED`", content_type = "application/vnd.api+json")))]
 pub(super) async fn increment_usage(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -3,6 +3,7 @@
 //! heartbeat, its deletion a check-in); a borrow shows as the machine it was lent to.
 
 use super::doc::{self, KgError, KgResult};
+use super::KeygenRefusals;
 use super::{body_or_default, Licensee, Slug};
 use crate::client::{optional, publish_refusal, text};
 use crate::error::ApiResult;
@@ -58,6 +59,10 @@ struct RelatedId {
 
 /// `POST /v1/machines`: activates a machine (201), or 422 `FINGERPRINT_TAKEN` when it
 /// holds a seat already, or `MACHINE_LIMIT_EXCEEDED` when the seats are taken.
+#[utoipa::path(post, path = "/keygen/v1/machines", tag = "keygen",
+    responses(KeygenRefusals,
+        (status = 201, description = "The machine: an activation, or a lease on a floating license", content_type = "application/vnd.api+json"),
+        (status = 422, description = "`MACHINE_LIMIT_EXCEEDED`, `FINGERPRINT_TAKEN`, `RELEASE_COOLDOWN`", content_type = "application/vnd.api+json")))]
 pub(super) async fn activate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -148,7 +153,7 @@ pub(super) async fn activate(
         );
         Ok(doc::document(
             StatusCode::CREATED,
-            &serde_json::json!({ "data": doc::machine(&seat, licensee.license(), false) }),
+            &serde_json::json!({ "data": doc::machine(&seat, licensee.license()) }),
         ))
     }
     .await;
@@ -164,21 +169,12 @@ pub(super) async fn find(state: &AppState, licensee: &Licensee, id: &str) -> KgR
         .ok_or_else(|| KgError::not_found("machine", id))
 }
 
-/// Runs `f` for the authenticated caller, answering its result signed.
-macro_rules! with_licensee {
-    ($state:expr, $headers:expr, $slug:expr, |$licensee:ident| $body:expr) => {{
-        match Licensee::require(&$state, &$headers, $slug.as_deref(), Need::Settings).await {
-            Ok($licensee) => {
-                let result: KgResult<Response> = async { $body }.await;
-                $licensee.answer(result)
-            }
-            Err(error) => error.into_response(),
-        }
-    }};
-}
-pub(super) use with_licensee;
-
 /// `GET /v1/machines/{id}`: the machine, by id or fingerprint.
+#[utoipa::path(get, path = "/keygen/v1/machines/{id}", tag = "keygen",
+    params(("id" = String, Path, description = "The machine's id or fingerprint")),
+    responses(KeygenRefusals,
+        (status = 200, description = "The machine", content_type = "application/vnd.api+json"),
+        (status = 404, description = "No such machine", content_type = "application/vnd.api+json")))]
 pub(super) async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -189,7 +185,7 @@ pub(super) async fn show(
         let seat = find(&state, &licensee, &id).await?;
         Ok(doc::document(
             StatusCode::OK,
-            &serde_json::json!({ "data": doc::machine(&seat, licensee.license(), false) }),
+            &serde_json::json!({ "data": doc::machine(&seat, licensee.license()) }),
         ))
     })
 }
@@ -211,6 +207,12 @@ pub(super) fn instance_of(seat: &Seat) -> String {
 /// `DELETE /v1/machines/{id}` (204): deactivates the machine (within the monthly
 /// release limit, else 422 `DEACTIVATIONS_LIMIT_EXCEEDED`), checks its lease in, or
 /// returns its borrow.
+#[utoipa::path(delete, path = "/keygen/v1/machines/{id}", tag = "keygen",
+    params(("id" = String, Path, description = "The machine's id or fingerprint")),
+    responses(KeygenRefusals,
+        (status = 204, description = "Deactivated, checked in, or its borrow returned"),
+        (status = 404, description = "No such machine", content_type = "application/vnd.api+json"),
+        (status = 422, description = "`DEACTIVATIONS_LIMIT_EXCEEDED`: the month's releases are used up", content_type = "application/vnd.api+json")))]
 pub(super) async fn deactivate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -263,6 +265,12 @@ pub(super) async fn deactivate(
 /// `POST /v1/machines/{id}/actions/ping`: a lease's heartbeat (422
 /// `MACHINE_HEARTBEAT_DEAD` once it lapsed); on an activation or a borrow, nothing to
 /// renew: the machine answers alive.
+#[utoipa::path(post, path = "/keygen/v1/machines/{id}/actions/ping", tag = "keygen",
+    params(("id" = String, Path, description = "The machine's id or fingerprint")),
+    responses(KeygenRefusals,
+        (status = 200, description = "The machine, alive", content_type = "application/vnd.api+json"),
+        (status = 404, description = "No such machine", content_type = "application/vnd.api+json"),
+        (status = 422, description = "`MACHINE_HEARTBEAT_DEAD`", content_type = "application/vnd.api+json")))]
 pub(super) async fn ping(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -299,7 +307,7 @@ pub(super) async fn ping(
         }
         Ok(doc::document(
             StatusCode::OK,
-            &serde_json::json!({ "data": doc::machine(&seat, licensee.license(), true) }),
+            &serde_json::json!({ "data": doc::machine(&seat, licensee.license()) }),
         ))
     })
 }

@@ -12,13 +12,34 @@
 //! Keygen's way ([`sign`]) by [`edge`], which wraps the whole facade router, so it also
 //! sees what the router answers itself (404s, 405s, extractor rejections).
 
+/// Runs `$body` for the caller a request authenticates as (see [`Licensee::require`]),
+/// answering its result signed by the caller's workspace.
+macro_rules! with_licensee {
+    ($state:expr, $headers:expr, $slug:expr, |$licensee:ident| $body:expr) => {{
+        match super::Licensee::require(
+            &$state,
+            &$headers,
+            $slug.as_deref(),
+            $crate::license_cache::Need::Settings,
+        )
+        .await
+        {
+            Ok($licensee) => {
+                let result: super::doc::KgResult<axum::response::Response> = async { $body }.await;
+                $licensee.answer(result)
+            }
+            Err(error) => axum::response::IntoResponse::into_response(error),
+        }
+    }};
+}
+
 mod doc;
 mod files;
 mod licenses;
 mod machines;
 mod sign;
 
-use crate::client::Caller;
+use crate::client::{license_header, Caller};
 use crate::license_cache::Need;
 use crate::signing::Signer;
 use crate::AppState;
@@ -86,7 +107,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             KgError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "NOT_FOUND",
+                "METHOD_NOT_ALLOWED",
                 "this endpoint does not take that method",
             )
         })
@@ -114,6 +135,7 @@ struct SignedBy(Arc<Signer>, String);
 async fn edge(state: AppState, mut request: Request, routes: Router) -> Response {
     let target = target(&state, &request);
     let slug = unprefix(&mut request);
+    let key = license_header(request.headers()).map(str::to_string);
     if let Some(slug) = &slug {
         request.extensions_mut().insert(Slug(slug.clone()));
     }
@@ -127,7 +149,11 @@ async fn edge(state: AppState, mut request: Request, routes: Router) -> Response
             Err(never) => match never {},
         }
     };
-    signed(&state, &target, slug.as_deref(), response).await
+    let names = RequestNames {
+        slug: slug.as_deref(),
+        key: key.as_deref(),
+    };
+    signed(&state, &target, names, response).await
 }
 
 /// The request target and host the client signs against: as it sent them, or under
@@ -178,8 +204,9 @@ fn target(state: &AppState, request: &Request) -> sign::Target {
     }
 }
 
-/// `/{slug}/v1/…` and `/v1/accounts/{slug}/…` become `/v1/…`, answering the slug;
-/// `//v1/…` (an API URL configured with a trailing slash) becomes `/v1/…`.
+/// `/{slug}/v1/…` and `/v1/accounts/{slug}/…` become `/v1/…`, answering the slug (or
+/// the workspace's id, which names it as well); `//v1/…` and `/{slug}//v1/…` (an API URL
+/// configured with a trailing slash) become `/v1/…`.
 fn unprefix(request: &mut Request) -> Option<String> {
     let (path, query) = {
         let uri = request.uri();
@@ -195,8 +222,11 @@ fn unprefix(request: &mut Request) -> Option<String> {
         (None, format!("/{trimmed}"))
     } else {
         match trimmed.split_once('/') {
-            Some((slug, rest)) if rest == "v1" || rest.starts_with("v1/") => {
-                (Some(slug), format!("/{rest}"))
+            Some((slug, rest))
+                if rest.trim_start_matches('/') == "v1"
+                    || rest.trim_start_matches('/').starts_with("v1/") =>
+            {
+                (Some(slug), format!("/{}", rest.trim_start_matches('/')))
             }
             _ => (None, path.clone()),
         }
@@ -214,25 +244,30 @@ fn unprefix(request: &mut Request) -> Option<String> {
 }
 
 /// Signs the answer: with its workspace's key when a handler resolved one; else with the
-/// workspace the path names, the only workspace, or the server's key.
+/// workspace the path names, the workspace of the request's license key (a refusal
+/// before the key was looked up, such as a rate limit), the only workspace, or the
+/// server's key.
 async fn signed(
     state: &AppState,
     target: &sign::Target,
-    slug: Option<&str>,
+    request: RequestNames<'_>,
     response: Response,
 ) -> Response {
     let signed_by = match response.extensions().get::<SignedBy>() {
         Some(by) => by.clone(),
-        None => fallback_signer(state, slug).await,
+        None => fallback_signer(state, request).await,
     };
     let (parts, body) = response.into_parts();
     let (mut parts, bytes) = match axum::body::to_bytes(body, MAX_ANSWER_BYTES).await {
         Ok(bytes) => (parts, bytes),
         Err(_) => {
-            let (parts, _) = KgError::from(crate::error::ApiError::internal())
+            let (parts, body) = KgError::from(crate::error::ApiError::internal())
                 .into_response()
                 .into_parts();
-            (parts, axum::body::Bytes::new())
+            let bytes = axum::body::to_bytes(body, MAX_ANSWER_BYTES)
+                .await
+                .unwrap_or_default();
+            (parts, bytes)
         }
     };
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -251,18 +286,42 @@ async fn signed(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-async fn fallback_signer(state: &AppState, slug: Option<&str>) -> SignedBy {
+/// What a request names that can choose the key its answer is signed with.
+#[derive(Clone, Copy)]
+struct RequestNames<'a> {
+    slug: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+async fn fallback_signer(state: &AppState, request: RequestNames<'_>) -> SignedBy {
     let store = state.store.as_ref();
-    let workspace = match slug {
-        Some(slug) => store.workspace_by_slug(slug).await.ok().flatten(),
-        None => store.only_workspace().await.ok().flatten(),
+    let workspace_id = match (request.slug, request.key) {
+        (Some(slug), _) => workspace_named(state, slug).await.map(|w| w.id),
+        (None, Some(key)) => match crate::client::workspace_of_key(state, key).await {
+            Some(id) => Some(id),
+            None => only_workspace(state).await,
+        },
+        (None, None) => only_workspace(state).await,
     };
-    if let Some(workspace) = workspace {
-        if let Ok(signer) = state.signers.workspace(store, &workspace.id).await {
-            return SignedBy(signer, workspace.id);
+    if let Some(id) = workspace_id {
+        if let Ok(signer) = state.signers.workspace(store, &id).await {
+            return SignedBy(signer, id);
         }
     }
     SignedBy(state.signers.server(), "server".into())
+}
+
+async fn only_workspace(state: &AppState) -> Option<String> {
+    let workspace = state.store.only_workspace().await.ok().flatten()?;
+    Some(workspace.id)
+}
+
+/// The workspace a path names, by its slug or its id.
+async fn workspace_named(state: &AppState, name: &str) -> Option<leasehold_store::Workspace> {
+    match state.store.workspace_by_slug(name).await {
+        Ok(Some(workspace)) => Some(workspace),
+        _ => state.store.workspace(name).await.ok(),
+    }
 }
 
 /// The headers Keygen clients read from a 429 (`X-RateLimit-*`; `Retry-After` is set by
@@ -287,7 +346,53 @@ fn rate_limit_headers(state: &AppState, headers: &mut HeaderMap) {
     put("x-ratelimit-reset", reset.to_string());
 }
 
+/// The Keygen-compatible API's part of `/openapi.json` (its answers are Keygen's JSON:API
+/// documents; see the README's "Coming from Keygen").
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(ping, licenses::validate_key, licenses::validate, licenses::check_in, licenses::machines,
+        licenses::entitlements, licenses::increment_usage, files::license_file, files::machine_file,
+        machines::activate, machines::show, machines::deactivate, machines::ping),
+    tags((name = "keygen", description = "The Keygen-compatible API (DESIGN §9): what applications \
+        written for Keygen's licensing API call, with the license key in `Authorization: License …`. \
+        Every answer is signed Keygen's way (`Keygen-Signature`, `Keygen-Date`, `Keygen-Digest`). \
+        The same routes answer under `/keygen/{workspace-slug}/v1/…` and `/keygen/v1/accounts/{workspace}/…`"))
+)]
+pub(crate) struct KeygenDoc;
+
+/// The refusals every keyed Keygen route can answer, for `/openapi.json`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum KeygenRefusals {
+    #[response(
+        status = 400,
+        description = "A malformed request",
+        content_type = "application/vnd.api+json"
+    )]
+    Invalid,
+    #[response(
+        status = 401,
+        description = "`LICENSE_INVALID`: no license has this key",
+        content_type = "application/vnd.api+json"
+    )]
+    Unknown,
+    #[response(
+        status = 403,
+        description = "`LICENSE_SUSPENDED`, `LICENSE_EXPIRED`, or another license's",
+        content_type = "application/vnd.api+json"
+    )]
+    Refused,
+    #[response(
+        status = 429,
+        description = "Past the rate limit (`Retry-After`, `X-RateLimit-*`)",
+        content_type = "application/vnd.api+json"
+    )]
+    Limited,
+}
+
 /// `GET /v1/ping`: the service answers (signed, unlike Keygen's own).
+#[utoipa::path(get, path = "/keygen/v1/ping", tag = "keygen",
+    responses((status = 200, description = "`ok`, signed", content_type = "text/plain")))]
 async fn ping() -> Response {
     let mut response = "ok".into_response();
     response.headers_mut().insert(
@@ -303,15 +408,6 @@ async fn ping() -> Response {
 struct Licensee {
     caller: Caller,
     key: String,
-}
-
-/// The key of an `Authorization: License …` header, as sent.
-fn license_header(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("License "))
-        .map(str::trim)
 }
 
 impl Licensee {
@@ -336,7 +432,7 @@ impl Licensee {
         };
         if let Some(Slug(slug)) = slug {
             let workspace = state.store.workspace(&caller.license.workspace_id).await?;
-            if workspace.slug != *slug {
+            if workspace.slug != *slug && workspace.id != *slug {
                 return Ok(None);
             }
         }
@@ -399,10 +495,7 @@ fn standing(license: &License) -> EffectiveStatus {
     effective_status(license.status, license.expires_on, today())
 }
 
-/// The body of a request that may come without one (`{}`-like when empty).
+/// The body of a request that may come without one (the default when empty).
 fn body_or_default<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> KgResult<T> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    crate::extract::parse_json(bytes).map_err(KgError::from)
+    crate::client::seats::optional_body(bytes).map_err(KgError::from)
 }

@@ -320,9 +320,8 @@ impl Tracking for This {
         Ok(sqlx::query_as::<_, Seat>(concat!(
             seat_select!(),
             "WHERE s.license_id = $1 AND s.released_at IS NULL AND s.kind <> 'assignment' \
-             AND (s.id = $2 OR s.fingerprint = $2) \
-             ORDER BY CASE WHEN s.id = $2 THEN 0 WHEN s.kind <> 'lease' THEN 1 \
-             WHEN s.os_user = '' THEN 2 ELSE 3 END, s.expires_at DESC LIMIT 1"
+             AND (s.id = $2 OR (s.fingerprint = $2 AND (s.kind = 'activation' OR s.os_user = ''))) \
+             ORDER BY CASE WHEN s.id = $2 THEN 0 ELSE 1 END, s.expires_at DESC LIMIT 1"
         ))
         .bind(license_id)
         .bind(alias)

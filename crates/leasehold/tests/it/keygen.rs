@@ -645,6 +645,75 @@ async fn every_answer_under_keygen_is_signed(s: &TestServer) {
         "RELEASE_LIMIT"
     );
     assert!(limited.signed);
+    // A scope the store could not hold is the client's mistake, not the server's.
+    let nul = json!({"meta": {"key": key, "scope": {"fingerprint": "a\u{0}b"}}}).to_string();
+    let refused = facade(
+        s,
+        Method::POST,
+        "/keygen/v1/licenses/actions/validate-key",
+        Some(key),
+        Some(&nul),
+        hex,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.signed);
+    // The header's key authenticates: it validates only its own license.
+    let other_key = facade(
+        s,
+        Method::POST,
+        "/keygen/v1/licenses/actions/validate-key",
+        Some(key),
+        Some(&validate_key("SOME-OTHER-KEY", "fp-a")),
+        hex,
+    )
+    .await;
+    assert_eq!(
+        other_key.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        other_key.body
+    );
+    // Another OS user's lease on a machine is not that machine's Keygen seat.
+    let floating = self::setup(
+        &admin,
+        json!({"seat_model": "concurrent", "seats_total": 2}),
+    )
+    .await;
+    let (status, native) = s
+        .anonymous()
+        .post("/v1/client/leases", json!({"key": floating.key, "fingerprint": "shared-vm", "os_user": "alice", "instance": "1"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{native}");
+    let by_fingerprint = facade(
+        s,
+        Method::GET,
+        "/keygen/v1/machines/shared-vm",
+        Some(&floating.key),
+        None,
+        hex,
+    )
+    .await;
+    assert_eq!(
+        by_fingerprint.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        by_fingerprint.body
+    );
+    let by_id = facade(
+        s,
+        Method::GET,
+        &format!("/keygen/v1/machines/{}", id(&native)),
+        Some(&floating.key),
+        None,
+        hex,
+    )
+    .await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.body);
+    assert_eq!(
+        by_id.body["data"]["attributes"]["metadata"]["osUser"],
+        "alice"
+    );
     // Another workspace's slug signs with that workspace's key.
     let other = s.workspace("Other").await;
     let other = self::setup(&other, json!({"seat_model": "dedicated"})).await;
@@ -667,6 +736,48 @@ async fn every_answer_under_keygen_is_signed(s: &TestServer) {
     .await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
     assert!(theirs.signed);
+    // With two workspaces, a refusal before the key's license is read is still signed by
+    // the key's workspace: a suspended license's 403 here.
+    let suspended = self::setup(&admin, json!({"seat_model": "dedicated"})).await;
+    let (status, body) = admin
+        .patch(
+            &format!("/v1/licenses/{}", id(&suspended.license)),
+            json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refused = facade(
+        s,
+        Method::POST,
+        "/keygen/v1/machines",
+        Some(&suspended.key),
+        Some(&new_machine(&id(&suspended.license), "fp-s")),
+        hex,
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.body["errors"][0]["code"], "LICENSE_SUSPENDED");
+    assert!(refused.signed);
+    // The account form takes the workspace's id as well as its slug.
+    let workspace_id = s
+        .state
+        .store
+        .workspace_by_slug(&slug)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let by_id = facade(
+        s,
+        Method::POST,
+        &format!("/keygen/v1/accounts/{workspace_id}/licenses/actions/validate-key"),
+        Some(key),
+        Some(&validate_key(key, "fp-b")),
+        hex,
+    )
+    .await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.body);
+    assert!(by_id.signed);
     // A key of one workspace under another's slug is an unknown key there.
     let crossed = facade(
         s,
@@ -731,8 +842,7 @@ async fn files_last_no_longer_than_the_seat(s: &TestServer) {
         .as_str()
         .unwrap()
         .starts_with("-----BEGIN MACHINE FILE-----\n"));
-    // So does a license file of a concurrent license; asked for as a download, the
-    // certificate itself.
+    // A license file would vouch for a floating seat no one holds: refused.
     let file = facade(
         s,
         Method::POST,
@@ -742,18 +852,43 @@ async fn files_last_no_longer_than_the_seat(s: &TestServer) {
         hex,
     )
     .await;
+    assert_eq!(
+        file.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        file.body
+    );
+    assert_eq!(file.body["errors"][0]["code"], "CHECKOUT_NOT_ALLOWED");
+    assert!(file.signed);
+    // A dedicated license's file: its policy's time at most; asked for as a download,
+    // the certificate itself.
+    let dedicated = self::setup(
+        &admin,
+        json!({"seat_model": "dedicated", "policy": {"license_file_ttl_s": 7200}}),
+    )
+    .await;
+    let did = id(&dedicated.license);
+    let file = facade(
+        s,
+        Method::POST,
+        &format!("/keygen/v1/licenses/{did}/actions/check-out?ttl=86400"),
+        Some(&dedicated.key),
+        None,
+        hex,
+    )
+    .await;
     assert_eq!(file.status, StatusCode::OK, "{}", file.body);
     assert_eq!(
         file.body["data"]["attributes"]["algorithm"],
         "base64+ed25519"
     );
-    assert!(file.body["data"]["attributes"]["ttl"].as_i64().unwrap() <= lease_ttl);
+    assert_eq!(file.body["data"]["attributes"]["ttl"], 7200);
     let download = reqwest::Client::new()
         .get(format!(
-            "{}/keygen/v1/licenses/{lid}/actions/check-out?ttl=null",
+            "{}/keygen/v1/licenses/{did}/actions/check-out?ttl=null",
             s.base
         ))
-        .header("authorization", format!("License {key}"))
+        .header("authorization", format!("License {}", dedicated.key))
         .send()
         .await
         .unwrap();
@@ -766,6 +901,17 @@ async fn files_last_no_longer_than_the_seat(s: &TestServer) {
         .await
         .unwrap()
         .starts_with("-----BEGIN LICENSE FILE-----\n"));
+    // Another license's file is not this key's to take.
+    let theirs = facade(
+        s,
+        Method::POST,
+        &format!("/keygen/v1/licenses/{lid}/actions/check-out"),
+        Some(&dedicated.key),
+        None,
+        hex,
+    )
+    .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
     // Keygen's bounds and Leasehold's one algorithm.
     let short = facade(
         s,
@@ -781,8 +927,8 @@ async fn files_last_no_longer_than_the_seat(s: &TestServer) {
     let rsa = facade(
         s,
         Method::POST,
-        &format!("/keygen/v1/licenses/{lid}/actions/check-out?algorithm=rsa-2048-pkcs1%2Bsign"),
-        Some(key),
+        &format!("/keygen/v1/licenses/{did}/actions/check-out?algorithm=rsa-2048-pkcs1%2Bsign"),
+        Some(&dedicated.key),
         None,
         hex,
     )

@@ -49,6 +49,11 @@ async fn openapi_document_describes_every_route_and_matches_the_snapshot() {
         ("/v1/client/leases/{id}/instances/{instance}", "delete"),
         ("/v1/client/license-file", "get"),
         ("/v1/public-key", "get"),
+        ("/keygen/v1/licenses/actions/validate-key", "post"),
+        ("/keygen/v1/machines", "post"),
+        ("/keygen/v1/machines/{id}", "delete"),
+        ("/keygen/v1/machines/{id}/actions/ping", "post"),
+        ("/keygen/v1/licenses/{id}/actions/check-out", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
