@@ -124,6 +124,8 @@ pub struct Client {
     key: String,
     public_key: Option<VerifyingKey>,
     attempts: u32,
+    /// Certificate authorities trusted besides the system's (a private PKI).
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl std::fmt::Debug for Client {
@@ -132,6 +134,17 @@ impl std::fmt::Debug for Client {
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
+}
+
+/// The HTTP client of calls, trusting `roots` besides the system's authorities.
+fn http_client(roots: &[reqwest::Certificate]) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5));
+    for root in roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder.build().map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// Parses a base64 Ed25519 public key.
@@ -148,18 +161,34 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey> {
 
 impl Client {
     pub fn new(base_url: &str, key: &str) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Client {
-            http,
+            http: http_client(&[])?,
             base: base_url.trim_end_matches('/').to_string(),
             key: key.trim().to_string(),
             public_key: None,
             attempts: 5,
+            roots: Vec::new(),
         })
+    }
+
+    /// Also trusts the certificate authorities of this PEM file (a server whose
+    /// certificate a private PKI issued).
+    pub fn with_ca_file(self, path: &std::path::Path) -> Result<Client> {
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::Invalid(format!("reading the CA file {}: {e}", path.display())))?;
+        self.with_ca_pem(&pem)
+    }
+
+    /// Also trusts the certificate authorities of this PEM text.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<Client> {
+        let roots = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::Invalid(format!("the CA file is not PEM certificates: {e}")))?;
+        if roots.is_empty() {
+            return Err(Error::Invalid("the CA file holds no certificate".into()));
+        }
+        self.roots.extend(roots);
+        self.http = http_client(&self.roots)?;
+        Ok(self)
     }
 
     /// Verifies every answer against this key (base64, as `GET /v1/public-key` gives it).
@@ -170,11 +199,13 @@ impl Client {
 
     /// A copy with its own connection pool (for use from another runtime).
     fn detached(&self, timeout: Duration) -> Client {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap_or_else(|_| self.http.clone());
+            .pool_max_idle_per_host(0);
+        for root in &self.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        let http = builder.build().unwrap_or_else(|_| self.http.clone());
         Client {
             http,
             attempts: 2,

@@ -48,7 +48,8 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
         let mut cursor = String::new();
         loop {
             tick.tick().await;
-            sweep_from(&state, &mut cursor, PROBES_PER_TICK, PROBES_PER_CHUNK).await;
+            let expired = sweep_from(&state, &mut cursor, PROBES_PER_TICK, PROBES_PER_CHUNK).await;
+            crate::metrics::swept(expired);
             state.limits.retain_recent();
             // The sign-in limiter is keyed by what attackers type: its idle entries go too.
             state.login_limits.retain_recent();

@@ -15,6 +15,7 @@ pub(crate) mod keygen;
 pub mod license_cache;
 pub mod limits;
 pub mod live;
+pub mod metrics;
 pub mod notify;
 pub mod secrets;
 mod service;
@@ -22,6 +23,7 @@ mod session;
 pub mod setup;
 pub mod signing;
 mod state;
+pub mod tls;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, Uri};
@@ -61,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     api.merge(client::routes(state.clone()))
         .merge(console::routes())
         .nest_service("/keygen", keygen::router(state.clone()))
+        .merge(metrics_route(&state))
         .route(
             "/openapi.json",
             get(move || {
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(refuse_nul_in_path))
         .layer(axum::middleware::map_response(no_store_by_default))
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
@@ -83,6 +87,22 @@ pub fn router(state: AppState) -> Router {
     .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
         tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
     }))
+        .with_state(state)
+}
+
+/// `GET /metrics` on the public listener, unless the metrics have their own
+/// (`--metrics-listen`).
+fn metrics_route(state: &AppState) -> Router<AppState> {
+    match state.metrics_listen {
+        Some(_) => Router::new(),
+        None => Router::new().route("/metrics", get(metrics::page)),
+    }
+}
+
+/// The router of `--metrics-listen`: `/metrics` alone.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::page))
         .with_state(state)
 }
 
@@ -141,7 +161,20 @@ pub async fn serve(
     jobs.extend(notify::spawn(state.clone()));
     jobs.extend(live::spawn_backplane(&state).await);
     let max_connections = state.max_connections;
-    let served = http::serve(listener, router(state), max_connections, shutdown).await;
+    let tls = state.tls.clone();
+    jobs.push(tls::reload_on_hangup(tls.clone()));
+    metrics::install();
+    if let Some(address) = state.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(address).await?;
+        let router = metrics_router(state.clone());
+        jobs.push(tokio::spawn(async move {
+            let never = std::future::pending::<()>();
+            if let Err(error) = http::serve(metrics_listener, router, 64, None, never).await {
+                tracing::warn!(%error, "the metrics listener stopped");
+            }
+        }));
+    }
+    let served = http::serve(listener, router(state), max_connections, tls, shutdown).await;
     for job in jobs {
         job.abort();
     }

@@ -42,6 +42,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// The Keygen facade's public address behind a rewriting proxy (DESIGN §9).
     pub keygen_public_url: Option<url::Url>,
+    /// HTTPS: the certificate and key files (PEM), read again on SIGHUP.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// `/metrics` on its own address instead of the public listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -60,6 +64,8 @@ impl Settings {
             trusted_proxies: Vec::new(),
             max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
             keygen_public_url: None,
+            tls: None,
+            metrics_listen: None,
         }
     }
 }
@@ -83,6 +89,8 @@ impl std::fmt::Debug for Settings {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("max_connections", &self.max_connections)
             .field("keygen_public_url", &self.keygen_public_url)
+            .field("tls", &self.tls)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -116,6 +124,11 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
     if url.starts_with("sqlite:") || settings.master_key.is_none() {
         create_private_dir(&settings.data_dir)?;
     }
+    // A certificate that does not load stops the start, before anything is opened.
+    let tls = match &settings.tls {
+        Some(files) => Some(crate::tls::Certificates::load(files.clone())?),
+        None => None,
+    };
     let master = load_master_key(settings)?;
     let store = leasehold_store::open(&url, &settings.store)
         .await
@@ -147,7 +160,82 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         trusted_proxies: settings.trusted_proxies.clone(),
         max_connections: settings.max_connections,
         keygen_public_url: settings.keygen_public_url.clone(),
+        tls,
+        metrics_listen: settings.metrics_listen,
     }))
+}
+
+/// The SQLite database file of a `sqlite://PATH` store URL (`None`: PostgreSQL).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    Some(std::path::PathBuf::from(path))
+}
+
+const PG_DUMP: &str = "the store is PostgreSQL: back it up with pg_dump \
+    (`pg_dump --format=custom --file=leasehold.dump \"$LEASEHOLD_DATABASE_URL\"`) and restore it \
+    with pg_restore into an empty database; keep the master key (LEASEHOLD_MASTER_KEY) with the dump";
+
+/// `leasehold backup OUT`: a consistent copy of the running SQLite store (DESIGN §10).
+pub fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
+    let Some(database) = sqlite_file(&settings.database_url()) else {
+        bail!("{PG_DUMP}");
+    };
+    leasehold_store::sqlite_backup::backup(&database, out)
+        .with_context(|| format!("backing up {} to {}", database.display(), out.display()))
+}
+
+/// `leasehold restore IN`: places a backup as the store of `settings`, which must have
+/// no database yet, once the copy passes SQLite's integrity check, is of a migration
+/// this build knows, and was written with the master key this store will run with.
+pub fn restore(settings: &Settings, copy: &Path) -> anyhow::Result<()> {
+    let Some(database) = sqlite_file(&settings.database_url()) else {
+        bail!("{PG_DUMP}");
+    };
+    if database.exists() {
+        bail!(
+            "{} already has a database: restore into a data directory without one",
+            database.display()
+        );
+    }
+    if settings.master_key.is_none() && !settings.data_dir.join(MASTER_KEY_FILE).exists() {
+        bail!(
+            "no master key: copy the backed-up server's {MASTER_KEY_FILE} into {} (or set \
+             LEASEHOLD_MASTER_KEY); without it the copy's keys and secrets do not decrypt",
+            settings.data_dir.display()
+        );
+    }
+    let master = load_master_key(settings)?;
+    let copy_info = leasehold_store::sqlite_backup::inspect_copy(copy, MASTER_CHECK)
+        .with_context(|| format!("checking {}", copy.display()))?;
+    let known = leasehold_store::sqlite_backup::latest_migration();
+    if copy_info.migration > known {
+        bail!(
+            "{} is from a newer Leasehold (migration {}; this one knows up to {known}): restore it with that version",
+            copy.display(),
+            copy_info.migration
+        );
+    }
+    match copy_info.master_check {
+        Some(check) if check == master.check_value() => {}
+        Some(_) => bail!(
+            "{} was written with another master key than this store's: put the backed-up \
+             server's {MASTER_KEY_FILE} in {} (or set LEASEHOLD_MASTER_KEY)",
+            copy.display(),
+            settings.data_dir.display()
+        ),
+        None => bail!(
+            "{} holds no master key check: not a Leasehold store",
+            copy.display()
+        ),
+    }
+    if let Some(dir) = database.parent() {
+        create_private_dir(dir)?;
+    }
+    leasehold_store::sqlite_backup::place_copy(copy, &database)
+        .with_context(|| format!("placing the copy at {}", database.display()))
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -44,6 +44,10 @@ pub struct Shared {
     /// The Keygen facade's public address (`https://HOST/keygen`) behind a proxy that
     /// rewrites the host or the path, for Keygen's signatures (DESIGN §9).
     pub keygen_public_url: Option<url::Url>,
+    /// HTTPS: the certificate served, read again on SIGHUP (DESIGN §10).
+    pub tls: Option<std::sync::Arc<crate::tls::Certificates>>,
+    /// `/metrics` on its own address instead of the public listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Shared {

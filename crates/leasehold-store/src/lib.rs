@@ -25,6 +25,7 @@ pub use outbox::{
 };
 pub use postgres::PostgresStore;
 pub use records::*;
+pub use sqlite::backup as sqlite_backup;
 pub use sqlite::SqliteStore;
 
 /// Everything that can go wrong in the store, in terms the HTTP layer can map.
@@ -235,6 +236,29 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     }
 }
 
+/// What `/metrics` reads from the store.
+#[derive(Debug, Default, Clone)]
+pub struct MetricsSnapshot {
+    pub licenses: Vec<LicenseSeatsRow>,
+    /// Seats in use, all licenses.
+    pub seats_used: i64,
+    /// Seats bought, licenses in force.
+    pub seats_total: i64,
+    /// Holders waiting in a queue (their place not lapsed).
+    pub waiting: i64,
+    /// (channel, state, count) for webhook and email, pending and failed.
+    pub outbox: Vec<(String, String, i64)>,
+}
+
+/// One license's seats, for `/metrics`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LicenseSeatsRow {
+    pub license_id: String,
+    pub workspace_id: String,
+    pub seats_used: i64,
+    pub seats_total: i64,
+}
+
 /// A machine's live seat, as the client protocol asks after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldSeat {
@@ -344,6 +368,11 @@ pub trait Directory: Send + Sync {
 
     /// The store's workspace when it has exactly one.
     async fn only_workspace(&self) -> Result<Option<Workspace>>;
+
+    /// What `/metrics` reads from the store when scraped: the `top` licenses with the
+    /// most seats in use, the sums, the queue, and the outbox's pending and failed
+    /// deliveries (DESIGN §10).
+    async fn metrics_snapshot(&self, top: i64) -> Result<MetricsSnapshot>;
 
     /// The live (unrevoked) token with this hash.
     async fn token_by_hash(&self, token_hash: &str) -> Result<Option<TokenRecord>>;

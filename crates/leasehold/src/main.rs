@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a workspace and its owner (password on stdin); prints an owner API token last.
     Init(InitArgs),
     /// Run a program while holding a seat of a license (see README for exit codes).
@@ -36,6 +36,28 @@ enum Command {
     Borrow(borrow::BorrowArgs),
     /// Give a borrowed seat back before its end.
     Return(borrow::ReturnArgs),
+    /// Copy the running SQLite store to OUT, consistent and durable, while it serves
+    /// (PostgreSQL: use pg_dump).
+    Backup(BackupArgs),
+    /// Place a backup as the store of an empty data directory, once it checks out
+    /// (integrity, migration, master key).
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// The file to write (must not exist).
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The backup to restore.
+    input: std::path::PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -89,6 +111,16 @@ struct ServeArgs {
     /// The most connections served at once; one past it is closed at once.
     #[arg(long, env = "LEASEHOLD_MAX_CONNECTIONS", default_value_t = leasehold_server::http::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Serve `/metrics` on this address (e.g. `127.0.0.1:9090`) instead of the public
+    /// listener.
+    #[arg(long, env = "LEASEHOLD_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// HTTPS: the certificate chain (PEM). Read again, with the key, on SIGHUP.
+    #[arg(long, env = "LEASEHOLD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// HTTPS: the certificate's private key (PEM).
+    #[arg(long, env = "LEASEHOLD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// The Keygen facade's public address, e.g. `https://licenses.example.com/keygen`,
     /// when a reverse proxy in front rewrites the host or the path: Keygen clients check
     /// signatures over the host and path they asked for.
@@ -173,6 +205,10 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_LICENSE_CACHE_MS",
     "LEASEHOLD_MAX_CONNECTIONS",
     "LEASEHOLD_KEYGEN_PUBLIC_URL",
+    "LEASEHOLD_TLS_CERT",
+    "LEASEHOLD_METRICS_LISTEN",
+    "LEASEHOLD_TLS_KEY",
+    "LEASEHOLD_CA_FILE",
     "LEASEHOLD_SQLITE_WAL_LIMIT_MIB",
     "LEASEHOLD_SMTP_URL",
     "LEASEHOLD_SMTP_FROM",
@@ -238,8 +274,22 @@ async fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Init(args) => init(args).await,
+        Command::Backup(args) => settings(&args.store).and_then(|settings| {
+            leasehold_server::setup::backup(&settings, &args.out)?;
+            println!("backed up to {}", args.out.display());
+            Ok(())
+        }),
+        Command::Restore(args) => settings(&args.store).and_then(|settings| {
+            leasehold_server::setup::restore(&settings, &args.input)?;
+            println!(
+                "restored {} into {}",
+                args.input.display(),
+                settings.data_dir.display()
+            );
+            Ok(())
+        }),
         Command::Run(args) => return std::process::ExitCode::from(run::run(args).await),
         Command::VerifyLicenseFile(args) => return std::process::ExitCode::from(verify(args)),
         Command::Borrow(args) => borrow::borrow(args)
@@ -264,17 +314,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     settings.trusted_proxies = args.trusted_proxies.clone();
     settings.max_connections = args.max_connections;
     settings.keygen_public_url = args.keygen_public_url.clone();
+    settings.metrics_listen = args.metrics_listen;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        settings.tls = Some(leasehold_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
     settings.sweep_interval = std::time::Duration::from_millis(args.sweep_interval_ms.max(10));
     settings.license_cache_ttl = std::time::Duration::from_millis(args.license_cache_ms);
     let ms = |v: u64| std::time::Duration::from_millis(v.max(10));
     settings.notify = leasehold_server::notify::NotifySettings {
         smtp_url: args.notify.smtp_url.clone(),
         smtp_from: args.notify.smtp_from.clone(),
-        public_url: args
-            .notify
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", args.listen)),
+        public_url: args.notify.public_url.clone().unwrap_or_else(|| {
+            let scheme = if args.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", args.listen)
+        }),
         webhook_allow_local: args.notify.webhook_allow_local,
         webhook_allow_private: args.notify.webhook_allow_private,
         webhook_proxy: args.notify.webhook_proxy.clone(),
@@ -293,7 +353,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, store = ?state.store.backend(), "leasehold is serving");
+    tracing::info!(address = %listener.local_addr()?, store = ?state.store.backend(), tls = state.tls.is_some(), "leasehold is serving");
     leasehold_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

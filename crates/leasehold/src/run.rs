@@ -39,6 +39,10 @@ pub struct ServerArgs {
     /// The workspace's public key (base64): every answer is verified against it.
     #[arg(long, env = "LEASEHOLD_PUBLIC_KEY")]
     pub public_key: Option<String>,
+    /// A PEM file of certificate authorities to trust besides the system's (a server
+    /// whose certificate a private PKI issued).
+    #[arg(long, env = "LEASEHOLD_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// How this computer is named in the console (default: its host name).
     #[arg(long)]
     pub identifier: Option<String>,
@@ -54,7 +58,10 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The SDK client, verifying every answer when a public key is given.
     pub fn client(&self) -> Result<Client, String> {
-        let client = Client::new(&self.server, &self.key).map_err(|e| e.to_string())?;
+        let mut client = Client::new(&self.server, &self.key).map_err(|e| e.to_string())?;
+        if let Some(ca_file) = &self.ca_file {
+            client = client.with_ca_file(ca_file).map_err(|e| e.to_string())?;
+        }
         match &self.public_key {
             Some(pk) => client.with_public_key(pk).map_err(|e| e.to_string()),
             None => Ok(client),

@@ -379,6 +379,7 @@ fn echoing(mut response: Response, echo: Echo) -> Response {
 /// wakes for neither, so waiters do not wake each other).
 pub(crate) fn publish_refusal<T>(state: &AppState, caller: &Caller, result: &ApiResult<T>) {
     if let Err(error) = result {
+        crate::metrics::denied(error.code);
         let queued = error
             .details
             .as_ref()

@@ -359,4 +359,19 @@ mod tests {
         assert_eq!(parse_money("+12"), None);
         assert_eq!(parse_money("1.-5"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_reads_as_money_or_nothing_without_a_panic(text in "\\PC{0,40}") {
+            if let Some(minor) = parse_money(&text) {
+                proptest::prop_assert!(minor >= 0);
+            }
+        }
+
+        #[test]
+        fn an_amount_written_with_two_decimals_reads_back(minor in 0i64..=i64::MAX / 100) {
+            let text = format!("{}.{:02}", minor / 100, minor % 100);
+            proptest::prop_assert_eq!(parse_money(&text), Some(minor));
+        }
+    }
 }

@@ -462,3 +462,49 @@ pub(super) async fn license_file(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Whatever the query, a check-out's options parse or are refused as the
+        /// client's mistake (400), never a panic; a TTL accepted is within Keygen's bounds.
+        #[test]
+        fn any_query_parses_or_is_refused(query in "\\PC{0,120}") {
+            for includes in [MACHINE_INCLUDES, LICENSE_INCLUDES] {
+                match Options::parse(Some(&query), includes) {
+                    Ok(options) => {
+                        if let Some(ttl) = options.ttl_s {
+                            proptest::prop_assert!((MIN_TTL_S..=MAX_TTL_S).contains(&ttl));
+                        }
+                    }
+                    Err(error) => proptest::prop_assert_eq!(error.status, StatusCode::BAD_REQUEST),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keygen_clients_queries_parse() {
+        let machine = Options::parse(
+            Some("encrypt=1&include=license.entitlements&ttl=3600"),
+            MACHINE_INCLUDES,
+        )
+        .unwrap();
+        assert_eq!(machine.algorithm, Algorithm::Aes256GcmEd25519);
+        assert_eq!(machine.ttl_s, Some(3600));
+        let license = Options::parse(
+            Some("ttl=null&algorithm=base64%2Bed25519"),
+            LICENSE_INCLUDES,
+        )
+        .unwrap();
+        assert_eq!(license.algorithm, Algorithm::Base64Ed25519);
+        assert_eq!(license.ttl_s, None);
+        // A `+` sent raw reads as a space, and means the same.
+        let raw = Options::parse(Some("algorithm=aes-256-gcm+ed25519"), LICENSE_INCLUDES).unwrap();
+        assert_eq!(raw.algorithm, Algorithm::Aes256GcmEd25519);
+        assert!(Options::parse(Some("ttl=59"), LICENSE_INCLUDES).is_err());
+        assert!(Options::parse(Some("include=license.secrets"), MACHINE_INCLUDES).is_err());
+    }
+}

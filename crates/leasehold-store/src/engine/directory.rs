@@ -149,6 +149,53 @@ impl Directory for This {
         )
     }
 
+    async fn metrics_snapshot(&self, top: i64) -> Result<crate::MetricsSnapshot> {
+        let licenses = sqlx::query_as::<_, crate::LicenseSeatsRow>(
+            "SELECT id AS license_id, workspace_id, seats_used, seats_total FROM licenses \
+             WHERE deleted_at IS NULL AND seats_used > 0 ORDER BY seats_used DESC, id LIMIT $1",
+        )
+        .bind(top)
+        .fetch_all(self.reader())
+        .await?;
+        let (seats_used, seats_total): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(seats_used), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN status = 'active' THEN seats_total ELSE 0 END), 0) AS BIGINT) \
+             FROM licenses WHERE deleted_at IS NULL",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM waiters w JOIN licenses l ON l.id = w.license_id \
+             WHERE w.last_seen_at >= $1 - l.queue_ttl_s * 1000",
+        )
+        .bind(now_ms())
+        .fetch_one(self.reader())
+        .await?;
+        let counted: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT channel, state, COUNT(*) FROM outbox WHERE state IN ('pending', 'failed') \
+             GROUP BY channel, state",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let mut outbox = Vec::new();
+        for channel in ["webhook", "email"] {
+            for state in ["pending", "failed"] {
+                let count = counted
+                    .iter()
+                    .find(|(c, s, _)| c == channel && s == state)
+                    .map_or(0, |(_, _, n)| *n);
+                outbox.push((channel.to_string(), state.to_string(), count));
+            }
+        }
+        Ok(crate::MetricsSnapshot {
+            licenses,
+            seats_used,
+            seats_total,
+            waiting,
+            outbox,
+        })
+    }
+
     async fn only_workspace(&self) -> Result<Option<Workspace>> {
         let mut two = sqlx::query_as::<_, Workspace>("SELECT * FROM workspaces LIMIT 2")
             .fetch_all(self.reader())

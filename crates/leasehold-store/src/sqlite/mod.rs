@@ -16,6 +16,7 @@
 
 mod admin;
 mod audit_index;
+pub mod backup;
 mod borrows;
 mod seats;
 mod store;

@@ -82,7 +82,10 @@ pub(super) fn sync(wal: std::fs::File, committed: mpsc::Receiver<Answers>) {
         while let Ok(more) = committed.try_recv() {
             batches.push(more);
         }
+        let started = std::time::Instant::now();
         let synced = wal.sync_data();
+        metrics::histogram!("leasehold_sqlite_fsync_seconds")
+            .record(started.elapsed().as_secs_f64());
         for (reply, outcome) in batches.into_iter().flatten() {
             let outcome = match &synced {
                 Ok(()) => outcome,

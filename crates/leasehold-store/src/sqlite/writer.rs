@@ -314,6 +314,7 @@ fn run(
                 Err(_) => break,
             }
         }
+        metrics::histogram!("leasehold_sqlite_batch_size").record(batch.len() as f64);
         let outcomes = apply_batch(&conn, &batch);
         let answers: Answers = batch
             .into_iter()
