@@ -48,11 +48,13 @@ pub async fn serve(
         }
         None => None,
     };
-    let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    auto.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    auto.http2().timer(TokioTimer::new());
+    // HTTP/2 over TLS, as ALPN agreed: a dead peer is found by pings, and a connection
+    // runs a bounded number of requests at once.
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEP_ALIVE))
+        .keep_alive_timeout(HEADER_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_STREAMS);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -96,14 +98,22 @@ pub async fn serve(
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let auto = auto.clone();
+                let (h1, h2) = (builder.clone(), h2.clone());
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let handshake = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let connection = auto.serve_connection(TokioIo::new(stream), service);
-                            if let Err(error) = watcher.watch(connection).await {
+                            // The protocol ALPN agreed on, without sniffing (which waits
+                            // for the client's first bytes with no timer).
+                            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            let io = TokioIo::new(stream);
+                            let ended = if http2 {
+                                watcher.watch(h2.serve_connection(io, service)).await
+                            } else {
+                                watcher.watch(h1.serve_connection(io, service)).await
+                            };
+                            if let Err(error) = ended {
                                 tracing::debug!(%error, "connection ended");
                             }
                         }
@@ -120,6 +130,12 @@ pub async fn serve(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
     Ok(())
 }
+
+/// How often an HTTP/2 connection pings its peer (one that does not answer within
+/// [`HEADER_TIMEOUT`] is closed).
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// The most requests one HTTP/2 connection runs at once.
+const H2_MAX_STREAMS: u32 = 64;
 
 /// How long shutting down waits for the requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

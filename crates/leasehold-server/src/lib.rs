@@ -154,18 +154,21 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Everything that can fail comes first, before any job is started.
+    let metrics_listener = match state.metrics_listen {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await?),
+        None => None,
+    };
+    let tls = state.tls.clone();
     let mut jobs = vec![
         jobs::spawn(state.clone()),
         jobs::spawn_usage_rollup(state.clone()),
+        tls::reload_on_hangup(tls.clone())?,
     ];
+    jobs.extend(metrics::install());
     jobs.extend(notify::spawn(state.clone()));
     jobs.extend(live::spawn_backplane(&state).await);
-    let max_connections = state.max_connections;
-    let tls = state.tls.clone();
-    jobs.push(tls::reload_on_hangup(tls.clone()));
-    metrics::install();
-    if let Some(address) = state.metrics_listen {
-        let metrics_listener = tokio::net::TcpListener::bind(address).await?;
+    if let Some(metrics_listener) = metrics_listener {
         let router = metrics_router(state.clone());
         jobs.push(tokio::spawn(async move {
             let never = std::future::pending::<()>();
@@ -174,6 +177,7 @@ pub async fn serve(
             }
         }));
     }
+    let max_connections = state.max_connections;
     let served = http::serve(listener, router(state), max_connections, tls, shutdown).await;
     for job in jobs {
         job.abort();

@@ -51,20 +51,45 @@ fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Starts recording (before the first request, so that nothing is missed).
-pub fn install() {
-    let _ = handle();
+/// Starts recording (before the first request, so that nothing is missed), and keeps
+/// the recorder's memory bounded whether or not anyone scrapes: histogram samples are
+/// folded into their buckets every few seconds.
+pub fn install() -> Option<tokio::task::JoinHandle<()>> {
+    let handle = handle()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    }))
+}
+
+/// A method as a label: one of a fixed set (any token is a method to HTTP, and each
+/// label value is a series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// Counts a request and its latency by route template (never the raw path: ids would
 /// make a series each) and status.
 pub async fn track(request: Request, next: Next) -> Response {
     let route = route_of(request.extensions().get::<MatchedPath>());
-    let method = request.method().as_str().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::histogram!("leasehold_http_request_duration_seconds", "route" => route, "method" => method.clone())
+    metrics::histogram!("leasehold_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("leasehold_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);
@@ -78,19 +103,20 @@ fn route_of(matched: Option<&MatchedPath>) -> &'static str {
     if path.starts_with("/keygen") {
         return "/keygen";
     }
-    // Route templates are few and fixed: each is leaked once, as a `'static` label.
-    static ROUTES: OnceLock<std::sync::Mutex<std::collections::HashMap<String, &'static str>>> =
+    // Route templates are few and fixed (the router's own): each is leaked once, as a
+    // `'static` label, and read without contention after.
+    static ROUTES: OnceLock<std::sync::RwLock<std::collections::HashMap<String, &'static str>>> =
         OnceLock::new();
     let routes = ROUTES.get_or_init(Default::default);
-    let Ok(mut routes) = routes.lock() else {
-        return "unmatched";
-    };
-    if let Some(route) = routes.get(path) {
+    if let Some(route) = routes.read().ok().and_then(|r| r.get(path).copied()) {
         return route;
     }
-    let route: &'static str = Box::leak(path.to_string().into_boxed_str());
-    routes.insert(path.to_string(), route);
-    route
+    let Ok(mut routes) = routes.write() else {
+        return "unmatched";
+    };
+    routes
+        .entry(path.to_string())
+        .or_insert_with(|| Box::leak(path.to_string().into_boxed_str()))
 }
 
 /// The refusals of a seat that `leasehold_checkouts_denied_total` counts, by code.
@@ -129,8 +155,8 @@ pub async fn page(State(state): State<AppState>) -> Response {
             .into_response();
     };
     let mut text = handle.render();
-    match state.store.metrics_snapshot(TOP_LICENSES).await {
-        Ok(snapshot) => write_snapshot(&mut text, &snapshot),
+    match snapshot(&state).await {
+        Ok(snapshot) => write_snapshot(&mut text, &snapshot, state.metrics_per_license),
         Err(error) => tracing::warn!(%error, "reading the store's metrics failed"),
     }
     let mut response = text.into_response();
@@ -141,7 +167,32 @@ pub async fn page(State(state): State<AppState>) -> Response {
     response
 }
 
-fn write_snapshot(text: &mut String, snapshot: &leasehold_store::MetricsSnapshot) {
+/// The store's figures `/metrics` read last, and when.
+pub type SnapshotCache = tokio::sync::Mutex<Option<(Instant, leasehold_store::MetricsSnapshot)>>;
+
+/// How long a read of the store's figures answers scrapes (a scrape is unauthenticated:
+/// however often it comes, the store is read at most this often).
+const SNAPSHOT_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn snapshot(state: &AppState) -> leasehold_store::Result<leasehold_store::MetricsSnapshot> {
+    let mut cached = state.metrics_cache.lock().await;
+    if let Some((at, snapshot)) = cached.as_ref() {
+        if at.elapsed() < SNAPSHOT_FOR {
+            return Ok(snapshot.clone());
+        }
+    }
+    let snapshot = state.store.metrics_snapshot(TOP_LICENSES).await?;
+    *cached = Some((Instant::now(), snapshot.clone()));
+    Ok(snapshot)
+}
+
+/// `per_license`: the busiest licenses' own series too (their ids and workspaces'; an
+/// operator's choice, `--metrics-per-license`, as `/metrics` needs no authentication).
+fn write_snapshot(
+    text: &mut String,
+    snapshot: &leasehold_store::MetricsSnapshot,
+    per_license: bool,
+) {
     let mut gauge = |name: &str, help: &str, rows: Vec<(String, i64)>| {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (labels, value) in rows {
@@ -155,24 +206,26 @@ fn write_snapshot(text: &mut String, snapshot: &leasehold_store::MetricsSnapshot
             escape(&l.workspace_id)
         )
     };
-    gauge(
-        "leasehold_license_seats_used",
-        "Seats in use, for the licenses with the most in use",
-        snapshot
-            .licenses
-            .iter()
-            .map(|l| (license(l), l.seats_used))
-            .collect(),
-    );
-    gauge(
-        "leasehold_license_seats_total",
-        "Seats bought, for the licenses with the most in use",
-        snapshot
-            .licenses
-            .iter()
-            .map(|l| (license(l), l.seats_total))
-            .collect(),
-    );
+    if per_license {
+        gauge(
+            "leasehold_license_seats_used",
+            "Seats in use, for the licenses with the most in use",
+            snapshot
+                .licenses
+                .iter()
+                .map(|l| (license(l), l.seats_used))
+                .collect(),
+        );
+        gauge(
+            "leasehold_license_seats_total",
+            "Seats bought, for the licenses with the most in use",
+            snapshot
+                .licenses
+                .iter()
+                .map(|l| (license(l), l.seats_total))
+                .collect(),
+        );
+    }
     gauge(
         "leasehold_seats_used",
         "Seats in use, all licenses",

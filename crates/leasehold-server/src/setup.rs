@@ -46,6 +46,8 @@ pub struct Settings {
     pub tls: Option<crate::tls::TlsFiles>,
     /// `/metrics` on its own address instead of the public listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `/metrics` shows the busiest licenses' own series.
+    pub metrics_per_license: bool,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
             keygen_public_url: None,
             tls: None,
             metrics_listen: None,
+            metrics_per_license: false,
         }
     }
 }
@@ -91,6 +94,7 @@ impl std::fmt::Debug for Settings {
             .field("keygen_public_url", &self.keygen_public_url)
             .field("tls", &self.tls)
             .field("metrics_listen", &self.metrics_listen)
+            .field("metrics_per_license", &self.metrics_per_license)
             .finish()
     }
 }
@@ -162,16 +166,14 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         keygen_public_url: settings.keygen_public_url.clone(),
         tls,
         metrics_listen: settings.metrics_listen,
+        metrics_per_license: settings.metrics_per_license,
+        metrics_cache: Default::default(),
     }))
 }
 
-/// The SQLite database file of a `sqlite://PATH` store URL (`None`: PostgreSQL).
+/// The SQLite database file of a store URL, as the store reads it (`None`: PostgreSQL).
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or(path);
-    Some(std::path::PathBuf::from(path))
+    leasehold_store::sqlite_backup::sqlite_path(url)
 }
 
 const PG_DUMP: &str = "the store is PostgreSQL: back it up with pg_dump \

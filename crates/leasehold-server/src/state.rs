@@ -48,6 +48,10 @@ pub struct Shared {
     pub tls: Option<std::sync::Arc<crate::tls::Certificates>>,
     /// `/metrics` on its own address instead of the public listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `/metrics` shows the busiest licenses' own series (their ids).
+    pub metrics_per_license: bool,
+    /// The store's figures `/metrics` answered last, and when they were read.
+    pub metrics_cache: crate::metrics::SnapshotCache,
 }
 
 impl Shared {

@@ -113,16 +113,13 @@ fn read_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 /// Reads the certificate files again on each SIGHUP (`systemctl reload`, or a renewal
 /// hook's `kill -HUP`); without TLS, a SIGHUP is only logged (it does not stop the
 /// server).
-pub fn reload_on_hangup(certificates: Option<Arc<Certificates>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(error) => {
-                tracing::warn!(%error, "SIGHUP cannot be caught: TLS files are read at start only");
-                return;
-            }
-        };
+/// The handler is in place when this returns (a SIGHUP just after start is caught too).
+pub fn reload_on_hangup(
+    certificates: Option<Arc<Certificates>>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let Some(certificates) = &certificates else {
                 tracing::info!("SIGHUP: no TLS files to read again");
@@ -138,5 +135,5 @@ pub fn reload_on_hangup(certificates: Option<Arc<Certificates>>) -> tokio::task:
                 ),
             }
         }
-    })
+    }))
 }

@@ -115,6 +115,10 @@ struct ServeArgs {
     /// listener.
     #[arg(long, env = "LEASEHOLD_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// `/metrics` also shows the 50 licenses with the most seats in use, each by its id
+    /// and workspace (off by default: `/metrics` needs no authentication).
+    #[arg(long, env = "LEASEHOLD_METRICS_PER_LICENSE", default_value_t = false)]
+    metrics_per_license: bool,
     /// HTTPS: the certificate chain (PEM). Read again, with the key, on SIGHUP.
     #[arg(long, env = "LEASEHOLD_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -207,6 +211,7 @@ const KNOWN_VARS: &[&str] = &[
     "LEASEHOLD_KEYGEN_PUBLIC_URL",
     "LEASEHOLD_TLS_CERT",
     "LEASEHOLD_METRICS_LISTEN",
+    "LEASEHOLD_METRICS_PER_LICENSE",
     "LEASEHOLD_TLS_KEY",
     "LEASEHOLD_CA_FILE",
     "LEASEHOLD_SQLITE_WAL_LIMIT_MIB",
@@ -315,6 +320,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     settings.max_connections = args.max_connections;
     settings.keygen_public_url = args.keygen_public_url.clone();
     settings.metrics_listen = args.metrics_listen;
+    settings.metrics_per_license = args.metrics_per_license;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         settings.tls = Some(leasehold_server::tls::TlsFiles {
             cert: cert.clone(),

@@ -159,9 +159,11 @@ impl Directory for This {
         .await?;
         let (seats_used, seats_total): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(seats_used), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN status = 'active' THEN seats_total ELSE 0 END), 0) AS BIGINT) \
+             CAST(COALESCE(SUM(CASE WHEN status = 'active' \
+             AND (expires_on IS NULL OR expires_on >= $1) THEN seats_total ELSE 0 END), 0) AS BIGINT) \
              FROM licenses WHERE deleted_at IS NULL",
         )
+        .bind(today())
         .fetch_one(self.reader())
         .await?;
         let (waiting,): (i64,) = sqlx::query_as(

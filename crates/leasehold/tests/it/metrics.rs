@@ -2,11 +2,25 @@
 //! latency histograms, seats per license, denials by reason, the queue, the outbox, the
 //! sweeper and the SQLite writer; on its own listener with `--metrics-listen`.
 
-use crate::harness::{both_stores, eventually, id, Backend, ServerProcess, TestServer};
+use crate::harness::{eventually, id, Backend, ServerProcess, TestServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
-both_stores!(metrics_tell_requests_seats_denials_and_the_queue_after_known_traffic);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_known_traffic_sqlite() {
+    with_per_license_metrics(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_known_traffic_postgres() {
+    with_per_license_metrics(Backend::Postgres).await;
+}
+
+async fn with_per_license_metrics(backend: Backend) {
+    let s = TestServer::start_with(backend, |settings| settings.metrics_per_license = true).await;
+    metrics_tell_requests_seats_denials_and_the_queue_after_known_traffic(&s).await;
+    s.stop().await;
+}
 
 /// The value of the first sample of `name` whose labels include all of `labels`.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -154,4 +168,6 @@ async fn with_metrics_listen_metrics_are_off_the_public_listener() {
     assert!(up, "the metrics listener does not answer");
     let text = scrape(&private).await;
     assert!(text.contains("leasehold_seats_used"), "{text}");
+    // No license's own series unless asked for (`/metrics` needs no authentication).
+    assert!(!text.contains("leasehold_license_seats_used"), "{text}");
 }

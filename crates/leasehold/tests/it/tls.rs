@@ -48,8 +48,48 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `leasehold serve` over HTTPS, its log in `log`.
-fn serve_tls(dir: &Path, port: u16, cert: &Path, key: &Path, log: &Path) -> Child {
+/// A server process, killed when dropped (a failed assertion leaves none behind).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `leasehold serve` over HTTPS on a free port, its log in `log`, once it answers; a
+/// port another process took meanwhile is tried again with another.
+async fn serve_tls(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    log: &Path,
+    ca_pem: &str,
+) -> (Server, String) {
+    for _ in 0..3 {
+        let port = free_port();
+        let mut server = Server(spawn_tls(dir, port, cert, key, log));
+        let base = format!("https://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline && !server_exited(&mut server) {
+            if ready(&client(ca_pem, false), &base).await.is_some() {
+                return (server, base);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    panic!(
+        "the HTTPS server did not come up (its log: {})",
+        log.display()
+    );
+}
+
+fn server_exited(server: &mut Server) -> bool {
+    server.0.try_wait().ok().flatten().is_some()
+}
+
+fn spawn_tls(dir: &Path, port: u16, cert: &Path, key: &Path, log: &Path) -> Child {
     let output = || {
         Stdio::from(
             std::fs::OpenOptions::new()
@@ -105,14 +145,8 @@ async fn https_speaks_both_http_versions_and_renews_its_certificate_on_sighup() 
     let cert = write(dir.path(), "cert.pem", &first.cert_pem);
     let key = write(dir.path(), "key.pem", &first.key_pem);
     let log = dir.path().join("serve.log");
-    let port = free_port();
-    let mut server = serve_tls(dir.path(), port, &cert, &key, &log);
-    let base = format!("https://127.0.0.1:{port}");
-    let up = eventually(60, || async {
-        ready(&client(&first.ca_pem, false), &base).await.is_some()
-    })
-    .await;
-    assert!(up, "the HTTPS server did not come up");
+    let (mut server, base) = serve_tls(dir.path(), &cert, &key, &log, &first.ca_pem).await;
+    let port = base.rsplit(':').next().unwrap().to_string();
     // HTTP/2 by ALPN, and HTTP/1.1 for a client that asks for it.
     let h2 = ready(&client(&first.ca_pem, false), &base).await.unwrap();
     assert_eq!(h2.version(), reqwest::Version::HTTP_2);
@@ -128,7 +162,7 @@ async fn https_speaks_both_http_versions_and_renews_its_certificate_on_sighup() 
     write(dir.path(), "key.pem", &second.key_pem);
     let hangup = || {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(server.id() as i32),
+            nix::unistd::Pid::from_raw(server.0.id() as i32),
             nix::sys::signal::Signal::SIGHUP,
         )
         .unwrap()
@@ -157,7 +191,7 @@ async fn https_speaks_both_http_versions_and_renews_its_certificate_on_sighup() 
     .await;
     assert!(told, "the log does not say why the new pair was refused");
     assert!(ready(&client(&second.ca_pem, false), &base).await.is_some());
-    assert!(server.try_wait().unwrap().is_none(), "the server stopped");
+    assert!(!server_exited(&mut server), "the server stopped");
 
     // The SDK trusts a private CA from a file.
     let ca_file = write(dir.path(), "ca.pem", &second.ca_pem);
@@ -172,8 +206,7 @@ async fn https_speaks_both_http_versions_and_renews_its_certificate_on_sighup() 
         .unwrap()
         .with_attempts(1);
     assert!(untrusting.validate(None, None).await.is_err());
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 }
 
 #[test]
