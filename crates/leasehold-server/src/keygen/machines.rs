@@ -7,7 +7,6 @@ use super::KeygenRefusals;
 use super::{body_or_default, Licensee, Slug};
 use crate::client::{optional, publish_refusal, text};
 use crate::error::ApiResult;
-use crate::license_cache::Need;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -69,12 +68,7 @@ pub(super) async fn activate(
     slug: Option<Extension<Slug>>,
     body: Bytes,
 ) -> Response {
-    let licensee = match Licensee::require(&state, &headers, slug.as_deref(), Need::Settings).await
-    {
-        Ok(licensee) => licensee,
-        Err(error) => return error.into_response(),
-    };
-    let result = async {
+    with_licensee!(state, headers, slug, |licensee| {
         let body: NewMachine = body_or_default(&body)?;
         let data = body.data.unwrap_or_default();
         let license_id = data
@@ -155,9 +149,7 @@ pub(super) async fn activate(
             StatusCode::CREATED,
             &serde_json::json!({ "data": doc::machine(&seat, licensee.license()) }),
         ))
-    }
-    .await;
-    licensee.answer(result)
+    })
 }
 
 /// The machine `id` names (its id or its fingerprint), or 404.
