@@ -8,8 +8,8 @@
 use crate::baseline::BaselineService;
 use crate::load::{measure_in_turns, Follow, Load, Measured, Step, TURN};
 use crate::servers::{
-    connect_servers, create_licenses, delete_fleet, over_allocations, peak_rss_mib, seed_leases,
-    start_servers, Fleet,
+    connect_servers, create_licenses, delete_fleet, over_allocations, peak_rss_mib, rss_mib,
+    seed_leases, start_servers, Fleet,
 };
 use rand::Rng;
 use serde_json::{json, Value};
@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// binary).
     #[arg(long, env = "LEASEHOLD_BIN")]
     pub(crate) server_bin: Option<PathBuf>,
+    /// One more argument for the servers it starts, e.g. `--server-arg=--heartbeat-flush-ms=0`
+    /// (repeatable): two settings of one build compared in one run.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub(crate) server_args: Vec<String>,
 }
 
 /// A server's base URL: http(s), no query, no trailing slash kept.
@@ -137,6 +141,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Validate | Scenario::Checkout => Vec::new(),
         };
         let leases = Arc::new(leases);
+        // Every seeded lease beaten once first (not measured): the measurement is then of
+        // the steady state, not of each lease's first heartbeat on a node. The servers'
+        // memory before and after gives what a lease held in memory costs.
+        let memory = if scenario == Scenario::Heartbeat {
+            let before = rss_mib(&servers, "VmRSS:");
+            warm_up(&servers.bases, &leases, args.connections).await?;
+            let after = rss_mib(&servers, "VmRSS:");
+            before
+                .zip(after)
+                .map(|(b, a)| ((a - b).max(0.0) * 1_048_576.0 / leases.len().max(1) as f64).round())
+        } else {
+            None
+        };
         let baseline = if wants_baseline {
             BaselineService::start(&args, &fleet)
                 .await
@@ -168,7 +185,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             anyhow::bail!("a measurement is missing");
         };
         let over = over_allocations(&servers, &fleet).await?;
-        anyhow::Ok((leasehold, ceiling, measured.next(), over))
+        anyhow::Ok((leasehold, ceiling, measured.next(), over, memory))
     }
     .await;
     // What the bench made on servers it did not start goes, however the run ended; the
@@ -181,7 +198,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let (Err(_), Err(error)) = (&outcome, &cleanup) {
         eprintln!("bench: {error:#}");
     }
-    let (measured, ceiling, baseline, over) = outcome?;
+    let (measured, ceiling, baseline, over, bytes_per_lease) = outcome?;
     cleanup?;
 
     let rss = peak_rss_mib(&servers);
@@ -218,6 +235,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(rss) = rss {
         println!("server peak RSS: {rss:.0} MiB");
+    }
+    if let Some(bytes) = bytes_per_lease {
+        println!("server memory per lease heartbeaten: {bytes:.0} bytes");
     }
     for (name, m) in [("scenario", &measured), ("ceiling", &ceiling)] {
         if let Some(error) = &m.first_error {
@@ -271,8 +291,51 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "ceiling_per_s": ceiling.throughput().round(),
         "baseline_per_s": baseline.as_ref().map(|b| b.throughput().round()),
         "server_peak_rss_mib": rss.map(f64::round),
+        "bytes_per_lease": bytes_per_lease,
     });
     println!("{summary}");
+    Ok(())
+}
+
+/// Beats every lease once, `connections` at a time, spread over the servers; the run
+/// stops on an answer other than 200 (a seeded lease is live for an hour).
+async fn warm_up(
+    bases: &[String],
+    leases: &Arc<Vec<(String, String, String)>>,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..connections.max(1) {
+        let (leases, next, client) = (leases.clone(), next.clone(), client.clone());
+        let base = bases[t % bases.len()].clone();
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((id, key, instance)) = leases.get(i) else {
+                    return anyhow::Ok(());
+                };
+                let answer = client
+                    .post(format!("{base}/v1/client/leases/{id}/heartbeat"))
+                    .json(&json!({"key": key, "instance": instance}))
+                    .send()
+                    .await?;
+                if !answer.status().is_success() {
+                    anyhow::bail!("warm-up heartbeat of {id} answered {}", answer.status());
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    eprintln!(
+        "bench: beat {} leases once in {:.1} s (warm-up, not measured)",
+        leases.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

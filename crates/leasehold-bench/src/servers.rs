@@ -140,6 +140,7 @@ pub(crate) async fn start_servers(args: &BenchArgs) -> anyhow::Result<Servers> {
                 "0",
             ])
             .args(&store_args)
+            .args(&args.server_args)
             .env("LEASEHOLD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -456,6 +457,12 @@ pub(crate) async fn delete_fleet(servers: &Servers, fleet: &Fleet) -> anyhow::Re
 /// The largest peak resident set of the server processes, in MiB (Linux; `None` when no
 /// process's could be read).
 pub(crate) fn peak_rss_mib(servers: &Servers) -> Option<f64> {
+    rss_mib(servers, "VmHWM:")
+}
+
+/// The largest of the server processes' `field` of `/proc/PID/status` (`VmRSS:` now,
+/// `VmHWM:` at its peak), in MiB.
+pub(crate) fn rss_mib(servers: &Servers, field: &str) -> Option<f64> {
     servers
         .children
         .iter()
@@ -463,7 +470,7 @@ pub(crate) fn peak_rss_mib(servers: &Servers) -> Option<f64> {
             let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
             let kib: f64 = status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))?
+                .find_map(|line| line.strip_prefix(field))?
                 .trim()
                 .trim_end_matches("kB")
                 .trim()

@@ -9,6 +9,7 @@ mod convert;
 pub mod egress;
 pub mod error;
 pub mod extract;
+pub mod heartbeats;
 pub mod http;
 pub mod jobs;
 pub(crate) mod keygen;
@@ -168,6 +169,7 @@ pub async fn serve(
     jobs.extend(metrics::install());
     jobs.extend(notify::spawn(state.clone()));
     jobs.extend(live::spawn_backplane(&state).await);
+    jobs.extend(heartbeats::spawn_flusher(state.clone()));
     if let Some(metrics_listener) = metrics_listener {
         let router = metrics_router(state.clone());
         jobs.push(tokio::spawn(async move {
@@ -178,9 +180,18 @@ pub async fn serve(
         }));
     }
     let max_connections = state.max_connections;
-    let served = http::serve(listener, router(state), max_connections, tls, shutdown).await;
+    let served = http::serve(
+        listener,
+        router(state.clone()),
+        max_connections,
+        tls,
+        shutdown,
+    )
+    .await;
     for job in jobs {
         job.abort();
     }
+    // What the last heartbeats asked for goes to disk before the process ends.
+    state.live.heartbeats.flush(state.store.as_ref()).await;
     served
 }

@@ -110,6 +110,8 @@ pub struct LiveHub {
     outbound: std::sync::OnceLock<tokio::sync::mpsc::Sender<Change>>,
     /// The client protocol's licenses, dropped by the changes this feed carries.
     pub licenses: crate::license_cache::LicenseCache,
+    /// The live leases whose heartbeats this node absorbs, made stale by the same changes.
+    pub heartbeats: crate::heartbeats::LeaseBook,
     streams: Arc<Mutex<StreamCounts>>,
 }
 
@@ -120,22 +122,26 @@ impl Default for LiveHub {
             node: uuid::Uuid::new_v4().to_string(),
             outbound: std::sync::OnceLock::new(),
             licenses: Default::default(),
+            heartbeats: Default::default(),
             streams: Default::default(),
         }
     }
 }
 
 impl LiveHub {
-    /// A hub whose license cache keeps entries at most `ttl` without a change notice.
-    pub fn new(license_ttl: std::time::Duration) -> LiveHub {
+    /// A hub whose license cache keeps entries at most `ttl` without a change notice, and
+    /// whose heartbeats are written every `heartbeat_flush` (`ZERO`: one by one).
+    pub fn new(license_ttl: std::time::Duration, heartbeat_flush: std::time::Duration) -> LiveHub {
         LiveHub {
             licenses: crate::license_cache::LicenseCache::new(license_ttl),
+            heartbeats: crate::heartbeats::LeaseBook::new(heartbeat_flush),
             ..LiveHub::default()
         }
     }
 
     pub fn publish(&self, workspace_id: &str, license_id: &str, kind: &str) {
         self.licenses.changed(license_id, kind);
+        self.heartbeats.changed(license_id, kind);
         // No subscriber is fine: nobody is watching.
         let _ = self.sender.send(LiveEvent {
             workspace_id: workspace_id.to_string(),
@@ -158,6 +164,7 @@ impl LiveHub {
             Ok(wire) if wire.node != self.node => {
                 for change in wire.changes {
                     self.licenses.changed(&change.license_id, &change.kind);
+                    self.heartbeats.changed(&change.license_id, &change.kind);
                     let _ = self.sender.send(LiveEvent {
                         workspace_id: change.workspace_id,
                         license_id: change.license_id,
@@ -336,6 +343,7 @@ pub async fn spawn_backplane(state: &AppState) -> Vec<tokio::task::JoinHandle<()
                 // and every cached license is read again.
                 None => {
                     receiver_state.live.licenses.clear();
+                    receiver_state.live.heartbeats.clear();
                     let _ = receiver_state.live.sender.send(LiveEvent {
                         workspace_id: String::new(),
                         license_id: String::new(),

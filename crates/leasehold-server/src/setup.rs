@@ -48,6 +48,8 @@ pub struct Settings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `/metrics` shows the busiest licenses' own series.
     pub metrics_per_license: bool,
+    /// How often heartbeats absorbed in memory are written (`ZERO`: each as it comes).
+    pub heartbeat_flush: std::time::Duration,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             tls: None,
             metrics_listen: None,
             metrics_per_license: false,
+            heartbeat_flush: crate::heartbeats::DEFAULT_FLUSH,
         }
     }
 }
@@ -159,7 +162,7 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         limits: crate::limits::Limits::new(settings.client_rate_limit),
         sweep_interval: settings.sweep_interval,
         notifier: crate::notify::Notifier::new(settings.notify.clone())?,
-        live: crate::live::LiveHub::new(settings.license_cache_ttl),
+        live: crate::live::LiveHub::new(settings.license_cache_ttl, settings.heartbeat_flush),
         login_limits: crate::limits::Limits::login(),
         trusted_proxies: settings.trusted_proxies.clone(),
         max_connections: settings.max_connections,

@@ -266,6 +266,16 @@ pub struct HeldSeat {
     pub expires_at: Option<i64>,
 }
 
+/// A lease's heartbeats absorbed in a node's memory, to be written in bulk
+/// ([`Seats::flush_heartbeats`]): its newest beat's expiry and time (ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Beat {
+    pub lease_id: String,
+    pub license_id: String,
+    pub expires_at: i64,
+    pub last_seen_at: i64,
+}
+
 /// What one chunk of a lease sweep did.
 #[derive(Debug, Default)]
 pub struct SweepChunk {
@@ -637,6 +647,17 @@ pub trait Seats: Send + Sync {
         instance: &str,
         idle_s: Option<i64>,
     ) -> Result<i64>;
+
+    /// A seat as it is stored now, read without the seat writer or a lock: what a
+    /// heartbeat absorbed in memory checks on its first beat (`None`: no such seat in the
+    /// workspace).
+    async fn lease_state(&self, workspace_id: &str, lease_id: &str) -> Result<Option<Seat>>;
+
+    /// Writes heartbeats absorbed in memory, in bulk: each live lease of `beats` gets its
+    /// expiry and last-seen time, the newest beat winning as for [`Seats::heartbeat`]. A
+    /// released lease is never touched (a flush cannot bring one back), nor one that had
+    /// lapsed before its beat. Answers the leases not written: those no longer live.
+    async fn flush_heartbeats(&self, beats: &[Beat]) -> Result<Vec<String>>;
 
     /// One instance exits; answers whether that freed the seat.
     async fn release_instance(

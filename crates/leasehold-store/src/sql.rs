@@ -172,6 +172,37 @@ pub(crate) const TOUCH_LEASE: &str = "UPDATE seats SET \
      last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END WHERE id = $3 \
      AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 AND sweep_at <= $1 \
      RETURNING instances, idle_reports";
+/// A heartbeat absorbed in memory, written by a flush: as [`TOUCH_LEASE`], with `$2` the
+/// beat's own time, so a lease that had lapsed before its beat stays lapsed and a
+/// released one is never touched. No row: try [`FLUSH_LEASE_SOONER`].
+pub(crate) const FLUSH_LEASE: &str = "UPDATE seats SET \
+     expires_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN expires_at ELSE $1 END, \
+     last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END WHERE id = $3 \
+     AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2 AND sweep_at <= $1";
+/// A flushed heartbeat whose new expiry comes before the lease's `sweep_at` (the lease
+/// period was shortened): as [`TOUCH_LEASE_SOONER`], for a live lease that had not lapsed.
+pub(crate) const FLUSH_LEASE_SOONER: &str = "UPDATE seats SET \
+     expires_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN expires_at ELSE $1 END, \
+     sweep_at = CASE WHEN $1 < expires_at AND last_seen_at > $2 THEN sweep_at ELSE $1 END, \
+     last_seen_at = CASE WHEN last_seen_at > $2 THEN last_seen_at ELSE $2 END \
+     WHERE id = $3 AND license_id = $4 AND kind = 'lease' AND released_at IS NULL AND expires_at >= $2";
+/// PostgreSQL's flush of a chunk of heartbeats, in one statement: as [`FLUSH_LEASE`] and
+/// [`FLUSH_LEASE_SOONER`] row by row (`sweep_at` keeps its value unless the new expiry
+/// comes first, so the update stays HOT). Answers the leases written.
+pub(crate) const FLUSH_LEASES_PG: &str = "WITH b AS (SELECT * FROM \
+     unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS b(id, license_id, expires_at, last_seen_at)), \
+     n AS (SELECT s.id, CASE WHEN b.expires_at < s.expires_at AND s.last_seen_at > b.last_seen_at \
+       THEN s.expires_at ELSE b.expires_at END AS expires_at, b.last_seen_at \
+       FROM seats s JOIN b ON s.id = b.id AND s.license_id = b.license_id \
+       WHERE s.kind = 'lease' AND s.released_at IS NULL AND s.expires_at >= b.last_seen_at) \
+     UPDATE seats s SET expires_at = n.expires_at, \
+       sweep_at = LEAST(s.sweep_at, n.expires_at), \
+       last_seen_at = GREATEST(s.last_seen_at, n.last_seen_at) \
+     FROM n WHERE s.id = n.id AND s.released_at IS NULL RETURNING s.id";
+/// Locks a chunk's leases in id order before [`FLUSH_LEASES_PG`], so that two nodes
+/// flushing the same leases wait for each other instead of deadlocking.
+pub(crate) const LOCK_FLUSHED_PG: &str =
+    "SELECT id FROM seats WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE";
 /// What a heartbeat changed of a lease's idleness (DESIGN §7): its instances' reports,
 /// since when it is unused, and (under `idle_reclaim: always`) a `sweep_at` no later than
 /// when it turns idle (`$3`), so that the sweeper visits it then.

@@ -399,8 +399,15 @@ pub(super) async fn heartbeat(
                 ));
             }
             let expires_at = state
-                .store
-                .heartbeat(&caller.license, &id, &instance, body.idle_s)
+                .live
+                .heartbeats
+                .beat(
+                    state.store.as_ref(),
+                    &caller.license,
+                    &id,
+                    &instance,
+                    body.idle_s,
+                )
                 .await?;
             caller.publish(&state, "seat.heartbeat");
             Ok((

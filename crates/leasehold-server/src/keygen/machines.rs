@@ -274,8 +274,15 @@ pub(super) async fn ping(
         let caller = &licensee.caller;
         if seat.kind != SeatKind::Activation {
             let beat = state
-                .store
-                .heartbeat(&caller.license, &seat.id, &instance_of(&seat), None)
+                .live
+                .heartbeats
+                .beat(
+                    state.store.as_ref(),
+                    &caller.license,
+                    &seat.id,
+                    &instance_of(&seat),
+                    None,
+                )
                 .await;
             match beat {
                 Ok(expires_at) => {

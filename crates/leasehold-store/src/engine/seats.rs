@@ -42,6 +42,15 @@ impl This {
     }
 
     /// The machine's active seat of this kind, if it holds one.
+    /// A seat as stored now, from the reader pool.
+    pub(crate) async fn read_seat(&self, workspace_id: &str, id: &str) -> Result<Option<Seat>> {
+        Ok(sqlx::query_as::<_, Seat>(crate::sql::SEAT_BY_ID)
+            .bind(id)
+            .bind(workspace_id)
+            .fetch_optional(self.reader())
+            .await?)
+    }
+
     pub(crate) async fn read_held_seat(
         &self,
         license_id: &str,

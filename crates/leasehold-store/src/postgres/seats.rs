@@ -370,6 +370,44 @@ impl Seats for PostgresStore {
         self.read_license_by_key_hash(key_hash).await
     }
 
+    async fn lease_state(&self, workspace_id: &str, lease_id: &str) -> Result<Option<Seat>> {
+        self.read_seat(workspace_id, lease_id).await
+    }
+
+    /// One transaction: the chunk's rows locked in id order (two nodes flushing the same
+    /// leases queue up instead of deadlocking), then one `UPDATE … FROM unnest(…)`. A
+    /// check-in that committed first is seen by the update (it reads after the locks), and
+    /// one that comes later waits for this commit and then ends the lease.
+    async fn flush_heartbeats(&self, beats: &[crate::Beat]) -> Result<Vec<String>> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = beats.iter().map(|b| b.lease_id.as_str()).collect();
+        let licenses: Vec<&str> = beats.iter().map(|b| b.license_id.as_str()).collect();
+        let expiries: Vec<i64> = beats.iter().map(|b| b.expires_at).collect();
+        let seen: Vec<i64> = beats.iter().map(|b| b.last_seen_at).collect();
+        let mut tx = self.begin_write().await?;
+        sqlx::query(crate::sql::LOCK_FLUSHED_PG)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let written: Vec<(String,)> = sqlx::query_as(crate::sql::FLUSH_LEASES_PG)
+            .bind(&ids)
+            .bind(&licenses)
+            .bind(&expiries)
+            .bind(&seen)
+            .fetch_all(&mut *tx)
+            .await?;
+        self.commit(tx).await?;
+        let written: std::collections::HashSet<String> =
+            written.into_iter().map(|(id,)| id).collect();
+        Ok(ids
+            .into_iter()
+            .filter(|id| !written.contains(*id))
+            .map(String::from)
+            .collect())
+    }
+
     async fn held_seat(
         &self,
         license_id: &str,

@@ -10,11 +10,11 @@ use crate::records::{key_actor, new_id, today, Actor, LeaseHolder, License, Seat
 use crate::sql::{
     denial_data, json, subscribed_pattern, webhook_data, ACTIVE_ACTIVATION, ACTIVE_BORROW,
     ACTIVE_LEASE, COUNT_WAITERS, DROP_SILENT_WAITERS, END_SEAT, ENQUEUE_WEBHOOKS, EXPIRE_CHUNK,
-    FREE_SEAT, FREE_SEATS, HAS_WAITERS, HOLD_PLACE, IDLE_LEASES, IDLE_REPORT, INSERT_ACTIVATION,
-    INSERT_EVENT, INSERT_LEASE, JOIN_INSTANCE, LAPSED_LEASES, LAST_ADMIN_RELEASE, LEAVE_QUEUE,
-    LICENSE_SEATS, NEXT_LEASE_EXPIRY, RENEW_ACTIVATION, RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID,
-    SET_INSTANCES, TOUCH_LEASE, TOUCH_LEASE_SOONER, TRANSFERS_SINCE, TRY_TAKE_SEAT, WAITERS_AHEAD,
-    WAITER_SINCE,
+    FLUSH_LEASE, FLUSH_LEASE_SOONER, FREE_SEAT, FREE_SEATS, HAS_WAITERS, HOLD_PLACE, IDLE_LEASES,
+    IDLE_REPORT, INSERT_ACTIVATION, INSERT_EVENT, INSERT_LEASE, JOIN_INSTANCE, LAPSED_LEASES,
+    LAST_ADMIN_RELEASE, LEAVE_QUEUE, LICENSE_SEATS, NEXT_LEASE_EXPIRY, RENEW_ACTIVATION,
+    RENEW_LEASE, RESWEEP_LEASES, SEAT_BY_ID, SET_INSTANCES, TOUCH_LEASE, TOUCH_LEASE_SOONER,
+    TRANSFERS_SINCE, TRY_TAKE_SEAT, WAITERS_AHEAD, WAITER_SINCE,
 };
 use crate::sql::{waiter_data, COUNT_DENIAL, PEAK_QUEUED};
 use crate::{StoreError, Swept};
@@ -165,7 +165,28 @@ pub(super) fn apply_op(
             now,
             expires_at,
         } => admin::import_leases(conn, license_id, *count, *now, *expires_at),
+        Op::Flush { beats } => flush(conn, beats).map(Done::Flushed),
     }
+}
+
+/// Heartbeats absorbed in memory, written row by row inside the writer's batch (so
+/// ordered with every check-in, sweep and admin release): a released lease, or one that
+/// had lapsed before its beat, is not touched. Answers the leases not written.
+fn flush(conn: &Connection, beats: &[crate::Beat]) -> Result<Vec<String>, StoreError> {
+    let mut touch = conn.prepare_cached(FLUSH_LEASE)?;
+    let mut gone = Vec::new();
+    for beat in beats {
+        let row = params![
+            beat.expires_at,
+            beat.last_seen_at,
+            beat.lease_id,
+            beat.license_id
+        ];
+        if touch.execute(row)? == 0 && conn.prepare_cached(FLUSH_LEASE_SOONER)?.execute(row)? == 0 {
+            gone.push(beat.lease_id.clone());
+        }
+    }
+    Ok(gone)
 }
 
 /// A sweep's chunk in one transaction: up to `limit` lapsed leases of `licenses` (id,

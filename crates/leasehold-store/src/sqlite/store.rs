@@ -210,6 +210,23 @@ impl Seats for SqliteStore {
         }
     }
 
+    async fn lease_state(&self, workspace_id: &str, lease_id: &str) -> Result<Option<Seat>> {
+        self.read_seat(workspace_id, lease_id).await
+    }
+
+    async fn flush_heartbeats(&self, beats: &[crate::Beat]) -> Result<Vec<String>> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = Op::Flush {
+            beats: beats.to_vec(),
+        };
+        match self.apply(op).await? {
+            Done::Flushed(gone) => Ok(gone),
+            _ => Err(unexpected()),
+        }
+    }
+
     async fn release_instance(
         &self,
         license: &Arc<License>,

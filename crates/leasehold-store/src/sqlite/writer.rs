@@ -149,6 +149,8 @@ pub(crate) enum Op {
         fingerprint: String,
         now: i64,
     },
+    /// Heartbeats absorbed in a node's memory, written in bulk.
+    Flush { beats: Vec<crate::Beat> },
     /// The benchmark's leases, loaded at once.
     Import {
         license_id: String,
@@ -178,6 +180,8 @@ pub(crate) enum Done {
     Seat(Box<Seat>),
     /// A license as an admin's change left it.
     License(Box<License>),
+    /// A flush's leases that were not written: no longer live.
+    Flushed(Vec<String>),
     /// Done, with nothing to answer.
     Nothing,
 }

@@ -16,6 +16,7 @@ mod concurrency;
 mod console;
 mod dates;
 mod egress;
+mod heartbeats;
 mod input;
 mod keygen;
 mod limits;

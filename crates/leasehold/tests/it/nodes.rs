@@ -423,3 +423,99 @@ fn write_master_key(dir: &tempfile::TempDir) {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
 }
+
+/// Heartbeats absorbed in memory across nodes (issue 33): a lease taken on A lives on
+/// heartbeats sent only to B; a check-in on A makes B answer `410` within about a
+/// second; and when B is killed and stays down, A's sweeper ends no lease before the
+/// time B's last heartbeat answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_on_one_node_keep_a_lease_taken_on_another() {
+    use crate::heartbeats::{beat, beating_license, stored, time};
+    let (mut store, name, dir) = shared_pg_store().await;
+    store.extend([
+        "--sweep-interval-ms".into(),
+        "100".into(),
+        "--heartbeat-flush-ms".into(),
+        "500".into(),
+    ]);
+    write_master_key(&dir);
+    let mut nodes: Vec<ServerProcess> = (0..2).map(|_| ServerProcess::spawn(&store)).collect();
+    for node in &nodes {
+        node.ready().await;
+    }
+    let token = init_store(&store[..4], "Acme");
+    let admin = nodes[0].api(&token);
+    let (key, lid) = beating_license(&admin, 2, 4).await;
+    let (on_a, on_b) = (nodes[0].api(""), nodes[1].api(""));
+    let take = |machine: &str| {
+        on_a.post(
+            "/v1/client/leases",
+            json!({"key": key, "fingerprint": machine, "os_user": "u", "instance": "i"}),
+        )
+    };
+
+    // 1. Ten seconds of heartbeats through B alone: more than two lease periods.
+    let (status, lease) = take("m1").await;
+    assert_eq!(status, StatusCode::CREATED, "{lease}");
+    let lease_id = id(&lease);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, answer) = beat(&on_b, &key, &lease_id).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    assert_eq!(admin.seats_used(&lid).await, 1);
+    let row = stored(&admin, &lid, &lease_id).await;
+    assert!(row["released_at"].is_null(), "{row}");
+    let metrics = reqwest::get(format!("{}/metrics", nodes[1].base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let absorbed: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("leasehold_heartbeats_total{path=\"memory\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    assert!(absorbed >= 10.0, "B answered from memory: {absorbed}");
+
+    // 2. A check-in on A: B's next heartbeats answer 410 within about a second.
+    let (status, body) = on_a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/client/leases/{lease_id}/instances/i"),
+            Some(json!({"key": key})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let gone = crate::harness::eventually(3, || async {
+        beat(&on_b, &key, &lease_id).await.0 == StatusCode::GONE
+    })
+    .await;
+    assert!(gone, "B kept answering for a lease checked in on A");
+
+    // 3. B is killed and stays down: A ends the lease only after B's last promise.
+    let (status, lease) = take("m2").await;
+    assert_eq!(status, StatusCode::CREATED, "{lease}");
+    let lease_id = id(&lease);
+    let mut promised = time(&lease["expires_at"]);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (status, answer) = beat(&on_b, &key, &lease_id).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        promised = promised.max(time(&answer["expires_at"]));
+    }
+    nodes[1].kill_9();
+    let freed =
+        crate::harness::eventually(30, || async { admin.seats_used(&lid).await == 0 }).await;
+    assert!(freed, "A never swept the lease B held");
+    let row = stored(&admin, &lid, &lease_id).await;
+    assert_eq!(row["release_reason"], "expired", "{row}");
+    assert!(
+        time(&row["released_at"]) >= promised,
+        "released before B's last promise ({promised}): {row}"
+    );
+    drop(nodes);
+    drop_pg_database(&name).await;
+}

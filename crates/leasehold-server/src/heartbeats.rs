@@ -1,0 +1,414 @@
+//! Heartbeats absorbed in memory and written in bulk (issue 33).
+//!
+//! A heartbeat does not need a disk write of its own. Each node keeps the live leases it
+//! has seen in a [`LeaseBook`]; a heartbeat that finds its lease there is answered from
+//! memory, and a flusher writes every changed lease's expiry and last-seen time in one
+//! bulk step every `--heartbeat-flush-ms` (SQLite: one operation of the seat writer;
+//! PostgreSQL: one `UPDATE … FROM unnest(…)`).
+//!
+//! **The promise holds on disk.** The `expires_at` a heartbeat answers from memory is
+//! the lease's *stored* expiry, which the last flush (or the take, or a durable
+//! heartbeat) already wrote; the beat itself moves the stored expiry on to now + the
+//! lease period at the next flush. So no answer promises more than the disk holds: a
+//! kill -9 of any node, even one that never comes back, ends no lease before the time
+//! its last heartbeat answered, with no grace after a restart, no slack in the sweeper,
+//! and no other node's help. A lease is answered from memory only while its stored
+//! expiry lies at least one heartbeat interval plus one flush (and a margin) ahead
+//! ([`LeaseBook::horizon_ms`]), so the app's next heartbeat comes before it even if
+//! the flush in between fails; otherwise the heartbeat is written as before.
+//!
+//! **Never a revived lease.** A flush writes only leases still live (`released_at IS
+//! NULL`) that had not lapsed before their beat; what it could not write is dropped from
+//! memory, so the next heartbeat reads the store and answers `410`.
+//!
+//! **Several nodes.** A heartbeat on any node keeps a lease alive: a miss reads the lease
+//! from the store. Every seat change of a license (a check-in, an expiry, an admin's
+//! release or edit, an instance that exits), on this node or another (the live feed),
+//! makes this node's entries of that license stale ([`LeaseBook::changed`]); the next
+//! heartbeat of each reads the store again. A lost notice is repaired by the next flush.
+//!
+//! **What stays durable:** everything that creates or frees a seat, an instance counted
+//! in, and a change of idleness (the durable heartbeat, `Seats::heartbeat`), so idle
+//! reclaim and the queue read a stored idle state that is current on every node.
+
+use leasehold_core::lease::{IdleReports, Instances};
+use leasehold_core::LeasePolicy;
+use leasehold_core::SeatKind;
+use leasehold_store::{now_ms, Beat, License, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often heartbeats absorbed in memory are written, by default.
+pub const DEFAULT_FLUSH: Duration = Duration::from_millis(2_000);
+/// Room for a flush's own time (and a slow writer) beyond its interval.
+const MARGIN_MS: i64 = 1_000;
+/// Locks the book is split under, by the lease id's hash.
+const SHARDS: usize = 64;
+/// The most leases a node keeps in memory; past it, new leases' heartbeats are written
+/// as before (each entry costs about 200 bytes: see `docs/benchmarks.md`).
+const CAPACITY: usize = 4_000_000;
+/// Leases written per bulk step (one writer operation, one PostgreSQL transaction).
+const CHUNK: usize = 2_000;
+
+/// A license the book holds leases of, with its epoch: every seat change of the license
+/// moves it on, and an entry loaded under an older epoch is read again.
+struct Tag {
+    id: Box<str>,
+    epoch: AtomicU64,
+}
+
+/// One live lease as this node last saw it.
+struct Entry {
+    tag: Arc<Tag>,
+    epoch: u64,
+    /// The expiry the store holds (at least): what a heartbeat answers.
+    durable: i64,
+    /// The newest heartbeat's expiry and time, to write when `dirty`.
+    expires_at: i64,
+    last_seen_at: i64,
+    dirty: bool,
+    instances: Instances,
+    idle_reports: Option<Box<str>>,
+}
+
+type Shard = HashMap<Box<str>, Entry>;
+
+/// The live leases this node absorbs heartbeats for (module docs).
+pub struct LeaseBook {
+    /// `ZERO`: off, every heartbeat is written as it comes (`--heartbeat-flush-ms 0`).
+    flush: Duration,
+    shards: Box<[Mutex<Shard>]>,
+    tags: Mutex<HashMap<Box<str>, Arc<Tag>>>,
+    len: AtomicUsize,
+    /// One flush at a time (the flusher's tick, shutdown's last one, a test's).
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl Default for LeaseBook {
+    fn default() -> Self {
+        LeaseBook::new(DEFAULT_FLUSH)
+    }
+}
+
+/// What one flush wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    /// Leases whose newest heartbeat is now on disk.
+    pub written: usize,
+    /// Leases found ended (dropped from memory).
+    pub gone: usize,
+    /// Leases left to the next flush because their step failed.
+    pub failed: usize,
+}
+
+impl LeaseBook {
+    pub fn new(flush: Duration) -> LeaseBook {
+        LeaseBook {
+            flush,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            tags: Mutex::new(HashMap::new()),
+            len: AtomicUsize::new(0),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// How often the flusher writes; `None` when heartbeats are written one by one.
+    pub fn flush_every(&self) -> Option<Duration> {
+        (!self.flush.is_zero()).then_some(self.flush)
+    }
+
+    /// Leases held in memory now.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How far ahead a lease's stored expiry must lie for a heartbeat to be answered from
+    /// memory: the app's next heartbeat, plus a flush and its margin, come before it.
+    fn horizon_ms(&self, policy: &LeasePolicy) -> i64 {
+        policy
+            .heartbeat_every_s()
+            .saturating_mul(1_000)
+            .saturating_add(self.flush.as_millis() as i64)
+            .saturating_add(MARGIN_MS)
+    }
+
+    fn shard(&self, lease_id: &str) -> &Mutex<Shard> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(lease_id);
+        &self.shards[(hash as usize) % SHARDS]
+    }
+
+    fn tag(&self, license_id: &str) -> Arc<Tag> {
+        let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        tags.entry(license_id.into())
+            .or_insert_with(|| {
+                Arc::new(Tag {
+                    id: license_id.into(),
+                    epoch: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// A seat change of `license_id` (`kind`, as the live feed names it), here or on
+    /// another node: its leases are read again at their next heartbeat. A heartbeat or a
+    /// place in the queue changes no lease.
+    pub fn changed(&self, license_id: &str, kind: &str) {
+        if matches!(kind, "seat.heartbeat" | "seat.queued" | "seat.dequeued") {
+            return;
+        }
+        let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tag) = tags.get(license_id) {
+            tag.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Notices may have been lost (the live feed reconnected): every lease is read again.
+    pub fn clear(&self) {
+        let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+        for tag in tags.values() {
+            tag.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A heartbeat: answered from memory when this node holds the lease, live and quiet,
+    /// with its stored expiry far enough ahead; read from the store on a miss; written as
+    /// before (`Seats::heartbeat`) for anything else. Answers the expiry the store holds.
+    pub async fn beat(
+        &self,
+        store: &dyn Store,
+        license: &Arc<License>,
+        lease_id: &str,
+        instance: &str,
+        idle_s: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        if self.flush.is_zero() {
+            return store.heartbeat(license, lease_id, instance, idle_s).await;
+        }
+        let now = now_ms();
+        let policy = license.policy();
+        let horizon = now.saturating_add(self.horizon_ms(&policy));
+        // A lease period too short to answer from memory: written as before.
+        if policy.lease_expiry(now) < horizon {
+            return store.heartbeat(license, lease_id, instance, idle_s).await;
+        }
+        let beat = Beaten {
+            license,
+            policy: &policy,
+            instance,
+            idle_s,
+            now,
+            horizon,
+        };
+        if let Some(answer) = self.hit(lease_id, &beat) {
+            metrics::counter!("leasehold_heartbeats_total", "path" => "memory").increment(1);
+            return Ok(answer);
+        }
+        // A miss: the lease as stored, unless a notice comes while it is read.
+        let tag = self.tag(&license.id);
+        let epoch = tag.epoch.load(Ordering::Acquire);
+        let seat = store.lease_state(&license.workspace_id, lease_id).await?;
+        if let Some(seat) = seat {
+            let instances = Instances::from_stored(seat.instances.as_deref());
+            let live = seat.license_id == license.id
+                && seat.kind == SeatKind::Lease
+                && seat.released_at.is_none()
+                && seat.expires_at.unwrap_or(0) >= horizon;
+            if live
+                && beat.quiet(&instances, seat.idle_reports.as_deref())
+                && self.len() < CAPACITY
+                && tag.epoch.load(Ordering::Acquire) == epoch
+            {
+                let durable = seat.expires_at.unwrap_or(0);
+                let entry = Entry {
+                    tag,
+                    epoch,
+                    durable,
+                    expires_at: policy.lease_expiry(now),
+                    last_seen_at: now,
+                    dirty: true,
+                    instances,
+                    idle_reports: seat.idle_reports.map(String::into_boxed_str),
+                };
+                let mut shard = self
+                    .shard(lease_id)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if shard.insert(lease_id.into(), entry).is_none() {
+                    self.len.fetch_add(1, Ordering::Relaxed);
+                }
+                metrics::counter!("leasehold_heartbeats_total", "path" => "memory").increment(1);
+                return Ok(durable);
+            }
+        }
+        self.forget(lease_id);
+        metrics::counter!("leasehold_heartbeats_total", "path" => "store").increment(1);
+        store.heartbeat(license, lease_id, instance, idle_s).await
+    }
+
+    /// The hot path: no await, no write.
+    fn hit(&self, lease_id: &str, beat: &Beaten<'_>) -> Option<i64> {
+        let mut shard = self
+            .shard(lease_id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let entry = shard.get_mut(lease_id)?;
+        if *entry.tag.id != *beat.license.id
+            || entry.epoch != entry.tag.epoch.load(Ordering::Acquire)
+            || entry.durable < beat.horizon
+            || !beat.quiet(&entry.instances, entry.idle_reports.as_deref())
+        {
+            return None;
+        }
+        if beat.now >= entry.last_seen_at {
+            entry.last_seen_at = beat.now;
+            entry.expires_at = beat.policy.lease_expiry(beat.now);
+        }
+        entry.dirty = true;
+        Some(entry.durable)
+    }
+
+    /// Drops a lease from memory (its next heartbeat reads the store).
+    pub fn forget(&self, lease_id: &str) {
+        let mut shard = self
+            .shard(lease_id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shard.remove(lease_id).is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes every lease heartbeaten since the last flush, in id order and in chunks,
+    /// and drops from memory what the store no longer holds live and what no heartbeat
+    /// kept alive.
+    pub async fn flush(&self, store: &dyn Store) -> Flushed {
+        let _one = self.flushing.lock().await;
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let mut beats = Vec::new();
+        let mut len = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.retain(|id, entry| {
+                if entry.dirty {
+                    entry.dirty = false;
+                    beats.push(Beat {
+                        lease_id: id.to_string(),
+                        license_id: entry.tag.id.to_string(),
+                        expires_at: entry.expires_at,
+                        last_seen_at: entry.last_seen_at,
+                    });
+                    return true;
+                }
+                // Clean: kept while it may still be answered from memory.
+                entry.expires_at >= now && entry.epoch == entry.tag.epoch.load(Ordering::Acquire)
+            });
+            len += shard.len();
+        }
+        self.len.store(len, Ordering::Relaxed);
+        beats.sort_unstable_by(|a, b| a.lease_id.cmp(&b.lease_id));
+        let mut flushed = Flushed::default();
+        for chunk in beats.chunks(CHUNK) {
+            match store.flush_heartbeats(chunk).await {
+                Ok(gone) => {
+                    let gone: std::collections::HashSet<&str> =
+                        gone.iter().map(String::as_str).collect();
+                    for beat in chunk {
+                        if gone.contains(beat.lease_id.as_str()) {
+                            self.forget(&beat.lease_id);
+                            flushed.gone += 1;
+                        } else {
+                            self.written(beat);
+                            flushed.written += 1;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, leases = chunk.len(), "heartbeat flush failed; retrying at the next");
+                    for beat in chunk {
+                        self.mark_dirty(&beat.lease_id);
+                    }
+                    flushed.failed += chunk.len();
+                }
+            }
+        }
+        metrics::gauge!("leasehold_heartbeat_leases").set(self.len() as f64);
+        metrics::histogram!("leasehold_heartbeat_flush_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("leasehold_heartbeat_flushed_total").increment(flushed.written as u64);
+        flushed
+    }
+
+    /// A lease's beat is on disk: its stored expiry is at least the one written.
+    fn written(&self, beat: &Beat) {
+        let mut shard = self
+            .shard(&beat.lease_id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = shard.get_mut(beat.lease_id.as_str()) {
+            entry.durable = entry.durable.max(beat.expires_at);
+        }
+    }
+
+    fn mark_dirty(&self, lease_id: &str) {
+        let mut shard = self
+            .shard(lease_id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = shard.get_mut(lease_id) {
+            entry.dirty = true;
+        }
+    }
+}
+
+/// One heartbeat, as the book weighs it.
+struct Beaten<'a> {
+    license: &'a License,
+    policy: &'a LeasePolicy,
+    instance: &'a str,
+    idle_s: Option<i64>,
+    now: i64,
+    /// The earliest stored expiry answered from memory.
+    horizon: i64,
+}
+
+impl Beaten<'_> {
+    /// The instance is counted in and says nothing new of its user's absence (nothing
+    /// to store, nothing to reclaim).
+    fn quiet(&self, instances: &Instances, idle_reports: Option<&str>) -> bool {
+        instances.contains(self.instance)
+            && match IdleReports::beat(
+                idle_reports,
+                instances,
+                self.instance,
+                self.idle_s,
+                self.now,
+            ) {
+                None => true,
+                Some(idle) => {
+                    !idle.changed && !self.policy.releases_idle(idle.idle_since, self.now)
+                }
+            }
+    }
+}
+
+/// Writes the book every flush interval, if heartbeats are absorbed at all.
+pub fn spawn_flusher(state: crate::AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let every = state.live.heartbeats.flush_every()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            state.live.heartbeats.flush(state.store.as_ref()).await;
+        }
+    }))
+}

@@ -1,0 +1,435 @@
+//! Heartbeats absorbed in memory and written in bulk (issue 33), on both stores: a beat
+//! is answered from memory with the expiry the store already holds, the flush writes the
+//! newest beat, a released lease is never brought back, a check-in makes the next beat
+//! `410` at once, a stopped app is released on time, and a kill -9 ends no lease before
+//! the time its last heartbeat answered. Two nodes on PostgreSQL: `nodes.rs`.
+
+use crate::client::{client, lease_body};
+use crate::harness::{
+    drop_pg_database, eventually, fresh_pg_database, id, init_store, Api, Backend, ServerProcess,
+    TestServer,
+};
+use chrono::{DateTime, Utc};
+use leasehold_store::Beat;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Runs `$name(backend)` as a SQLite and a PostgreSQL test.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::harness::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    a_heartbeat_is_answered_from_memory_and_written_by_the_flush,
+    a_flush_racing_a_checkin_does_not_revive_the_lease,
+    a_checkin_or_an_admin_release_makes_the_next_heartbeat_410,
+    a_stopped_client_is_released_expired_within_ttl_flush_and_sweep,
+);
+
+pub(crate) fn time(value: &Value) -> DateTime<Utc> {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("not a time: {value}"))
+        .with_timezone(&Utc)
+}
+
+/// A floating license whose leases last `ttl_s` with a heartbeat every second.
+pub(crate) async fn beating_license(admin: &Api, seats: i64, ttl_s: i64) -> (String, String) {
+    let license = admin
+        .license_with(json!({"seat_model": "concurrent", "seats_total": seats,
+            "policy": {"lease_ttl_s": ttl_s, "heartbeat_interval_s": 1}}))
+        .await;
+    (license["key"].as_str().unwrap().to_string(), id(&license))
+}
+
+pub(crate) async fn beat(c: &Api, key: &str, lease_id: &str) -> (StatusCode, Value) {
+    c.post(
+        &format!("/v1/client/leases/{lease_id}/heartbeat"),
+        json!({"key": key, "instance": "i"}),
+    )
+    .await
+}
+
+/// The lease as the admin API reads it from the store.
+pub(crate) async fn stored(admin: &Api, license_id: &str, lease_id: &str) -> Value {
+    let seats = admin
+        .all_pages(
+            &format!("/v1/licenses/{license_id}/seats?active=false"),
+            200,
+        )
+        .await;
+    seats
+        .into_iter()
+        .find(|s| s["id"] == lease_id)
+        .unwrap_or_else(|| panic!("no lease {lease_id}"))
+}
+
+/// The lease period of [`flushed_by_hand`]'s licenses: a beat is absorbed only while the
+/// stored expiry lies a flush interval (there, an hour) and more ahead.
+const LONG_TTL_S: i64 = 7_200;
+
+/// A server whose flusher never runs by itself (every hour): the test flushes.
+async fn flushed_by_hand(backend: Backend) -> TestServer {
+    TestServer::start_with(backend, |settings| {
+        settings.heartbeat_flush = Duration::from_secs(3600);
+    })
+    .await
+}
+
+async fn a_heartbeat_is_answered_from_memory_and_written_by_the_flush(backend: Backend) {
+    let s = flushed_by_hand(backend).await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 2, LONG_TTL_S).await;
+    let c = client(&s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(&key, "m", "u", "i"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let lease_id = id(&lease);
+    let taken = stored(&admin, &lid, &lease_id).await;
+
+    // Answered from memory: the expiry the store holds, which is not written again.
+    for _ in 0..3 {
+        let (status, answer) = beat(&c, &key, &lease_id).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {answer}");
+        assert_eq!(
+            time(&answer["expires_at"]),
+            time(&lease["expires_at"]),
+            "{backend:?}: a beat promises what the store holds"
+        );
+    }
+    assert_eq!(
+        stored(&admin, &lid, &lease_id).await["last_seen_at"],
+        taken["last_seen_at"],
+        "{backend:?}: no heartbeat was written yet"
+    );
+    assert_eq!(s.state.live.heartbeats.len(), 1);
+
+    // The flush writes the newest beat: its time, and a lease period from it.
+    let flushed = s.state.live.heartbeats.flush(s.state.store.as_ref()).await;
+    assert_eq!((flushed.written, flushed.gone, flushed.failed), (1, 0, 0));
+    let after = stored(&admin, &lid, &lease_id).await;
+    let seen = time(&after["last_seen_at"]);
+    assert!(seen > time(&taken["last_seen_at"]), "{backend:?}: {after}");
+    assert_eq!(
+        time(&after["expires_at"]),
+        seen + chrono::Duration::seconds(LONG_TTL_S),
+        "{backend:?}"
+    );
+    // The next beat promises what was flushed, and an idle flush writes nothing.
+    let (_, answer) = beat(&c, &key, &lease_id).await;
+    assert_eq!(time(&answer["expires_at"]), time(&after["expires_at"]));
+    assert_eq!(
+        s.state
+            .live
+            .heartbeats
+            .flush(s.state.store.as_ref())
+            .await
+            .written,
+        1
+    );
+    assert_eq!(
+        s.state
+            .live
+            .heartbeats
+            .flush(s.state.store.as_ref())
+            .await
+            .written,
+        0
+    );
+
+    // The flush itself: the newest beat wins, a released lease is left alone.
+    let now = Utc::now().timestamp_millis();
+    let older = Beat {
+        lease_id: lease_id.clone(),
+        license_id: lid.clone(),
+        expires_at: now - 30_000,
+        last_seen_at: now - 90_000,
+    };
+    let gone = s
+        .state
+        .store
+        .flush_heartbeats(std::slice::from_ref(&older))
+        .await
+        .unwrap();
+    assert!(gone.is_empty(), "{backend:?}: the lease is live");
+    let kept = stored(&admin, &lid, &lease_id).await;
+    assert!(
+        time(&kept["expires_at"]) >= time(&after["expires_at"]),
+        "{backend:?}: a late beat never moves the expiry back: {kept}"
+    );
+    c.call(
+        Method::DELETE,
+        &format!("/v1/client/leases/{lease_id}/instances/i"),
+        Some(json!({"key": key})),
+    )
+    .await;
+    let newer = Beat {
+        expires_at: now + 600_000,
+        last_seen_at: now + 1,
+        ..older
+    };
+    let gone = s.state.store.flush_heartbeats(&[newer]).await.unwrap();
+    assert_eq!(gone, vec![lease_id.clone()], "{backend:?}");
+    let released = stored(&admin, &lid, &lease_id).await;
+    assert_eq!(released["release_reason"], "checkin", "{backend:?}");
+    assert_eq!(
+        (&released["expires_at"], &released["last_seen_at"]),
+        (&kept["expires_at"], &kept["last_seen_at"]),
+        "{backend:?}: a flush leaves a released lease as it was"
+    );
+    assert_eq!(admin.seats_used(&lid).await, 0);
+    s.stop().await;
+}
+
+/// Check-ins race flushes of the same leases; no lease comes back, no seat is counted
+/// twice.
+async fn a_flush_racing_a_checkin_does_not_revive_the_lease(backend: Backend) {
+    let s = flushed_by_hand(backend).await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
+    let c = client(&s);
+    for round in 0..60 {
+        let machine = format!("m{round}");
+        let lease = c
+            .ok_post(
+                "/v1/client/leases",
+                lease_body(&key, &machine, "u", "i"),
+                StatusCode::CREATED,
+            )
+            .await;
+        let lease_id = id(&lease);
+        assert_eq!(beat(&c, &key, &lease_id).await.0, StatusCode::OK);
+        let path = format!("/v1/client/leases/{lease_id}/instances/i");
+        let checkin = c.call(Method::DELETE, &path, Some(json!({"key": key})));
+        let flush = s.state.live.heartbeats.flush(s.state.store.as_ref());
+        let ((status, body), _) = tokio::join!(checkin, flush);
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        let (status, body) = beat(&c, &key, &lease_id).await;
+        assert_eq!(
+            status,
+            StatusCode::GONE,
+            "{backend:?} round {round}: {body}"
+        );
+        let lease = stored(&admin, &lid, &lease_id).await;
+        assert_eq!(lease["release_reason"], "checkin", "{backend:?}: {lease}");
+    }
+    s.state.live.heartbeats.flush(s.state.store.as_ref()).await;
+    assert_eq!(admin.seats_used(&lid).await, 0, "{backend:?}");
+    let active = admin
+        .ok_get(&format!("/v1/licenses/{lid}/seats?active=true"))
+        .await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 0, "{backend:?}");
+    s.stop().await;
+}
+
+async fn a_checkin_or_an_admin_release_makes_the_next_heartbeat_410(backend: Backend) {
+    let s = flushed_by_hand(backend).await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 2, LONG_TTL_S).await;
+    let c = client(&s);
+    let mut leases = Vec::new();
+    for machine in ["a", "b"] {
+        let lease = c
+            .ok_post(
+                "/v1/client/leases",
+                lease_body(&key, machine, "u", "i"),
+                StatusCode::CREATED,
+            )
+            .await;
+        let lease_id = id(&lease);
+        assert_eq!(beat(&c, &key, &lease_id).await.0, StatusCode::OK);
+        leases.push(lease_id);
+    }
+    c.call(
+        Method::DELETE,
+        &format!("/v1/client/leases/{}/instances/i", leases[0]),
+        Some(json!({"key": key})),
+    )
+    .await;
+    let (status, body) = beat(&c, &key, &leases[0]).await;
+    assert_eq!(status, StatusCode::GONE, "{backend:?}: {body}");
+    let (status, body) = admin
+        .post(&format!("/v1/seats/{}/reclaim", leases[1]), json!({}))
+        .await;
+    assert!(status.is_success(), "{backend:?}: {status} {body}");
+    let (status, body) = beat(&c, &key, &leases[1]).await;
+    assert_eq!(status, StatusCode::GONE, "{backend:?}: {body}");
+    assert_eq!(admin.seats_used(&lid).await, 0);
+    s.stop().await;
+}
+
+/// An app that stops heartbeating is released (`expired`) no earlier than its last
+/// answer promised, and within a lease period, a flush, and a sweep of its last beat.
+async fn a_stopped_client_is_released_expired_within_ttl_flush_and_sweep(backend: Backend) {
+    let s = TestServer::start_with(backend, |settings| {
+        settings.heartbeat_flush = Duration::from_millis(300);
+        settings.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 1, 6).await;
+    let c = client(&s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(&key, "m", "u", "i"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let lease_id = id(&lease);
+    let mut promised = time(&lease["expires_at"]);
+    // Beats for longer than a lease period: the lease lives on them alone.
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, answer) = beat(&c, &key, &lease_id).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {answer}");
+        let answered = time(&answer["expires_at"]);
+        assert!(answered >= promised, "{backend:?}: promises never shrink");
+        promised = answered;
+    }
+    assert!(promised > time(&lease["expires_at"]), "{backend:?}");
+    let released = eventually(30, || async { admin.seats_used(&lid).await == 0 }).await;
+    assert!(
+        released,
+        "{backend:?}: the stopped client's seat was never freed"
+    );
+    let lease = stored(&admin, &lid, &lease_id).await;
+    assert_eq!(lease["release_reason"], "expired", "{backend:?}: {lease}");
+    let released_at = time(&lease["released_at"]);
+    assert!(
+        released_at >= promised,
+        "{backend:?}: released before the promise: {lease}"
+    );
+    // Bound: TTL + flush + margin + sweep after the last beat the store recorded, with a
+    // few seconds' room for a loaded machine.
+    let last_seen = time(&lease["last_seen_at"]);
+    assert!(
+        released_at
+            <= last_seen + chrono::Duration::milliseconds(6_000 + 300 + 1_000 + 100 + 5_000),
+        "{backend:?}: {lease}"
+    );
+    s.stop().await;
+}
+
+/// Leases beaten just before a kill -9 live at least to what their last heartbeat
+/// answered, after the server comes back (restarted at once).
+async fn kill_9_after_heartbeats_ends_no_lease_before_its_promise(store_args: Vec<String>) {
+    let token = init_store(&store_args, "Acme");
+    let mut store_args = store_args;
+    store_args.extend([
+        "--heartbeat-flush-ms".into(),
+        "500".into(),
+        "--sweep-interval-ms".into(),
+        "100".into(),
+    ]);
+    let mut server = ServerProcess::start(&store_args).await;
+    let admin = server.api(&token);
+    let (key, lid) = beating_license(&admin, 20, 8).await;
+    let c = server.api("");
+    let mut leases = Vec::new();
+    for n in 0..20 {
+        let lease = c
+            .ok_post(
+                "/v1/client/leases",
+                lease_body(&key, &format!("m{n}"), "u", "i"),
+                StatusCode::CREATED,
+            )
+            .await;
+        leases.push((id(&lease), time(&lease["expires_at"])));
+    }
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        for (lease_id, promised) in leases.iter_mut() {
+            let (status, answer) = beat(&c, &key, lease_id).await;
+            assert_eq!(status, StatusCode::OK, "round {round}: {answer}");
+            *promised = (*promised).max(time(&answer["expires_at"]));
+        }
+    }
+    server.kill_9();
+    let server = ServerProcess::start(&store_args).await;
+    let admin = server.api(&token);
+    let all_gone = eventually(40, || async { admin.seats_used(&lid).await == 0 }).await;
+    assert!(all_gone, "the leases were never swept");
+    for (lease_id, promised) in &leases {
+        let lease = stored(&admin, &lid, lease_id).await;
+        assert_eq!(lease["release_reason"], "expired", "{lease}");
+        assert!(
+            time(&lease["released_at"]) >= *promised,
+            "released before its last heartbeat's promise ({promised}): {lease}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_heartbeats_ends_no_lease_before_its_promise_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_9_after_heartbeats_ends_no_lease_before_its_promise(vec![
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_heartbeats_ends_no_lease_before_its_promise_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, name) = fresh_pg_database().await;
+    kill_9_after_heartbeats_ends_no_lease_before_its_promise(vec![
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+        "--database-url".into(),
+        url,
+    ])
+    .await;
+    drop_pg_database(&name).await;
+}
+
+/// `--heartbeat-flush-ms 0`: every heartbeat is written as it comes, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_off_writes_each_beat() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let s = TestServer::start_with(backend, |settings| {
+            settings.heartbeat_flush = Duration::ZERO;
+        })
+        .await;
+        let admin = s.workspace("Acme").await;
+        let (key, lid) = beating_license(&admin, 1, 60).await;
+        let c = client(&s);
+        let lease = c
+            .ok_post(
+                "/v1/client/leases",
+                lease_body(&key, "m", "u", "i"),
+                StatusCode::CREATED,
+            )
+            .await;
+        let lease_id = id(&lease);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (status, answer) = beat(&c, &key, &lease_id).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(time(&answer["expires_at"]) > time(&lease["expires_at"]));
+        let row = stored(&admin, &lid, &lease_id).await;
+        assert_eq!(time(&row["expires_at"]), time(&answer["expires_at"]));
+        assert!(s.state.live.heartbeats.is_empty());
+        s.stop().await;
+    }
+}
