@@ -34,7 +34,7 @@
 use leasehold_core::lease::{IdleReports, Instances};
 use leasehold_core::LeasePolicy;
 use leasehold_core::SeatKind;
-use leasehold_store::{now_ms, Beat, License, Store, StoreError};
+use leasehold_store::{now_ms, License, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,9 @@ const SHARDS: usize = 64;
 const CAPACITY: usize = 4_000_000;
 /// Leases written per bulk step (one writer operation, one PostgreSQL transaction).
 const CHUNK: usize = 2_000;
+/// The longest a lease is answered from memory without reading the store again: bounds
+/// what a lost change notice (a full queue, a failed `NOTIFY`) can leave stale.
+const REREAD_MS: i64 = 10 * 60 * 1_000;
 
 /// A license the book holds leases of, with its epoch: every seat change of the license
 /// moves it on, and an entry loaded under an older epoch is read again.
@@ -65,6 +68,8 @@ struct Entry {
     epoch: u64,
     /// The expiry the store holds (at least): what a heartbeat answers.
     durable: i64,
+    /// When the lease was read from the store.
+    loaded_at: i64,
     /// The newest heartbeat's expiry and time, to write when `dirty`.
     expires_at: i64,
     last_seen_at: i64,
@@ -99,8 +104,29 @@ pub struct Flushed {
     pub written: usize,
     /// Leases found ended (dropped from memory).
     pub gone: usize,
-    /// Leases left to the next flush because their step failed.
+    /// Leases left to the next flush: their step failed, or another transaction held them.
     pub failed: usize,
+}
+
+/// A heartbeat's answer: the expiry the store holds, and whether it was written as it
+/// came with news for the other nodes (an instance counted in, a change of idleness):
+/// then the handler announces `seat.updated`, which makes every node read the lease
+/// again, instead of `seat.heartbeat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beaten {
+    pub expires_at: i64,
+    pub news: bool,
+}
+
+impl Beaten {
+    /// The live feed's kind for this heartbeat.
+    pub fn kind(&self) -> &'static str {
+        if self.news {
+            "seat.updated"
+        } else {
+            "seat.heartbeat"
+        }
+    }
 }
 
 impl LeaseBook {
@@ -188,18 +214,23 @@ impl LeaseBook {
         lease_id: &str,
         instance: &str,
         idle_s: Option<i64>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Beaten, StoreError> {
+        let durable = |news: bool| async move {
+            let expires_at = store.heartbeat(license, lease_id, instance, idle_s).await?;
+            metrics::counter!("leasehold_heartbeats_total", "path" => "store").increment(1);
+            Ok(Beaten { expires_at, news })
+        };
         if self.flush.is_zero() {
-            return store.heartbeat(license, lease_id, instance, idle_s).await;
+            return durable(false).await;
         }
         let now = now_ms();
         let policy = license.policy();
         let horizon = now.saturating_add(self.horizon_ms(&policy));
         // A lease period too short to answer from memory: written as before.
         if policy.lease_expiry(now) < horizon {
-            return store.heartbeat(license, lease_id, instance, idle_s).await;
+            return durable(idle_s.is_some()).await;
         }
-        let beat = Beaten {
+        let beat = Beat {
             license,
             policy: &policy,
             instance,
@@ -207,62 +238,63 @@ impl LeaseBook {
             now,
             horizon,
         };
-        if let Some(answer) = self.hit(lease_id, &beat) {
+        if let Some(expires_at) = self.hit(lease_id, &beat) {
             metrics::counter!("leasehold_heartbeats_total", "path" => "memory").increment(1);
-            return Ok(answer);
+            return Ok(Beaten {
+                expires_at,
+                news: false,
+            });
         }
         // A miss: the lease as stored, unless a notice comes while it is read.
         let tag = self.tag(&license.id);
         let epoch = tag.epoch.load(Ordering::Acquire);
         let seat = store.lease_state(&license.workspace_id, lease_id).await?;
+        let mut news = idle_s.is_some();
         if let Some(seat) = seat {
             let instances = Instances::from_stored(seat.instances.as_deref());
+            let stored = seat.expires_at.unwrap_or(0);
+            let quiet = beat.quiet(&instances, seat.idle_reports.as_deref());
+            news = !quiet;
             let live = seat.license_id == license.id
                 && seat.kind == SeatKind::Lease
                 && seat.released_at.is_none()
-                && seat.expires_at.unwrap_or(0) >= horizon;
-            if live
-                && beat.quiet(&instances, seat.idle_reports.as_deref())
-                && self.len() < CAPACITY
-                && tag.epoch.load(Ordering::Acquire) == epoch
+                && beat.answerable(stored);
+            if live && quiet && self.len() < CAPACITY && tag.epoch.load(Ordering::Acquire) == epoch
             {
-                let durable = seat.expires_at.unwrap_or(0);
                 let entry = Entry {
                     tag,
                     epoch,
-                    durable,
+                    durable: stored,
+                    loaded_at: now,
                     expires_at: policy.lease_expiry(now),
                     last_seen_at: now,
                     dirty: true,
                     instances,
                     idle_reports: seat.idle_reports.map(String::into_boxed_str),
                 };
-                let mut shard = self
-                    .shard(lease_id)
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut shard = self.lock(lease_id);
                 if shard.insert(lease_id.into(), entry).is_none() {
                     self.len.fetch_add(1, Ordering::Relaxed);
                 }
                 metrics::counter!("leasehold_heartbeats_total", "path" => "memory").increment(1);
-                return Ok(durable);
+                return Ok(Beaten {
+                    expires_at: stored,
+                    news: false,
+                });
             }
         }
         self.forget(lease_id);
-        metrics::counter!("leasehold_heartbeats_total", "path" => "store").increment(1);
-        store.heartbeat(license, lease_id, instance, idle_s).await
+        durable(news).await
     }
 
     /// The hot path: no await, no write.
-    fn hit(&self, lease_id: &str, beat: &Beaten<'_>) -> Option<i64> {
-        let mut shard = self
-            .shard(lease_id)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+    fn hit(&self, lease_id: &str, beat: &Beat<'_>) -> Option<i64> {
+        let mut shard = self.lock(lease_id);
         let entry = shard.get_mut(lease_id)?;
         if *entry.tag.id != *beat.license.id
             || entry.epoch != entry.tag.epoch.load(Ordering::Acquire)
-            || entry.durable < beat.horizon
+            || beat.now.saturating_sub(entry.loaded_at) >= REREAD_MS
+            || !beat.answerable(entry.durable)
             || !beat.quiet(&entry.instances, entry.idle_reports.as_deref())
         {
             return None;
@@ -275,12 +307,16 @@ impl LeaseBook {
         Some(entry.durable)
     }
 
+    /// The shard of `lease_id`, locked.
+    fn lock(&self, lease_id: &str) -> std::sync::MutexGuard<'_, Shard> {
+        self.shard(lease_id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Drops a lease from memory (its next heartbeat reads the store).
     pub fn forget(&self, lease_id: &str) {
-        let mut shard = self
-            .shard(lease_id)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.lock(lease_id);
         if shard.remove(lease_id).is_some() {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
@@ -294,13 +330,13 @@ impl LeaseBook {
         let started = std::time::Instant::now();
         let now = now_ms();
         let mut beats = Vec::new();
-        let mut len = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = shard.len();
             shard.retain(|id, entry| {
                 if entry.dirty {
                     entry.dirty = false;
-                    beats.push(Beat {
+                    beats.push(leasehold_store::Beat {
                         lease_id: id.to_string(),
                         license_id: entry.tag.id.to_string(),
                         expires_at: entry.expires_at,
@@ -311,20 +347,24 @@ impl LeaseBook {
                 // Clean: kept while it may still be answered from memory.
                 entry.expires_at >= now && entry.epoch == entry.tag.epoch.load(Ordering::Acquire)
             });
-            len += shard.len();
+            self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
         }
-        self.len.store(len, Ordering::Relaxed);
         beats.sort_unstable_by(|a, b| a.lease_id.cmp(&b.lease_id));
         let mut flushed = Flushed::default();
         for chunk in beats.chunks(CHUNK) {
             match store.flush_heartbeats(chunk).await {
-                Ok(gone) => {
-                    let gone: std::collections::HashSet<&str> =
-                        gone.iter().map(String::as_str).collect();
+                Ok(outcome) => {
+                    let set = |ids: Vec<String>| -> std::collections::HashSet<String> {
+                        ids.into_iter().collect()
+                    };
+                    let (gone, busy) = (set(outcome.gone), set(outcome.busy));
                     for beat in chunk {
-                        if gone.contains(beat.lease_id.as_str()) {
+                        if gone.contains(&beat.lease_id) {
                             self.forget(&beat.lease_id);
                             flushed.gone += 1;
+                        } else if busy.contains(&beat.lease_id) {
+                            self.mark_dirty(&beat.lease_id);
+                            flushed.failed += 1;
                         } else {
                             self.written(beat);
                             flushed.written += 1;
@@ -347,30 +387,34 @@ impl LeaseBook {
         flushed
     }
 
-    /// A lease's beat is on disk: its stored expiry is at least the one written.
-    fn written(&self, beat: &Beat) {
-        let mut shard = self
-            .shard(&beat.lease_id)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = shard.get_mut(beat.lease_id.as_str()) {
-            entry.durable = entry.durable.max(beat.expires_at);
+    /// A lease's beat is on disk: the store holds at least its expiry (the newest beat
+    /// wins there; a beat lowers an expiry only after a shorter lease period, and then
+    /// the store holds the lower one).
+    fn written(&self, beat: &leasehold_store::Beat) {
+        if let Some(entry) = self.lock(&beat.lease_id).get_mut(beat.lease_id.as_str()) {
+            entry.durable = beat.expires_at;
         }
     }
 
+    /// A lease's beat is not on disk yet: the next flush writes it again, unless the
+    /// lease was made stale meanwhile (then a heartbeat reads it first).
     fn mark_dirty(&self, lease_id: &str) {
-        let mut shard = self
-            .shard(lease_id)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = shard.get_mut(lease_id) {
-            entry.dirty = true;
+        let mut shard = self.lock(lease_id);
+        match shard.get_mut(lease_id) {
+            Some(entry) if entry.epoch == entry.tag.epoch.load(Ordering::Acquire) => {
+                entry.dirty = true;
+            }
+            Some(_) => {
+                shard.remove(lease_id);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+            None => {}
         }
     }
 }
 
 /// One heartbeat, as the book weighs it.
-struct Beaten<'a> {
+struct Beat<'a> {
     license: &'a License,
     policy: &'a LeasePolicy,
     instance: &'a str,
@@ -380,7 +424,14 @@ struct Beaten<'a> {
     horizon: i64,
 }
 
-impl Beaten<'_> {
+impl Beat<'_> {
+    /// A stored expiry this heartbeat may answer from memory: far enough ahead that the
+    /// app's next heartbeat comes first, and no later than a lease period from now (a
+    /// shorter lease period set meanwhile is written by the durable heartbeat).
+    fn answerable(&self, stored: i64) -> bool {
+        stored >= self.horizon && stored <= self.policy.lease_expiry(self.now)
+    }
+
     /// The instance is counted in and says nothing new of its user's absence (nothing
     /// to store, nothing to reclaim).
     fn quiet(&self, instances: &Instances, idle_reports: Option<&str>) -> bool {
@@ -404,7 +455,7 @@ impl Beaten<'_> {
 pub fn spawn_flusher(state: crate::AppState) -> Option<tokio::task::JoinHandle<()>> {
     let every = state.live.heartbeats.flush_every()?;
     Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -169,7 +169,7 @@ pub async fn serve(
     jobs.extend(metrics::install());
     jobs.extend(notify::spawn(state.clone()));
     jobs.extend(live::spawn_backplane(&state).await);
-    jobs.extend(heartbeats::spawn_flusher(state.clone()));
+    let flusher = heartbeats::spawn_flusher(state.clone());
     if let Some(metrics_listener) = metrics_listener {
         let router = metrics_router(state.clone());
         jobs.push(tokio::spawn(async move {
@@ -191,7 +191,11 @@ pub async fn serve(
     for job in jobs {
         job.abort();
     }
-    // What the last heartbeats asked for goes to disk before the process ends.
+    // What the last heartbeats asked for goes to disk before the process ends (after the
+    // flush in progress, if any: the book runs one at a time).
     state.live.heartbeats.flush(state.store.as_ref()).await;
+    if let Some(flusher) = flusher {
+        flusher.abort();
+    }
     served
 }

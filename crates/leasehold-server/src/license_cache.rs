@@ -121,7 +121,7 @@ impl LicenseCache {
     pub fn changed(&self, license_id: &str, kind: &str) {
         match kind {
             // Neither the license row nor its count.
-            "seat.heartbeat" | "seat.instance_exited" => {}
+            "seat.heartbeat" | "seat.updated" | "seat.instance_exited" => {}
             kind if kind.starts_with("seat.") => self.seat_count_changed(license_id),
             _ => self.invalidate(license_id),
         }

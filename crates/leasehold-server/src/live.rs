@@ -149,13 +149,27 @@ impl LiveHub {
             kind: kind.to_string(),
         });
         if let Some(outbound) = self.outbound.get() {
-            // A full queue drops the message rather than slow a checkout; the
-            // consoles of other nodes catch up on the next event.
-            let _ = outbound.try_send(Change {
+            let change = Change {
                 workspace_id: workspace_id.to_string(),
                 license_id: license_id.to_string(),
                 kind: kind.to_string(),
-            });
+            };
+            // A full queue drops a heartbeat's message rather than slow anyone (the
+            // consoles of other nodes catch up on the next event). Any other change
+            // makes other nodes read what they hold of the license again (cached
+            // licenses, leases in memory), so it waits for room instead, off the caller.
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(change)) =
+                outbound.try_send(change)
+            {
+                if change.kind != "seat.heartbeat" {
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        let outbound = outbound.clone();
+                        runtime.spawn(async move {
+                            let _ = outbound.send(change).await;
+                        });
+                    }
+                }
+            }
         }
     }
 

@@ -276,6 +276,17 @@ pub struct Beat {
     pub last_seen_at: i64,
 }
 
+/// What a flush of heartbeats could not write ([`Seats::flush_heartbeats`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlushOutcome {
+    /// Leases no longer live (released, lapsed before their beat, turned into a borrow):
+    /// never written.
+    pub gone: Vec<String>,
+    /// Leases another transaction held locked (PostgreSQL): left for the next flush
+    /// rather than waited for.
+    pub busy: Vec<String>,
+}
+
 /// What one chunk of a lease sweep did.
 #[derive(Debug, Default)]
 pub struct SweepChunk {
@@ -656,8 +667,10 @@ pub trait Seats: Send + Sync {
     /// Writes heartbeats absorbed in memory, in bulk: each live lease of `beats` gets its
     /// expiry and last-seen time, the newest beat winning as for [`Seats::heartbeat`]. A
     /// released lease is never touched (a flush cannot bring one back), nor one that had
-    /// lapsed before its beat. Answers the leases not written: those no longer live.
-    async fn flush_heartbeats(&self, beats: &[Beat]) -> Result<Vec<String>>;
+    /// lapsed before its beat. Answers the leases not written: those no longer live, and
+    /// those busy in another transaction (never waited for, so a flush deadlocks with no
+    /// sweep, check-in or other node's flush).
+    async fn flush_heartbeats(&self, beats: &[Beat]) -> Result<FlushOutcome>;
 
     /// One instance exits; answers whether that freed the seat.
     async fn release_instance(

@@ -199,10 +199,11 @@ pub(crate) const FLUSH_LEASES_PG: &str = "WITH b AS (SELECT * FROM \
        sweep_at = LEAST(s.sweep_at, n.expires_at), \
        last_seen_at = GREATEST(s.last_seen_at, n.last_seen_at) \
      FROM n WHERE s.id = n.id AND s.released_at IS NULL RETURNING s.id";
-/// Locks a chunk's leases in id order before [`FLUSH_LEASES_PG`], so that two nodes
-/// flushing the same leases wait for each other instead of deadlocking.
+/// Locks a chunk's leases before [`FLUSH_LEASES_PG`], skipping those another transaction
+/// holds (a sweep, a check-in's batch, another node's flush): the flush never waits for
+/// a row lock, so it is in no deadlock; what it skipped waits for the next flush.
 pub(crate) const LOCK_FLUSHED_PG: &str =
-    "SELECT id FROM seats WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE";
+    "SELECT id FROM seats WHERE id = ANY($1::text[]) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED";
 /// What a heartbeat changed of a lease's idleness (DESIGN §7): its instances' reports,
 /// since when it is unused, and (under `idle_reclaim: always`) a `sweep_at` no later than
 /// when it turns idle (`$3`), so that the sweeper visits it then.

@@ -398,7 +398,7 @@ pub(super) async fn heartbeat(
                     "must be between 0 and ten years, in seconds",
                 ));
             }
-            let expires_at = state
+            let beaten = state
                 .live
                 .heartbeats
                 .beat(
@@ -409,11 +409,11 @@ pub(super) async fn heartbeat(
                     body.idle_s,
                 )
                 .await?;
-            caller.publish(&state, "seat.heartbeat");
+            caller.publish(&state, beaten.kind());
             Ok((
                 StatusCode::OK,
                 HeartbeatAnswer {
-                    expires_at: convert::time(expires_at),
+                    expires_at: convert::time(beaten.expires_at),
                 },
             ))
         }

@@ -285,11 +285,11 @@ pub(super) async fn ping(
                 )
                 .await;
             match beat {
-                Ok(expires_at) => {
-                    caller.publish(&state, "seat.heartbeat");
+                Ok(beaten) => {
+                    caller.publish(&state, beaten.kind());
                     let now = chrono::Utc::now().timestamp_millis();
                     if seat.kind == SeatKind::Lease {
-                        seat.expires_at = Some(expires_at);
+                        seat.expires_at = Some(beaten.expires_at);
                     }
                     seat.last_seen_at = Some(now);
                 }

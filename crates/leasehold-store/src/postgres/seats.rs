@@ -374,38 +374,50 @@ impl Seats for PostgresStore {
         self.read_seat(workspace_id, lease_id).await
     }
 
-    /// One transaction: the chunk's rows locked in id order (two nodes flushing the same
-    /// leases queue up instead of deadlocking), then one `UPDATE … FROM unnest(…)`. A
-    /// check-in that committed first is seen by the update (it reads after the locks), and
-    /// one that comes later waits for this commit and then ends the lease.
-    async fn flush_heartbeats(&self, beats: &[crate::Beat]) -> Result<Vec<String>> {
+    /// One transaction: the chunk's rows that no other transaction holds are locked
+    /// (`SKIP LOCKED`: the flush waits for no one, so it deadlocks with no one), then
+    /// written in one `UPDATE … FROM unnest(…)`. The update reads after the locks, so a
+    /// check-in that committed first is seen, and one that comes later waits for this
+    /// commit and then ends the lease.
+    async fn flush_heartbeats(&self, beats: &[crate::Beat]) -> Result<crate::FlushOutcome> {
+        use std::collections::HashSet;
         if beats.is_empty() {
-            return Ok(Vec::new());
+            return Ok(crate::FlushOutcome::default());
         }
         let ids: Vec<&str> = beats.iter().map(|b| b.lease_id.as_str()).collect();
-        let licenses: Vec<&str> = beats.iter().map(|b| b.license_id.as_str()).collect();
-        let expiries: Vec<i64> = beats.iter().map(|b| b.expires_at).collect();
-        let seen: Vec<i64> = beats.iter().map(|b| b.last_seen_at).collect();
         let mut tx = self.begin_write().await?;
-        sqlx::query(crate::sql::LOCK_FLUSHED_PG)
+        let locked: Vec<(String,)> = sqlx::query_as(crate::sql::LOCK_FLUSHED_PG)
             .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        let written: Vec<(String,)> = sqlx::query_as(crate::sql::FLUSH_LEASES_PG)
-            .bind(&ids)
-            .bind(&licenses)
-            .bind(&expiries)
-            .bind(&seen)
             .fetch_all(&mut *tx)
             .await?;
+        let locked: HashSet<String> = locked.into_iter().map(|(id,)| id).collect();
+        let (mine, busy): (Vec<&crate::Beat>, Vec<&crate::Beat>) = beats
+            .iter()
+            .partition(|b| locked.contains(b.lease_id.as_str()));
+        let written: HashSet<String> = if mine.is_empty() {
+            HashSet::new()
+        } else {
+            let column =
+                |f: fn(&crate::Beat) -> &str| mine.iter().map(|b| f(b)).collect::<Vec<_>>();
+            let times = |f: fn(&crate::Beat) -> i64| mine.iter().map(|b| f(b)).collect::<Vec<_>>();
+            let written: Vec<(String,)> = sqlx::query_as(crate::sql::FLUSH_LEASES_PG)
+                .bind(column(|b| b.lease_id.as_str()))
+                .bind(column(|b| b.license_id.as_str()))
+                .bind(times(|b| b.expires_at))
+                .bind(times(|b| b.last_seen_at))
+                .fetch_all(&mut *tx)
+                .await?;
+            written.into_iter().map(|(id,)| id).collect()
+        };
         self.commit(tx).await?;
-        let written: std::collections::HashSet<String> =
-            written.into_iter().map(|(id,)| id).collect();
-        Ok(ids
-            .into_iter()
-            .filter(|id| !written.contains(*id))
-            .map(String::from)
-            .collect())
+        Ok(crate::FlushOutcome {
+            gone: mine
+                .iter()
+                .filter(|b| !written.contains(&b.lease_id))
+                .map(|b| b.lease_id.clone())
+                .collect(),
+            busy: busy.iter().map(|b| b.lease_id.clone()).collect(),
+        })
     }
 
     async fn held_seat(

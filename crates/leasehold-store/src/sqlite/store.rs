@@ -214,15 +214,20 @@ impl Seats for SqliteStore {
         self.read_seat(workspace_id, lease_id).await
     }
 
-    async fn flush_heartbeats(&self, beats: &[crate::Beat]) -> Result<Vec<String>> {
+    /// One operation of the seat writer, so ordered with every check-in, sweep and admin
+    /// release: nothing is ever busy.
+    async fn flush_heartbeats(&self, beats: &[crate::Beat]) -> Result<crate::FlushOutcome> {
         if beats.is_empty() {
-            return Ok(Vec::new());
+            return Ok(crate::FlushOutcome::default());
         }
         let op = Op::Flush {
             beats: beats.to_vec(),
         };
         match self.apply(op).await? {
-            Done::Flushed(gone) => Ok(gone),
+            Done::Flushed(gone) => Ok(crate::FlushOutcome {
+                gone,
+                busy: Vec::new(),
+            }),
             _ => Err(unexpected()),
         }
     }

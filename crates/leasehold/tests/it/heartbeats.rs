@@ -39,6 +39,8 @@ on_both!(
     a_flush_racing_a_checkin_does_not_revive_the_lease,
     a_checkin_or_an_admin_release_makes_the_next_heartbeat_410,
     a_stopped_client_is_released_expired_within_ttl_flush_and_sweep,
+    a_shorter_lease_period_is_written_not_promised_from_memory,
+    idleness_goes_to_the_store_as_it_changes,
 );
 
 pub(crate) fn time(value: &Value) -> DateTime<Utc> {
@@ -171,7 +173,11 @@ async fn a_heartbeat_is_answered_from_memory_and_written_by_the_flush(backend: B
         .flush_heartbeats(std::slice::from_ref(&older))
         .await
         .unwrap();
-    assert!(gone.is_empty(), "{backend:?}: the lease is live");
+    assert_eq!(
+        gone,
+        leasehold_store::FlushOutcome::default(),
+        "{backend:?}: the lease is live"
+    );
     let kept = stored(&admin, &lid, &lease_id).await;
     assert!(
         time(&kept["expires_at"]) >= time(&after["expires_at"]),
@@ -189,7 +195,8 @@ async fn a_heartbeat_is_answered_from_memory_and_written_by_the_flush(backend: B
         ..older
     };
     let gone = s.state.store.flush_heartbeats(&[newer]).await.unwrap();
-    assert_eq!(gone, vec![lease_id.clone()], "{backend:?}");
+    assert_eq!(gone.gone, vec![lease_id.clone()], "{backend:?}");
+    assert!(gone.busy.is_empty(), "{backend:?}");
     let released = stored(&admin, &lid, &lease_id).await;
     assert_eq!(released["release_reason"], "checkin", "{backend:?}");
     assert_eq!(
@@ -198,6 +205,97 @@ async fn a_heartbeat_is_answered_from_memory_and_written_by_the_flush(backend: B
         "{backend:?}: a flush leaves a released lease as it was"
     );
     assert_eq!(admin.seats_used(&lid).await, 0);
+    s.stop().await;
+}
+
+/// An admin shortens the lease period while a lease is beaten from memory: the next
+/// heartbeat writes and promises the shorter period, never the longer one held before.
+async fn a_shorter_lease_period_is_written_not_promised_from_memory(backend: Backend) {
+    let s = flushed_by_hand(backend).await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
+    let c = client(&s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(&key, "m", "u", "i"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let lease_id = id(&lease);
+    let (_, answer) = beat(&c, &key, &lease_id).await;
+    assert_eq!(time(&answer["expires_at"]), time(&lease["expires_at"]));
+    let shorter = 3_700;
+    let (status, body) = admin
+        .patch(
+            &format!("/v1/licenses/{lid}"),
+            json!({"policy": {"lease_ttl_s": shorter, "heartbeat_interval_s": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+    let (status, answer) = beat(&c, &key, &lease_id).await;
+    assert_eq!(status, StatusCode::OK, "{backend:?}: {answer}");
+    let promised = time(&answer["expires_at"]);
+    assert!(
+        promised <= Utc::now() + chrono::Duration::seconds(shorter),
+        "{backend:?}: {promised} promises the old period"
+    );
+    let row = stored(&admin, &lid, &lease_id).await;
+    assert!(
+        time(&row["expires_at"]) >= promised,
+        "{backend:?}: the store holds less than the promise: {row}"
+    );
+    s.state.live.heartbeats.flush(s.state.store.as_ref()).await;
+    let (_, again) = beat(&c, &key, &lease_id).await;
+    let row = stored(&admin, &lid, &lease_id).await;
+    assert!(
+        time(&row["expires_at"]) >= time(&again["expires_at"]),
+        "{backend:?}"
+    );
+    s.stop().await;
+}
+
+/// An instance saying its user went away, and came back, is written as it says so (the
+/// queue and idle reclaim read it from the store, on any node); saying it again is not.
+async fn idleness_goes_to_the_store_as_it_changes(backend: Backend) {
+    let s = flushed_by_hand(backend).await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
+    let c = client(&s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(&key, "m", "u", "i"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let lease_id = id(&lease);
+    let path = format!("/v1/client/leases/{lease_id}/heartbeat");
+    let idle = |idle_s: i64| {
+        c.post(
+            &path,
+            json!({"key": key, "instance": "i", "idle_s": idle_s}),
+        )
+    };
+    // What the store holds of the lease's idleness (the admin API does not show it).
+    let idle_since = || async {
+        let seat = s.state.store.machine_seat(&lid, &lease_id).await.unwrap();
+        seat.expect("the lease is live").idle_since
+    };
+    assert_eq!(beat(&c, &key, &lease_id).await.0, StatusCode::OK);
+    assert_eq!(idle(900).await.0, StatusCode::OK);
+    let since = idle_since().await.expect("written at once");
+    assert!(
+        since < Utc::now().timestamp_millis() - 800_000,
+        "{backend:?}: {since}"
+    );
+    // The same absence again: answered from memory, nothing to write.
+    assert_eq!(idle(901).await.0, StatusCode::OK);
+    assert_eq!(idle(902).await.0, StatusCode::OK);
+    assert_eq!(idle_since().await, Some(since), "{backend:?}");
+    // Back in use: written at once.
+    assert_eq!(idle(0).await.0, StatusCode::OK);
+    assert_eq!(idle_since().await, None, "{backend:?}");
     s.stop().await;
 }
 
@@ -432,4 +530,52 @@ async fn heartbeats_off_writes_each_beat() {
         assert!(s.state.live.heartbeats.is_empty());
         s.stop().await;
     }
+}
+
+/// PostgreSQL: a flush waits for no row lock (so it deadlocks with no sweep, check-in
+/// batch or other node's flush): a lease another transaction holds is left for the next
+/// flush, which writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_skips_a_lease_another_transaction_holds() {
+    use sqlx::Connection;
+    let s = flushed_by_hand(Backend::Postgres).await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
+    let c = client(&s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(&key, "m", "u", "i"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let lease_id = id(&lease);
+    let now = Utc::now().timestamp_millis();
+    let beat = Beat {
+        lease_id: lease_id.clone(),
+        license_id: lid.clone(),
+        expires_at: now + LONG_TTL_S * 1_000,
+        last_seen_at: now,
+    };
+    let mut other = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT id FROM seats WHERE id = $1 FOR UPDATE")
+        .bind(&lease_id)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let held = s
+        .state
+        .store
+        .flush_heartbeats(std::slice::from_ref(&beat))
+        .await
+        .unwrap();
+    assert_eq!(held.busy, vec![lease_id.clone()]);
+    assert!(held.gone.is_empty());
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let free = s.state.store.flush_heartbeats(&[beat]).await.unwrap();
+    assert_eq!(free, leasehold_store::FlushOutcome::default());
+    let row = stored(&admin, &lid, &lease_id).await;
+    assert_eq!(time(&row["last_seen_at"]).timestamp_millis(), now);
+    s.stop().await;
 }

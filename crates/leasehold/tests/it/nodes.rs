@@ -478,7 +478,7 @@ async fn heartbeats_on_one_node_keep_a_lease_taken_on_another() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0.0);
-    assert!(absorbed >= 10.0, "B answered from memory: {absorbed}");
+    assert!(absorbed > 0.0, "B answered from memory: {absorbed}");
 
     // 2. A check-in on A: B's next heartbeats answer 410 within about a second.
     let (status, body) = on_a
