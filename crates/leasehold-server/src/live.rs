@@ -113,7 +113,13 @@ pub struct LiveHub {
     /// The live leases whose heartbeats this node absorbs, made stale by the same changes.
     pub heartbeats: crate::heartbeats::LeaseBook,
     streams: Arc<Mutex<StreamCounts>>,
+    /// When each license's last heartbeat was announced (ms since the epoch).
+    beats_announced: Mutex<HashMap<String, i64>>,
 }
+
+/// The least time between two announced heartbeats of one license: a heartbeat changes
+/// no seat and no cache, and a console only needs to know that it should look again.
+const HEARTBEAT_ANNOUNCED_EVERY_MS: i64 = 250;
 
 impl Default for LiveHub {
     fn default() -> Self {
@@ -124,6 +130,7 @@ impl Default for LiveHub {
             licenses: Default::default(),
             heartbeats: Default::default(),
             streams: Default::default(),
+            beats_announced: Default::default(),
         }
     }
 }
@@ -140,6 +147,9 @@ impl LiveHub {
     }
 
     pub fn publish(&self, workspace_id: &str, license_id: &str, kind: &str) {
+        if kind == "seat.heartbeat" && !self.announces_heartbeat(license_id) {
+            return;
+        }
         self.licenses.changed(license_id, kind);
         self.heartbeats.changed(license_id, kind);
         // No subscriber is fine: nobody is watching.
@@ -169,6 +179,29 @@ impl LiveHub {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether a heartbeat of `license_id` is announced: only to someone listening (a
+    /// console, a waiter, other nodes), and at most every 250 ms per license.
+    fn announces_heartbeat(&self, license_id: &str) -> bool {
+        if self.sender.receiver_count() == 0 && self.outbound.get().is_none() {
+            return false;
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let Ok(mut announced) = self.beats_announced.lock() else {
+            return true;
+        };
+        match announced.get_mut(license_id) {
+            Some(at) if now - *at < HEARTBEAT_ANNOUNCED_EVERY_MS => false,
+            Some(at) => {
+                *at = now;
+                true
+            }
+            None => {
+                announced.insert(license_id.to_string(), now);
+                true
             }
         }
     }
