@@ -63,7 +63,7 @@ const CHUNK: usize = 2_000;
 /// enough that every heartbeat of a million apps beating every 5 minutes (3,300 a
 /// second) is on disk within a flush, while a heavier load does not spend the store on
 /// times no one needs yet.
-const FLUSH_BUDGET_PER_S: usize = 5_000;
+pub const FLUSH_BUDGET_PER_S: usize = 5_000;
 /// The longest a lease is answered from memory without reading the store again: bounds
 /// what a lost change notice (a full queue, a failed `NOTIFY`) can leave stale.
 const REREAD_MS: i64 = 10 * 60 * 1_000;
@@ -105,15 +105,19 @@ pub struct LeaseBook {
     len: AtomicUsize,
     /// One flush at a time (the flusher's tick, shutdown's last one, a test's).
     flushing: tokio::sync::Mutex<()>,
+    /// Leases a second written beyond those due ([`FLUSH_BUDGET_PER_S`]).
+    budget_per_s: usize,
     /// The shard the flusher's next spare budget starts at, so every lease gets its turn.
     cursor: AtomicUsize,
     /// `leasehold_heartbeats_total` by path (memory, store), made at the first heartbeat.
     counted: std::sync::OnceLock<[metrics::Counter; 2]>,
+    /// Heartbeats answered from memory and by the store, since the start.
+    answered: [AtomicU64; 2],
 }
 
 impl Default for LeaseBook {
     fn default() -> Self {
-        LeaseBook::new(DEFAULT_FLUSH)
+        LeaseBook::new(DEFAULT_FLUSH, FLUSH_BUDGET_PER_S)
     }
 }
 
@@ -150,15 +154,19 @@ impl Beaten {
 }
 
 impl LeaseBook {
-    pub fn new(flush: Duration) -> LeaseBook {
+    /// A book written every `flush` (`ZERO`: off), with `budget_per_s` leases a second
+    /// written beyond those due.
+    pub fn new(flush: Duration, budget_per_s: usize) -> LeaseBook {
         LeaseBook {
             flush,
+            budget_per_s,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             tags: Mutex::new(HashMap::new()),
             len: AtomicUsize::new(0),
             flushing: tokio::sync::Mutex::new(()),
             cursor: AtomicUsize::new(0),
             counted: std::sync::OnceLock::new(),
+            answered: Default::default(),
         }
     }
 
@@ -195,6 +203,16 @@ impl LeaseBook {
             ]
         });
         if from_memory { memory } else { store }.increment(1);
+        self.answered[usize::from(!from_memory)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Heartbeats answered (from memory, by the store) since the start.
+    pub fn answered(&self) -> (u64, u64) {
+        let [memory, store] = &self.answered;
+        (
+            memory.load(Ordering::Relaxed),
+            store.load(Ordering::Relaxed),
+        )
     }
 
     fn shard(&self, lease_id: &str) -> &Mutex<Shard> {
@@ -369,8 +387,11 @@ impl LeaseBook {
     /// their reserve: they must be written now to stay answerable from memory), and up to
     /// [`FLUSH_BUDGET_PER_S`] others, taken in turn.
     async fn flush_tick(&self, store: &dyn Store) -> Flushed {
-        let budget = FLUSH_BUDGET_PER_S.saturating_mul(self.flush.as_millis() as usize) / 1_000;
-        self.flush_some(store, budget.max(1)).await
+        let budget = self
+            .budget_per_s
+            .saturating_mul(self.flush.as_millis() as usize)
+            / 1_000;
+        self.flush_some(store, budget).await
     }
 
     /// Writes the leases due and up to `spare` others heartbeaten since they were last

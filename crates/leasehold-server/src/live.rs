@@ -137,11 +137,14 @@ impl Default for LiveHub {
 
 impl LiveHub {
     /// A hub whose license cache keeps entries at most `ttl` without a change notice, and
-    /// whose heartbeats are written every `heartbeat_flush` (`ZERO`: one by one).
-    pub fn new(license_ttl: std::time::Duration, heartbeat_flush: std::time::Duration) -> LiveHub {
+    /// whose node absorbs heartbeats in `heartbeats`.
+    pub fn new(
+        license_ttl: std::time::Duration,
+        heartbeats: crate::heartbeats::LeaseBook,
+    ) -> LiveHub {
         LiveHub {
             licenses: crate::license_cache::LicenseCache::new(license_ttl),
-            heartbeats: crate::heartbeats::LeaseBook::new(heartbeat_flush),
+            heartbeats,
             ..LiveHub::default()
         }
     }

@@ -50,6 +50,8 @@ pub struct Settings {
     pub metrics_per_license: bool,
     /// How often heartbeats absorbed in memory are written (`ZERO`: each as it comes).
     pub heartbeat_flush: std::time::Duration,
+    /// Leases a second the flusher writes beyond those it must (tests lower it).
+    pub heartbeat_flush_budget_per_s: usize,
 }
 
 impl Settings {
@@ -72,6 +74,7 @@ impl Settings {
             metrics_listen: None,
             metrics_per_license: false,
             heartbeat_flush: crate::heartbeats::DEFAULT_FLUSH,
+            heartbeat_flush_budget_per_s: crate::heartbeats::FLUSH_BUDGET_PER_S,
         }
     }
 }
@@ -162,7 +165,13 @@ pub async fn open_state(settings: &Settings) -> anyhow::Result<AppState> {
         limits: crate::limits::Limits::new(settings.client_rate_limit),
         sweep_interval: settings.sweep_interval,
         notifier: crate::notify::Notifier::new(settings.notify.clone())?,
-        live: crate::live::LiveHub::new(settings.license_cache_ttl, settings.heartbeat_flush),
+        live: crate::live::LiveHub::new(
+            settings.license_cache_ttl,
+            crate::heartbeats::LeaseBook::new(
+                settings.heartbeat_flush,
+                settings.heartbeat_flush_budget_per_s,
+            ),
+        ),
         login_limits: crate::limits::Limits::login(),
         trusted_proxies: settings.trusted_proxies.clone(),
         max_connections: settings.max_connections,

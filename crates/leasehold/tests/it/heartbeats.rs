@@ -39,6 +39,7 @@ on_both!(
     a_flush_racing_a_checkin_does_not_revive_the_lease,
     a_checkin_or_an_admin_release_makes_the_next_heartbeat_410,
     a_stopped_client_is_released_expired_within_ttl_flush_and_sweep,
+    a_lease_is_written_before_its_stored_expiry_draws_near,
     a_shorter_lease_period_is_written_not_promised_from_memory,
     idleness_goes_to_the_store_as_it_changes,
 );
@@ -425,6 +426,57 @@ async fn a_stopped_client_is_released_expired_within_ttl_flush_and_sweep(backend
         released_at
             <= last_seen + chrono::Duration::milliseconds(6_000 + 300 + 1_000 + 100 + 5_000),
         "{backend:?}: {lease}"
+    );
+    s.stop().await;
+}
+
+/// With no budget for anything but what must be written, the flusher still writes each
+/// lease before its stored expiry draws near: a lease beaten only from memory outlives
+/// its lease period several times, and the store holds at least every answer.
+async fn a_lease_is_written_before_its_stored_expiry_draws_near(backend: Backend) {
+    let s = TestServer::start_with(backend, |settings| {
+        settings.heartbeat_flush = Duration::from_millis(1_000);
+        settings.heartbeat_flush_budget_per_s = 0;
+        settings.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, 1, 8).await;
+    let c = client(&s);
+    let lease = c
+        .ok_post(
+            "/v1/client/leases",
+            lease_body(&key, "m", "u", "i"),
+            StatusCode::CREATED,
+        )
+        .await;
+    let lease_id = id(&lease);
+    let mut promised = time(&lease["expires_at"]);
+    // 18 s of heartbeats: more than two lease periods. A heartbeat is answered from memory
+    // while the stored expiry lies 3 s ahead (1 s interval, 1 s flush, 1 s margin); the
+    // flusher must write it once it is within 5 s (plus a flush).
+    for _ in 0..36 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, answer) = beat(&c, &key, &lease_id).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {answer}");
+        promised = promised.max(time(&answer["expires_at"]));
+        let row = stored(&admin, &lid, &lease_id).await;
+        assert!(
+            time(&row["expires_at"]) >= promised,
+            "{backend:?}: the store holds less than an answer: {row}"
+        );
+    }
+    assert!(
+        promised > time(&lease["expires_at"]) + chrono::Duration::seconds(8),
+        "{backend:?}: the stored expiry moved on"
+    );
+    assert_eq!(admin.seats_used(&lid).await, 1);
+    // Without the flusher keeping the stored expiry ahead, a beat every few seconds
+    // would find it too near and be written as it came.
+    let (memory, store) = s.state.live.heartbeats.answered();
+    assert!(
+        memory >= 35 && store <= 1,
+        "{backend:?}: {memory} from memory, {store} by the store"
     );
     s.stop().await;
 }
