@@ -33,7 +33,9 @@
 //! from the store. Every seat change of a license (a check-in, an expiry, an admin's
 //! release or edit, an instance that exits), on this node or another (the live feed),
 //! makes this node's entries of that license stale ([`LeaseBook::changed`]); the next
-//! heartbeat of each reads the store again. A lost notice is repaired by the next flush.
+//! heartbeat of each reads the store again. A notice that never arrives is repaired when
+//! the lease is next written (a release: it is found gone), and at the latest when the
+//! lease is read again ([`REREAD_MS`]).
 //!
 //! **What stays durable:** everything that creates or frees a seat, an instance counted
 //! in, and a change of idleness (the durable heartbeat, `Seats::heartbeat`), so idle
@@ -55,8 +57,8 @@ const MARGIN_MS: i64 = 1_000;
 /// Locks the book is split under, by the lease id's hash.
 const SHARDS: usize = 64;
 /// The most leases a node keeps in memory; past it, new leases' heartbeats are written
-/// as before (each entry costs about 200 bytes: see `docs/benchmarks.md`).
-const CAPACITY: usize = 4_000_000;
+/// as before (each entry costs about 480 bytes: see `docs/benchmarks.md`).
+const CAPACITY: usize = 2_000_000;
 /// Leases written per bulk step (one writer operation, one PostgreSQL transaction).
 const CHUNK: usize = 2_000;
 /// Leases a second the flusher writes beyond those that must be written (module docs):
@@ -84,7 +86,7 @@ struct Entry {
     /// When the lease was read from the store.
     loaded_at: i64,
     /// How long before `durable` the newest beat must be written, so that the lease stays
-    /// answerable from memory: its policy's horizon plus a flush.
+    /// answerable from memory: its policy's horizon, a flush and a margin.
     reserve: i64,
     /// The newest heartbeat's expiry and time, to write when `dirty`.
     expires_at: i64,
@@ -277,8 +279,13 @@ impl LeaseBook {
         let now = now_ms();
         let policy = license.policy();
         let horizon = now.saturating_add(self.horizon_ms(&policy));
-        // A lease period too short to answer from memory: written as before.
-        if policy.lease_expiry(now) < horizon {
+        // A lease period too short to answer from memory steadily (the stored expiry, a
+        // heartbeat interval and a flush old, must still lie a horizon ahead): written as
+        // before.
+        let steady = horizon
+            .saturating_add(policy.heartbeat_every_s().saturating_mul(1_000))
+            .saturating_add(self.flush.as_millis() as i64);
+        if policy.lease_expiry(now) < steady {
             return durable(idle_s.is_some()).await;
         }
         let beat = Beat {
@@ -290,7 +297,8 @@ impl LeaseBook {
             horizon,
             reserve: self
                 .horizon_ms(&policy)
-                .saturating_add(self.flush.as_millis() as i64),
+                .saturating_add(self.flush.as_millis() as i64)
+                .saturating_add(MARGIN_MS),
         };
         if let Some(expires_at) = self.hit(lease_id, &beat) {
             self.count(true);
@@ -402,26 +410,30 @@ impl LeaseBook {
         let started = std::time::Instant::now();
         let now = now_ms();
         let due_by = now.saturating_add(self.flush.as_millis() as i64);
-        let mut beats = Vec::new();
-        let mut spent = 0;
-        let first = self.cursor.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        // Each beat with the entry it came from (when it was loaded, under which epoch),
+        // so that what the store answers is applied to that entry only.
+        let (mut due, mut others) = (Vec::new(), Vec::new());
+        let mut ran_out_in = None;
+        let first = self.cursor.load(Ordering::Relaxed) % SHARDS;
         for n in 0..SHARDS {
-            let mut shard = self.shards[(first + n) % SHARDS]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let at = (first + n) % SHARDS;
+            let mut shard = self.shards[at].lock().unwrap_or_else(|e| e.into_inner());
             let before = shard.len();
             shard.retain(|id, entry| {
                 if entry.dirty {
-                    let due = entry.durable.saturating_sub(entry.reserve) <= due_by;
-                    if due || spent < spare {
-                        spent += usize::from(!due);
+                    let is_due = entry.durable.saturating_sub(entry.reserve) <= due_by;
+                    if is_due || others.len() < spare {
                         entry.dirty = false;
-                        beats.push(leasehold_store::Beat {
+                        let beat = leasehold_store::Beat {
                             lease_id: id.to_string(),
                             license_id: entry.tag.id.to_string(),
                             expires_at: entry.expires_at,
                             last_seen_at: entry.last_seen_at,
-                        });
+                        };
+                        let from = (entry.loaded_at, entry.epoch);
+                        if is_due { &mut due } else { &mut others }.push((beat, from));
+                    } else if ran_out_in.is_none() {
+                        ran_out_in = Some(at);
                     }
                     return true;
                 }
@@ -430,35 +442,17 @@ impl LeaseBook {
             });
             self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
         }
-        beats.sort_unstable_by(|a, b| a.lease_id.cmp(&b.lease_id));
+        // The next tick's spare budget starts past where this one's ran out.
+        self.cursor.store(
+            ran_out_in.map_or(first + 1, |at| at + 1) % SHARDS,
+            Ordering::Relaxed,
+        );
         let mut flushed = Flushed::default();
-        for chunk in beats.chunks(CHUNK) {
-            match store.flush_heartbeats(chunk).await {
-                Ok(outcome) => {
-                    let set = |ids: Vec<String>| -> std::collections::HashSet<String> {
-                        ids.into_iter().collect()
-                    };
-                    let (gone, busy) = (set(outcome.gone), set(outcome.busy));
-                    for beat in chunk {
-                        if gone.contains(&beat.lease_id) {
-                            self.forget(&beat.lease_id);
-                            flushed.gone += 1;
-                        } else if busy.contains(&beat.lease_id) {
-                            self.mark_dirty(&beat.lease_id);
-                            flushed.failed += 1;
-                        } else {
-                            self.written(beat);
-                            flushed.written += 1;
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, leases = chunk.len(), "heartbeat flush failed; retrying at the next");
-                    for beat in chunk {
-                        self.mark_dirty(&beat.lease_id);
-                    }
-                    flushed.failed += chunk.len();
-                }
+        // What must be written goes first, each part in id order.
+        for mut part in [due, others] {
+            part.sort_unstable_by(|a, b| a.0.lease_id.cmp(&b.0.lease_id));
+            for chunk in part.chunks(CHUNK) {
+                self.write_chunk(store, chunk, &mut flushed).await;
             }
         }
         metrics::gauge!("leasehold_heartbeat_leases").set(self.len() as f64);
@@ -468,12 +462,54 @@ impl LeaseBook {
         flushed
     }
 
-    /// A lease's beat is on disk: the store holds at least its expiry (the newest beat
-    /// wins there; a beat lowers an expiry only after a shorter lease period, and then
-    /// the store holds the lower one).
-    fn written(&self, beat: &leasehold_store::Beat) {
+    /// Writes one chunk and applies what the store answered to the entries the beats
+    /// came from.
+    async fn write_chunk(
+        &self,
+        store: &dyn Store,
+        chunk: &[(leasehold_store::Beat, (i64, u64))],
+        flushed: &mut Flushed,
+    ) {
+        let beats: Vec<leasehold_store::Beat> = chunk.iter().map(|(b, _)| b.clone()).collect();
+        match store.flush_heartbeats(&beats).await {
+            Ok(outcome) => {
+                let set = |ids: Vec<String>| -> std::collections::HashSet<String> {
+                    ids.into_iter().collect()
+                };
+                let (gone, busy) = (set(outcome.gone), set(outcome.busy));
+                for (beat, from) in chunk {
+                    if gone.contains(&beat.lease_id) {
+                        self.forget(&beat.lease_id);
+                        flushed.gone += 1;
+                    } else if busy.contains(&beat.lease_id) {
+                        self.mark_dirty(&beat.lease_id);
+                        flushed.failed += 1;
+                    } else {
+                        self.written(beat, *from);
+                        flushed.written += 1;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, leases = chunk.len(), "heartbeat flush failed; retrying at the next");
+                for (beat, _) in chunk {
+                    self.mark_dirty(&beat.lease_id);
+                }
+                flushed.failed += chunk.len();
+            }
+        }
+    }
+
+    /// A lease's beat is on disk: the store holds at least its expiry (a later beat keeps
+    /// it or moves it on; a beat lowers an expiry only after a shorter lease period, and
+    /// then the store holds the lower one). Applied only to the entry the beat came from
+    /// (`from`: loaded when, under which epoch): one loaded again meanwhile has read what
+    /// the store holds.
+    fn written(&self, beat: &leasehold_store::Beat, from: (i64, u64)) {
         if let Some(entry) = self.lock(&beat.lease_id).get_mut(beat.lease_id.as_str()) {
-            entry.durable = beat.expires_at;
+            if (entry.loaded_at, entry.epoch) == from {
+                entry.durable = beat.expires_at;
+            }
         }
     }
 

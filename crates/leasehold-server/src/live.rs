@@ -113,13 +113,13 @@ pub struct LiveHub {
     /// The live leases whose heartbeats this node absorbs, made stale by the same changes.
     pub heartbeats: crate::heartbeats::LeaseBook,
     streams: Arc<Mutex<StreamCounts>>,
-    /// When each license's last heartbeat was announced (ms since the epoch).
-    beats_announced: Mutex<HashMap<String, i64>>,
+    /// When each license's last heartbeat was announced.
+    beats_announced: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// The least time between two announced heartbeats of one license: a heartbeat changes
 /// no seat and no cache, and a console only needs to know that it should look again.
-const HEARTBEAT_ANNOUNCED_EVERY_MS: i64 = 250;
+const HEARTBEAT_ANNOUNCED_EVERY: Duration = Duration::from_millis(250);
 
 impl Default for LiveHub {
     fn default() -> Self {
@@ -192,12 +192,12 @@ impl LiveHub {
         if self.sender.receiver_count() == 0 && self.outbound.get().is_none() {
             return false;
         }
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = std::time::Instant::now();
         let Ok(mut announced) = self.beats_announced.lock() else {
             return true;
         };
         match announced.get_mut(license_id) {
-            Some(at) if now - *at < HEARTBEAT_ANNOUNCED_EVERY_MS => false,
+            Some(at) if now.duration_since(*at) < HEARTBEAT_ANNOUNCED_EVERY => false,
             Some(at) => {
                 *at = now;
                 true
@@ -377,8 +377,22 @@ pub async fn spawn_backplane(state: &AppState) -> Vec<tokio::task::JoinHandle<()
                 changes,
             };
             let payload = serde_json::to_string(&wire).unwrap_or_default();
-            if let Err(error) = sender_state.store.notify(CHANNEL, &payload).await {
-                tracing::warn!(%error, "live notifications: NOTIFY failed");
+            // Other nodes drop what they hold of a license on these changes (cached
+            // licenses, leases in memory): a change other than a heartbeat is tried again
+            // a few times before it is given up.
+            let attempts = if wire.changes.iter().all(|c| c.kind == "seat.heartbeat") {
+                1
+            } else {
+                5
+            };
+            for attempt in 1..=attempts {
+                match sender_state.store.notify(CHANNEL, &payload).await {
+                    Ok(()) => break,
+                    Err(error) if attempt == attempts => {
+                        tracing::warn!(%error, "live notifications: NOTIFY failed");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100 * attempt)).await,
+                }
             }
         }
     });

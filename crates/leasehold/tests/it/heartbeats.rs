@@ -61,6 +61,16 @@ pub(crate) async fn beating_license(admin: &Api, seats: i64, ttl_s: i64) -> (Str
     (license["key"].as_str().unwrap().to_string(), id(&license))
 }
 
+/// Takes a lease for (`machine`, OS user `u`, instance `i`); answers it.
+async fn take(c: &Api, key: &str, machine: &str) -> Value {
+    c.ok_post(
+        "/v1/client/leases",
+        lease_body(key, machine, "u", "i"),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
 pub(crate) async fn beat(c: &Api, key: &str, lease_id: &str) -> (StatusCode, Value) {
     c.post(
         &format!("/v1/client/leases/{lease_id}/heartbeat"),
@@ -84,8 +94,9 @@ pub(crate) async fn stored(admin: &Api, license_id: &str, lease_id: &str) -> Val
 }
 
 /// The lease period of [`flushed_by_hand`]'s licenses: a beat is absorbed only while the
-/// stored expiry lies a flush interval (there, an hour) and more ahead.
-const LONG_TTL_S: i64 = 7_200;
+/// stored expiry lies a heartbeat interval, a flush interval (there, an hour) and a margin
+/// ahead, and only for a lease period that stays so even a heartbeat and a flush later.
+const LONG_TTL_S: i64 = 10_800;
 
 /// A server whose flusher never runs by itself (every hour): the test flushes.
 async fn flushed_by_hand(backend: Backend) -> TestServer {
@@ -100,13 +111,7 @@ async fn a_heartbeat_is_answered_from_memory_and_written_by_the_flush(backend: B
     let admin = s.workspace("Acme").await;
     let (key, lid) = beating_license(&admin, 2, LONG_TTL_S).await;
     let c = client(&s);
-    let lease = c
-        .ok_post(
-            "/v1/client/leases",
-            lease_body(&key, "m", "u", "i"),
-            StatusCode::CREATED,
-        )
-        .await;
+    let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let taken = stored(&admin, &lid, &lease_id).await;
 
@@ -216,13 +221,7 @@ async fn a_shorter_lease_period_is_written_not_promised_from_memory(backend: Bac
     let admin = s.workspace("Acme").await;
     let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
     let c = client(&s);
-    let lease = c
-        .ok_post(
-            "/v1/client/leases",
-            lease_body(&key, "m", "u", "i"),
-            StatusCode::CREATED,
-        )
-        .await;
+    let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let (_, answer) = beat(&c, &key, &lease_id).await;
     assert_eq!(time(&answer["expires_at"]), time(&lease["expires_at"]));
@@ -263,13 +262,7 @@ async fn idleness_goes_to_the_store_as_it_changes(backend: Backend) {
     let admin = s.workspace("Acme").await;
     let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
     let c = client(&s);
-    let lease = c
-        .ok_post(
-            "/v1/client/leases",
-            lease_body(&key, "m", "u", "i"),
-            StatusCode::CREATED,
-        )
-        .await;
+    let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let path = format!("/v1/client/leases/{lease_id}/heartbeat");
     let idle = |idle_s: i64| {
@@ -309,13 +302,7 @@ async fn a_flush_racing_a_checkin_does_not_revive_the_lease(backend: Backend) {
     let c = client(&s);
     for round in 0..60 {
         let machine = format!("m{round}");
-        let lease = c
-            .ok_post(
-                "/v1/client/leases",
-                lease_body(&key, &machine, "u", "i"),
-                StatusCode::CREATED,
-            )
-            .await;
+        let lease = take(&c, &key, &machine).await;
         let lease_id = id(&lease);
         assert_eq!(beat(&c, &key, &lease_id).await.0, StatusCode::OK);
         let path = format!("/v1/client/leases/{lease_id}/instances/i");
@@ -348,13 +335,7 @@ async fn a_checkin_or_an_admin_release_makes_the_next_heartbeat_410(backend: Bac
     let c = client(&s);
     let mut leases = Vec::new();
     for machine in ["a", "b"] {
-        let lease = c
-            .ok_post(
-                "/v1/client/leases",
-                lease_body(&key, machine, "u", "i"),
-                StatusCode::CREATED,
-            )
-            .await;
+        let lease = take(&c, &key, machine).await;
         let lease_id = id(&lease);
         assert_eq!(beat(&c, &key, &lease_id).await.0, StatusCode::OK);
         leases.push(lease_id);
@@ -388,13 +369,7 @@ async fn a_stopped_client_is_released_expired_within_ttl_flush_and_sweep(backend
     let admin = s.workspace("Acme").await;
     let (key, lid) = beating_license(&admin, 1, 6).await;
     let c = client(&s);
-    let lease = c
-        .ok_post(
-            "/v1/client/leases",
-            lease_body(&key, "m", "u", "i"),
-            StatusCode::CREATED,
-        )
-        .await;
+    let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let mut promised = time(&lease["expires_at"]);
     // Beats for longer than a lease period: the lease lives on them alone.
@@ -443,13 +418,7 @@ async fn a_lease_is_written_before_its_stored_expiry_draws_near(backend: Backend
     let admin = s.workspace("Acme").await;
     let (key, lid) = beating_license(&admin, 1, 8).await;
     let c = client(&s);
-    let lease = c
-        .ok_post(
-            "/v1/client/leases",
-            lease_body(&key, "m", "u", "i"),
-            StatusCode::CREATED,
-        )
-        .await;
+    let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let mut promised = time(&lease["expires_at"]);
     // 18 s of heartbeats: more than two lease periods. A heartbeat is answered from memory
@@ -498,13 +467,7 @@ async fn kill_9_after_heartbeats_ends_no_lease_before_its_promise(store_args: Ve
     let c = server.api("");
     let mut leases = Vec::new();
     for n in 0..20 {
-        let lease = c
-            .ok_post(
-                "/v1/client/leases",
-                lease_body(&key, &format!("m{n}"), "u", "i"),
-                StatusCode::CREATED,
-            )
-            .await;
+        let lease = take(&c, &key, &format!("m{n}")).await;
         leases.push((id(&lease), time(&lease["expires_at"])));
     }
     for round in 0..4 {
@@ -565,13 +528,7 @@ async fn heartbeats_off_writes_each_beat() {
         let admin = s.workspace("Acme").await;
         let (key, lid) = beating_license(&admin, 1, 60).await;
         let c = client(&s);
-        let lease = c
-            .ok_post(
-                "/v1/client/leases",
-                lease_body(&key, "m", "u", "i"),
-                StatusCode::CREATED,
-            )
-            .await;
+        let lease = take(&c, &key, "m").await;
         let lease_id = id(&lease);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let (status, answer) = beat(&c, &key, &lease_id).await;
@@ -594,13 +551,7 @@ async fn a_flush_skips_a_lease_another_transaction_holds() {
     let admin = s.workspace("Acme").await;
     let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
     let c = client(&s);
-    let lease = c
-        .ok_post(
-            "/v1/client/leases",
-            lease_body(&key, "m", "u", "i"),
-            StatusCode::CREATED,
-        )
-        .await;
+    let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let now = Utc::now().timestamp_millis();
     let beat = Beat {
