@@ -6,8 +6,7 @@
 use crate::client::client;
 use crate::concurrency::execute;
 use crate::harness::{
-    both_stores, drop_pg_database, eventually, fresh_pg_database, id, init_store, Api,
-    ServerProcess, TestServer,
+    both_stores, eventually, id, init_store, process_stores, Api, ServerProcess, TestServer,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -417,26 +416,4 @@ async fn acknowledged_borrows_survive_kill_9(store_args: Vec<String>) {
     assert_eq!(admin.seats_used(&lid).await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_borrows_survive_kill_9_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    acknowledged_borrows_survive_kill_9(vec![
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-    ])
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_borrows_survive_kill_9_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, name) = fresh_pg_database().await;
-    acknowledged_borrows_survive_kill_9(vec![
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-        "--database-url".into(),
-        url,
-    ])
-    .await;
-    drop_pg_database(&name).await;
-}
+process_stores!(acknowledged_borrows_survive_kill_9);

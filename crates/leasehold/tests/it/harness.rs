@@ -451,6 +451,36 @@ macro_rules! both_stores {
 }
 pub(crate) use both_stores;
 
+/// Generates a SQLite and a PostgreSQL test for each `async fn name(store_args:
+/// Vec<String>)` that runs `leasehold` processes: the arguments of a fresh store (a data
+/// directory and, for PostgreSQL, a new database, dropped afterwards).
+macro_rules! process_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$name(vec!["--data-dir".into(), dir.path().display().to_string()]).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let dir = tempfile::tempdir().unwrap();
+                let (url, name) = $crate::harness::fresh_pg_database().await;
+                super::$name(vec![
+                    "--data-dir".into(),
+                    dir.path().display().to_string(),
+                    "--database-url".into(),
+                    url,
+                ])
+                .await;
+                $crate::harness::drop_pg_database(&name).await;
+            }
+        }
+    )*};
+}
+pub(crate) use process_stores;
+
 /// `leasehold serve` as a real process, for tests that kill it.
 pub struct ServerProcess {
     pub base: String,

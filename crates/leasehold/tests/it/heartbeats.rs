@@ -6,8 +6,7 @@
 
 use crate::client::{client, lease_body};
 use crate::harness::{
-    drop_pg_database, eventually, fresh_pg_database, id, init_store, Api, Backend, ServerProcess,
-    TestServer,
+    eventually, id, init_store, process_stores, Api, Backend, ServerProcess, TestServer,
 };
 use chrono::{DateTime, Utc};
 use leasehold_store::Beat;
@@ -493,30 +492,6 @@ async fn kill_9_after_heartbeats_ends_no_lease_before_its_promise(store_args: Ve
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_after_heartbeats_ends_no_lease_before_its_promise_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    kill_9_after_heartbeats_ends_no_lease_before_its_promise(vec![
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-    ])
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_after_heartbeats_ends_no_lease_before_its_promise_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, name) = fresh_pg_database().await;
-    kill_9_after_heartbeats_ends_no_lease_before_its_promise(vec![
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-        "--database-url".into(),
-        url,
-    ])
-    .await;
-    drop_pg_database(&name).await;
-}
-
 /// `--heartbeat-flush-ms 0`: every heartbeat is written as it comes, as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_off_writes_each_beat() {
@@ -582,3 +557,5 @@ async fn a_flush_skips_a_lease_another_transaction_holds() {
     assert_eq!(time(&row["last_seen_at"]).timestamp_millis(), now);
     s.stop().await;
 }
+
+process_stores!(kill_9_after_heartbeats_ends_no_lease_before_its_promise);

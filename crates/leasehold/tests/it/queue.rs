@@ -2,10 +2,7 @@
 //! the head, no jumping by newcomers, silent waiters dropped, leaving, and the long poll.
 
 use crate::client::client;
-use crate::harness::{
-    both_stores, drop_pg_database, fresh_pg_database, id, init_store, Api, ServerProcess,
-    TestServer,
-};
+use crate::harness::{both_stores, id, init_store, process_stores, Api, ServerProcess, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -270,26 +267,4 @@ async fn waiters_keep_their_places_across_kill_9(store_args: Vec<String>) {
     assert_eq!(queue_of(&admin, &lid).await, ["c"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiters_keep_their_places_across_kill_9_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    waiters_keep_their_places_across_kill_9(vec![
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-    ])
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiters_keep_their_places_across_kill_9_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, name) = fresh_pg_database().await;
-    waiters_keep_their_places_across_kill_9(vec![
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-        "--database-url".into(),
-        url,
-    ])
-    .await;
-    drop_pg_database(&name).await;
-}
+process_stores!(waiters_keep_their_places_across_kill_9);
