@@ -55,6 +55,21 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A heartbeat of a lease of `license`, through this node's book of leases in memory
+    /// (`heartbeats.rs`): the client protocol's and the Keygen facade's ping.
+    pub async fn heartbeat(
+        &self,
+        license: &Arc<leasehold_store::License>,
+        lease_id: &str,
+        instance: &str,
+        idle_s: Option<i64>,
+    ) -> Result<crate::heartbeats::Beaten, leasehold_store::StoreError> {
+        self.live
+            .heartbeats
+            .beat(self.store.as_ref(), license, lease_id, instance, idle_s)
+            .await
+    }
+
     /// The client's address, for the per-address limits: the connection's, unless it
     /// comes from a trusted proxy; then the nearest address in `X-Forwarded-For` (or,
     /// when that is absent, `Forwarded`) that is not a trusted proxy itself (what a

@@ -399,15 +399,7 @@ pub(super) async fn heartbeat(
                 ));
             }
             let beaten = state
-                .live
-                .heartbeats
-                .beat(
-                    state.store.as_ref(),
-                    &caller.license,
-                    &id,
-                    &instance,
-                    body.idle_s,
-                )
+                .heartbeat(&caller.license, &id, &instance, body.idle_s)
                 .await?;
             caller.publish(&state, beaten.kind());
             Ok((

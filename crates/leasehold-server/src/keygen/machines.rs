@@ -274,15 +274,7 @@ pub(super) async fn ping(
         let caller = &licensee.caller;
         if seat.kind != SeatKind::Activation {
             let beat = state
-                .live
-                .heartbeats
-                .beat(
-                    state.store.as_ref(),
-                    &caller.license,
-                    &seat.id,
-                    &instance_of(&seat),
-                    None,
-                )
+                .heartbeat(&caller.license, &seat.id, &instance_of(&seat), None)
                 .await;
             match beat {
                 Ok(beaten) => {

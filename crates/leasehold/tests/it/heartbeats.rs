@@ -97,19 +97,22 @@ pub(crate) async fn stored(admin: &Api, license_id: &str, lease_id: &str) -> Val
 /// ahead, and only for a lease period that stays so even a heartbeat and a flush later.
 const LONG_TTL_S: i64 = 10_800;
 
-/// A server whose flusher never runs by itself (every hour): the test flushes.
-async fn flushed_by_hand(backend: Backend) -> TestServer {
-    TestServer::start_with(backend, |settings| {
+/// A server whose flusher never runs by itself (every hour): the test flushes. With a
+/// workspace (its admin) and a floating license of `seats` lasting [`LONG_TTL_S`] (its
+/// key and id), and the client side.
+async fn flushed_by_hand(backend: Backend, seats: i64) -> (TestServer, Api, String, String, Api) {
+    let s = TestServer::start_with(backend, |settings| {
         settings.heartbeat_flush = Duration::from_secs(3600);
     })
-    .await
+    .await;
+    let admin = s.workspace("Acme").await;
+    let (key, lid) = beating_license(&admin, seats, LONG_TTL_S).await;
+    let c = client(&s);
+    (s, admin, key, lid, c)
 }
 
 async fn a_heartbeat_is_answered_from_memory_and_written_by_the_flush(backend: Backend) {
-    let s = flushed_by_hand(backend).await;
-    let admin = s.workspace("Acme").await;
-    let (key, lid) = beating_license(&admin, 2, LONG_TTL_S).await;
-    let c = client(&s);
+    let (s, admin, key, lid, c) = flushed_by_hand(backend, 2).await;
     let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let taken = stored(&admin, &lid, &lease_id).await;
@@ -216,10 +219,7 @@ async fn a_heartbeat_is_answered_from_memory_and_written_by_the_flush(backend: B
 /// An admin shortens the lease period while a lease is beaten from memory: the next
 /// heartbeat writes and promises the shorter period, never the longer one held before.
 async fn a_shorter_lease_period_is_written_not_promised_from_memory(backend: Backend) {
-    let s = flushed_by_hand(backend).await;
-    let admin = s.workspace("Acme").await;
-    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
-    let c = client(&s);
+    let (s, admin, key, lid, c) = flushed_by_hand(backend, 1).await;
     let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let (_, answer) = beat(&c, &key, &lease_id).await;
@@ -257,10 +257,7 @@ async fn a_shorter_lease_period_is_written_not_promised_from_memory(backend: Bac
 /// An instance saying its user went away, and came back, is written as it says so (the
 /// queue and idle reclaim read it from the store, on any node); saying it again is not.
 async fn idleness_goes_to_the_store_as_it_changes(backend: Backend) {
-    let s = flushed_by_hand(backend).await;
-    let admin = s.workspace("Acme").await;
-    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
-    let c = client(&s);
+    let (s, _admin, key, lid, c) = flushed_by_hand(backend, 1).await;
     let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let path = format!("/v1/client/leases/{lease_id}/heartbeat");
@@ -295,10 +292,7 @@ async fn idleness_goes_to_the_store_as_it_changes(backend: Backend) {
 /// Check-ins race flushes of the same leases; no lease comes back, no seat is counted
 /// twice.
 async fn a_flush_racing_a_checkin_does_not_revive_the_lease(backend: Backend) {
-    let s = flushed_by_hand(backend).await;
-    let admin = s.workspace("Acme").await;
-    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
-    let c = client(&s);
+    let (s, admin, key, lid, c) = flushed_by_hand(backend, 1).await;
     for round in 0..60 {
         let machine = format!("m{round}");
         let lease = take(&c, &key, &machine).await;
@@ -328,10 +322,7 @@ async fn a_flush_racing_a_checkin_does_not_revive_the_lease(backend: Backend) {
 }
 
 async fn a_checkin_or_an_admin_release_makes_the_next_heartbeat_410(backend: Backend) {
-    let s = flushed_by_hand(backend).await;
-    let admin = s.workspace("Acme").await;
-    let (key, lid) = beating_license(&admin, 2, LONG_TTL_S).await;
-    let c = client(&s);
+    let (s, admin, key, lid, c) = flushed_by_hand(backend, 2).await;
     let mut leases = Vec::new();
     for machine in ["a", "b"] {
         let lease = take(&c, &key, machine).await;
@@ -522,10 +513,7 @@ async fn heartbeats_off_writes_each_beat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_skips_a_lease_another_transaction_holds() {
     use sqlx::Connection;
-    let s = flushed_by_hand(Backend::Postgres).await;
-    let admin = s.workspace("Acme").await;
-    let (key, lid) = beating_license(&admin, 1, LONG_TTL_S).await;
-    let c = client(&s);
+    let (s, admin, key, lid, c) = flushed_by_hand(Backend::Postgres, 1).await;
     let lease = take(&c, &key, "m").await;
     let lease_id = id(&lease);
     let now = Utc::now().timestamp_millis();
